@@ -112,6 +112,13 @@ impl MatchId {
     }
 }
 
+impl<'de> Deserialize<'de> for MatchId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        MatchId::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
 impl fmt::Display for MatchId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
