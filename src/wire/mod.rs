@@ -6,6 +6,7 @@ pub mod connect;
 pub mod v1;
 pub mod v2;
 
+pub use connect::{parse_connect, sniff_version, ConnectError, ConnectLine};
 
 /// Why the server closes a viewer (SPEC 4, v2 `bye`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
