@@ -321,29 +321,67 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_failing_command_does_not_undo_its_batch() {
+    async fn one_batch_one_commit_and_a_refused_command_undoes_only_itself() {
         let dir = TempDir::new().unwrap();
-        let store = SqliteStore::open(dir.path()).unwrap();
-        let a = info("elp", "tig");
-        store.create_match(&a).await.unwrap();
-        // Queued back to back, so they very likely share a transaction; either way the bad one
-        // alone fails.
-        let good = store.submit_append(&a.id, vec![event(1)]).await.unwrap();
-        let bad = store.submit_append(&a.id, vec![event(1)]).await.unwrap();
-        let next = store.submit_append(&a.id, vec![event(2)]).await.unwrap();
-        good.await.unwrap();
-        assert!(matches!(
-            bad.await,
-            Err(StoreError::SeqConflict {
-                expected: 2,
-                got: 1,
-                ..
+        let path = dir.path().join(DB_FILE);
+        let conn = writer::open_writer(&path).unwrap();
+        let live = writer::load_live(&conn).unwrap();
+        let commits = Arc::new(AtomicU64::new(0));
+        let mut writer = Writer {
+            conn,
+            live,
+            commits: Arc::clone(&commits),
+        };
+        let (a, b) = (info("elp", "tig"), info("rma", "fcb"));
+        // Driving the writer directly makes these one batch for sure.
+        let results = writer.write_batch(&[
+            Op::Create(a.clone()),
+            Op::Append(a.id.clone(), vec![event(1)]),
+            Op::Append(a.id.clone(), vec![event(2), event(4)]),
+            Op::Append(a.id.clone(), vec![event(2)]),
+            Op::Create(a.clone()),
+            Op::Cancel(b.id.clone()),
+            Op::Create(b.clone()),
+            Op::Cancel(b.id.clone()),
+            Op::Flush,
+        ]);
+        let summary: Vec<String> = results
+            .iter()
+            .map(|r| match r {
+                Ok(()) => "ok".to_owned(),
+                Err(StoreError::SeqConflict { expected, got, .. }) => {
+                    format!("seq {expected}/{got}")
+                }
+                Err(StoreError::Exists(_)) => "exists".to_owned(),
+                Err(StoreError::NotFound(_)) => "not found".to_owned(),
+                Err(e) => e.to_string(),
             })
-        ));
-        next.await.unwrap();
+            .collect();
         assert_eq!(
-            store.history(&a.id, 0, 10).await.unwrap(),
-            vec![event(1), event(2)]
+            summary,
+            [
+                "ok",
+                "ok",
+                "seq 3/4",
+                "ok",
+                "exists",
+                "not found",
+                "ok",
+                "ok",
+                "ok"
+            ]
+        );
+        assert_eq!(commits.load(Ordering::Relaxed), 1);
+        drop(writer);
+
+        let store = SqliteStore::open(dir.path()).unwrap();
+        let all = store.load_all().await.unwrap();
+        assert_eq!(
+            all,
+            vec![StoredMatch {
+                info: a,
+                events: vec![event(1), event(2)]
+            }]
         );
     }
 

@@ -148,7 +148,7 @@ impl Writer {
     }
 
     /// Runs `ops` in one transaction, one savepoint each, and returns each one's answer.
-    fn write_batch(&mut self, ops: &[Op]) -> Vec<Result<(), StoreError>> {
+    pub(super) fn write_batch(&mut self, ops: &[Op]) -> Vec<Result<(), StoreError>> {
         if ops.iter().all(|op| matches!(op, Op::Flush)) {
             // Everything before these was answered only after its commit.
             return ops.iter().map(|_| Ok(())).collect();
