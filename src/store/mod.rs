@@ -63,6 +63,8 @@ pub trait Store: Send + Sync + 'static {
     /// the last stored (or queued) one; otherwise the ticket resolves to `SeqConflict` and
     /// nothing of this call is stored. Returning means queued, not durable: await the ticket.
     /// When the queue is full, this waits for room (backpressure on the watcher).
+    /// `NotFound` and `SeqConflict` arrive through the ticket, in both stores; the call itself
+    /// fails only when the store can take no more writes (`Backend`).
     async fn submit_append(
         &self,
         id: &MatchId,

@@ -1,0 +1,153 @@
+//! The read side of the SQLite store: a small pool of read-only connections and the queries
+//! behind `load_all` and `history`. Writes never come here.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
+
+use super::{corrupt, db_err, seq_from_sql, seq_to_sql, BUSY_TIMEOUT};
+use crate::model::{Event, EventData, EventKind, MatchId, MatchInfo, Seq};
+use crate::store::{StoreError, StoredMatch};
+
+/// Idle read connections kept for reuse; more may be open while reads are in flight.
+const MAX_IDLE_READERS: usize = 8;
+
+/// Read-only connections, reused. Each read takes one, so reads never wait for each other.
+pub(super) struct Readers {
+    path: PathBuf,
+    idle: Mutex<Vec<Connection>>,
+}
+
+impl Readers {
+    pub(super) fn new(path: PathBuf) -> Readers {
+        Readers {
+            path,
+            idle: Mutex::new(Vec::new()),
+        }
+    }
+
+    pub(super) fn with<T>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        // A panic elsewhere while holding this lock leaves a valid Vec; keep using it.
+        let idle = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let mut conn = match idle {
+            Some(conn) => conn,
+            None => {
+                let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+                let conn = Connection::open_with_flags(&self.path, flags).map_err(|e| {
+                    StoreError::Backend(format!("cannot open {}: {e}", self.path.display()))
+                })?;
+                conn.busy_timeout(BUSY_TIMEOUT).map_err(db_err)?;
+                conn
+            }
+        };
+        let result = f(&mut conn);
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        if idle.len() < MAX_IDLE_READERS {
+            idle.push(conn);
+        }
+        result
+    }
+}
+
+/// Builds an event from its row: (seq, ts, kind, data).
+fn event_from_row(seq: i64, ts: i64, kind: &str, data: &str) -> Result<Event, StoreError> {
+    Ok(Event {
+        seq: seq_from_sql(seq)?,
+        ts,
+        kind: EventKind::parse(kind).map_err(|e| corrupt("event kind", e))?,
+        data: serde_json::from_str::<EventData>(data).map_err(|e| corrupt("event data", e))?,
+    })
+}
+
+pub(super) fn load_all(conn: &mut Connection) -> Result<Vec<StoredMatch>, StoreError> {
+    // One read transaction: matches and events from the same snapshot.
+    let tx = conn.transaction().map_err(db_err)?;
+    let mut matches = Vec::new();
+    let mut index = HashMap::new();
+    {
+        let mut stmt = tx
+            .prepare("SELECT rowid, info FROM matches WHERE cancelled = 0 ORDER BY rowid")
+            .map_err(db_err)?;
+        let mut rows = stmt.query([]).map_err(db_err)?;
+        while let Some(row) = rows.next().map_err(db_err)? {
+            let rowid: i64 = row.get(0).map_err(db_err)?;
+            let info: String = row.get(1).map_err(db_err)?;
+            let info: MatchInfo = serde_json::from_str(&info).map_err(|e| corrupt("match", e))?;
+            index.insert(rowid, matches.len());
+            matches.push(StoredMatch {
+                info,
+                events: Vec::new(),
+            });
+        }
+    }
+    {
+        let mut stmt = tx
+            .prepare(
+                "SELECT e.match_rowid, e.seq, e.ts, e.kind, e.data FROM events e \
+                 JOIN matches m ON m.rowid = e.match_rowid \
+                 WHERE m.cancelled = 0 ORDER BY e.match_rowid, e.seq",
+            )
+            .map_err(db_err)?;
+        let mut rows = stmt.query([]).map_err(db_err)?;
+        while let Some(row) = rows.next().map_err(db_err)? {
+            let rowid: i64 = row.get(0).map_err(db_err)?;
+            let kind: String = row.get(3).map_err(db_err)?;
+            let data: String = row.get(4).map_err(db_err)?;
+            let event = event_from_row(
+                row.get(1).map_err(db_err)?,
+                row.get(2).map_err(db_err)?,
+                &kind,
+                &data,
+            )?;
+            if let Some(&i) = index.get(&rowid) {
+                matches[i].events.push(event);
+            }
+        }
+    }
+    Ok(matches)
+}
+
+pub(super) fn history(
+    conn: &mut Connection,
+    id: &MatchId,
+    after: Seq,
+    limit: usize,
+) -> Result<Vec<Event>, StoreError> {
+    let tx = conn.transaction().map_err(db_err)?;
+    let rowid: i64 = tx
+        .query_row(
+            "SELECT rowid FROM matches WHERE id = ?1 AND cancelled = 0",
+            [id.as_str()],
+            |row| row.get(0),
+        )
+        .optional()
+        .map_err(db_err)?
+        .ok_or_else(|| StoreError::NotFound(id.clone()))?;
+    let mut stmt = tx
+        .prepare_cached(
+            "SELECT seq, ts, kind, data FROM events WHERE match_rowid = ?1 AND seq > ?2 \
+             ORDER BY seq LIMIT ?3",
+        )
+        .map_err(db_err)?;
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let mut rows = stmt
+        .query(params![rowid, seq_to_sql(after), limit])
+        .map_err(db_err)?;
+    let mut events = Vec::new();
+    while let Some(row) = rows.next().map_err(db_err)? {
+        let kind: String = row.get(2).map_err(db_err)?;
+        let data: String = row.get(3).map_err(db_err)?;
+        events.push(event_from_row(
+            row.get(0).map_err(db_err)?,
+            row.get(1).map_err(db_err)?,
+            &kind,
+            &data,
+        )?);
+    }
+    Ok(events)
+}
