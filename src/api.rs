@@ -1,1 +1,239 @@
-//! (being written)
+//! The HTTP routes (SPEC 2 and 3): the watcher API (bearer token) and the public read API.
+//! Handlers translate between HTTP and `ingest`/`hub`/`store`; every error is one [`ApiError`]
+//! that answers `{"error": "..."}`.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tower_http::cors::CorsLayer;
+
+use crate::hub::Hub;
+use crate::ingest::{Ingest, IngestError};
+use crate::model::{Event, EventInput, MatchId, NewMatch, Seq};
+use crate::state::RejectKind;
+use crate::store::{Store, StoreError};
+use crate::transport::ViewerPorts;
+
+/// Most events one history request returns; a client pages on with `after`.
+pub const MAX_HISTORY_LIMIT: usize = 10_000;
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    pub ingest: Arc<Ingest>,
+    pub hub: Arc<Hub>,
+    pub store: Arc<dyn Store>,
+    pub ports: Arc<ViewerPorts>,
+    pub watcher_tokens: Arc<Vec<String>>,
+}
+
+/// Every route of the node.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/1/matches", post(create_match).get(list_matches))
+        .route("/1/match/{id}/events", post(publish_events))
+        .route("/1/match/{id}", delete(cancel_match).get(get_match))
+        .route("/1/match/{id}/history", get(history))
+        .route("/1/checkin", get(checkin))
+        .fallback(|| async {
+            ApiError::new(StatusCode::NOT_FOUND, "no such path (see SPEC section 3)")
+        })
+        .layer(CorsLayer::permissive())
+        .with_state(state)
+}
+
+/// An HTTP error: a status and a sentence for a person.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+        ApiError { status, message: message.into() }
+    }
+
+    fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(json!({ "error": self.message }))).into_response()
+    }
+}
+
+impl From<IngestError> for ApiError {
+    fn from(e: IngestError) -> ApiError {
+        match &e {
+            IngestError::NotFound(_) => ApiError::new(StatusCode::NOT_FOUND, e.to_string()),
+            IngestError::Exists(_) => ApiError::new(StatusCode::CONFLICT, e.to_string()),
+            IngestError::Rejected { rejection, .. } => {
+                let status = match rejection.kind {
+                    RejectKind::Conflict => StatusCode::CONFLICT,
+                    RejectKind::Invalid => StatusCode::UNPROCESSABLE_ENTITY,
+                };
+                ApiError::new(status, e.to_string())
+            }
+            IngestError::Store(s) => s.clone().into(),
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> ApiError {
+        match e {
+            StoreError::NotFound(_) => ApiError::new(StatusCode::NOT_FOUND, e.to_string()),
+            StoreError::Exists(_) => ApiError::new(StatusCode::CONFLICT, e.to_string()),
+            e => {
+                tracing::error!(error = %e, "request failed");
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
+            }
+        }
+    }
+}
+
+/// Checks `Authorization: Bearer <token>` against the configured watcher tokens.
+fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+    let unauthorized = |m: &str| ApiError::new(StatusCode::UNAUTHORIZED, m);
+    if state.watcher_tokens.is_empty() {
+        return Err(unauthorized(
+            "this server has no watcher token configured, so nobody can publish",
+        ));
+    }
+    let header = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .ok_or_else(|| unauthorized("missing Authorization: Bearer <token>"))?;
+    let token = header
+        .to_str()
+        .ok()
+        .and_then(|h| h.strip_prefix("Bearer "))
+        .ok_or_else(|| unauthorized("Authorization must be Bearer <token>"))?;
+    if state.watcher_tokens.iter().any(|t| constant_time_eq(t.as_bytes(), token.trim().as_bytes()))
+    {
+        Ok(())
+    } else {
+        Err(unauthorized("wrong watcher token"))
+    }
+}
+
+/// Compares without stopping at the first difference, so timing does not reveal a token.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8], what: &str) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("bad {what}: {e}")))
+}
+
+fn match_id(raw: &str) -> Result<MatchId, ApiError> {
+    MatchId::parse(raw).map_err(|_| ApiError::new(StatusCode::NOT_FOUND, format!("no match {raw}")))
+}
+
+async fn create_match(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<impl IntoResponse, ApiError> {
+    authorize(&state, &headers)?;
+    let new: NewMatch = parse_json(&body, "match (expected {\"home\",\"visit\",\"start_date\"})")?;
+    let info = new.into_info().map_err(|e| ApiError::bad_request(e.0))?;
+    let id = state.ingest.create(info).await?;
+    Ok((StatusCode::CREATED, Json(json!({ "id": id }))))
+}
+
+async fn publish_events(
+    State(state): State<AppState>,
+    Path(raw): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<impl IntoResponse, ApiError> {
+    authorize(&state, &headers)?;
+    let id = match_id(&raw)?;
+    let value: Value = parse_json(&body, "JSON")?;
+    let is_batch = value.is_array();
+    let inputs: Vec<EventInput> = if is_batch {
+        serde_json::from_value(value)
+    } else {
+        serde_json::from_value(value).map(|one| vec![one])
+    }
+    .map_err(|e| {
+        ApiError::bad_request(format!("bad event (expected {{\"kind\":..,\"data\":{{..}}}}): {e}"))
+    })?;
+    if inputs.is_empty() {
+        return Err(ApiError::bad_request("an empty list publishes nothing"));
+    }
+    let accepted = state.ingest.publish(&id, &inputs).await?;
+    let acks: Vec<Value> = accepted.iter().map(|a| json!({ "seq": a.seq, "ts": a.ts })).collect();
+    let body =
+        if is_batch { Value::Array(acks) } else { acks.into_iter().next().unwrap_or_default() };
+    Ok((StatusCode::CREATED, Json(body)))
+}
+
+async fn cancel_match(
+    State(state): State<AppState>,
+    Path(raw): Path<String>,
+    headers: HeaderMap,
+) -> Result<StatusCode, ApiError> {
+    authorize(&state, &headers)?;
+    state.ingest.cancel(&match_id(&raw)?).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn list_matches(State(state): State<AppState>) -> Json<Vec<MatchId>> {
+    Json(state.hub.ids())
+}
+
+async fn get_match(
+    State(state): State<AppState>,
+    Path(raw): Path<String>,
+) -> Result<Response, ApiError> {
+    let id = match_id(&raw)?;
+    let snapshot = state
+        .hub
+        .snapshot(&id)
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no match {id}")))?;
+    Ok(Json(&*snapshot.state).into_response())
+}
+
+#[derive(Deserialize)]
+struct HistoryQuery {
+    after: Option<Seq>,
+    limit: Option<usize>,
+}
+
+async fn history(
+    State(state): State<AppState>,
+    Path(raw): Path<String>,
+    query: Result<Query<HistoryQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Vec<Value>>, ApiError> {
+    let Query(q) = query.map_err(|e| {
+        ApiError::bad_request(format!("bad query: {e} (after and limit are whole numbers)"))
+    })?;
+    let id = match_id(&raw)?;
+    let limit = q.limit.unwrap_or(MAX_HISTORY_LIMIT).min(MAX_HISTORY_LIMIT);
+    let events = state.store.history(&id, q.after.unwrap_or(0), limit).await?;
+    Ok(Json(events.iter().map(history_entry).collect()))
+}
+
+/// One event as the history shows it (the original's `timestamp` key).
+fn history_entry(e: &Event) -> Value {
+    json!({ "seq": e.seq, "timestamp": e.ts, "kind": e.kind, "data": e.data })
+}
+
+async fn checkin(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let port = state
+        .ports
+        .least_loaded()
+        .ok_or_else(|| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "no viewer port is open"))?;
+    Ok(Json(json!({ "host": port.advertised.0, "port": port.advertised.1 })))
+}

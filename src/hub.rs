@@ -1,1 +1,386 @@
-//! (being written)
+//! Per-match fan-out. `ingest` publishes each accepted, durable event here once, in `seq` order;
+//! the hub encodes it once per wire format and shares the bytes with every viewer of the match
+//! through a bounded ring (a tokio broadcast channel). A viewer that falls behind the ring is
+//! caught up from the store's history; one too far behind is told `too_slow`. Lag and catch-up
+//! live here and only here: transports just write what [`Subscription::next`] hands them.
+//!
+//! The publisher never waits for a viewer: sending into the ring never blocks, and a viewer's
+//! memory is its small [`Subscription`] plus at most one history chunk while catching up.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
+
+use bytes::Bytes;
+use tokio::sync::broadcast::{self, error::RecvError, error::TryRecvError};
+
+use crate::locks::{lock, read, write};
+use crate::model::{Event, EventKind, Match, MatchId, Millis, Seq};
+use crate::store::{Store, StoreError};
+use crate::wire::{v1, v2, ByeReason};
+
+/// How many events one history read brings while catching a viewer up.
+const CATCH_UP_CHUNK: usize = 256;
+
+/// The wire format a viewer speaks; the hub hands it bytes already in that format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    V1,
+    V2,
+}
+
+/// One event, encoded once per wire format.
+#[derive(Debug)]
+pub struct EncodedEvent {
+    pub seq: Seq,
+    pub kind: EventKind,
+    pub v1: Bytes,
+    pub v2: Bytes,
+}
+
+impl EncodedEvent {
+    fn new(ev: &Event) -> EncodedEvent {
+        EncodedEvent {
+            seq: ev.seq,
+            kind: ev.kind,
+            v1: v1::event_block(ev),
+            v2: v2::event_frame(ev),
+        }
+    }
+
+    fn bytes(&self, format: Format) -> &Bytes {
+        match format {
+            Format::V1 => &self.v1,
+            Format::V2 => &self.v2,
+        }
+    }
+}
+
+/// What travels through a match's ring.
+#[derive(Debug)]
+enum Frame {
+    Event(EncodedEvent),
+    /// The match was cancelled: every viewer says goodbye.
+    Cancelled,
+}
+
+/// A match as of some `seq`, shared by every reader of that moment; its v2 `status` frame is
+/// encoded at most once.
+#[derive(Debug)]
+pub struct Snapshot {
+    pub state: Arc<Match>,
+    v2: OnceLock<Bytes>,
+}
+
+impl Snapshot {
+    fn new(state: Arc<Match>) -> Arc<Snapshot> {
+        Arc::new(Snapshot { state, v2: OnceLock::new() })
+    }
+
+    /// The v2 `status` frame of this snapshot.
+    pub fn v2_frame(&self) -> Bytes {
+        self.v2.get_or_init(|| v2::status_frame(&self.state)).clone()
+    }
+
+    /// The snapshot as sent to a viewer of `format` at time `now` (v1 headers carry the time
+    /// of sending).
+    pub fn frame(&self, format: Format, now: Millis) -> Bytes {
+        match format {
+            Format::V1 => v1::status_block(&self.state, now),
+            Format::V2 => self.v2_frame(),
+        }
+    }
+}
+
+struct Topic {
+    tx: broadcast::Sender<Arc<Frame>>,
+    /// The last published state. Publishing and subscribing both hold this lock, so a new
+    /// subscriber learns exactly which `seq` its ring starts after.
+    current: Mutex<Arc<Snapshot>>,
+}
+
+/// The fan-out of every match on this node.
+pub struct Hub {
+    topics: RwLock<HashMap<MatchId, Arc<Topic>>>,
+    store: Arc<dyn Store>,
+    ring_events: usize,
+    max_lag_events: u64,
+}
+
+/// Why a viewer cannot join.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JoinError {
+    #[error("unknown match {0}")]
+    NotFound(String),
+}
+
+impl Hub {
+    /// `ring_events`: events kept per match for viewers that are briefly behind;
+    /// `max_lag_events`: beyond this many events behind, a viewer is `too_slow`.
+    pub fn new(store: Arc<dyn Store>, ring_events: usize, max_lag_events: u64) -> Hub {
+        Hub {
+            topics: RwLock::new(HashMap::new()),
+            store,
+            ring_events: ring_events.max(1),
+            max_lag_events,
+        }
+    }
+
+    /// Makes a match available to viewers (a new match, or one restored on start).
+    pub fn add(&self, state: Arc<Match>) {
+        let (tx, _) = broadcast::channel(self.ring_events);
+        let topic = Arc::new(Topic { tx, current: Mutex::new(Snapshot::new(state.clone())) });
+        write(&self.topics).insert(state.id().clone(), topic);
+    }
+
+    /// Sends accepted, durable events to every viewer, and makes `after` (the match once they
+    /// are applied) the match's current state. Callers publish each match's events in `seq`
+    /// order, exactly once.
+    pub fn publish(&self, events: &[Event], after: Arc<Match>) {
+        let Some(topic) = self.topic(after.id()) else { return };
+        let encoded: Vec<Arc<Frame>> =
+            events.iter().map(|e| Arc::new(Frame::Event(EncodedEvent::new(e)))).collect();
+        let mut current = lock(&topic.current);
+        *current = Snapshot::new(after);
+        for frame in encoded {
+            // An error only means nobody is subscribed right now.
+            let _ = topic.tx.send(frame);
+        }
+    }
+
+    /// Removes a cancelled match; its viewers get `cancelled`.
+    pub fn cancel(&self, id: &MatchId) {
+        if let Some(topic) = write(&self.topics).remove(id) {
+            let _guard = lock(&topic.current);
+            let _ = topic.tx.send(Arc::new(Frame::Cancelled));
+        }
+    }
+
+    /// The current state of a match.
+    pub fn snapshot(&self, id: &MatchId) -> Option<Arc<Snapshot>> {
+        self.topic(id).map(|t| lock(&t.current).clone())
+    }
+
+    /// Every match's id, sorted.
+    pub fn ids(&self) -> Vec<MatchId> {
+        let mut ids: Vec<MatchId> = read(&self.topics).keys().cloned().collect();
+        ids.sort();
+        ids
+    }
+
+    /// How many matches this node serves.
+    pub fn len(&self) -> usize {
+        read(&self.topics).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Joins a match's stream. Without `from`, the first thing [`Subscription::next`] hands out
+    /// is the snapshot; with `from = n`, every event after `n`, then live ones (or the snapshot
+    /// when `n` lies beyond the match's last event). Also returns the state the subscription
+    /// starts from, for protocols whose behaviour depends on it.
+    pub fn join(
+        self: &Arc<Self>,
+        id: &str,
+        format: Format,
+        from: Option<Seq>,
+        now: Millis,
+    ) -> Result<(Subscription, Arc<Snapshot>), JoinError> {
+        let not_found = || JoinError::NotFound(id.to_owned());
+        let match_id = MatchId::parse(id).map_err(|_| not_found())?;
+        let topic = self.topic(&match_id).ok_or_else(not_found)?;
+        let (rx, snapshot) = {
+            let current = lock(&topic.current);
+            (topic.tx.subscribe(), current.clone())
+        };
+        let head = snapshot.state.seq;
+        let mut sub = Subscription {
+            hub: self.clone(),
+            match_id,
+            rx,
+            format,
+            last: head,
+            target: head,
+            pending: VecDeque::new(),
+            held: None,
+            ended: None,
+        };
+        match from {
+            Some(n) if n <= head => {
+                sub.last = n;
+                if snapshot.state.is_over() && n == head {
+                    sub.ended = Some(ByeReason::MatchOver);
+                }
+            }
+            _ => {
+                sub.pending.push_back(snapshot.frame(format, now));
+                if snapshot.state.is_over() {
+                    sub.ended = Some(ByeReason::MatchOver);
+                }
+            }
+        }
+        Ok((sub, snapshot))
+    }
+
+    fn topic(&self, id: &MatchId) -> Option<Arc<Topic>> {
+        read(&self.topics).get(id).cloned()
+    }
+}
+
+/// One viewer's place in one match's stream: which `seq` it has been handed last, and a
+/// receiver on the match's ring. Idle, it holds no buffer.
+pub struct Subscription {
+    hub: Arc<Hub>,
+    match_id: MatchId,
+    rx: broadcast::Receiver<Arc<Frame>>,
+    format: Format,
+    /// The last event handed out (or the `from` the viewer asked to resume after).
+    last: Seq,
+    /// Catch up from history until `last` reaches this.
+    target: Seq,
+    /// Bytes ready to hand out before anything else (the snapshot, a history chunk).
+    pending: VecDeque<Bytes>,
+    /// A frame taken from the ring that must wait for the history before it: kept here so that
+    /// `next` stays cancel-safe.
+    held: Option<Arc<Frame>>,
+    /// Set once the stream is over; `next` then returns it.
+    ended: Option<ByeReason>,
+}
+
+/// What a viewer gets next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Next {
+    /// Bytes to write, already in the viewer's format.
+    Data(Bytes),
+    /// The stream is over: say goodbye for this reason and close.
+    End(ByeReason),
+}
+
+impl Subscription {
+    /// The match this subscription follows.
+    pub fn match_id(&self) -> &MatchId {
+        &self.match_id
+    }
+
+    /// The next bytes for this viewer, or the end of its stream. Cancel-safe: dropping the
+    /// future loses nothing.
+    pub async fn next(&mut self) -> Next {
+        loop {
+            if let Some(b) = self.pending.pop_front() {
+                return Next::Data(b);
+            }
+            if let Some(reason) = self.ended {
+                return Next::End(reason);
+            }
+            if self.last < self.target {
+                if let Err(e) = self.catch_up().await {
+                    tracing::warn!(match_id = %self.match_id, error = %e, "catch-up failed");
+                    return Next::End(ByeReason::TooSlow);
+                }
+                continue;
+            }
+            let frame = match self.held.take() {
+                Some(f) => f,
+                None => match self.rx.recv().await {
+                    Ok(f) => f,
+                    Err(RecvError::Lagged(_)) => {
+                        if let Some(end) = self.check_lag() {
+                            return end;
+                        }
+                        continue;
+                    }
+                    Err(RecvError::Closed) => return Next::End(ByeReason::Cancelled),
+                },
+            };
+            if let Some(next) = self.accept(frame) {
+                return next;
+            }
+        }
+    }
+
+    /// Whatever is ready right now without waiting: lets a transport gather a burst into one
+    /// write. `None` when the next item would need waiting or a history read.
+    pub fn try_next(&mut self) -> Option<Next> {
+        loop {
+            if let Some(b) = self.pending.pop_front() {
+                return Some(Next::Data(b));
+            }
+            if self.ended.is_some() || self.last < self.target || self.held.is_some() {
+                return None;
+            }
+            let frame = match self.rx.try_recv() {
+                Ok(f) => f,
+                Err(TryRecvError::Lagged(_)) => match self.check_lag() {
+                    Some(end) => return Some(end),
+                    None => continue,
+                },
+                Err(TryRecvError::Closed) => return Some(Next::End(ByeReason::Cancelled)),
+                Err(TryRecvError::Empty) => return None,
+            };
+            if let Some(next) = self.accept(frame) {
+                return Some(next);
+            }
+        }
+    }
+
+    /// Handles one frame from the ring: skips what was already handed out, holds a frame back
+    /// when history must fill a gap before it.
+    fn accept(&mut self, frame: Arc<Frame>) -> Option<Next> {
+        let ev = match &*frame {
+            Frame::Cancelled => return Some(Next::End(ByeReason::Cancelled)),
+            Frame::Event(ev) => ev,
+        };
+        if ev.seq <= self.last {
+            return None;
+        }
+        if ev.seq > self.last + 1 {
+            self.target = ev.seq - 1;
+            self.held = Some(frame);
+            return None;
+        }
+        self.last = ev.seq;
+        if ev.kind == EventKind::Stop {
+            self.ended = Some(ByeReason::MatchOver);
+        }
+        Some(Next::Data(ev.bytes(self.format).clone()))
+    }
+
+    /// After the ring overran this viewer: how far behind is it now?
+    fn check_lag(&mut self) -> Option<Next> {
+        let head = self.hub.topic(&self.match_id).map(|t| lock(&t.current).state.seq);
+        match head {
+            None => Some(Next::End(ByeReason::Cancelled)),
+            Some(head) if head.saturating_sub(self.last) > self.hub.max_lag_events => {
+                Some(Next::End(ByeReason::TooSlow))
+            }
+            Some(_) => None,
+        }
+    }
+
+    /// Reads the next chunk of history between `last` and `target` into `pending`.
+    async fn catch_up(&mut self) -> Result<(), StoreError> {
+        let want = (self.target - self.last).min(CATCH_UP_CHUNK as u64) as usize;
+        let events = self.hub.store.history(&self.match_id, self.last, want).await?;
+        if events.is_empty() || events[0].seq != self.last + 1 {
+            return Err(StoreError::Backend(format!(
+                "history of {} has no event after {}",
+                self.match_id, self.last
+            )));
+        }
+        let target = self.target;
+        for ev in events.iter().take_while(|e| e.seq <= target) {
+            self.pending.push_back(match self.format {
+                Format::V1 => v1::event_block(ev),
+                Format::V2 => v2::event_frame(ev),
+            });
+            self.last = ev.seq;
+            if ev.kind == EventKind::Stop {
+                self.ended = Some(ByeReason::MatchOver);
+                self.target = self.last;
+                self.held = None;
+            }
+        }
+        Ok(())
+    }
+}

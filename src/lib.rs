@@ -16,6 +16,7 @@ pub mod config;
 pub mod demo;
 pub mod hub;
 pub mod ingest;
+mod locks;
 pub mod matchfile;
 pub mod model;
 pub mod replay;

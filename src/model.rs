@@ -32,9 +32,7 @@ impl TeamId {
         if ok {
             Ok(TeamId(s.to_owned()))
         } else {
-            Err(ModelError(format!(
-                "team id {s:?} must be 1 to 16 characters of a-z, 0-9 or _"
-            )))
+            Err(ModelError(format!("team id {s:?} must be 1 to 16 characters of a-z, 0-9 or _")))
         }
     }
 

@@ -1,1 +1,154 @@
-//! (being written)
+//! Wiring and lifecycle of a node: bind every listener, restore the store, start the tasks, and
+//! stop them cleanly. No protocol or rule lives here.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::api::{self, AppState};
+use crate::config::{Config, ConfigError};
+use crate::hub::Hub;
+use crate::ingest::Ingest;
+use crate::store::sqlite::SqliteStore;
+use crate::store::{Store, StoreError};
+use crate::transport::tcp::{self, ViewerContext};
+use crate::transport::ViewerPorts;
+
+/// Why a node could not start or stop cleanly.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("cannot listen on {addr} ({what}): {source}")]
+    Bind { what: &'static str, addr: SocketAddr, source: io::Error },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the HTTP server failed: {0}")]
+    Http(io::Error),
+}
+
+/// A running node.
+pub struct Node {
+    /// The HTTP API's real address (useful when configured with port 0).
+    pub http_addr: SocketAddr,
+    /// Each viewer listener's real address, in the configured order.
+    pub viewer_addrs: Vec<SocketAddr>,
+    pub hub: Arc<Hub>,
+    pub ports: Arc<ViewerPorts>,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+    store: Arc<dyn Store>,
+    grace: Duration,
+    http: JoinHandle<io::Result<()>>,
+}
+
+/// Starts a node on its embedded SQLite store in `config.data_dir`.
+pub async fn start(config: Config) -> Result<Node, ServerError> {
+    config.validate()?;
+    let store = SqliteStore::open(&config.data_dir)?;
+    start_with_store(config, Arc::new(store)).await
+}
+
+/// Starts a node on the given store. Every listener is bound before anything is spawned, so a
+/// node that returns is ready to serve.
+pub async fn start_with_store(config: Config, store: Arc<dyn Store>) -> Result<Node, ServerError> {
+    config.validate()?;
+    let bind_err = |what, addr| move |source| ServerError::Bind { what, addr, source };
+    let http_listener =
+        tcp::bind(config.http, config.listen_backlog).map_err(bind_err("http", config.http))?;
+    let http_addr = http_listener.local_addr().map_err(bind_err("http", config.http))?;
+    let mut viewer_listeners = Vec::with_capacity(config.viewers.len());
+    let mut viewer_addrs = Vec::with_capacity(config.viewers.len());
+    for addr in &config.viewers {
+        let l = tcp::bind(*addr, config.listen_backlog).map_err(bind_err("viewers", *addr))?;
+        viewer_addrs.push(l.local_addr().map_err(bind_err("viewers", *addr))?);
+        viewer_listeners.push(l);
+    }
+
+    let hub = Arc::new(Hub::new(store.clone(), config.ring_events, config.max_lag_events));
+    let ingest = Arc::new(Ingest::restore(store.clone(), hub.clone()).await?);
+    tracing::info!(matches = ingest.len(), "store restored");
+    let ports = Arc::new(ViewerPorts::new(
+        &viewer_addrs,
+        config.public_host.as_deref(),
+        config.max_viewers,
+    ));
+    let shutdown = CancellationToken::new();
+    let tracker = TaskTracker::new();
+
+    let ctx = Arc::new(ViewerContext::new(
+        &config,
+        hub.clone(),
+        ports.clone(),
+        shutdown.clone(),
+        tracker.clone(),
+    ));
+    for (index, listener) in viewer_listeners.into_iter().enumerate() {
+        tracing::info!(addr = %viewer_addrs[index], "viewer listener ready");
+        tracker.spawn(tcp::accept_loop(listener, index, ctx.clone()));
+    }
+
+    let app = api::router(AppState {
+        ingest,
+        hub: hub.clone(),
+        store: store.clone(),
+        ports: ports.clone(),
+        watcher_tokens: Arc::new(config.watcher_tokens.clone()),
+    });
+    let stop_http = shutdown.clone();
+    let http = tokio::spawn(async move {
+        axum::serve(http_listener, app).with_graceful_shutdown(stop_http.cancelled_owned()).await
+    });
+    tracing::info!(addr = %http_addr, "http listener ready");
+
+    Ok(Node {
+        http_addr,
+        viewer_addrs,
+        hub,
+        ports,
+        shutdown,
+        tracker,
+        store,
+        grace: config.shutdown_grace,
+        http,
+    })
+}
+
+impl Node {
+    /// Asks the node to stop: listeners close, viewers get `bye shutdown`.
+    pub fn shutdown(&self) {
+        self.shutdown.cancel();
+    }
+
+    /// A token that stops the node when cancelled.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Waits until the node has been asked to stop, then lets viewers and requests finish
+    /// (within the grace period) and flushes the store.
+    pub async fn stopped(self) -> Result<(), ServerError> {
+        self.shutdown.cancelled().await;
+        tracing::info!(viewers = self.ports.total(), "stopping");
+        self.tracker.close();
+        if tokio::time::timeout(self.grace, self.tracker.wait()).await.is_err() {
+            tracing::warn!(
+                left = self.tracker.len(),
+                "viewers still connected after the grace period"
+            );
+        }
+        match tokio::time::timeout(self.grace, self.http).await {
+            Ok(Ok(Err(e))) => return Err(ServerError::Http(e)),
+            Ok(_) => {}
+            Err(_) => tracing::warn!("HTTP requests still running after the grace period"),
+        }
+        self.store.flush().await?;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}

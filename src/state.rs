@@ -35,17 +35,11 @@ pub enum RejectKind {
 }
 
 fn invalid(reason: impl Into<String>) -> Rejection {
-    Rejection {
-        kind: RejectKind::Invalid,
-        reason: reason.into(),
-    }
+    Rejection { kind: RejectKind::Invalid, reason: reason.into() }
 }
 
 fn conflict(reason: impl Into<String>) -> Rejection {
-    Rejection {
-        kind: RejectKind::Conflict,
-        reason: reason.into(),
-    }
+    Rejection { kind: RejectKind::Conflict, reason: reason.into() }
 }
 
 /// The most characters a player's name may have; names are printed on one line of the v1 text
@@ -63,10 +57,9 @@ fn keys_of(kind: EventKind) -> (&'static [&'static str], &'static [&'static str]
         }
         Goal => (&["team", "player", "player_team"], &["team"]),
         Card => (&["card", "team", "player"], &["card", "team", "player"]),
-        Substitution => (
-            &["team", "player_in", "player_out"],
-            &["team", "player_in", "player_out"],
-        ),
+        Substitution => {
+            (&["team", "player_in", "player_out"], &["team", "player_in", "player_out"])
+        }
         Comment => (&["text", "team", "player"], &["text"]),
     }
 }
@@ -97,10 +90,7 @@ fn check_keys(kind: EventKind, d: &EventDataInput) -> Result<(), Rejection> {
         } else {
             format!("it accepts {}", allowed.join(", "))
         };
-        return Err(invalid(format!(
-            "key {key} does not apply to {} ({accepts})",
-            kind.as_str()
-        )));
+        return Err(invalid(format!("key {key} does not apply to {} ({accepts})", kind.as_str())));
     }
     if let Some(key) = required.iter().find(|k| !present.contains(k)) {
         return Err(invalid(format!("{} needs key {key}", kind.as_str())));
@@ -175,21 +165,10 @@ enum Which {
 /// read, committed once every check has passed.
 enum Effect {
     None,
-    Lineups {
-        home: Vec<Player>,
-        visit: Vec<Player>,
-    },
+    Lineups { home: Vec<Player>, visit: Vec<Player> },
     Goal(Which),
-    SendOff {
-        side: Which,
-        number: u32,
-    },
-    Substitution {
-        side: Which,
-        slot: usize,
-        player_in: Player,
-        named: bool,
-    },
+    SendOff { side: Which, number: u32 },
+    Substitution { side: Which, slot: usize, player_in: Player, named: bool },
 }
 
 fn check_name(name: &str, number: u32) -> Result<(), Rejection> {
@@ -212,13 +191,8 @@ fn check_text(text: &str) -> Result<(), Rejection> {
     }
     // Newlines and tabs are fine inside a comment (the v1 encoder indents them); any other
     // control character would break the line-based protocols.
-    if text
-        .chars()
-        .any(|c| c.is_control() && c != '\n' && c != '\t')
-    {
-        return Err(invalid(
-            "text may not contain control characters other than newline and tab",
-        ));
+    if text.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
+        return Err(invalid("text may not contain control characters other than newline and tab"));
     }
     Ok(())
 }
@@ -228,10 +202,8 @@ fn lineup(input: Option<&RosterInput>, key: &str, team: &TeamId) -> Result<Vec<P
     let Some(input) = input else {
         return Ok(Vec::new());
     };
-    let players = input
-        .clone()
-        .into_players()
-        .map_err(|e| invalid(format!("{key} ({team}): {e}")))?;
+    let players =
+        input.clone().into_players().map_err(|e| invalid(format!("{key} ({team}): {e}")))?;
     let mut seen = std::collections::BTreeSet::new();
     for p in &players {
         check_name(&p.name, p.number)?;
@@ -277,8 +249,7 @@ impl Match {
                 self.seq
             )));
         }
-        self.apply(ev.kind, &EventDataInput::from(&ev.data), ev.ts)
-            .map(|_| ())
+        self.apply(ev.kind, &EventDataInput::from(&ev.data), ev.ts).map(|_| ())
     }
 
     fn side(&self, which: Which) -> &Side {
@@ -323,22 +294,12 @@ impl Match {
     fn resolve(&self, side: Which, player: &PlayerRef) -> Result<Player, Rejection> {
         match player {
             PlayerRef::Number(n) => {
-                let name = self
-                    .side(side)
-                    .roster
-                    .get(n)
-                    .map_or(Player::UNKNOWN_NAME, |s| s);
-                Ok(Player {
-                    number: *n,
-                    name: name.to_owned(),
-                })
+                let name = self.side(side).roster.get(n).map_or(Player::UNKNOWN_NAME, |s| s);
+                Ok(Player { number: *n, name: name.to_owned() })
             }
             PlayerRef::Full { number, name } => {
                 check_name(name, *number)?;
-                Ok(Player {
-                    number: *number,
-                    name: name.clone(),
-                })
+                Ok(Player { number: *number, name: name.clone() })
             }
         }
     }
@@ -369,35 +330,22 @@ impl Match {
 
     /// Where on `side`'s pitch shirt `number` stands, if there.
     fn slot(&self, side: Which, number: u32) -> Option<usize> {
-        self.side(side)
-            .on_pitch
-            .iter()
-            .position(|p| p.number == number)
+        self.side(side).on_pitch.iter().position(|p| p.number == number)
     }
 
     fn not_on_pitch(&self, side: Which, number: u32) -> Rejection {
-        invalid(format!(
-            "player {number} of {} is not on the pitch",
-            self.team_id(side)
-        ))
+        invalid(format!("player {number} of {} is not on the pitch", self.team_id(side)))
     }
 
     /// Checks everything `data` names and works out the normalized data and the effect, without
     /// changing the match.
     fn plan(&self, kind: EventKind, d: &EventDataInput) -> Result<(EventData, Effect), Rejection> {
         // Data with no player or side rules: the keys are already checked, copy them.
-        let mut out = EventData {
-            card: d.card,
-            ..EventData::default()
-        };
+        let mut out = EventData { card: d.card, ..EventData::default() };
         let effect = match kind {
             EventKind::Start => {
                 let home = lineup(d.home_players.as_ref(), "home_players", &self.info.home.id)?;
-                let visit = lineup(
-                    d.visit_players.as_ref(),
-                    "visit_players",
-                    &self.info.visit.id,
-                )?;
+                let visit = lineup(d.visit_players.as_ref(), "visit_players", &self.info.visit.id)?;
                 // Absent line-ups stay absent in the stored data: they mean "empty".
                 out.home_players = d.home_players.as_ref().map(|_| home.clone());
                 out.visit_players = d.visit_players.as_ref().map(|_| visit.clone());
@@ -431,10 +379,7 @@ impl Match {
                         if self.slot(side, p.number).is_none() {
                             return Err(self.not_on_pitch(side, p.number));
                         }
-                        Effect::SendOff {
-                            side,
-                            number: p.number,
-                        }
+                        Effect::SendOff { side, number: p.number }
                     }
                     // A yellow card may be shown to someone on the bench: no pitch check.
                     _ => Effect::None,
@@ -466,12 +411,7 @@ impl Match {
                 out.player_out = Some(player_out);
                 out.player_in = Some(player_in.clone());
                 let named = matches!(in_ref, PlayerRef::Full { .. });
-                Effect::Substitution {
-                    side,
-                    slot,
-                    player_in,
-                    named,
-                }
+                Effect::Substitution { side, slot, player_in, named }
             }
             EventKind::Comment => {
                 if let Some(text) = &d.text {
@@ -508,23 +448,14 @@ impl Match {
                 for (which, players) in [(Which::Home, home), (Which::Visit, visit)] {
                     let roster: BTreeMap<u32, String> =
                         players.iter().map(|p| (p.number, p.name.clone())).collect();
-                    *self.side_mut(which) = Side {
-                        roster,
-                        on_pitch: players,
-                        score: 0,
-                    };
+                    *self.side_mut(which) = Side { roster, on_pitch: players, score: 0 };
                 }
             }
             Effect::Goal(which) => self.side_mut(which).score += 1,
             Effect::SendOff { side, number } => {
                 self.side_mut(side).on_pitch.retain(|p| p.number != number);
             }
-            Effect::Substitution {
-                side,
-                slot,
-                player_in,
-                named,
-            } => {
+            Effect::Substitution { side, slot, player_in, named } => {
                 let s = self.side_mut(side);
                 // Named substitutes join the roster so later bare numbers find them.
                 if named {

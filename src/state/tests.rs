@@ -31,17 +31,13 @@ fn team(s: &str) -> TeamId {
 }
 
 fn p(number: u32, name: &str) -> Player {
-    Player {
-        number,
-        name: name.into(),
-    }
+    Player { number, name: name.into() }
 }
 
 /// Applies and expects success.
 fn ok(m: &mut Match, k: &str, json: &str) -> EventData {
     let ts = T0 + m.seq as i64 * 1000;
-    m.apply(kind(k), &data(json), ts)
-        .unwrap_or_else(|e| panic!("{k} {json}: {e}"))
+    m.apply(kind(k), &data(json), ts).unwrap_or_else(|e| panic!("{k} {json}: {e}"))
 }
 
 /// Applies, expects a rejection of `want` kind, and checks the whole match is unchanged.
@@ -71,14 +67,9 @@ fn in_period(period: Period) -> Match {
         Period::Last => &["start", "halftime", "continue"],
         Period::FirstExtra => &["start", "halftime", "continue", "extratime"],
         Period::HalftimeExtra => &["start", "halftime", "continue", "extratime", "halftime"],
-        Period::LastExtra => &[
-            "start",
-            "halftime",
-            "continue",
-            "extratime",
-            "halftime",
-            "continue",
-        ],
+        Period::LastExtra => {
+            &["start", "halftime", "continue", "extratime", "halftime", "continue"]
+        }
         Period::Penalties => &["start", "halftime", "continue", "penalties"],
         Period::Ended => &["start", "stop"],
     };
@@ -109,10 +100,7 @@ fn start_sets_rosters_pitch_order_scores_and_period() {
     assert_eq!(m.period, Period::First);
     assert_eq!(m.period_start, Some(T0));
     assert_eq!(m.seq, 1);
-    assert_eq!(
-        m.home.on_pitch,
-        vec![p(25, "Albil"), p(2, "Desabato"), p(18, "Fernandez")]
-    );
+    assert_eq!(m.home.on_pitch, vec![p(25, "Albil"), p(2, "Desabato"), p(18, "Fernandez")]);
     assert_eq!(m.home.roster.get(&2).map(String::as_str), Some("Desabato"));
     assert_eq!(m.visit.roster.len(), 3);
     assert_eq!((m.home.score, m.visit.score), (0, 0));
@@ -139,43 +127,17 @@ fn start_twice_is_a_conflict() {
 #[test]
 fn start_rejects_duplicate_numbers_bad_keys_and_bad_names() {
     let mut m = new_match();
-    let why = rejected(
-        &mut m,
-        "start",
-        r#"{"home_players":[[7,"A"],[7,"B"]]}"#,
-        RejectKind::Invalid,
-    );
-    assert!(
-        why.contains("shirt number 7") && why.contains("home_players (elp)"),
-        "{why}"
-    );
+    let why =
+        rejected(&mut m, "start", r#"{"home_players":[[7,"A"],[7,"B"]]}"#, RejectKind::Invalid);
+    assert!(why.contains("shirt number 7") && why.contains("home_players (elp)"), "{why}");
     // The same number on both sides is fine.
     let mut m2 = new_match();
-    ok(
-        &mut m2,
-        "start",
-        r#"{"home_players":[[7,"A"]],"visit_players":[[7,"B"]]}"#,
-    );
+    ok(&mut m2, "start", r#"{"home_players":[[7,"A"]],"visit_players":[[7,"B"]]}"#);
 
-    let why = rejected(
-        &mut m,
-        "start",
-        r#"{"visit_players":{"x":"A"}}"#,
-        RejectKind::Invalid,
-    );
+    let why = rejected(&mut m, "start", r#"{"visit_players":{"x":"A"}}"#, RejectKind::Invalid);
     assert!(why.contains("visit_players (tig)"), "{why}");
-    rejected(
-        &mut m,
-        "start",
-        r#"{"home_players":[[1,""]]}"#,
-        RejectKind::Invalid,
-    );
-    rejected(
-        &mut m,
-        "start",
-        r#"{"home_players":[[1,"A\nB"]]}"#,
-        RejectKind::Invalid,
-    );
+    rejected(&mut m, "start", r#"{"home_players":[[1,""]]}"#, RejectKind::Invalid);
+    rejected(&mut m, "start", r#"{"home_players":[[1,"A\nB"]]}"#, RejectKind::Invalid);
     let long = "x".repeat(MAX_NAME_CHARS + 1);
     rejected(
         &mut m,
@@ -185,38 +147,22 @@ fn start_rejects_duplicate_numbers_bad_keys_and_bad_names() {
     );
     // 64 characters, multi-byte: counted as characters, not bytes.
     let max = "é".repeat(MAX_NAME_CHARS);
-    ok(
-        &mut m,
-        "start",
-        &format!(r#"{{"home_players":[[1,"{max}"]]}}"#),
-    );
+    ok(&mut m, "start", &format!(r#"{{"home_players":[[1,"{max}"]]}}"#));
 }
 
 #[test]
 fn nothing_but_start_and_comment_before_start() {
     let mut m = new_match();
-    let why = rejected(
-        &mut m,
-        "goal",
-        r#"{"team":"tig","player":7}"#,
-        RejectKind::Conflict,
-    );
+    let why = rejected(&mut m, "goal", r#"{"team":"tig","player":7}"#, RejectKind::Conflict);
     assert!(why.starts_with("match has not started"), "{why}");
     for k in EventKind::ALL {
         if !matches!(k, EventKind::Start | EventKind::Comment) {
             rejected(&mut m, k.as_str(), "{}", RejectKind::Conflict);
         }
     }
-    let out = ok(
-        &mut m,
-        "comment",
-        r#"{"text":"warming up","team":"elp","player":9}"#,
-    );
+    let out = ok(&mut m, "comment", r#"{"text":"warming up","team":"elp","player":9}"#);
     assert_eq!(out.player, Some(p(9, Player::UNKNOWN_NAME)));
-    assert_eq!(
-        (m.seq, m.period, m.period_start),
-        (1, Period::NotStarted, None)
-    );
+    assert_eq!((m.seq, m.period, m.period_start), (1, Period::NotStarted, None));
 }
 
 #[test]
@@ -226,12 +172,7 @@ fn nothing_after_stop() {
         let why = rejected(&mut m, k.as_str(), "{}", RejectKind::Conflict);
         assert!(why.starts_with("match is over"), "{why}");
     }
-    let why = rejected(
-        &mut m,
-        "comment",
-        r#"{"text":"late"}"#,
-        RejectKind::Conflict,
-    );
+    let why = rejected(&mut m, "comment", r#"{"text":"late"}"#, RejectKind::Conflict);
     assert!(why.starts_with("match is over"), "{why}");
 }
 
@@ -290,10 +231,7 @@ fn period_changes_from_the_wrong_period_are_conflicts() {
     }
     let mut m = in_period(Period::First);
     let why = rejected(&mut m, "halftime_stop", "{}", RejectKind::Conflict);
-    assert_eq!(
-        why,
-        "halftime_stop needs period halftime or halftime_extra, the match is in first"
-    );
+    assert_eq!(why, "halftime_stop needs period halftime or halftime_extra, the match is in first");
 }
 
 #[test]
@@ -341,36 +279,12 @@ fn required_keys_must_be_present() {
     let mut m = started();
     let cases = [
         ("goal", r#"{"player":7}"#, "goal needs key team"),
-        (
-            "card",
-            r#"{"team":"tig","player":7}"#,
-            "card needs key card",
-        ),
-        (
-            "card",
-            r#"{"card":"red","player":7}"#,
-            "card needs key team",
-        ),
-        (
-            "card",
-            r#"{"card":"red","team":"tig"}"#,
-            "card needs key player",
-        ),
-        (
-            "substitution",
-            r#"{"player_in":9,"player_out":7}"#,
-            "substitution needs key team",
-        ),
-        (
-            "substitution",
-            r#"{"team":"tig","player_out":7}"#,
-            "substitution needs key player_in",
-        ),
-        (
-            "substitution",
-            r#"{"team":"tig","player_in":9}"#,
-            "substitution needs key player_out",
-        ),
+        ("card", r#"{"team":"tig","player":7}"#, "card needs key card"),
+        ("card", r#"{"card":"red","player":7}"#, "card needs key team"),
+        ("card", r#"{"card":"red","team":"tig"}"#, "card needs key player"),
+        ("substitution", r#"{"player_in":9,"player_out":7}"#, "substitution needs key team"),
+        ("substitution", r#"{"team":"tig","player_out":7}"#, "substitution needs key player_in"),
+        ("substitution", r#"{"team":"tig","player_in":9}"#, "substitution needs key player_out"),
         ("comment", r#"{"team":"tig"}"#, "comment needs key text"),
     ];
     for (k, json, want) in cases {
@@ -390,12 +304,7 @@ fn teams_must_belong_to_the_match() {
         r#"{"team":"elp","player":7,"player_team":"boc"}"#,
         RejectKind::Invalid,
     );
-    rejected(
-        &mut m,
-        "comment",
-        r#"{"text":"x","team":"boc"}"#,
-        RejectKind::Invalid,
-    );
+    rejected(&mut m, "comment", r#"{"text":"x","team":"boc"}"#, RejectKind::Invalid);
     let out = ok(&mut m, "corner", r#"{"team":"elp"}"#);
     assert_eq!(out.team, Some(team("elp")));
     assert_eq!(ok(&mut m, "throwin", "{}"), EventData::default());
@@ -406,12 +315,7 @@ fn a_player_needs_a_team_to_resolve_against() {
     let mut m = started();
     let why = rejected(&mut m, "foul", r#"{"player":7}"#, RejectKind::Invalid);
     assert!(why.contains("player 7") && why.contains("team"), "{why}");
-    rejected(
-        &mut m,
-        "comment",
-        r#"{"text":"x","player":7}"#,
-        RejectKind::Invalid,
-    );
+    rejected(&mut m, "comment", r#"{"text":"x","player":7}"#, RejectKind::Invalid);
 }
 
 #[test]
@@ -421,11 +325,7 @@ fn players_resolve_from_the_roster_or_as_given() {
     assert_eq!(known.player, Some(p(7, "Luna")));
     let unknown = ok(&mut m, "save", r#"{"team":"tig","player":99}"#);
     assert_eq!(unknown.player, Some(p(99, "N/N")));
-    let full = ok(
-        &mut m,
-        "offside",
-        r#"{"team":"tig","player":{"number":7,"name":"El Loco"}}"#,
-    );
+    let full = ok(&mut m, "offside", r#"{"team":"tig","player":{"number":7,"name":"El Loco"}}"#);
     assert_eq!(full.player, Some(p(7, "El Loco")));
     // Naming a player on an ordinary event does not rename them in the roster.
     assert_eq!(m.visit.roster.get(&7).map(String::as_str), Some("Luna"));
@@ -442,16 +342,9 @@ fn players_resolve_from_the_roster_or_as_given() {
 fn goals_add_to_the_team_and_own_goals_resolve_against_the_scorers_side() {
     let mut m = started();
     let out = ok(&mut m, "goal", r#"{"team":"tig","player":7}"#);
-    assert_eq!(
-        (out.team, out.player),
-        (Some(team("tig")), Some(p(7, "Luna")))
-    );
+    assert_eq!((out.team, out.player), (Some(team("tig")), Some(p(7, "Luna"))));
     assert_eq!((m.home.score, m.visit.score), (0, 1));
-    let own = ok(
-        &mut m,
-        "goal",
-        r#"{"team":"elp","player":7,"player_team":"tig"}"#,
-    );
+    let own = ok(&mut m, "goal", r#"{"team":"elp","player":7,"player_team":"tig"}"#);
     assert_eq!(own.player, Some(p(7, "Luna")));
     assert_eq!(own.player_team, Some(team("tig")));
     assert_eq!((m.home.score, m.visit.score), (1, 1));
@@ -463,52 +356,29 @@ fn goals_add_to_the_team_and_own_goals_resolve_against_the_scorers_side() {
 fn goals_during_penalties_count_in_the_score() {
     let mut m = in_period(Period::Penalties);
     ok(&mut m, "goal", r#"{"team":"tig"}"#);
-    assert_eq!(
-        (m.home.score, m.visit.score, m.period),
-        (0, 1, Period::Penalties)
-    );
+    assert_eq!((m.home.score, m.visit.score, m.period), (0, 1, Period::Penalties));
 }
 
 #[test]
 fn a_red_card_takes_a_player_off_the_pitch() {
     let mut m = started();
     let out = ok(&mut m, "card", r#"{"card":"red","team":"elp","player":25}"#);
-    assert_eq!(
-        (out.card, out.player),
-        (Some(Card::Red), Some(p(25, "Albil")))
-    );
+    assert_eq!((out.card, out.player), (Some(Card::Red), Some(p(25, "Albil"))));
     assert_eq!(m.home.on_pitch, vec![p(2, "Desabato"), p(18, "Fernandez")]);
     // Still in the roster: later mentions keep resolving the name.
     assert_eq!(m.home.roster.get(&25).map(String::as_str), Some("Albil"));
-    let why = rejected(
-        &mut m,
-        "card",
-        r#"{"card":"red","team":"elp","player":25}"#,
-        RejectKind::Invalid,
-    );
+    let why =
+        rejected(&mut m, "card", r#"{"card":"red","team":"elp","player":25}"#, RejectKind::Invalid);
     assert_eq!(why, "player 25 of elp is not on the pitch");
-    rejected(
-        &mut m,
-        "card",
-        r#"{"card":"red","team":"tig","player":25}"#,
-        RejectKind::Invalid,
-    );
+    rejected(&mut m, "card", r#"{"card":"red","team":"tig","player":25}"#, RejectKind::Invalid);
 }
 
 #[test]
 fn a_yellow_card_needs_no_pitch() {
     let mut m = started();
-    let out = ok(
-        &mut m,
-        "card",
-        r#"{"card":"yellow","team":"elp","player":30}"#,
-    );
+    let out = ok(&mut m, "card", r#"{"card":"yellow","team":"elp","player":30}"#);
     assert_eq!(out.player, Some(p(30, "N/N")));
-    ok(
-        &mut m,
-        "card",
-        r#"{"card":"yellow","team":"elp","player":25}"#,
-    );
+    ok(&mut m, "card", r#"{"card":"yellow","team":"elp","player":25}"#);
     assert_eq!(m.home.on_pitch.len(), 3);
 }
 
@@ -523,26 +393,15 @@ fn a_substitute_takes_the_place_and_joins_the_roster() {
     assert_eq!(out.player_in, Some(p(21, "Silva")));
     assert_eq!(out.player_out, Some(p(2, "Desabato")));
     assert_eq!(out.team, Some(team("elp")));
-    assert_eq!(
-        m.home.on_pitch,
-        vec![p(25, "Albil"), p(21, "Silva"), p(18, "Fernandez")]
-    );
+    assert_eq!(m.home.on_pitch, vec![p(25, "Albil"), p(21, "Silva"), p(18, "Fernandez")]);
     let later = ok(&mut m, "shot", r#"{"team":"elp","player":21}"#);
     assert_eq!(later.player, Some(p(21, "Silva")));
     // A bare unknown number comes on as N/N and is not added to the roster.
-    ok(
-        &mut m,
-        "substitution",
-        r#"{"team":"elp","player_in":40,"player_out":18}"#,
-    );
+    ok(&mut m, "substitution", r#"{"team":"elp","player_in":40,"player_out":18}"#);
     assert_eq!(m.home.on_pitch[2], p(40, "N/N"));
     assert!(!m.home.roster.contains_key(&40));
     // The player who went off may come back on (the rules do not track who was replaced).
-    ok(
-        &mut m,
-        "substitution",
-        r#"{"team":"elp","player_in":2,"player_out":40}"#,
-    );
+    ok(&mut m, "substitution", r#"{"team":"elp","player_in":2,"player_out":40}"#);
     assert_eq!(m.home.on_pitch[2], p(2, "Desabato"));
 }
 
@@ -585,22 +444,10 @@ fn comment_text_is_1_to_280_characters_without_control_characters() {
     let max = "ñ".repeat(MAX_COMMENT_CHARS);
     let out = ok(&mut m, "comment", &format!(r#"{{"text":"{max}"}}"#));
     assert_eq!(out.text.as_deref(), Some(max.as_str()));
-    let out = ok(
-        &mut m,
-        "comment",
-        r#"{"text":"line one\n\tline two","team":"tig","player":7}"#,
-    );
-    assert_eq!(
-        (out.team, out.player),
-        (Some(team("tig")), Some(p(7, "Luna")))
-    );
+    let out = ok(&mut m, "comment", r#"{"text":"line one\n\tline two","team":"tig","player":7}"#);
+    assert_eq!((out.team, out.player), (Some(team("tig")), Some(p(7, "Luna"))));
     let long = "ñ".repeat(MAX_COMMENT_CHARS + 1);
-    rejected(
-        &mut m,
-        "comment",
-        &format!(r#"{{"text":"{long}"}}"#),
-        RejectKind::Invalid,
-    );
+    rejected(&mut m, "comment", &format!(r#"{{"text":"{long}"}}"#), RejectKind::Invalid);
     rejected(&mut m, "comment", r#"{"text":""}"#, RejectKind::Invalid);
     for bad in ["a\rb", "a\u{0}b", "a\u{1b}[2Jb"] {
         let json = format!(r#"{{"text":{}}}"#, serde_json::to_string(bad).unwrap());

@@ -17,11 +17,7 @@ pub(crate) fn check_seqs(id: &MatchId, last: Seq, events: &[Event]) -> Result<Se
     for event in events {
         expected += 1;
         if event.seq != expected {
-            return Err(StoreError::SeqConflict {
-                id: id.clone(),
-                expected,
-                got: event.seq,
-            });
+            return Err(StoreError::SeqConflict { id: id.clone(), expected, got: event.seq });
         }
     }
     Ok(expected)
@@ -69,9 +65,7 @@ impl MemoryStore {
     fn lock(&self) -> MutexGuard<'_, Inner> {
         // A panic while holding the lock cannot leave `Inner` half-updated (every change is one
         // insert, remove or extend after the checks), so a poisoned lock is still consistent.
-        self.inner
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -85,13 +79,7 @@ impl Store for MemoryStore {
         let key = inner.next_key;
         inner.next_key += 1;
         inner.live.insert(info.id.clone(), key);
-        inner.matches.insert(
-            key,
-            StoredMatch {
-                info: info.clone(),
-                events: Vec::new(),
-            },
-        );
+        inner.matches.insert(key, StoredMatch { info: info.clone(), events: Vec::new() });
         Ok(())
     }
 
@@ -107,10 +95,7 @@ impl Store for MemoryStore {
 
     async fn cancel_match(&self, id: &MatchId) -> Result<(), StoreError> {
         let mut inner = self.lock();
-        let key = inner
-            .live
-            .remove(id)
-            .ok_or_else(|| StoreError::NotFound(id.clone()))?;
+        let key = inner.live.remove(id).ok_or_else(|| StoreError::NotFound(id.clone()))?;
         // SQLite keeps a cancelled match's rows but never shows them; dropping them here is the
         // same as far as any caller can tell.
         inner.matches.remove(&key);
@@ -129,13 +114,7 @@ impl Store for MemoryStore {
     ) -> Result<Vec<Event>, StoreError> {
         let mut inner = self.lock();
         let stored = inner.live_mut(id)?;
-        Ok(stored
-            .events
-            .iter()
-            .filter(|e| e.seq > after)
-            .take(limit)
-            .cloned()
-            .collect())
+        Ok(stored.events.iter().filter(|e| e.seq > after).take(limit).cloned().collect())
     }
 
     async fn flush(&self) -> Result<(), StoreError> {
@@ -154,16 +133,8 @@ pub(crate) mod tests {
         let date = Date::parse("2011-09-10").unwrap();
         MatchInfo {
             id: MatchId::new(&home, &visit, &date),
-            home: Team {
-                id: home,
-                name: Some("El Paso".into()),
-                division: Some("1a".into()),
-            },
-            visit: Team {
-                id: visit,
-                name: None,
-                division: None,
-            },
+            home: Team { id: home, name: Some("El Paso".into()), division: Some("1a".into()) },
+            visit: Team { id: visit, name: None, division: None },
             start_date: date,
             stadium: Some("Estadio \"Azteca\"".into()),
         }
@@ -174,16 +145,9 @@ pub(crate) mod tests {
         Event {
             seq,
             ts: 1_316_094_531_000 + seq as i64,
-            kind: if seq.is_multiple_of(2) {
-                EventKind::Goal
-            } else {
-                EventKind::Comment
-            },
+            kind: if seq.is_multiple_of(2) { EventKind::Goal } else { EventKind::Comment },
             data: EventData {
-                player: Some(Player {
-                    number: seq as u32,
-                    name: "Luna".into(),
-                }),
+                player: Some(Player { number: seq as u32, name: "Luna".into() }),
                 team: Some(TeamId::parse("tig").unwrap()),
                 text: Some(format!("event {seq}")),
                 ..EventData::default()
@@ -216,17 +180,11 @@ pub(crate) mod tests {
         append(store, &a.id, Vec::new()).await.unwrap();
 
         // A gap, a reuse, and a batch that goes wrong half-way: none of it is stored.
-        for (bad, expected, got) in [
-            (events(5..=5), 4, 5),
-            (events(3..=4), 4, 3),
-            (vec![event(4), event(6)], 5, 6),
-        ] {
+        for (bad, expected, got) in
+            [(events(5..=5), 4, 5), (events(3..=4), 4, 3), (vec![event(4), event(6)], 5, 6)]
+        {
             match append(store, &a.id, bad).await {
-                Err(StoreError::SeqConflict {
-                    id,
-                    expected: e,
-                    got: g,
-                }) => {
+                Err(StoreError::SeqConflict { id, expected: e, got: g }) => {
                     assert_eq!((id, e, g), (a.id.clone(), expected, got));
                 }
                 other => panic!("expected SeqConflict, got {other:?}"),
@@ -246,72 +204,35 @@ pub(crate) mod tests {
         assert_eq!(
             all,
             vec![
-                StoredMatch {
-                    info: a.clone(),
-                    events: events(1..=5)
-                },
-                StoredMatch {
-                    info: b.clone(),
-                    events: events(1..=1)
-                },
+                StoredMatch { info: a.clone(), events: events(1..=5) },
+                StoredMatch { info: b.clone(), events: events(1..=1) },
             ]
         );
 
         // Cancel: gone from history and load_all; the id can be created anew, starting at 1.
         store.cancel_match(&a.id).await.unwrap();
-        assert!(matches!(
-            store.history(&a.id, 0, 10).await,
-            Err(StoreError::NotFound(_))
-        ));
-        assert!(matches!(
-            store.cancel_match(&a.id).await,
-            Err(StoreError::NotFound(_))
-        ));
-        assert!(matches!(
-            append(store, &a.id, events(6..=6)).await,
-            Err(StoreError::NotFound(_))
-        ));
+        assert!(matches!(store.history(&a.id, 0, 10).await, Err(StoreError::NotFound(_))));
+        assert!(matches!(store.cancel_match(&a.id).await, Err(StoreError::NotFound(_))));
+        assert!(matches!(append(store, &a.id, events(6..=6)).await, Err(StoreError::NotFound(_))));
         let all = store.load_all().await.unwrap();
-        assert_eq!(
-            all,
-            vec![StoredMatch {
-                info: b.clone(),
-                events: events(1..=1)
-            }]
-        );
+        assert_eq!(all, vec![StoredMatch { info: b.clone(), events: events(1..=1) }]);
 
         let mut a2 = a.clone();
         a2.stadium = None;
         store.create_match(&a2).await.unwrap();
         assert!(matches!(
             append(store, &a2.id, events(6..=6)).await,
-            Err(StoreError::SeqConflict {
-                expected: 1,
-                got: 6,
-                ..
-            })
+            Err(StoreError::SeqConflict { expected: 1, got: 6, .. })
         ));
         append(store, &a2.id, events(1..=1)).await.unwrap();
         assert_eq!(store.history(&a2.id, 0, 10).await.unwrap(), events(1..=1));
         let all = store.load_all().await.unwrap();
         assert_eq!(all.len(), 2);
-        assert_eq!(
-            all[1],
-            StoredMatch {
-                info: a2,
-                events: events(1..=1)
-            }
-        );
+        assert_eq!(all[1], StoredMatch { info: a2, events: events(1..=1) });
 
         // Unknown ids.
-        assert!(matches!(
-            store.history(&unknown, 0, 10).await,
-            Err(StoreError::NotFound(_))
-        ));
-        assert!(matches!(
-            store.cancel_match(&unknown).await,
-            Err(StoreError::NotFound(_))
-        ));
+        assert!(matches!(store.history(&unknown, 0, 10).await, Err(StoreError::NotFound(_))));
+        assert!(matches!(store.cancel_match(&unknown).await, Err(StoreError::NotFound(_))));
         assert!(matches!(
             append(store, &unknown, events(1..=1)).await,
             Err(StoreError::NotFound(id)) if id == unknown
@@ -332,11 +253,7 @@ pub(crate) mod tests {
         assert_eq!(check_seqs(&id, 3, &[]).unwrap(), 3);
         assert!(matches!(
             check_seqs(&id, 0, &[event(1), event(3)]),
-            Err(StoreError::SeqConflict {
-                expected: 2,
-                got: 3,
-                ..
-            })
+            Err(StoreError::SeqConflict { expected: 2, got: 3, .. })
         ));
     }
 }

@@ -79,8 +79,12 @@ pub trait Store: Send + Sync + 'static {
     async fn load_all(&self) -> Result<Vec<StoredMatch>, StoreError>;
 
     /// Up to `limit` events of a live match with `seq > after`, in `seq` order.
-    async fn history(&self, id: &MatchId, after: Seq, limit: usize)
-        -> Result<Vec<Event>, StoreError>;
+    async fn history(
+        &self,
+        id: &MatchId,
+        after: Seq,
+        limit: usize,
+    ) -> Result<Vec<Event>, StoreError>;
 
     /// Waits until everything queued so far is durable (used on shutdown).
     async fn flush(&self) -> Result<(), StoreError>;

@@ -47,10 +47,7 @@ pub struct SqliteOptions {
 
 impl Default for SqliteOptions {
     fn default() -> Self {
-        SqliteOptions {
-            queue: 16_384,
-            max_batch: 4_096,
-        }
+        SqliteOptions { queue: 16_384, max_batch: 4_096 }
     }
 }
 
@@ -74,21 +71,14 @@ impl SqliteStore {
     /// the writer needs to check seqs, and starts the writer thread.
     pub fn open_with(dir: &Path, opts: SqliteOptions) -> Result<SqliteStore, StoreError> {
         std::fs::create_dir_all(dir).map_err(|e| {
-            StoreError::Backend(format!(
-                "cannot create data directory {}: {e}",
-                dir.display()
-            ))
+            StoreError::Backend(format!("cannot create data directory {}: {e}", dir.display()))
         })?;
         let path = dir.join(DB_FILE);
         let conn = writer::open_writer(&path)?;
         let live = writer::load_live(&conn)?;
         let (tx, rx) = mpsc::channel(opts.queue.max(1));
         let commits = Arc::new(AtomicU64::new(0));
-        let writer = Writer {
-            conn,
-            live,
-            commits: Arc::clone(&commits),
-        };
+        let writer = Writer { conn, live, commits: Arc::clone(&commits) };
         let max_batch = opts.max_batch.max(1);
         let handle = std::thread::Builder::new()
             .name("store-writer".into())
@@ -112,18 +102,13 @@ impl SqliteStore {
     async fn send(&self, op: Op) -> Result<oneshot::Receiver<Result<(), StoreError>>, StoreError> {
         let tx = self.tx.as_ref().ok_or_else(writer_stopped)?;
         let (reply, answer) = oneshot::channel();
-        tx.send(Command { op, reply })
-            .await
-            .map_err(|_| writer_stopped())?;
+        tx.send(Command { op, reply }).await.map_err(|_| writer_stopped())?;
         Ok(answer)
     }
 
     /// Queues `op` and waits until it is committed.
     async fn call(&self, op: Op) -> Result<(), StoreError> {
-        self.send(op)
-            .await?
-            .await
-            .unwrap_or_else(|_| Err(writer_stopped()))
+        self.send(op).await?.await.unwrap_or_else(|_| Err(writer_stopped()))
     }
 
     /// Runs `f` on a read connection on the blocking pool.
@@ -167,9 +152,9 @@ impl Store for SqliteStore {
         events: Vec<Event>,
     ) -> Result<AppendTicket, StoreError> {
         let answer = self.send(Op::Append(id.clone(), events)).await?;
-        Ok(AppendTicket(Box::pin(async move {
-            answer.await.unwrap_or_else(|_| Err(writer_stopped()))
-        })))
+        Ok(AppendTicket(Box::pin(
+            async move { answer.await.unwrap_or_else(|_| Err(writer_stopped())) },
+        )))
     }
 
     async fn cancel_match(&self, id: &MatchId) -> Result<(), StoreError> {
@@ -187,8 +172,7 @@ impl Store for SqliteStore {
         limit: usize,
     ) -> Result<Vec<Event>, StoreError> {
         let id = id.clone();
-        self.read(move |conn| read::history(conn, &id, after, limit))
-            .await
+        self.read(move |conn| read::history(conn, &id, after, limit)).await
     }
 
     async fn flush(&self) -> Result<(), StoreError> {
@@ -240,18 +224,8 @@ mod tests {
             for m in [&a, &b, &c] {
                 store.create_match(m).await.unwrap();
             }
-            store
-                .submit_append(&a.id, (1..=3).map(event).collect())
-                .await
-                .unwrap()
-                .await
-                .unwrap();
-            store
-                .submit_append(&c.id, vec![event(1)])
-                .await
-                .unwrap()
-                .await
-                .unwrap();
+            store.submit_append(&a.id, (1..=3).map(event).collect()).await.unwrap().await.unwrap();
+            store.submit_append(&c.id, vec![event(1)]).await.unwrap().await.unwrap();
             store.cancel_match(&b.id).await.unwrap();
             // Queued but not awaited: dropping the store must still write it.
             let _ticket = store.submit_append(&a.id, vec![event(4)]).await.unwrap();
@@ -264,23 +238,9 @@ mod tests {
         assert_eq!(after[0].events, (1..=4).map(event).collect::<Vec<_>>());
         assert_eq!(after[1], before[1]);
         // The reopened writer knows where each match stands.
-        let conflict = store
-            .submit_append(&a.id, vec![event(4)])
-            .await
-            .unwrap()
-            .await;
-        assert!(matches!(
-            conflict,
-            Err(StoreError::SeqConflict {
-                expected: 5,
-                got: 4,
-                ..
-            })
-        ));
-        assert!(matches!(
-            store.create_match(&a).await,
-            Err(StoreError::Exists(_))
-        ));
+        let conflict = store.submit_append(&a.id, vec![event(4)]).await.unwrap().await;
+        assert!(matches!(conflict, Err(StoreError::SeqConflict { expected: 5, got: 4, .. })));
+        assert!(matches!(store.create_match(&a).await, Err(StoreError::Exists(_))));
         store.create_match(&b).await.unwrap();
     }
 
@@ -327,11 +287,7 @@ mod tests {
         let conn = writer::open_writer(&path).unwrap();
         let live = writer::load_live(&conn).unwrap();
         let commits = Arc::new(AtomicU64::new(0));
-        let mut writer = Writer {
-            conn,
-            live,
-            commits: Arc::clone(&commits),
-        };
+        let mut writer = Writer { conn, live, commits: Arc::clone(&commits) };
         let (a, b) = (info("elp", "tig"), info("rma", "fcb"));
         // Driving the writer directly makes these one batch for sure.
         let results = writer.write_batch(&[
@@ -357,40 +313,20 @@ mod tests {
                 Err(e) => e.to_string(),
             })
             .collect();
-        assert_eq!(
-            summary,
-            [
-                "ok",
-                "ok",
-                "seq 3/4",
-                "ok",
-                "exists",
-                "not found",
-                "ok",
-                "ok",
-                "ok"
-            ]
-        );
+        assert_eq!(summary, ["ok", "ok", "seq 3/4", "ok", "exists", "not found", "ok", "ok", "ok"]);
         assert_eq!(commits.load(Ordering::Relaxed), 1);
         drop(writer);
 
         let store = SqliteStore::open(dir.path()).unwrap();
         let all = store.load_all().await.unwrap();
-        assert_eq!(
-            all,
-            vec![StoredMatch {
-                info: a,
-                events: vec![event(1), event(2)]
-            }]
-        );
+        assert_eq!(all, vec![StoredMatch { info: a, events: vec![event(1), event(2)] }]);
     }
 
     #[tokio::test]
     async fn a_newer_schema_is_refused() {
         let dir = TempDir::new().unwrap();
         let conn = Connection::open(dir.path().join(DB_FILE)).unwrap();
-        conn.pragma_update(None, "user_version", writer::SCHEMA_VERSION + 1)
-            .unwrap();
+        conn.pragma_update(None, "user_version", writer::SCHEMA_VERSION + 1).unwrap();
         drop(conn);
         match SqliteStore::open(dir.path()) {
             Err(StoreError::Backend(msg)) => assert!(msg.contains("newer"), "{msg}"),

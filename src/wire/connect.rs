@@ -11,11 +11,7 @@ pub enum ConnectLine {
     /// The original's text protocol.
     V1 { user: Vec<u8>, match_id: String },
     /// JSON lines; `from` resumes after that seq.
-    V2 {
-        user: Vec<u8>,
-        match_id: String,
-        from: Option<Seq>,
-    },
+    V2 { user: Vec<u8>, match_id: String, from: Option<Seq> },
 }
 
 /// A connect line that cannot be honoured, with a reason for a person.
@@ -79,27 +75,17 @@ pub fn parse_connect(line: &[u8]) -> Result<ConnectLine, ConnectError> {
         Some(b"FROM") => {
             let seq = parts.next().unwrap_or_default();
             Some(parse_seq(seq).ok_or_else(|| {
-                fail(format!(
-                    "FROM must be a decimal sequence number, not {}",
-                    shown(seq)
-                ))
+                fail(format!("FROM must be a decimal sequence number, not {}", shown(seq)))
             })?)
         }
         Some(other) => {
-            return Err(fail(format!(
-                "expected FROM after the match id, not {}",
-                shown(other)
-            )))
+            return Err(fail(format!("expected FROM after the match id, not {}", shown(other))))
         }
     };
     if parts.next().is_some() {
         return Err(fail("extra fields after FROM:<seq>".into()));
     }
-    Ok(ConnectLine::V2 {
-        user,
-        match_id,
-        from,
-    })
+    Ok(ConnectLine::V2 { user, match_id, from })
 }
 
 /// Which version the bytes received so far announce: `Some(1)` for `VERSION:1:...`, `Some(2)`
@@ -125,10 +111,7 @@ fn unversioned(line: &[u8]) -> ConnectError {
         }
         None => format!("malformed connect line: expected {V1_SHAPE} or {V2_SHAPE}"),
     };
-    ConnectError {
-        version: None,
-        reason,
-    }
+    ConnectError { version: None, reason }
 }
 
 /// A decimal u64: digits only (no sign, no spaces), no overflow.
@@ -163,10 +146,7 @@ mod tests {
     fn v1_line_parses() {
         assert_eq!(
             parse_connect(b"VERSION:1:CONNECT:alice:MATCH:elp-tig-2011-09-10").unwrap(),
-            ConnectLine::V1 {
-                user: b"alice".to_vec(),
-                match_id: "elp-tig-2011-09-10".into()
-            }
+            ConnectLine::V1 { user: b"alice".to_vec(), match_id: "elp-tig-2011-09-10".into() }
         );
     }
 
@@ -182,19 +162,11 @@ mod tests {
         );
         assert_eq!(
             parse_connect(b"VERSION:2:CONNECT:bob:MATCH:m:FROM:0").unwrap(),
-            ConnectLine::V2 {
-                user: b"bob".to_vec(),
-                match_id: "m".into(),
-                from: Some(0)
-            }
+            ConnectLine::V2 { user: b"bob".to_vec(), match_id: "m".into(), from: Some(0) }
         );
         assert_eq!(
             parse_connect(b"VERSION:2:CONNECT:bob:MATCH:m:FROM:18446744073709551615").unwrap(),
-            ConnectLine::V2 {
-                user: b"bob".to_vec(),
-                match_id: "m".into(),
-                from: Some(u64::MAX)
-            }
+            ConnectLine::V2 { user: b"bob".to_vec(), match_id: "m".into(), from: Some(u64::MAX) }
         );
     }
 
@@ -203,10 +175,7 @@ mod tests {
         let line = b"VERSION:1:CONNECT:\xff\x00 \xc3\xa9:MATCH:\xfe-x";
         assert_eq!(
             parse_connect(line).unwrap(),
-            ConnectLine::V1 {
-                user: b"\xff\x00 \xc3\xa9".to_vec(),
-                match_id: "\u{fffd}-x".into()
-            }
+            ConnectLine::V1 { user: b"\xff\x00 \xc3\xa9".to_vec(), match_id: "\u{fffd}-x".into() }
         );
     }
 
@@ -235,11 +204,7 @@ mod tests {
         ] {
             let e = err(line);
             assert_eq!(e.version, Some(v), "{}", String::from_utf8_lossy(line));
-            assert!(
-                e.reason.starts_with("malformed connect line: "),
-                "{}",
-                e.reason
-            );
+            assert!(e.reason.starts_with("malformed connect line: "), "{}", e.reason);
         }
     }
 
@@ -264,10 +229,7 @@ mod tests {
     fn junk_and_unknown_versions_have_no_version() {
         let e = err(b"GET / HTTP/1.1");
         assert_eq!(e.version, None);
-        assert_eq!(
-            e.reason,
-            format!("malformed connect line: expected {V1_SHAPE} or {V2_SHAPE}")
-        );
+        assert_eq!(e.reason, format!("malformed connect line: expected {V1_SHAPE} or {V2_SHAPE}"));
         assert_eq!(err(b"").version, None);
         let e = err(b"VERSION:3:CONNECT:u:MATCH:m");
         assert_eq!(e.version, None);
@@ -281,17 +243,9 @@ mod tests {
     #[test]
     fn reasons_stay_on_one_line() {
         let e = err(b"VERSION:2:CONNECT:u:MATCH:m:FROM:1\n2");
-        assert!(
-            !e.reason.contains('\n') && !e.reason.contains('\r'),
-            "{}",
-            e.reason
-        );
+        assert!(!e.reason.contains('\n') && !e.reason.contains('\r'), "{}", e.reason);
         let e = err(b"VERSION:2:CONNECT:u:MATCH:m:\r\n:3");
-        assert!(
-            !e.reason.contains('\n') && !e.reason.contains('\r'),
-            "{}",
-            e.reason
-        );
+        assert!(!e.reason.contains('\n') && !e.reason.contains('\r'), "{}", e.reason);
         let e = err(b"VERSION:\n:x");
         assert!(!e.reason.contains('\n'), "{}", e.reason);
     }

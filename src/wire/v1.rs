@@ -212,12 +212,8 @@ fn push_padded(buf: &mut Vec<u8>, mut n: u64, width: usize) {
 fn data_len(d: &EventData) -> usize {
     let player = |key: &[u8], p: &Option<Player>| p.as_ref().map_or(0, |p| player_line_len(key, p));
     let binary = |key: &[u8], v: Option<&str>| v.map_or(0, |v| binary_line_len(key, v));
-    d.home_players
-        .as_ref()
-        .map_or(0, |ps| lineup_len(b"home_players", ps))
-        + d.visit_players
-            .as_ref()
-            .map_or(0, |ps| lineup_len(b"visit_players", ps))
+    d.home_players.as_ref().map_or(0, |ps| lineup_len(b"home_players", ps))
+        + d.visit_players.as_ref().map_or(0, |ps| lineup_len(b"visit_players", ps))
         + player(b"player", &d.player)
         + player(b"player_out", &d.player_out)
         + d.card.map_or(0, |c| "\tcard: \n".len() + c.as_str().len())
@@ -251,10 +247,7 @@ mod tests {
     const T0: Millis = 1_315_921_728_000;
 
     fn p(number: u32, name: &str) -> Player {
-        Player {
-            number,
-            name: name.into(),
-        }
+        Player { number, name: name.into() }
     }
 
     fn team(id: &str) -> Option<TeamId> {
@@ -262,12 +255,7 @@ mod tests {
     }
 
     fn ev(ts: Millis, kind: EventKind, data: EventData) -> Event {
-        Event {
-            seq: 1,
-            ts,
-            kind,
-            data,
-        }
+        Event { seq: 1, ts, kind, data }
     }
 
     fn text(b: &Bytes) -> &str {
@@ -284,15 +272,8 @@ mod tests {
     #[test]
     fn status_block_matches_the_original() {
         let mut m = Match::new(info());
-        m.home = Side {
-            on_pitch: vec![p(25, "Albil"), p(14, "Mercado")],
-            ..Side::default()
-        };
-        m.visit = Side {
-            on_pitch: vec![p(12, "Garcia")],
-            score: 3,
-            ..Side::default()
-        };
+        m.home = Side { on_pitch: vec![p(25, "Albil"), p(14, "Mercado")], ..Side::default() };
+        m.visit = Side { on_pitch: vec![p(12, "Garcia")], score: 3, ..Side::default() };
         m.period = Period::First;
         assert_eq!(
             text(&status_block(&m, T0 + 999)),
@@ -315,11 +296,8 @@ mod tests {
 
     #[test]
     fn goal_card_and_substitution_match_the_transcript() {
-        let goal = EventData {
-            player: Some(p(7, "Luna")),
-            team: team("tig"),
-            ..Default::default()
-        };
+        let goal =
+            EventData { player: Some(p(7, "Luna")), team: team("tig"), ..Default::default() };
         assert_eq!(
             text(&event_block(&ev(T0 + 3_000, EventKind::Goal, goal))),
             "2011-09-13 13:48:51: goal:\n\tplayer: Luna (7) \n\tteam: <<\"tig\">>\n\r\n"
@@ -378,10 +356,7 @@ mod tests {
 
     #[test]
     fn names_cannot_break_the_framing_but_print_raw_otherwise() {
-        let d = EventData {
-            player: Some(p(9, "O\"Neil\\\r\n")),
-            ..Default::default()
-        };
+        let d = EventData { player: Some(p(9, "O\"Neil\\\r\n")), ..Default::default() };
         assert_eq!(
             text(&event_block(&ev(T0, EventKind::Shot, d))),
             "2011-09-13 13:48:48: shot:\n\tplayer: O\"Neil\\\\r\\n (9) \n\r\n"
@@ -395,11 +370,7 @@ mod tests {
             "2011-09-13 13:48:48: stop:\n\r\n"
         );
         assert_eq!(
-            text(&event_block(&ev(
-                T0,
-                EventKind::HalftimeStart,
-                EventData::default()
-            ))),
+            text(&event_block(&ev(T0, EventKind::HalftimeStart, EventData::default()))),
             "2011-09-13 13:48:48: halftime_start:\n\r\n"
         );
     }
@@ -458,25 +429,14 @@ mod tests {
     #[test]
     fn header_time_is_utc_truncated_to_the_second() {
         let b = event_block(&ev(T0 - 1, EventKind::Corner, EventData::default()));
-        assert!(
-            text(&b).starts_with("2011-09-13 13:48:47: corner:\n"),
-            "{}",
-            text(&b)
-        );
+        assert!(text(&b).starts_with("2011-09-13 13:48:47: corner:\n"), "{}", text(&b));
         let b = event_block(&ev(-1, EventKind::Corner, EventData::default()));
-        assert!(
-            text(&b).starts_with("1969-12-31 23:59:59: "),
-            "{}",
-            text(&b)
-        );
+        assert!(text(&b).starts_with("1969-12-31 23:59:59: "), "{}", text(&b));
     }
 
     #[test]
     fn error_block_is_one_line_then_end() {
-        assert_eq!(
-            text(&error_block("unknown match m")),
-            "ERROR: unknown match m\n\r\n"
-        );
+        assert_eq!(text(&error_block("unknown match m")), "ERROR: unknown match m\n\r\n");
         assert_eq!(text(&error_block("a\r\nb")), "ERROR: a\\r\\nb\n\r\n");
     }
 
@@ -489,11 +449,7 @@ mod tests {
         push_padded(&mut buf, u64::MAX, 4);
         assert_eq!(
             buf,
-            b"0720110"
-                .iter()
-                .chain(u64::MAX.to_string().as_bytes())
-                .copied()
-                .collect::<Vec<_>>()
+            b"0720110".iter().chain(u64::MAX.to_string().as_bytes()).copied().collect::<Vec<_>>()
         );
     }
 }

@@ -105,11 +105,7 @@ fn data_len(d: &crate::model::EventData) -> usize {
     let players = d.home_players.iter().chain(&d.visit_players).flatten();
     let single = [&d.player, &d.player_out, &d.player_in];
     players.map(|p| p.name.len() + 32).sum::<usize>()
-        + single
-            .iter()
-            .filter_map(|p| p.as_ref())
-            .map(|p| p.name.len() + 48)
-            .sum::<usize>()
+        + single.iter().filter_map(|p| p.as_ref()).map(|p| p.name.len() + 48).sum::<usize>()
         + d.text.as_ref().map_or(0, |t| t.len() + t.len() / 8 + 12)
         + 96
 }
@@ -127,10 +123,7 @@ mod tests {
     fn parse(frame: &Bytes) -> Value {
         let s = std::str::from_utf8(frame).unwrap();
         let body = s.strip_suffix('\n').expect("frame ends in \\n");
-        assert!(
-            !body.contains('\n') && !body.contains('\r'),
-            "line break inside: {s:?}"
-        );
+        assert!(!body.contains('\n') && !body.contains('\r'), "line break inside: {s:?}");
         serde_json::from_str(body).unwrap()
     }
 
@@ -139,10 +132,7 @@ mod tests {
     }
 
     fn p(number: u32, name: &str) -> Player {
-        Player {
-            number,
-            name: name.into(),
-        }
+        Player { number, name: name.into() }
     }
 
     fn a_match() -> Match {
@@ -152,15 +142,8 @@ mod tests {
         )
         .unwrap();
         let mut m = Match::new(new.into_info().unwrap());
-        m.home = Side {
-            on_pitch: vec![p(25, "Albil")],
-            score: 1,
-            ..Side::default()
-        };
-        m.visit = Side {
-            on_pitch: vec![p(7, "Luna"), p(12, "Garcia")],
-            ..Side::default()
-        };
+        m.home = Side { on_pitch: vec![p(25, "Albil")], score: 1, ..Side::default() };
+        m.visit = Side { on_pitch: vec![p(7, "Luna"), p(12, "Garcia")], ..Side::default() };
         m.period = Period::First;
         m.period_start = Some(1_315_921_728_000);
         m.seq = 12;
@@ -191,12 +174,7 @@ mod tests {
 
     #[test]
     fn event_without_data_has_an_empty_object() {
-        let ev = Event {
-            seq: 1,
-            ts: 0,
-            kind: EventKind::Stop,
-            data: EventData::default(),
-        };
+        let ev = Event { seq: 1, ts: 0, kind: EventKind::Stop, data: EventData::default() };
         let v = parse(&event_frame(&ev));
         assert_eq!(v, json!({"seq": 1, "ts": 0, "kind": "stop", "data": {}}));
     }
@@ -214,12 +192,7 @@ mod tests {
             player_team: Some(TeamId::parse("tig").unwrap()),
             text: Some("a \"quote\"\\\nnew line\r\u{2028}ü".repeat(MAX_COMMENT_CHARS / 20)),
         };
-        let ev = Event {
-            seq: u64::MAX,
-            ts: -1,
-            kind: EventKind::Comment,
-            data: data.clone(),
-        };
+        let ev = Event { seq: u64::MAX, ts: -1, kind: EventKind::Comment, data: data.clone() };
         let v = parse(&event_frame(&ev));
         assert_eq!(v["seq"], json!(u64::MAX));
         assert_eq!(v["ts"], json!(-1));
@@ -236,10 +209,7 @@ mod tests {
         assert_eq!(v["kind"], json!("status"));
         assert_eq!(v["data"], serde_json::to_value(&m).unwrap());
         assert_eq!(v["data"]["home-players"], json!({"25": "Albil"}));
-        assert_eq!(
-            v["data"]["visit-players"],
-            json!({"7": "Luna", "12": "Garcia"})
-        );
+        assert_eq!(v["data"]["visit-players"], json!({"7": "Luna", "12": "Garcia"}));
         assert_eq!(v["data"]["home-score"], json!(1));
         assert_eq!(v["data"]["period"], json!("first"));
         assert_eq!(v["data"]["seq"], json!(12));
@@ -248,10 +218,7 @@ mod tests {
     #[test]
     fn bye_without_options_has_kind_and_reason_only() {
         let frame = bye_frame(&Bye::new(ByeReason::MatchOver));
-        assert_eq!(
-            &frame[..],
-            b"{\"kind\":\"bye\",\"reason\":\"match_over\"}\n"
-        );
+        assert_eq!(&frame[..], b"{\"kind\":\"bye\",\"reason\":\"match_over\"}\n");
         assert_eq!(keys(&parse(&frame)), ["kind", "reason"]);
     }
 
@@ -270,15 +237,9 @@ mod tests {
         let v = parse(&frame);
         assert_eq!(keys(&v), ["kind", "reason", "retry_after_ms", "try"]);
 
-        let bye = Bye {
-            try_addr: Some("odd\"\nhost:1".into()),
-            ..Bye::new(ByeReason::TooSlow)
-        };
+        let bye = Bye { try_addr: Some("odd\"\nhost:1".into()), ..Bye::new(ByeReason::TooSlow) };
         let v = parse(&bye_frame(&bye));
-        assert_eq!(
-            v,
-            json!({"kind": "bye", "reason": "too_slow", "try": "odd\"\nhost:1"})
-        );
+        assert_eq!(v, json!({"kind": "bye", "reason": "too_slow", "try": "odd\"\nhost:1"}));
     }
 
     #[test]

@@ -18,10 +18,7 @@ const SEED: &[(&str, &str)] = &[
     ("goal", r#"{"team":"tig","player":7}"#),
     ("penalty", r#"{"team":"tig","player":6}"#),
     ("card", r#"{"card":"red","team":"elp","player":25}"#),
-    (
-        "substitution",
-        r#"{"team":"elp","player_in":{"number":21,"name":"Silva"},"player_out":18}"#,
-    ),
+    ("substitution", r#"{"team":"elp","player_in":{"number":21,"name":"Silva"},"player_out":18}"#),
     ("card", r#"{"card":"yellow","team":"elp","player":11}"#),
     ("card", r#"{"card":"yellow","team":"elp","player":2}"#),
     ("goal", r#"{"team":"tig","player":10}"#),
@@ -40,15 +37,9 @@ const SEED: &[(&str, &str)] = &[
     ("halftime_start", "{}"),
     ("halftime_stop", "{}"),
     ("goal", r#"{"team":"elp","player":7,"player_team":"tig"}"#),
-    (
-        "substitution",
-        r#"{"team":"elp","player_in":{"number":22,"name":"Galvan"},"player_out":19}"#,
-    ),
+    ("substitution", r#"{"team":"elp","player_in":{"number":22,"name":"Galvan"},"player_out":19}"#),
     ("card", r#"{"card":"yellow","team":"tig","player":3}"#),
-    (
-        "substitution",
-        r#"{"team":"tig","player_in":{"number":22,"name":"Pio"},"player_out":6}"#,
-    ),
+    ("substitution", r#"{"team":"tig","player_in":{"number":22,"name":"Pio"},"player_out":6}"#),
     (
         "substitution",
         r#"{"team":"elp","player_in":{"number":23,"name":"Benitez"},"player_out":11}"#,
@@ -71,15 +62,8 @@ fn play_seed() -> (Match, Vec<Event>) {
     let mut events = Vec::new();
     for (i, (k, json)) in SEED.iter().enumerate() {
         let ts = T0 + i as i64 * 1000;
-        let out = m
-            .apply(kind(k), &data(json), ts)
-            .unwrap_or_else(|e| panic!("{k}: {e}"));
-        events.push(Event {
-            seq: m.seq,
-            ts,
-            kind: kind(k),
-            data: out,
-        });
+        let out = m.apply(kind(k), &data(json), ts).unwrap_or_else(|e| panic!("{k}: {e}"));
+        events.push(Event { seq: m.seq, ts, kind: kind(k), data: out });
     }
     (m, events)
 }
@@ -114,9 +98,7 @@ fn stored_events_rebuild_the_same_match() {
     // The normalized data re-applies to the same normalized data.
     let mut again = new_match();
     for ev in &events {
-        let out = again
-            .apply(ev.kind, &EventDataInput::from(&ev.data), ev.ts)
-            .unwrap();
+        let out = again.apply(ev.kind, &EventDataInput::from(&ev.data), ev.ts).unwrap();
         assert_eq!(out, ev.data, "seq {}", ev.seq);
     }
 }

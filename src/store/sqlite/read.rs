@@ -22,10 +22,7 @@ pub(super) struct Readers {
 
 impl Readers {
     pub(super) fn new(path: PathBuf) -> Readers {
-        Readers {
-            path,
-            idle: Mutex::new(Vec::new()),
-        }
+        Readers { path, idle: Mutex::new(Vec::new()) }
     }
 
     pub(super) fn with<T>(
@@ -79,10 +76,7 @@ pub(super) fn load_all(conn: &mut Connection) -> Result<Vec<StoredMatch>, StoreE
             let info: String = row.get(1).map_err(db_err)?;
             let info: MatchInfo = serde_json::from_str(&info).map_err(|e| corrupt("match", e))?;
             index.insert(rowid, matches.len());
-            matches.push(StoredMatch {
-                info,
-                events: Vec::new(),
-            });
+            matches.push(StoredMatch { info, events: Vec::new() });
         }
     }
     {
@@ -135,9 +129,7 @@ pub(super) fn history(
         )
         .map_err(db_err)?;
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-    let mut rows = stmt
-        .query(params![rowid, seq_to_sql(after), limit])
-        .map_err(db_err)?;
+    let mut rows = stmt.query(params![rowid, seq_to_sql(after), limit]).map_err(db_err)?;
     let mut events = Vec::new();
     while let Some(row) = rows.next().map_err(db_err)? {
         let kind: String = row.get(2).map_err(db_err)?;

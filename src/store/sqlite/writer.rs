@@ -59,9 +59,8 @@ pub(super) fn open_writer(path: &Path) -> Result<Connection, StoreError> {
         .map_err(|e| StoreError::Backend(format!("cannot open {}: {e}", path.display())))?;
     conn.busy_timeout(BUSY_TIMEOUT).map_err(db_err)?;
     // Check the version before touching anything else of a file we may not understand.
-    let version: i64 = conn
-        .pragma_query_value(None, "user_version", |row| row.get(0))
-        .map_err(db_err)?;
+    let version: i64 =
+        conn.pragma_query_value(None, "user_version", |row| row.get(0)).map_err(db_err)?;
     if version > SCHEMA_VERSION {
         return Err(StoreError::Backend(format!(
             "{} has schema version {version}, newer than this matchstream understands \
@@ -77,15 +76,11 @@ pub(super) fn open_writer(path: &Path) -> Result<Connection, StoreError> {
         tracing::warn!(path = %path.display(), %mode, "store could not switch to WAL");
     }
     // FULL: a commit is fsync'd before it returns, so an acknowledged event survives a crash.
-    conn.pragma_update(None, "synchronous", "FULL")
-        .map_err(db_err)?;
+    conn.pragma_update(None, "synchronous", "FULL").map_err(db_err)?;
     if version < SCHEMA_VERSION {
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(db_err)?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db_err)?;
         tx.execute_batch(SCHEMA).map_err(db_err)?;
-        tx.pragma_update(None, "user_version", SCHEMA_VERSION)
-            .map_err(db_err)?;
+        tx.pragma_update(None, "user_version", SCHEMA_VERSION).map_err(db_err)?;
         tx.commit().map_err(db_err)?;
     }
     Ok(conn)
@@ -100,9 +95,7 @@ pub(super) fn load_live(conn: &Connection) -> Result<HashMap<MatchId, (i64, Seq)
         )
         .map_err(db_err)?;
     let rows = stmt
-        .query_map([], |row| {
-            Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?, row.get(2)?))
-        })
+        .query_map([], |row| Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?, row.get(2)?)))
         .map_err(db_err)?;
     let mut live = HashMap::new();
     for row in rows {
@@ -174,10 +167,7 @@ impl Writer {
                 results.resize_with(ops.len(), || Ok(()));
                 // A refusal (SeqConflict, Exists ...) is still the true answer; what would
                 // have been stored was not.
-                results
-                    .into_iter()
-                    .map(|r| r.and(Err(failed.clone())))
-                    .collect()
+                results.into_iter().map(|r| r.and(Err(failed.clone()))).collect()
             }
         }
     }
@@ -188,9 +178,7 @@ impl Writer {
         undo: &mut Vec<Undo>,
         results: &mut Vec<Result<(), StoreError>>,
     ) -> Result<(), rusqlite::Error> {
-        let mut tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         for op in ops {
             results.push(apply(&mut tx, &mut self.live, undo, op));
         }
@@ -232,9 +220,7 @@ fn apply(
             Ok(())
         }
         Op::Append(id, events) => {
-            let (rowid, last) = *live
-                .get(id)
-                .ok_or_else(|| StoreError::NotFound(id.clone()))?;
+            let (rowid, last) = *live.get(id).ok_or_else(|| StoreError::NotFound(id.clone()))?;
             let new_last = check_seqs(id, last, events)?;
             if events.is_empty() {
                 return Ok(());
@@ -262,9 +248,7 @@ fn apply(
             Ok(())
         }
         Op::Cancel(id) => {
-            let (rowid, last) = *live
-                .get(id)
-                .ok_or_else(|| StoreError::NotFound(id.clone()))?;
+            let (rowid, last) = *live.get(id).ok_or_else(|| StoreError::NotFound(id.clone()))?;
             // The rows stay (a record of what was played) but are never shown again.
             in_savepoint(tx, |sp| {
                 sp.execute("UPDATE matches SET cancelled = 1 WHERE rowid = ?1", [rowid])

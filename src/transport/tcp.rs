@@ -1,0 +1,382 @@
+//! The plain TCP viewer protocols v1 and v2 (SPEC 4): accept loops, the connect line, and the
+//! per-viewer loop that writes what the hub hands out.
+//!
+//! A viewer costs one task and one [`Subscription`]: no per-viewer timer (write deadlines exist
+//! only while a write is blocked) and no buffer once the connect line is read.
+
+use std::io::{self, IoSlice};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use rand::Rng;
+use tokio::io::AsyncReadExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+use crate::hub::{Format, Hub, JoinError, Next, Subscription};
+use crate::ingest::now_ms;
+use crate::model::Period;
+use crate::transport::ViewerPorts;
+use crate::wire::{self, v1, v2, Bye, ByeReason, ConnectLine};
+
+/// Connections accepted past the node's limit only to be told `full`; past this, the accept
+/// loop pauses and the kernel's backlog holds the rest.
+const FULL_REPLY_SLACK: usize = 1024;
+
+/// Most frames gathered into one write when a burst is ready.
+const MAX_BATCH: usize = 64;
+
+/// What every viewer connection of a node shares.
+pub struct ViewerContext {
+    pub hub: Arc<Hub>,
+    pub ports: Arc<ViewerPorts>,
+    pub shutdown: CancellationToken,
+    pub tracker: TaskTracker,
+    pub max_viewers: usize,
+    pub connect_timeout: Duration,
+    pub max_connect_line: usize,
+    pub write_timeout: Duration,
+    pub retry_after_ms: u64,
+}
+
+impl ViewerContext {
+    pub fn new(
+        config: &Config,
+        hub: Arc<Hub>,
+        ports: Arc<ViewerPorts>,
+        shutdown: CancellationToken,
+        tracker: TaskTracker,
+    ) -> ViewerContext {
+        ViewerContext {
+            hub,
+            ports,
+            shutdown,
+            tracker,
+            max_viewers: config.max_viewers,
+            connect_timeout: config.connect_timeout,
+            max_connect_line: config.max_connect_line,
+            write_timeout: config.write_timeout,
+            retry_after_ms: config.retry_after_ms,
+        }
+    }
+}
+
+/// Binds a viewer listener with a large accept backlog.
+pub fn bind(addr: SocketAddr, backlog: i32) -> io::Result<TcpListener> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(backlog)?;
+    TcpListener::from_std(socket.into())
+}
+
+/// Accepts viewers on one port until shutdown. Errors such as running out of descriptors
+/// (EMFILE) pause the loop with a growing backoff instead of ending it.
+pub async fn accept_loop(listener: TcpListener, index: usize, ctx: Arc<ViewerContext>) {
+    let mut backoff = Duration::from_millis(5);
+    loop {
+        while ctx.ports.total() >= ctx.max_viewers + FULL_REPLY_SLACK {
+            tokio::select! {
+                _ = ctx.shutdown.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+            }
+        }
+        let accepted = tokio::select! {
+            _ = ctx.shutdown.cancelled() => return,
+            a = listener.accept() => a,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                backoff = Duration::from_millis(5);
+                let guard = ctx.ports.enter(index);
+                let ctx2 = ctx.clone();
+                ctx.tracker.spawn(async move {
+                    serve(&ctx2, index, stream, peer).await;
+                    drop(guard);
+                });
+            }
+            Err(e) if is_transient(&e) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, backoff_ms = backoff.as_millis() as u64, "accept failed; backing off");
+                tokio::select! {
+                    _ = ctx.shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+            }
+        }
+    }
+}
+
+/// Accept errors that concern one connection only.
+fn is_transient(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::Interrupted
+    )
+}
+
+/// Why a connect line did not arrive whole.
+enum LineError {
+    TooLong(Vec<u8>),
+    TooSlow(Vec<u8>),
+    Closed,
+}
+
+async fn serve(ctx: &ViewerContext, index: usize, mut stream: TcpStream, peer: SocketAddr) {
+    let _ = stream.set_nodelay(true);
+    let line = match read_connect_line(ctx, &mut stream).await {
+        Ok(line) => line,
+        Err(LineError::Closed) => return,
+        Err(LineError::TooLong(partial)) => {
+            let reason =
+                format!("line too long (a connect line is at most {} bytes)", ctx.max_connect_line);
+            return refuse(
+                ctx,
+                &stream,
+                wire::connect::sniff_version(&partial),
+                &reason,
+                ByeReason::BadRequest,
+            )
+            .await;
+        }
+        Err(LineError::TooSlow(partial)) => {
+            let reason = format!(
+                "too slow to send the connect line (it must arrive within {} s)",
+                ctx.connect_timeout.as_secs()
+            );
+            return refuse(
+                ctx,
+                &stream,
+                wire::connect::sniff_version(&partial),
+                &reason,
+                ByeReason::BadRequest,
+            )
+            .await;
+        }
+    };
+    let (format, match_id, from) = match wire::parse_connect(&line) {
+        Ok(ConnectLine::V1 { match_id, .. }) => (Format::V1, match_id, None),
+        Ok(ConnectLine::V2 { match_id, from, .. }) => (Format::V2, match_id, from),
+        Err(e) => return refuse(ctx, &stream, e.version, &e.reason, ByeReason::BadRequest).await,
+    };
+    let version = Some(if format == Format::V1 { 1 } else { 2 });
+    if ctx.ports.is_full(index) {
+        return refuse_full(ctx, &stream, index, version).await;
+    }
+    let (mut sub, snapshot) = match ctx.hub.join(&match_id, format, from, now_ms()) {
+        Ok(joined) => joined,
+        Err(JoinError::NotFound(_)) => {
+            let reason = format!("unknown match {match_id}");
+            return refuse(ctx, &stream, version, &reason, ByeReason::NotFound).await;
+        }
+    };
+    tracing::debug!(%peer, match_id = %match_id, ?format, ?from, "viewer joined");
+    // v1 (the original) shows a match that is not live as one status block, then closes.
+    let v1_not_live =
+        format == Format::V1 && matches!(snapshot.state.period, Period::NotStarted | Period::Ended);
+    drop(snapshot);
+    if v1_not_live {
+        if let Next::Data(status) = sub.next().await {
+            let _ = write_all(&stream, &[status], ctx.write_timeout).await;
+        }
+        return;
+    }
+    let Some(reason) = stream_to_viewer(ctx, &stream, &mut sub).await else {
+        tracing::debug!(%peer, match_id = %match_id, "viewer gone");
+        return;
+    };
+    tracing::debug!(%peer, match_id = %match_id, reason = reason.as_str(), "viewer leaves");
+    if format == Format::V2 {
+        let mut bye = Bye::new(reason);
+        if reason == ByeReason::Shutdown {
+            let base = ctx.retry_after_ms;
+            bye.retry_after_ms = Some(rand::rng().random_range(base..=base.saturating_mul(2)));
+        }
+        // A viewer that was too slow gets a moment for its goodbye, not another full timeout.
+        let timeout =
+            if reason == ByeReason::TooSlow { Duration::from_secs(1) } else { ctx.write_timeout };
+        let _ = write_all(&stream, &[v2::bye_frame(&bye)], timeout).await;
+    }
+}
+
+/// Writes the match to the viewer until its stream ends or the node stops (the reason to say
+/// goodbye with), or the viewer goes (`None`: nobody left to tell).
+async fn stream_to_viewer(
+    ctx: &ViewerContext,
+    stream: &TcpStream,
+    sub: &mut Subscription,
+) -> Option<ByeReason> {
+    let mut peer_done_sending = false;
+    let mut batch: Vec<Bytes> = Vec::new();
+    loop {
+        let next = tokio::select! {
+            biased;
+            _ = ctx.shutdown.cancelled() => return Some(ByeReason::Shutdown),
+            n = sub.next() => n,
+            r = stream.readable(), if !peer_done_sending => {
+                match r.and_then(|_| discard_input(stream)) {
+                    Ok(Some(0)) => peer_done_sending = true,
+                    Ok(_) => {}
+                    Err(_) => return None,
+                }
+                continue;
+            }
+        };
+        let mut end = None;
+        match next {
+            Next::Data(b) => batch.push(b),
+            Next::End(reason) => return Some(reason),
+        }
+        while batch.len() < MAX_BATCH {
+            match sub.try_next() {
+                Some(Next::Data(b)) => batch.push(b),
+                Some(Next::End(reason)) => {
+                    end = Some(reason);
+                    break;
+                }
+                None => break,
+            }
+        }
+        let written = write_all(stream, &batch, ctx.write_timeout).await;
+        batch.clear();
+        if batch.capacity() > MAX_BATCH {
+            batch = Vec::new();
+        }
+        match written {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::TimedOut => return Some(ByeReason::TooSlow),
+            Err(_) => return None,
+        }
+        if end.is_some() {
+            return end;
+        }
+    }
+}
+
+/// Reads and drops whatever a viewer sends after its connect line. `Ok(Some(0))`: the viewer
+/// closed its sending side (it may still be reading).
+fn discard_input(stream: &TcpStream) -> io::Result<Option<usize>> {
+    let mut sink = [0u8; 256];
+    match stream.try_read(&mut sink) {
+        Ok(n) => Ok(Some(n)),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Reads one line (CRLF or LF, possibly in pieces) within the connect timeout.
+async fn read_connect_line(
+    ctx: &ViewerContext,
+    stream: &mut TcpStream,
+) -> Result<Vec<u8>, LineError> {
+    let deadline = Instant::now() + ctx.connect_timeout;
+    let mut buf = Vec::with_capacity(128);
+    let mut chunk = [0u8; 256];
+    loop {
+        let n = match tokio::time::timeout_at(deadline, stream.read(&mut chunk)).await {
+            Err(_) => return Err(LineError::TooSlow(buf)),
+            Ok(Err(_)) | Ok(Ok(0)) => return Err(LineError::Closed),
+            Ok(Ok(n)) => n,
+        };
+        let got = &chunk[..n];
+        if let Some(pos) = got.iter().position(|&b| b == b'\n') {
+            buf.extend_from_slice(&got[..pos]);
+            if buf.last() == Some(&b'\r') {
+                buf.pop();
+            }
+            if buf.len() > ctx.max_connect_line {
+                return Err(LineError::TooLong(buf));
+            }
+            return Ok(buf);
+        }
+        buf.extend_from_slice(got);
+        if buf.len() > ctx.max_connect_line {
+            return Err(LineError::TooLong(buf));
+        }
+    }
+}
+
+/// Answers a connect that cannot be served, in the protocol it announced (v1 when unknown).
+async fn refuse(
+    ctx: &ViewerContext,
+    stream: &TcpStream,
+    version: Option<u8>,
+    reason: &str,
+    bye: ByeReason,
+) {
+    tracing::debug!(reason, "viewer refused");
+    let frame = match version {
+        Some(2) => v2::bye_frame(&Bye::new(bye)),
+        _ => v1::error_block(reason),
+    };
+    let _ = write_all(stream, &[frame], ctx.write_timeout).await;
+}
+
+async fn refuse_full(ctx: &ViewerContext, stream: &TcpStream, index: usize, version: Option<u8>) {
+    let other = ctx.ports.other_with_room(index).map(|p| p.addr_string());
+    let frame = match version {
+        Some(2) => v2::bye_frame(&Bye {
+            reason: ByeReason::Full,
+            retry_after_ms: other.is_none().then_some(ctx.retry_after_ms),
+            try_addr: other,
+        }),
+        _ => v1::error_block(&match other {
+            Some(addr) => format!("server full, try {addr}"),
+            None => "server full, try another server or again later".to_owned(),
+        }),
+    };
+    let _ = write_all(stream, &[frame], ctx.write_timeout).await;
+}
+
+/// Writes every buffer, in one syscall when the socket has room. Only a write the socket cannot
+/// take at once gets a deadline: a viewer that accepts nothing for `timeout` is too slow.
+async fn write_all(stream: &TcpStream, bufs: &[Bytes], timeout: Duration) -> io::Result<()> {
+    let (mut idx, mut off) = (0usize, 0usize);
+    let mut deadline = None;
+    while idx < bufs.len() {
+        let mut slices = [IoSlice::new(&[]); MAX_BATCH];
+        let mut n = 0;
+        for (i, b) in bufs[idx..].iter().take(MAX_BATCH).enumerate() {
+            slices[i] = IoSlice::new(if i == 0 { &b[off..] } else { &b[..] });
+            n += 1;
+        }
+        match stream.try_write_vectored(&slices[..n]) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(mut written) => {
+                while written > 0 {
+                    let left = bufs[idx].len() - off;
+                    if written >= left {
+                        written -= left;
+                        idx += 1;
+                        off = 0;
+                    } else {
+                        off += written;
+                        written = 0;
+                    }
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                let at = *deadline.get_or_insert_with(|| Instant::now() + timeout);
+                match tokio::time::timeout_at(at, stream.writable()).await {
+                    Ok(ready) => ready?,
+                    Err(_) => return Err(io::ErrorKind::TimedOut.into()),
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}

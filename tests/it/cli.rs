@@ -1,0 +1,95 @@
+//! The command line as a user runs it: `replay` of both file formats into a node, and `demo`.
+
+use std::process::Command;
+
+use crate::support::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_matchstream");
+
+fn bundled_path() -> String {
+    concat!(env!("CARGO_MANIFEST_DIR"), "/matches/elp-tig-2011-09-10.config").to_owned()
+}
+
+#[tokio::test]
+async fn replay_publishes_a_file_and_refuses_to_overwrite_without_replace() {
+    let s = TestServer::start().await;
+    let base = s.base.clone();
+    let run = move |args: Vec<String>| {
+        let base = base.clone();
+        tokio::task::spawn_blocking(move || {
+            Command::new(BIN)
+                .arg("replay")
+                .args(&args)
+                .args(["--server", &base, "--token", TOKEN, "--speed", "1000"])
+                .output()
+                .expect("run replay")
+        })
+    };
+    let out = run(vec![bundled_path()]).await.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("[1/"), "a progress line per step: {stdout}");
+    let (_, m) = s.get("/1/match/elp-tig-2011-09-10").await;
+    assert_eq!(m["period"], "ended");
+    assert_eq!(m["home-score"], 1);
+    assert_eq!(m["visit-score"], 3);
+    let last_seq = m["seq"].as_u64().unwrap();
+
+    let out = run(vec![bundled_path()]).await.unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.starts_with("matchstream: ") && stderr.contains("--replace"), "{stderr}");
+
+    // The same match as JSON, replacing the first.
+    let dir = tempfile::tempdir().unwrap();
+    let json_path = dir.path().join("match.json");
+    std::fs::write(
+        &json_path,
+        r#"{"home":{"id":"elp","name":"Estudiantes"},"visit":"tig","start_date":"2011-09-10",
+            "steps":[{"sleep":10},{"kind":"start","data":{"home_players":[{"number":9,"name":"Boselli"}],"visit_players":[{"number":7,"name":"Luna"}]}},
+                     {"kind":"goal","data":{"team":"elp","player":9}},{"kind":"stop"}]}"#,
+    )
+    .unwrap();
+    let out = run(vec![json_path.display().to_string(), "--replace".into()]).await.unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (_, m) = s.get("/1/match/elp-tig-2011-09-10").await;
+    assert_eq!(m["seq"], 3);
+    assert_ne!(last_seq, 3);
+    assert_eq!(m["home-score"], 1);
+    assert_eq!(m["home-name"], "Estudiantes");
+}
+
+#[tokio::test]
+async fn replay_of_a_broken_file_says_where() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("broken.config");
+    std::fs::write(&path, "{home, <<\"elp\">>}.\n{visit, <<\"tig\">>\n").unwrap();
+    let out = Command::new(BIN)
+        .args(["replay", path.to_str().unwrap(), "--token", "x"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("broken.config") && stderr.contains("line"), "{stderr}");
+}
+
+#[tokio::test]
+async fn demo_serves_the_bundled_match_to_a_v1_viewer() {
+    let out = tokio::task::spawn_blocking(|| {
+        Command::new(BIN)
+            .args(["demo", "--speed", "50", "--exit-when-done"])
+            .output()
+            .expect("run demo")
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("nc 127.0.0.1 "), "{stdout}");
+    assert!(stdout.contains("VERSION:1:CONNECT:me:MATCH:elp-tig-2011-09-10"), "{stdout}");
+    assert!(stdout.contains("curl http://127.0.0.1:"), "{stdout}");
+    assert!(stdout.contains(": status:\n\thome: <<\"elp\">>\n"), "{stdout}");
+    assert!(stdout.contains(": goal:\n\tplayer: Luna (7) \n\tteam: <<\"tig\">>\n\r\n"), "{stdout}");
+    assert!(stdout.contains(": stop:\n\r\n"), "{stdout}");
+    assert!(stdout.contains("The match is over"), "{stdout}");
+}

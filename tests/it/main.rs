@@ -1,0 +1,11 @@
+//! Integration tests: each starts a real node and talks to it over sockets, as a user would.
+
+mod api;
+mod cli;
+mod durability;
+mod fanout;
+mod golden;
+mod lifecycle;
+mod resume;
+mod support;
+mod viewers;

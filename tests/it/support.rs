@@ -1,0 +1,305 @@
+//! The test harness: a real node on free ports and a temporary store, a watcher client over
+//! HTTP, and viewers over TCP, used exactly as a user would.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use matchstream::config::Config;
+use matchstream::server::{self, Node};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use tempfile::TempDir;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+
+pub const TOKEN: &str = "test-token";
+/// Longest any single read in a test waits before the test fails.
+pub const PATIENCE: Duration = Duration::from_secs(30);
+
+/// A node running in this process on `127.0.0.1:0` ports and a temporary store.
+pub struct TestServer {
+    pub base: String,
+    pub viewers: Vec<SocketAddr>,
+    pub http: reqwest::Client,
+    pub node: Option<Node>,
+    pub dir: TempDir,
+}
+
+impl TestServer {
+    pub async fn start() -> TestServer {
+        TestServer::start_with(|_| {}).await
+    }
+
+    /// Starts with the test defaults changed by `tune`.
+    pub async fn start_with(tune: impl FnOnce(&mut Config)) -> TestServer {
+        let dir = tempfile::tempdir().expect("temp dir");
+        TestServer::start_in(dir, tune).await
+    }
+
+    /// Starts on an existing store directory (to test restarts).
+    pub async fn start_in(dir: TempDir, tune: impl FnOnce(&mut Config)) -> TestServer {
+        let mut config = test_config(dir.path());
+        tune(&mut config);
+        let node = server::start(config).await.expect("node starts");
+        TestServer {
+            base: format!("http://{}", node.http_addr),
+            viewers: node.viewer_addrs.clone(),
+            http: reqwest::Client::new(),
+            node: Some(node),
+            dir,
+        }
+    }
+
+    /// Stops the node gracefully and hands back its store directory.
+    pub async fn stop(mut self) -> TempDir {
+        if let Some(node) = self.node.take() {
+            node.shutdown();
+            node.stopped().await.expect("node stops cleanly");
+        }
+        self.dir
+    }
+
+    pub fn viewer(&self) -> SocketAddr {
+        self.viewers[0]
+    }
+
+    pub async fn get(&self, path: &str) -> (StatusCode, Value) {
+        let r = self.http.get(format!("{}{path}", self.base)).send().await.expect("GET");
+        let status = r.status();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Sends a watcher request with the test token.
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut req = self.http.request(method, format!("{}{path}", self.base)).bearer_auth(TOKEN);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let r = req.send().await.expect("request");
+        let status = r.status();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn create_match(&self, home: &str, visit: &str, date: &str) -> String {
+        let (status, body) = self
+            .send(
+                reqwest::Method::POST,
+                "/1/matches",
+                Some(json!({"home": home, "visit": visit, "start_date": date})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        body["id"].as_str().expect("id").to_owned()
+    }
+
+    /// Posts one event or a list, returning the status and body.
+    pub async fn post_events(&self, id: &str, body: Value) -> (StatusCode, Value) {
+        self.send(reqwest::Method::POST, &format!("/1/match/{id}/events"), Some(body)).await
+    }
+
+    /// Publishes one event that must be accepted; returns its seq.
+    pub async fn publish(&self, id: &str, kind: &str, data: Value) -> u64 {
+        let (status, body) = self.post_events(id, json!({"kind": kind, "data": data})).await;
+        assert_eq!(status, StatusCode::CREATED, "{kind}: {body}");
+        body["seq"].as_u64().expect("seq")
+    }
+
+    /// Creates `elp-tig-2011-09-10` and starts it with two short line-ups.
+    pub async fn started_match(&self) -> String {
+        let id = self.create_match("elp", "tig", "2011-09-10").await;
+        self.publish(&id, "start", start_data()).await;
+        id
+    }
+}
+
+pub fn start_data() -> Value {
+    json!({
+        "home_players": [{"number": 25, "name": "Albil"}, {"number": 18, "name": "Fernandez"}],
+        "visit_players": [{"number": 7, "name": "Luna"}, {"number": 10, "name": "Morales"}]
+    })
+}
+
+pub fn test_config(dir: &Path) -> Config {
+    let any = SocketAddr::from(([127, 0, 0, 1], 0));
+    Config {
+        http: any,
+        viewers: vec![any, any],
+        data_dir: dir.to_path_buf(),
+        watcher_tokens: vec![TOKEN.to_owned()],
+        shutdown_grace: Duration::from_secs(5),
+        ..Config::default()
+    }
+}
+
+/// A viewer connection.
+pub struct Viewer {
+    pub reader: BufReader<TcpStream>,
+}
+
+impl Viewer {
+    /// Connects and sends `line` followed by CRLF.
+    pub async fn connect(addr: SocketAddr, line: &str) -> Viewer {
+        let mut v = Viewer::connect_raw(addr).await;
+        v.send(format!("{line}\r\n").as_bytes()).await;
+        v
+    }
+
+    pub async fn connect_raw(addr: SocketAddr) -> Viewer {
+        let stream = TcpStream::connect(addr).await.expect("connect");
+        Viewer { reader: BufReader::new(stream) }
+    }
+
+    pub async fn send(&mut self, bytes: &[u8]) {
+        self.reader.get_mut().write_all(bytes).await.expect("send");
+    }
+
+    /// The next v2 frame, or `None` once the server closed.
+    pub async fn frame(&mut self) -> Option<Value> {
+        let mut line = String::new();
+        let n = tokio::time::timeout(PATIENCE, self.reader.read_line(&mut line))
+            .await
+            .expect("a frame in time")
+            .expect("read");
+        if n == 0 {
+            return None;
+        }
+        assert!(line.ends_with('\n'), "frames end with a newline: {line:?}");
+        Some(serde_json::from_str(&line).unwrap_or_else(|e| panic!("frame {line:?}: {e}")))
+    }
+
+    /// Everything until the server closes.
+    pub async fn read_to_end(&mut self) -> Vec<u8> {
+        let mut out = Vec::new();
+        tokio::time::timeout(PATIENCE, self.reader.read_to_end(&mut out))
+            .await
+            .expect("the server closes in time")
+            .expect("read");
+        out
+    }
+
+    /// Reads until `marker` has been seen (inclusive).
+    pub async fn read_until_contains(&mut self, marker: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !out.windows(marker.len()).any(|w| w == marker) {
+            let n = tokio::time::timeout(PATIENCE, self.reader.read(&mut buf))
+                .await
+                .expect("data in time")
+                .expect("read");
+            assert!(
+                n > 0,
+                "closed before {:?}; got {:?}",
+                String::from_utf8_lossy(marker),
+                String::from_utf8_lossy(&out)
+            );
+            out.extend_from_slice(&buf[..n]);
+        }
+        out
+    }
+}
+
+/// Reads v2 frames until `bye`; returns the event seqs seen (status frames excluded) and the bye.
+pub async fn collect_v2(v: &mut Viewer) -> (Vec<u64>, Value) {
+    let mut seqs = Vec::new();
+    while let Some(f) = v.frame().await {
+        match f["kind"].as_str() {
+            Some("bye") => return (seqs, f),
+            Some("status") => {}
+            _ => seqs.push(f["seq"].as_u64().expect("event seq")),
+        }
+    }
+    panic!("closed without bye after {seqs:?}");
+}
+
+/// Replaces every v1 header time (`YYYY-MM-DD HH:MM:SS: ` at a line start) by a fixed mask.
+pub fn mask_v1_times(bytes: &[u8]) -> String {
+    let text = String::from_utf8_lossy(bytes);
+    let mut out = String::with_capacity(text.len());
+    for line in text.split_inclusive('\n') {
+        let b = line.as_bytes();
+        let is_time = b.len() >= 21
+            && b[..19].iter().enumerate().all(|(i, c)| match i {
+                4 | 7 => *c == b'-',
+                10 => *c == b' ',
+                13 | 16 => *c == b':',
+                _ => c.is_ascii_digit(),
+            })
+            && &b[19..21] == b": ";
+        if is_time {
+            out.push_str("YYYY-MM-DD HH:MM:SS");
+            out.push_str(&line[19..]);
+        } else {
+            out.push_str(line);
+        }
+    }
+    out
+}
+
+/// A node running as its own process (`matchstream serve`), for crash and signal tests.
+pub struct NodeProcess {
+    pub child: std::process::Child,
+    pub base: String,
+    pub viewers: Vec<SocketAddr>,
+}
+
+impl NodeProcess {
+    /// Starts `matchstream serve` on free ports over `dir` and waits for its "ready" log lines.
+    pub fn start(dir: &Path) -> NodeProcess {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_matchstream"))
+            .args([
+                "serve",
+                "--http",
+                "127.0.0.1:0",
+                "--viewers",
+                "127.0.0.1:0",
+                "--watcher-token",
+                TOKEN,
+            ])
+            .arg("--data")
+            .arg(dir)
+            .env("RUST_LOG", "info")
+            .stderr(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn matchstream serve");
+        let stderr = child.stderr.take().expect("stderr");
+        let mut lines = std::io::BufReader::new(stderr).lines();
+        let (mut base, mut viewers) = (None, Vec::new());
+        let addr_of = |line: &str| -> SocketAddr {
+            let at = line.find("addr=").expect("addr field") + 5;
+            line[at..].split_whitespace().next().unwrap().parse().expect("address")
+        };
+        for line in lines.by_ref() {
+            let line = line.expect("log line");
+            if line.contains("viewer listener ready") {
+                viewers.push(addr_of(&line));
+            } else if line.contains("http listener ready") {
+                base = Some(format!("http://{}", addr_of(&line)));
+                break;
+            } else if line.contains("ERROR") {
+                panic!("node failed: {line}");
+            }
+        }
+        // Keep draining the log so the node never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        NodeProcess { child, base: base.expect("the node reported its HTTP address"), viewers }
+    }
+
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
