@@ -92,6 +92,7 @@ impl Snapshot {
 }
 
 struct Topic {
+    id: MatchId,
     tx: broadcast::Sender<Arc<Frame>>,
     /// The last published state. Publishing and subscribing both hold this lock, so a new
     /// subscriber learns exactly which `seq` its ring starts after.
@@ -128,7 +129,11 @@ impl Hub {
     /// Makes a match available to viewers (a new match, or one restored on start).
     pub fn add(&self, state: Arc<Match>) {
         let (tx, _) = broadcast::channel(self.ring_events);
-        let topic = Arc::new(Topic { tx, current: Mutex::new(Snapshot::new(state.clone())) });
+        let topic = Arc::new(Topic {
+            id: state.id().clone(),
+            tx,
+            current: Mutex::new(Snapshot::new(state.clone())),
+        });
         write(&self.topics).insert(state.id().clone(), topic);
     }
 
@@ -197,7 +202,7 @@ impl Hub {
         let head = snapshot.state.seq;
         let mut sub = Subscription {
             hub: self.clone(),
-            match_id,
+            topic,
             rx,
             format,
             last: head,
@@ -232,7 +237,7 @@ impl Hub {
 /// receiver on the match's ring. Idle, it holds no buffer.
 pub struct Subscription {
     hub: Arc<Hub>,
-    match_id: MatchId,
+    topic: Arc<Topic>,
     rx: broadcast::Receiver<Arc<Frame>>,
     format: Format,
     /// The last event handed out (or the `from` the viewer asked to resume after).
@@ -260,7 +265,7 @@ pub enum Next {
 impl Subscription {
     /// The match this subscription follows.
     pub fn match_id(&self) -> &MatchId {
-        &self.match_id
+        &self.topic.id
     }
 
     /// The next bytes for this viewer, or the end of its stream. Cancel-safe: dropping the
@@ -275,7 +280,7 @@ impl Subscription {
             }
             if self.last < self.target {
                 if let Err(e) = self.catch_up().await {
-                    tracing::warn!(match_id = %self.match_id, error = %e, "catch-up failed");
+                    tracing::warn!(match_id = %self.topic.id, error = %e, "catch-up failed");
                     return Next::End(ByeReason::TooSlow);
                 }
                 continue;
@@ -348,24 +353,19 @@ impl Subscription {
 
     /// After the ring overran this viewer: how far behind is it now?
     fn check_lag(&mut self) -> Option<Next> {
-        let head = self.hub.topic(&self.match_id).map(|t| lock(&t.current).state.seq);
-        match head {
-            None => Some(Next::End(ByeReason::Cancelled)),
-            Some(head) if head.saturating_sub(self.last) > self.hub.max_lag_events => {
-                Some(Next::End(ByeReason::TooSlow))
-            }
-            Some(_) => None,
-        }
+        let head = lock(&self.topic.current).state.seq;
+        (head.saturating_sub(self.last) > self.hub.max_lag_events)
+            .then_some(Next::End(ByeReason::TooSlow))
     }
 
     /// Reads the next chunk of history between `last` and `target` into `pending`.
     async fn catch_up(&mut self) -> Result<(), StoreError> {
         let want = (self.target - self.last).min(CATCH_UP_CHUNK as u64) as usize;
-        let events = self.hub.store.history(&self.match_id, self.last, want).await?;
+        let events = self.hub.store.history(&self.topic.id, self.last, want).await?;
         if events.is_empty() || events[0].seq != self.last + 1 {
             return Err(StoreError::Backend(format!(
                 "history of {} has no event after {}",
-                self.match_id, self.last
+                self.topic.id, self.last
             )));
         }
         let target = self.target;
