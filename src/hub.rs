@@ -4,6 +4,10 @@
 //! caught up from the store's history; one too far behind is told `too_slow`. Lag and catch-up
 //! live here and only here: transports just write what [`Subscription::next`] hands them.
 //!
+//! Two ways to follow a match: a [`Subscription`] per viewer (joining, catching up, a slow
+//! socket), and a [`Feed`] shared by many caught-up viewers that a transport parks together
+//! ([`Hub::park`] hands a viewer over without gap or duplicate).
+//!
 //! The publisher never waits for a viewer: sending into the ring never blocks, and a viewer's
 //! memory is its small [`Subscription`] plus at most one history chunk while catching up.
 
@@ -47,7 +51,8 @@ impl EncodedEvent {
         }
     }
 
-    fn bytes(&self, format: Format) -> &Bytes {
+    /// The bytes of this event in `format`.
+    pub fn bytes(&self, format: Format) -> &Bytes {
         match format {
             Format::V1 => &self.v1,
             Format::V2 => &self.v2,
@@ -57,7 +62,7 @@ impl EncodedEvent {
 
 /// What travels through a match's ring.
 #[derive(Debug)]
-enum Frame {
+pub enum Frame {
     Event(EncodedEvent),
     /// The match was cancelled: every viewer says goodbye.
     Cancelled,
@@ -228,6 +233,25 @@ impl Hub {
         Ok((sub, snapshot))
     }
 
+    /// Every frame of a match from now on, for a group of parked viewers.
+    pub fn feed(&self, id: &MatchId) -> Option<Feed> {
+        self.topic(id).map(|topic| Feed { rx: topic.tx.subscribe() })
+    }
+
+    /// Hands a caught-up viewer over to a group fed by a [`Feed`] created before this call:
+    /// `put(last)` runs with the match's lock held, so every event after `last` reaches that
+    /// feed and none before it is missing. Gives the subscription back when the viewer is not
+    /// caught up (or its match is over).
+    pub fn park(&self, sub: Subscription, put: impl FnOnce(Seq)) -> Result<(), Subscription> {
+        let topic = sub.topic.clone();
+        let current = lock(&topic.current);
+        if !sub.is_caught_up() || sub.last != current.state.seq || current.state.is_over() {
+            return Err(sub);
+        }
+        put(sub.last);
+        Ok(())
+    }
+
     fn topic(&self, id: &MatchId) -> Option<Arc<Topic>> {
         read(&self.topics).get(id).cloned()
     }
@@ -266,6 +290,19 @@ impl Subscription {
     /// The match this subscription follows.
     pub fn match_id(&self) -> &MatchId {
         &self.topic.id
+    }
+
+    /// Has nothing to hand out but live events still to come.
+    pub fn is_caught_up(&self) -> bool {
+        self.pending.is_empty()
+            && self.held.is_none()
+            && self.ended.is_none()
+            && self.last >= self.target
+    }
+
+    /// Is the match at its live edge from this viewer's point of view (cheap: one lock)?
+    pub fn at_head(&self) -> bool {
+        self.is_caught_up() && self.last == lock(&self.topic.current).state.seq
     }
 
     /// The next bytes for this viewer, or the end of its stream. Cancel-safe: dropping the
@@ -382,5 +419,42 @@ impl Subscription {
             }
         }
         Ok(())
+    }
+}
+
+/// Every frame of one match, in order, for a group of viewers at the live edge.
+pub struct Feed {
+    rx: broadcast::Receiver<Arc<Frame>>,
+}
+
+/// What a [`Feed`] yields.
+#[derive(Debug)]
+pub enum FeedItem {
+    Frame(Arc<Frame>),
+    /// Frames were lost because the group fell a whole ring behind: its viewers must catch up
+    /// one by one (through a [`Subscription`]).
+    Lagged,
+    /// The match is gone (cancelled).
+    Closed,
+}
+
+impl Feed {
+    /// The next frame. Cancel-safe.
+    pub async fn recv(&mut self) -> FeedItem {
+        match self.rx.recv().await {
+            Ok(f) => FeedItem::Frame(f),
+            Err(RecvError::Lagged(_)) => FeedItem::Lagged,
+            Err(RecvError::Closed) => FeedItem::Closed,
+        }
+    }
+
+    /// The next frame if one is ready.
+    pub fn try_recv(&mut self) -> Option<FeedItem> {
+        match self.rx.try_recv() {
+            Ok(f) => Some(FeedItem::Frame(f)),
+            Err(TryRecvError::Lagged(_)) => Some(FeedItem::Lagged),
+            Err(TryRecvError::Closed) => Some(FeedItem::Closed),
+            Err(TryRecvError::Empty) => None,
+        }
     }
 }

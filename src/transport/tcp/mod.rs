@@ -1,10 +1,12 @@
 //! The plain TCP viewer protocols v1 and v2 (SPEC 4): accept loops, the connect line, and the
 //! per-viewer loop that writes what the hub hands out.
 //!
-//! A viewer costs one task and one [`Subscription`]: no per-viewer timer (write deadlines exist
+//! A viewer has a task of its own only while it needs one: to send its connect line, to catch
+//! up, or while its socket is full. At the live edge it is parked (`park.rs`): one shard task
+//! writes each burst to hundreds of parked viewers. No per-viewer timer exists (write deadlines
 //! only while a write is blocked) and no buffer once the connect line is read.
 
-use std::io::{self, IoSlice};
+use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,15 +23,19 @@ use crate::config::Config;
 use crate::hub::{Format, Hub, JoinError, Next, Subscription};
 use crate::ingest::now_ms;
 use crate::model::Period;
-use crate::transport::ViewerPorts;
+use crate::transport::{PortGuard, ViewerPorts};
+
+mod write;
+mod park;
+
+use self::write::{write_all, MAX_BATCH};
+use self::park::{NotParked, Parking};
 use crate::wire::{self, v1, v2, Bye, ByeReason, ConnectLine};
 
 /// Connections accepted past the node's limit only to be told `full`; past this, the accept
 /// loop pauses and the kernel's backlog holds the rest.
 const FULL_REPLY_SLACK: usize = 1024;
 
-/// Most frames gathered into one write when a burst is ready.
-const MAX_BATCH: usize = 64;
 
 /// What every viewer connection of a node shares.
 pub struct ViewerContext {
@@ -42,6 +48,7 @@ pub struct ViewerContext {
     pub max_connect_line: usize,
     pub write_timeout: Duration,
     pub retry_after_ms: u64,
+    parking: Parking,
 }
 
 impl ViewerContext {
@@ -62,6 +69,7 @@ impl ViewerContext {
             max_connect_line: config.max_connect_line,
             write_timeout: config.write_timeout,
             retry_after_ms: config.retry_after_ms,
+            parking: Parking::default(),
         }
     }
 }
@@ -99,11 +107,7 @@ pub async fn accept_loop(listener: TcpListener, index: usize, ctx: Arc<ViewerCon
             Ok((stream, peer)) => {
                 backoff = Duration::from_millis(5);
                 let guard = ctx.ports.enter(index);
-                let ctx2 = ctx.clone();
-                ctx.tracker.spawn(async move {
-                    serve(&ctx2, index, stream, peer).await;
-                    drop(guard);
-                });
+                ctx.tracker.spawn(serve(ctx.clone(), index, stream, peer, guard));
             }
             Err(e) if is_transient(&e) => {}
             Err(e) => {
@@ -135,10 +139,16 @@ enum LineError {
     Closed,
 }
 
-async fn serve(ctx: &ViewerContext, index: usize, mut stream: TcpStream, peer: SocketAddr) {
+async fn serve(
+    ctx: Arc<ViewerContext>,
+    index: usize,
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    guard: PortGuard,
+) {
     let _ = stream.set_nodelay(true);
     // Boxed: its buffers live only while the connect line is read, not in every viewer's task.
-    let Some((mut sub, format, v1_not_live)) = Box::pin(handshake(ctx, index, &mut stream)).await
+    let Some((mut sub, format, v1_not_live)) = Box::pin(handshake(&ctx, index, &mut stream)).await
     else {
         return;
     };
@@ -149,21 +159,66 @@ async fn serve(ctx: &ViewerContext, index: usize, mut stream: TcpStream, peer: S
         }
         return;
     }
-    let Some(reason) = stream_to_viewer(ctx, &stream, &mut sub).await else {
-        tracing::debug!(%peer, "viewer gone");
-        return;
+    follow(&ctx, stream, sub, guard, format, Vec::new()).await;
+}
+
+/// How a stretch of following a match in a task ended.
+enum Outcome {
+    /// Say goodbye for this reason and close.
+    Bye(ByeReason),
+    /// The viewer went away: nobody to tell.
+    Gone,
+    /// Caught up with the live edge: the viewer can be parked.
+    AtHead,
+}
+
+/// Follows a match in this task: first writes `rest` (what a shard could not), then whatever the
+/// subscription hands out, parking the viewer whenever it reaches the live edge.
+async fn follow(
+    ctx: &Arc<ViewerContext>,
+    mut stream: TcpStream,
+    mut sub: Subscription,
+    mut guard: PortGuard,
+    format: Format,
+    rest: Vec<Bytes>,
+) {
+    let mut outcome = match write_all(&stream, &rest, ctx.write_timeout).await {
+        Ok(()) => None,
+        Err(e) if e.kind() == io::ErrorKind::TimedOut => Some(Outcome::Bye(ByeReason::TooSlow)),
+        Err(_) => Some(Outcome::Gone),
     };
-    tracing::debug!(%peer, reason = reason.as_str(), "viewer leaves");
-    if format == Format::V2 {
-        let mut bye = Bye::new(reason);
-        if reason == ByeReason::Shutdown {
-            let base = ctx.retry_after_ms;
-            bye.retry_after_ms = Some(rand::rng().random_range(base..=base.saturating_mul(2)));
+    drop(rest);
+    loop {
+        let reason = match outcome.take() {
+            Some(o) => o,
+            None => stream_to_viewer(ctx, &stream, &mut sub).await,
+        };
+        match reason {
+            Outcome::AtHead => match ctx.parking.park(ctx, sub, stream, guard, format) {
+                Ok(()) => return,
+                Err(NotParked(s, st, g)) => (sub, stream, guard) = (s, st, g),
+            },
+            Outcome::Gone => return,
+            Outcome::Bye(reason) => {
+                if format == Format::V2 {
+                    let mut bye = Bye::new(reason);
+                    if reason == ByeReason::Shutdown {
+                        let base = ctx.retry_after_ms;
+                        bye.retry_after_ms =
+                            Some(rand::rng().random_range(base..=base.saturating_mul(2)));
+                    }
+                    // A viewer that was too slow gets a moment for its goodbye, not another
+                    // full timeout.
+                    let timeout = if reason == ByeReason::TooSlow {
+                        Duration::from_secs(1)
+                    } else {
+                        ctx.write_timeout
+                    };
+                    let _ = write_all(&stream, &[v2::bye_frame(&bye)], timeout).await;
+                }
+                return;
+            }
         }
-        // A viewer that was too slow gets a moment for its goodbye, not another full timeout.
-        let timeout =
-            if reason == ByeReason::TooSlow { Duration::from_secs(1) } else { ctx.write_timeout };
-        let _ = write_all(&stream, &[v2::bye_frame(&bye)], timeout).await;
     }
 }
 
@@ -223,25 +278,24 @@ async fn handshake(
     }
 }
 
-/// Writes the match to the viewer until its stream ends or the node stops (the reason to say
-/// goodbye with), or the viewer goes (`None`: nobody left to tell).
-async fn stream_to_viewer(
-    ctx: &ViewerContext,
-    stream: &TcpStream,
-    sub: &mut Subscription,
-) -> Option<ByeReason> {
+/// Writes what the subscription hands out until the viewer reaches the live edge (it can then
+/// be parked), its stream ends or the node stops (a reason for goodbye), or it goes away.
+async fn stream_to_viewer(ctx: &ViewerContext, stream: &TcpStream, sub: &mut Subscription) -> Outcome {
     let mut peer_done_sending = false;
     let mut batch: Vec<Bytes> = Vec::new();
     loop {
+        if sub.at_head() {
+            return Outcome::AtHead;
+        }
         let next = tokio::select! {
             biased;
-            _ = ctx.shutdown.cancelled() => return Some(ByeReason::Shutdown),
+            _ = ctx.shutdown.cancelled() => return Outcome::Bye(ByeReason::Shutdown),
             n = sub.next() => n,
             r = std::future::poll_fn(|cx| stream.poll_read_ready(cx)), if !peer_done_sending => {
                 match r.and_then(|_| discard_input(stream)) {
                     Ok(Some(0)) => peer_done_sending = true,
                     Ok(_) => {}
-                    Err(_) => return None,
+                    Err(_) => return Outcome::Gone,
                 }
                 continue;
             }
@@ -249,7 +303,7 @@ async fn stream_to_viewer(
         let mut end = None;
         match next {
             Next::Data(b) => batch.push(b),
-            Next::End(reason) => return Some(reason),
+            Next::End(reason) => return Outcome::Bye(reason),
         }
         while batch.len() < MAX_BATCH {
             match sub.try_next() {
@@ -268,11 +322,11 @@ async fn stream_to_viewer(
         }
         match written {
             Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::TimedOut => return Some(ByeReason::TooSlow),
-            Err(_) => return None,
+            Err(e) if e.kind() == io::ErrorKind::TimedOut => return Outcome::Bye(ByeReason::TooSlow),
+            Err(_) => return Outcome::Gone,
         }
-        if end.is_some() {
-            return end;
+        if let Some(reason) = end {
+            return Outcome::Bye(reason);
         }
     }
 }
@@ -350,80 +404,4 @@ async fn refuse_full(ctx: &ViewerContext, stream: &TcpStream, index: usize, vers
         }),
     };
     let _ = write_all(stream, &[frame], ctx.write_timeout).await;
-}
-
-/// Writes every buffer, in one syscall when the socket has room. Only a write the socket cannot
-/// take at once gets a deadline: a viewer that accepts nothing for `timeout` is too slow.
-async fn write_all(stream: &TcpStream, bufs: &[Bytes], timeout: Duration) -> io::Result<()> {
-    let (mut idx, mut off) = (0usize, 0usize);
-    let mut deadline = None;
-    while idx < bufs.len() {
-        match try_write_from(stream, bufs, idx, off) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(mut written) => {
-                while written > 0 {
-                    let left = bufs[idx].len() - off;
-                    if written >= left {
-                        written -= left;
-                        idx += 1;
-                        off = 0;
-                    } else {
-                        off += written;
-                        written = 0;
-                    }
-                }
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                let at = *deadline.get_or_insert_with(|| Instant::now() + timeout);
-                // Boxed: the timer exists only while a viewer's socket is full, so it is not
-                // part of every idle viewer's task.
-                Box::pin(wait_writable(stream, at)).await?;
-            }
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
-}
-
-/// Waits until the socket takes bytes again, or fails with `TimedOut` at `deadline`.
-async fn wait_writable(stream: &TcpStream, deadline: Instant) -> io::Result<()> {
-    let ready = std::future::poll_fn(|cx| stream.poll_write_ready(cx));
-    match tokio::time::timeout_at(deadline, ready).await {
-        Ok(ready) => ready,
-        Err(_) => Err(io::ErrorKind::TimedOut.into()),
-    }
-}
-
-/// One non-blocking vectored write of `bufs[idx..]` (the first from `off`). A plain function so
-/// that its slice array never becomes part of a viewer's task.
-fn try_write_from(stream: &TcpStream, bufs: &[Bytes], idx: usize, off: usize) -> io::Result<usize> {
-    let mut slices = [IoSlice::new(&[]); MAX_BATCH];
-    let mut n = 0;
-    for (i, b) in bufs[idx..].iter().take(MAX_BATCH).enumerate() {
-        slices[i] = IoSlice::new(if i == 0 { &b[off..] } else { &b[..] });
-        n += 1;
-    }
-    stream.try_write_vectored(&slices[..n])
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Every idle viewer is one of these futures: keep it small (STYLE: a couple of KiB per idle
-    /// viewer, all in). The size is fixed at compile time and only grows by accident.
-    #[tokio::test]
-    async fn a_viewer_task_stays_small() {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let stream = TcpStream::connect(addr).await.unwrap();
-        let store: Arc<dyn crate::store::Store> = Arc::new(crate::store::memory::MemoryStore::new());
-        let hub = Arc::new(Hub::new(store, 16, 100));
-        let ports = Arc::new(ViewerPorts::new(&[addr], None, 10));
-        let config = Config::default();
-        let ctx = ViewerContext::new(&config, hub, ports, CancellationToken::new(), TaskTracker::new());
-        let task = serve(&ctx, 0, stream, addr);
-        let size = std::mem::size_of_val(&task);
-        assert!(size <= 640, "a viewer's task grew to {size} bytes");
-    }
 }

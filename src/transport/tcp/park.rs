@@ -1,0 +1,319 @@
+//! Parked viewers: a viewer at the live edge of its match costs no task, no timer and no reactor
+//! registration, only a small entry in a shard. One task per shard (up to `PER_SHARD` viewers)
+//! takes each burst from the match's [`Feed`] and writes it to every member without waiting: a
+//! member whose socket cannot take the whole burst goes back to a task of its own (which catches
+//! up, or ends `too_slow`), so a slow viewer never holds up the others.
+
+use std::collections::HashMap;
+use std::io::{self, IoSlice, Write};
+use std::net::TcpStream as StdStream;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use rand::Rng;
+use tokio::net::TcpStream;
+
+use super::write::MAX_BATCH;
+use super::{follow, ViewerContext};
+use crate::hub::{EncodedEvent, Feed, FeedItem, Format, Frame, Subscription};
+use crate::ingest::now_ms;
+use crate::locks::lock;
+use crate::model::{EventKind, MatchId, Seq};
+use crate::transport::PortGuard;
+use crate::wire::{v2, Bye, ByeReason};
+
+/// Viewers one shard task writes to: enough to make a task per viewer pointless, few enough
+/// that a burst reaches the last member of a shard within a few milliseconds.
+const PER_SHARD: usize = 512;
+
+/// A parked viewer.
+struct Member {
+    stream: StdStream,
+    last: Seq,
+    format: Format,
+    _counted: PortGuard,
+}
+
+struct Shard {
+    /// Viewers handed over since the shard task last looked.
+    incoming: Mutex<Incoming>,
+    /// Members and incoming, roughly: to choose a shard with room.
+    size: AtomicUsize,
+}
+
+struct Incoming {
+    members: Vec<Member>,
+    /// Set when the shard task has ended; nobody may park here any more.
+    closed: bool,
+}
+
+/// The shards of every match, per transport.
+#[derive(Default)]
+pub struct Parking {
+    shards: Mutex<HashMap<MatchId, Vec<Arc<Shard>>>>,
+}
+
+/// A viewer handed back because it could not be parked.
+pub struct NotParked(pub Subscription, pub TcpStream, pub PortGuard);
+
+impl Parking {
+    /// Hands a viewer at the live edge to a shard; gives it back otherwise.
+    pub fn park(
+        &self,
+        ctx: &Arc<ViewerContext>,
+        sub: Subscription,
+        stream: TcpStream,
+        guard: PortGuard,
+        format: Format,
+    ) -> Result<(), NotParked> {
+        if ctx.shutdown.is_cancelled() || !sub.at_head() {
+            return Err(NotParked(sub, stream, guard));
+        }
+        let id = sub.match_id().clone();
+        let Some(shard) = self.shard_for(ctx, &id) else {
+            return Err(NotParked(sub, stream, guard));
+        };
+        let std_stream = match stream.into_std() {
+            Ok(s) => s,
+            // The socket could not leave the reactor: the viewer is as good as gone.
+            Err(_) => return Ok(()),
+        };
+        let mut member = Some(Member { stream: std_stream, last: 0, format, _counted: guard });
+        let parked = ctx.hub.park(sub, |last| {
+            let mut incoming = lock(&shard.incoming);
+            if let (false, Some(mut m)) = (incoming.closed, member.take()) {
+                m.last = last;
+                incoming.members.push(m);
+                shard.size.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+        match (parked, member) {
+            (Ok(()), None) => Ok(()),
+            (Ok(()), Some(m)) => {
+                // The shard closed between choosing it and parking: the match is over or the
+                // node is stopping. Follow on in a task, which will learn which.
+                resume_in_task(ctx, &id, m, Vec::new());
+                Ok(())
+            }
+            (Err(sub), Some(m)) => match TcpStream::from_std(m.stream) {
+                Ok(stream) => Err(NotParked(sub, stream, m._counted)),
+                Err(_) => Ok(()),
+            },
+            (Err(_), None) => Ok(()),
+        }
+    }
+
+    /// A shard of this match with room, created (with its task and feed) when none has.
+    fn shard_for(&self, ctx: &Arc<ViewerContext>, id: &MatchId) -> Option<Arc<Shard>> {
+        let mut all = lock(&self.shards);
+        let list = all.entry(id.clone()).or_default();
+        list.retain(|s| !lock(&s.incoming).closed);
+        if let Some(s) = list.iter().find(|s| s.size.load(Ordering::Relaxed) < PER_SHARD) {
+            return Some(s.clone());
+        }
+        let feed = ctx.hub.feed(id)?;
+        let shard = Arc::new(Shard {
+            incoming: Mutex::new(Incoming { members: Vec::new(), closed: false }),
+            size: AtomicUsize::new(0),
+        });
+        list.push(shard.clone());
+        ctx.tracker.spawn(run_shard(ctx.clone(), shard.clone(), feed, id.clone()));
+        Some(shard)
+    }
+
+    fn forget(&self, id: &MatchId, shard: &Arc<Shard>) {
+        let mut all = lock(&self.shards);
+        if let Some(list) = all.get_mut(id) {
+            list.retain(|s| !Arc::ptr_eq(s, shard));
+            if list.is_empty() {
+                all.remove(id);
+            }
+        }
+    }
+}
+
+/// One shard's task: writes each burst of its match to every member, until the match ends or
+/// the node stops.
+async fn run_shard(ctx: Arc<ViewerContext>, shard: Arc<Shard>, mut feed: Feed, id: MatchId) {
+    let mut members: Vec<Member> = Vec::new();
+    let mut frames: Vec<Arc<Frame>> = Vec::with_capacity(MAX_BATCH);
+    let end = loop {
+        let item = tokio::select! {
+            biased;
+            _ = ctx.shutdown.cancelled() => break Some(ByeReason::Shutdown),
+            item = feed.recv() => item,
+        };
+        members.append(&mut lock(&shard.incoming).members);
+        let mut lagged = false;
+        let mut end = None;
+        let mut next = Some(item);
+        while let Some(item) = next.take() {
+            match item {
+                FeedItem::Frame(f) => match &*f {
+                    Frame::Cancelled => end = Some(ByeReason::Cancelled),
+                    Frame::Event(_) => frames.push(f),
+                },
+                FeedItem::Lagged => lagged = true,
+                FeedItem::Closed => end = Some(ByeReason::Cancelled),
+            }
+            if end.is_none() && !lagged && frames.len() < MAX_BATCH {
+                next = feed.try_recv();
+            }
+        }
+        if !frames.is_empty() {
+            deliver(&ctx, &id, &mut members, &frames);
+            if frames.iter().any(|f| is_stop(f)) {
+                end = Some(ByeReason::MatchOver);
+            }
+            frames.clear();
+        }
+        if lagged {
+            // The whole shard fell a ring behind: each member catches up on its own.
+            for m in members.drain(..) {
+                resume_in_task(&ctx, &id, m, Vec::new());
+            }
+        }
+        shard.size.store(members.len() + lock(&shard.incoming).members.len(), Ordering::Relaxed);
+        if end.is_some() {
+            break end;
+        }
+    };
+    let late = {
+        let mut incoming = lock(&shard.incoming);
+        incoming.closed = true;
+        std::mem::take(&mut incoming.members)
+    };
+    members.extend(late);
+    ctx.parking.forget(&id, &shard);
+    if let Some(reason) = end {
+        say_goodbye(&ctx, members, reason);
+    }
+}
+
+fn is_stop(f: &Frame) -> bool {
+    matches!(f, Frame::Event(EncodedEvent { kind: EventKind::Stop, .. }))
+}
+
+/// Writes `frames` to every member that has not seen them, without waiting. Members that leave
+/// (gone, done with the match) or cannot take it all (back to a task) are removed.
+fn deliver(ctx: &Arc<ViewerContext>, id: &MatchId, members: &mut Vec<Member>, frames: &[Arc<Frame>]) {
+    let events: Vec<&EncodedEvent> = frames
+        .iter()
+        .filter_map(|f| match &**f {
+            Frame::Event(e) => Some(e),
+            Frame::Cancelled => None,
+        })
+        .collect();
+    let Some(newest) = events.last().map(|e| e.seq) else { return };
+    let ends = events.iter().any(|e| e.kind == EventKind::Stop);
+    let bye = ends.then(|| v2::bye_frame(&Bye::new(ByeReason::MatchOver)));
+    let mut i = 0;
+    while i < members.len() {
+        let m = &mut members[i];
+        let from = events.partition_point(|e| e.seq <= m.last);
+        if from == events.len() {
+            i += 1;
+            continue;
+        }
+        let mut slices = [IoSlice::new(&[]); MAX_BATCH];
+        let mut n = 0;
+        for e in events[from..].iter().take(MAX_BATCH) {
+            slices[n] = IoSlice::new(e.bytes(m.format));
+            n += 1;
+        }
+        let total: usize = slices[..n].iter().map(|s| s.len()).sum();
+        let written = match (&m.stream).write_vectored(&slices[..n]) {
+            Ok(w) => w,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+            // Reset or closed: the viewer is gone.
+            Err(_) => {
+                members.swap_remove(i);
+                continue;
+            }
+        };
+        m.last = newest;
+        if written == total && !ends {
+            i += 1;
+            continue;
+        }
+        let m = members.swap_remove(i);
+        if written == total {
+            // The match is over and this viewer has all of it: goodbye (best effort, it is
+            // being closed anyway) and close.
+            if let (Some(bye), Format::V2) = (&bye, m.format) {
+                let _ = (&m.stream).write(bye);
+            }
+        } else {
+            let rest = unwritten(&events[from..], m.format, written);
+            resume_in_task(ctx, id, m, rest);
+        }
+    }
+}
+
+/// What a partial write left of a member's burst.
+fn unwritten(events: &[&EncodedEvent], format: Format, mut written: usize) -> Vec<Bytes> {
+    let mut rest = Vec::new();
+    for b in events.iter().map(|e| e.bytes(format)) {
+        if written >= b.len() {
+            written -= b.len();
+        } else {
+            rest.push(b.slice(written..));
+            written = 0;
+        }
+    }
+    rest
+}
+
+/// Sends a member back to a task of its own: it writes `rest` (the end of a burst the socket
+/// could not take), then follows the match from `m.last` through a subscription.
+fn resume_in_task(ctx: &Arc<ViewerContext>, id: &MatchId, m: Member, rest: Vec<Bytes>) {
+    let sub = match ctx.hub.join(id.as_str(), m.format, Some(m.last), now_ms()) {
+        Ok((sub, _)) => sub,
+        // The match is gone: so is the viewer (a cancel reaches the others as a frame).
+        Err(_) => return,
+    };
+    back_to_task(ctx, sub, m, rest);
+}
+
+fn back_to_task(ctx: &Arc<ViewerContext>, sub: Subscription, m: Member, rest: Vec<Bytes>) {
+    let Member { stream, format, _counted: guard, .. } = m;
+    let ctx2 = ctx.clone();
+    ctx.tracker.spawn(async move {
+        let Ok(stream) = TcpStream::from_std(stream) else { return };
+        follow(&ctx2, stream, sub, guard, format, rest).await;
+    });
+}
+
+/// Says goodbye to every member (v2 gets a `bye`; both are closed), without waiting for anyone.
+fn say_goodbye(ctx: &ViewerContext, members: Vec<Member>, reason: ByeReason) {
+    let shared = (reason != ByeReason::Shutdown).then(|| v2::bye_frame(&Bye::new(reason)));
+    let mut rng = rand::rng();
+    for m in members {
+        if m.format != Format::V2 {
+            continue;
+        }
+        let frame = match &shared {
+            Some(f) => f.clone(),
+            None => {
+                let base = ctx.retry_after_ms;
+                let mut bye = Bye::new(reason);
+                bye.retry_after_ms = Some(rng.random_range(base..=base.saturating_mul(2)));
+                v2::bye_frame(&bye)
+            }
+        };
+        let _ = (&m.stream).write(&frame);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An idle viewer at the live edge costs this entry (plus its socket in the kernel); the
+    /// benchmark holds the node to about a KiB per idle viewer, all in, so keep it small.
+    #[test]
+    fn a_parked_viewer_is_a_few_dozen_bytes() {
+        assert!(std::mem::size_of::<Member>() <= 32, "{}", std::mem::size_of::<Member>());
+    }
+}

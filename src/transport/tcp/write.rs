@@ -1,0 +1,67 @@
+//! Writing to viewer sockets without waiting when they have room: a burst goes out in one
+//! vectored write, and only a socket that is full gets a deadline (and a timer).
+
+use std::io::{self, IoSlice};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+/// Most buffers gathered into one write.
+pub const MAX_BATCH: usize = 64;
+
+/// Writes every buffer, in one syscall when the socket has room. Only a write the socket cannot
+/// take at once gets a deadline: a viewer that accepts nothing for `timeout` is too slow.
+pub async fn write_all(stream: &TcpStream, bufs: &[Bytes], timeout: Duration) -> io::Result<()> {
+    let (mut idx, mut off) = (0usize, 0usize);
+    let mut deadline = None;
+    while idx < bufs.len() {
+        match try_write_from(stream, bufs, idx, off) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(mut written) => {
+                while written > 0 {
+                    let left = bufs[idx].len() - off;
+                    if written >= left {
+                        written -= left;
+                        idx += 1;
+                        off = 0;
+                    } else {
+                        off += written;
+                        written = 0;
+                    }
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                let at = *deadline.get_or_insert_with(|| Instant::now() + timeout);
+                // Boxed: the timer exists only while a viewer's socket is full, so it is not
+                // part of every idle viewer's task.
+                Box::pin(wait_writable(stream, at)).await?;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Waits until the socket takes bytes again, or fails with `TimedOut` at `deadline`.
+async fn wait_writable(stream: &TcpStream, deadline: Instant) -> io::Result<()> {
+    let ready = std::future::poll_fn(|cx| stream.poll_write_ready(cx));
+    match tokio::time::timeout_at(deadline, ready).await {
+        Ok(ready) => ready,
+        Err(_) => Err(io::ErrorKind::TimedOut.into()),
+    }
+}
+
+/// One non-blocking vectored write of `bufs[idx..]` (the first from `off`). A plain function so
+/// that its slice array never becomes part of a viewer's task.
+pub fn try_write_from(stream: &TcpStream, bufs: &[Bytes], idx: usize, off: usize) -> io::Result<usize> {
+    let mut slices = [IoSlice::new(&[]); MAX_BATCH];
+    let mut n = 0;
+    for (i, b) in bufs[idx..].iter().take(MAX_BATCH).enumerate() {
+        slices[i] = IoSlice::new(if i == 0 { &b[off..] } else { &b[..] });
+        n += 1;
+    }
+    stream.try_write_vectored(&slices[..n])
+}
+
