@@ -197,3 +197,47 @@ async fn a_viewer_that_never_reads_does_not_hold_up_others() {
         other => panic!("unexpected bye {other:?}"),
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_reader_gets_everything_in_order_through_catch_up() {
+    let s = TestServer::start_with(|c| {
+        c.ring_events = 8;
+        c.max_lag_events = 1_000_000;
+    })
+    .await;
+    let id = s.started_match().await;
+    // A reader with a tiny receive window fills its socket at once, so the shard hands it back
+    // to a task of its own, which catches up from history and parks it again.
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    sock.connect(&s.viewer().into()).unwrap();
+    sock.set_nonblocking(true).unwrap();
+    let stream = tokio::net::TcpStream::from_std(sock.into()).unwrap();
+    let mut slow = Viewer { reader: tokio::io::BufReader::new(stream) };
+    slow.send(format!("VERSION:2:CONNECT:slow:MATCH:{id}\n").as_bytes()).await;
+    assert_eq!(slow.frame().await.unwrap()["kind"], "status");
+    let text = "y".repeat(280);
+    let reader = tokio::spawn(async move {
+        let mut seqs = Vec::new();
+        while let Some(f) = slow.frame().await {
+            if f["kind"] == "bye" {
+                return (seqs, f);
+            }
+            seqs.push(f["seq"].as_u64().unwrap());
+            if seqs.len() % 50 == 0 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        panic!("closed without bye");
+    });
+    for _ in 0..20 {
+        let batch: Vec<_> =
+            (0..50).map(|_| json!({"kind": "comment", "data": {"text": text}})).collect();
+        let (st, b) = s.post_events(&id, serde_json::Value::Array(batch)).await;
+        assert_eq!(st, reqwest::StatusCode::CREATED, "{b}");
+    }
+    s.publish(&id, "stop", json!({})).await;
+    let (seqs, bye) = reader.await.unwrap();
+    assert_eq!(seqs, (2..=1002).collect::<Vec<_>>());
+    assert_eq!(bye["reason"], "match_over");
+}

@@ -25,17 +25,16 @@ use crate::ingest::now_ms;
 use crate::model::Period;
 use crate::transport::{PortGuard, ViewerPorts};
 
-mod write;
 mod park;
+mod write;
 
-use self::write::{write_all, MAX_BATCH};
 use self::park::{NotParked, Parking};
+use self::write::{write_all, MAX_BATCH};
 use crate::wire::{self, v1, v2, Bye, ByeReason, ConnectLine};
 
 /// Connections accepted past the node's limit only to be told `full`; past this, the accept
 /// loop pauses and the kernel's backlog holds the rest.
 const FULL_REPLY_SLACK: usize = 1024;
-
 
 /// What every viewer connection of a node shares.
 pub struct ViewerContext {
@@ -234,10 +233,8 @@ async fn handshake(
         Ok(line) => line,
         Err(LineError::Closed) => return None,
         Err(LineError::TooLong(partial)) => {
-            let reason = format!(
-                "line too long (a connect line is at most {} bytes)",
-                ctx.max_connect_line
-            );
+            let reason =
+                format!("line too long (a connect line is at most {} bytes)", ctx.max_connect_line);
             let version = wire::connect::sniff_version(&partial);
             refuse(ctx, stream, version, &reason, ByeReason::BadRequest).await;
             return None;
@@ -280,7 +277,11 @@ async fn handshake(
 
 /// Writes what the subscription hands out until the viewer reaches the live edge (it can then
 /// be parked), its stream ends or the node stops (a reason for goodbye), or it goes away.
-async fn stream_to_viewer(ctx: &ViewerContext, stream: &TcpStream, sub: &mut Subscription) -> Outcome {
+async fn stream_to_viewer(
+    ctx: &ViewerContext,
+    stream: &TcpStream,
+    sub: &mut Subscription,
+) -> Outcome {
     let mut peer_done_sending = false;
     let mut batch: Vec<Bytes> = Vec::new();
     loop {
@@ -322,7 +323,9 @@ async fn stream_to_viewer(ctx: &ViewerContext, stream: &TcpStream, sub: &mut Sub
         }
         match written {
             Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::TimedOut => return Outcome::Bye(ByeReason::TooSlow),
+            Err(e) if e.kind() == io::ErrorKind::TimedOut => {
+                return Outcome::Bye(ByeReason::TooSlow)
+            }
             Err(_) => return Outcome::Gone,
         }
         if let Some(reason) = end {

@@ -197,7 +197,12 @@ fn is_stop(f: &Frame) -> bool {
 
 /// Writes `frames` to every member that has not seen them, without waiting. Members that leave
 /// (gone, done with the match) or cannot take it all (back to a task) are removed.
-fn deliver(ctx: &Arc<ViewerContext>, id: &MatchId, members: &mut Vec<Member>, frames: &[Arc<Frame>]) {
+fn deliver(
+    ctx: &Arc<ViewerContext>,
+    id: &MatchId,
+    members: &mut Vec<Member>,
+    frames: &[Arc<Frame>],
+) {
     let events: Vec<&EncodedEvent> = frames
         .iter()
         .filter_map(|f| match &**f {
@@ -315,5 +320,24 @@ mod tests {
     #[test]
     fn a_parked_viewer_is_a_few_dozen_bytes() {
         assert!(std::mem::size_of::<Member>() <= 32, "{}", std::mem::size_of::<Member>());
+    }
+
+    #[test]
+    fn a_partial_write_leaves_exactly_the_unwritten_bytes() {
+        let ev = |seq, text: &'static str| EncodedEvent {
+            seq,
+            kind: EventKind::Comment,
+            v1: Bytes::from_static(b"v1"),
+            v2: Bytes::from_static(text.as_bytes()),
+        };
+        let (a, b, c) = (ev(1, "aaaa"), ev(2, "bbb"), ev(3, "cc"));
+        let events = [&a, &b, &c];
+        let join = |rest: Vec<Bytes>| rest.concat();
+        assert_eq!(join(unwritten(&events, Format::V2, 0)), b"aaaabbbcc");
+        assert_eq!(join(unwritten(&events, Format::V2, 4)), b"bbbcc");
+        assert_eq!(join(unwritten(&events, Format::V2, 6)), b"bcc");
+        assert_eq!(unwritten(&events, Format::V2, 6).len(), 2);
+        assert!(unwritten(&events, Format::V2, 9).is_empty());
+        assert_eq!(join(unwritten(&events, Format::V1, 3)), b"v1v1");
     }
 }

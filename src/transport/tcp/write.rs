@@ -55,7 +55,12 @@ async fn wait_writable(stream: &TcpStream, deadline: Instant) -> io::Result<()> 
 
 /// One non-blocking vectored write of `bufs[idx..]` (the first from `off`). A plain function so
 /// that its slice array never becomes part of a viewer's task.
-pub fn try_write_from(stream: &TcpStream, bufs: &[Bytes], idx: usize, off: usize) -> io::Result<usize> {
+pub fn try_write_from(
+    stream: &TcpStream,
+    bufs: &[Bytes],
+    idx: usize,
+    off: usize,
+) -> io::Result<usize> {
     let mut slices = [IoSlice::new(&[]); MAX_BATCH];
     let mut n = 0;
     for (i, b) in bufs[idx..].iter().take(MAX_BATCH).enumerate() {
@@ -64,4 +69,3 @@ pub fn try_write_from(stream: &TcpStream, bufs: &[Bytes], idx: usize, off: usize
     }
     stream.try_write_vectored(&slices[..n])
 }
-
