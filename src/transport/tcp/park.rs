@@ -338,6 +338,6 @@ mod tests {
         assert_eq!(join(unwritten(&events, Format::V2, 6)), b"bcc");
         assert_eq!(unwritten(&events, Format::V2, 6).len(), 2);
         assert!(unwritten(&events, Format::V2, 9).is_empty());
-        assert_eq!(join(unwritten(&events, Format::V1, 3)), b"v1v1");
+        assert_eq!(join(unwritten(&events, Format::V1, 3)), b"1v1");
     }
 }
