@@ -147,7 +147,8 @@ async fn create_match(
     authorize(&state, &headers)?;
     let new: NewMatch = parse_json(&body, "match (expected {\"home\",\"visit\",\"start_date\"})")?;
     let info = new.into_info().map_err(|e| ApiError::bad_request(e.0))?;
-    let id = state.ingest.create(info).await?;
+    let ingest = state.ingest.clone();
+    let id = finish_even_if_client_leaves(async move { ingest.create(info).await }).await??;
     Ok((StatusCode::CREATED, Json(json!({ "id": id }))))
 }
 
@@ -172,7 +173,9 @@ async fn publish_events(
     if inputs.is_empty() {
         return Err(ApiError::bad_request("an empty list publishes nothing"));
     }
-    let accepted = state.ingest.publish(&id, &inputs).await?;
+    let ingest = state.ingest.clone();
+    let accepted =
+        finish_even_if_client_leaves(async move { ingest.publish(&id, &inputs).await }).await??;
     let acks: Vec<Value> = accepted.iter().map(|a| json!({ "seq": a.seq, "ts": a.ts })).collect();
     let body =
         if is_batch { Value::Array(acks) } else { acks.into_iter().next().unwrap_or_default() };
@@ -185,8 +188,21 @@ async fn cancel_match(
     headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
     authorize(&state, &headers)?;
-    state.ingest.cancel(&match_id(&raw)?).await?;
+    let id = match_id(&raw)?;
+    let ingest = state.ingest.clone();
+    finish_even_if_client_leaves(async move { ingest.cancel(&id).await }).await??;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Runs a change to the matches to its end even if the HTTP client hangs up meanwhile (axum
+/// drops a handler whose client is gone): half a publish would leave durable events unpublished.
+async fn finish_even_if_client_leaves<T: Send + 'static>(
+    work: impl std::future::Future<Output = T> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::spawn(work).await.map_err(|e| {
+        tracing::error!(error = %e, "watcher request task failed");
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
+    })
 }
 
 async fn list_matches(State(state): State<AppState>) -> Json<Vec<MatchId>> {

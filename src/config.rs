@@ -42,6 +42,9 @@ pub struct Config {
     /// A viewer further behind the live edge than this many events is closed as `too_slow`
     /// instead of being caught up from history.
     pub max_lag_events: u64,
+    /// How often a shard of parked viewers looks for viewers that hung up (between events a
+    /// parked socket is not watched at all).
+    pub idle_probe: Duration,
     /// On shutdown, how long viewers and requests get to finish.
     pub shutdown_grace: Duration,
     /// Base of the `retry_after_ms` sent with `bye shutdown`; each viewer gets a random value
@@ -66,6 +69,7 @@ impl Default for Config {
             write_timeout: Duration::from_secs(30),
             ring_events: 1024,
             max_lag_events: 10_000,
+            idle_probe: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(5),
             retry_after_ms: 1000,
             listen_backlog: 65_535,

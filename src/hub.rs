@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use bytes::Bytes;
 use tokio::sync::broadcast::{self, error::RecvError, error::TryRecvError};
+use tokio::sync::Semaphore;
 
 use crate::locks::{lock, read, write};
 use crate::model::{Event, EventKind, Match, MatchId, Millis, Seq};
@@ -96,6 +97,9 @@ impl Snapshot {
     }
 }
 
+/// A match's topic, as its publisher holds it.
+pub struct TopicHandle(Arc<Topic>);
+
 struct Topic {
     id: MatchId,
     tx: broadcast::Sender<Arc<Frame>>,
@@ -110,7 +114,13 @@ pub struct Hub {
     store: Arc<dyn Store>,
     ring_events: usize,
     max_lag_events: u64,
+    /// History reads for catching viewers up, at most a few at once: a shard that falls behind
+    /// hands hundreds of viewers back at the same moment, and the store must not drown.
+    catch_up_reads: Semaphore,
 }
+
+/// Concurrent history reads for catch-up.
+const CATCH_UP_READS: usize = 4;
 
 /// Why a viewer cannot join.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -128,25 +138,31 @@ impl Hub {
             store,
             ring_events: ring_events.max(1),
             max_lag_events,
+            catch_up_reads: Semaphore::new(CATCH_UP_READS),
         }
     }
 
     /// Makes a match available to viewers (a new match, or one restored on start).
-    pub fn add(&self, state: Arc<Match>) {
+    /// Returns the handle its publisher keeps: a match cancelled and created anew under the same
+    /// id gets a new topic, and a late publish for the old one cannot reach the new one's viewers.
+    pub fn add(&self, state: Arc<Match>) -> TopicHandle {
         let (tx, _) = broadcast::channel(self.ring_events);
         let topic = Arc::new(Topic {
             id: state.id().clone(),
             tx,
             current: Mutex::new(Snapshot::new(state.clone())),
         });
-        write(&self.topics).insert(state.id().clone(), topic);
+        if let Some(old) = write(&self.topics).insert(state.id().clone(), topic.clone()) {
+            Hub::say_cancelled(&old);
+        }
+        TopicHandle(topic)
     }
 
     /// Sends accepted, durable events to every viewer, and makes `after` (the match once they
     /// are applied) the match's current state. Callers publish each match's events in `seq`
     /// order, exactly once.
-    pub fn publish(&self, events: &[Event], after: Arc<Match>) {
-        let Some(topic) = self.topic(after.id()) else { return };
+    pub fn publish(&self, handle: &TopicHandle, events: &[Event], after: Arc<Match>) {
+        let topic = &handle.0;
         let encoded: Vec<Arc<Frame>> =
             events.iter().map(|e| Arc::new(Frame::Event(EncodedEvent::new(e)))).collect();
         let mut current = lock(&topic.current);
@@ -157,12 +173,19 @@ impl Hub {
         }
     }
 
-    /// Removes a cancelled match; its viewers get `cancelled`.
-    pub fn cancel(&self, id: &MatchId) {
-        if let Some(topic) = write(&self.topics).remove(id) {
-            let _guard = lock(&topic.current);
-            let _ = topic.tx.send(Arc::new(Frame::Cancelled));
+    /// Removes a cancelled match (if `handle` is still its topic); its viewers get `cancelled`.
+    pub fn cancel(&self, handle: &TopicHandle) {
+        let mut topics = write(&self.topics);
+        if topics.get(&handle.0.id).is_some_and(|t| Arc::ptr_eq(t, &handle.0)) {
+            topics.remove(&handle.0.id);
         }
+        drop(topics);
+        Hub::say_cancelled(&handle.0);
+    }
+
+    fn say_cancelled(topic: &Topic) {
+        let _guard = lock(&topic.current);
+        let _ = topic.tx.send(Arc::new(Frame::Cancelled));
     }
 
     /// The current state of a match.
@@ -300,6 +323,11 @@ impl Subscription {
             && self.last >= self.target
     }
 
+    /// The last event handed out (or the `from` it resumed after).
+    pub fn last(&self) -> Seq {
+        self.last
+    }
+
     /// Is the match at its live edge from this viewer's point of view (cheap: one lock)?
     pub fn at_head(&self) -> bool {
         self.is_caught_up() && self.last == lock(&self.topic.current).state.seq
@@ -317,6 +345,9 @@ impl Subscription {
             }
             if self.last < self.target {
                 if let Err(e) = self.catch_up().await {
+                    if let StoreError::NotFound(_) = e {
+                        return Next::End(ByeReason::Cancelled);
+                    }
                     tracing::warn!(match_id = %self.topic.id, error = %e, "catch-up failed");
                     return Next::End(ByeReason::TooSlow);
                 }
@@ -398,7 +429,10 @@ impl Subscription {
     /// Reads the next chunk of history between `last` and `target` into `pending`.
     async fn catch_up(&mut self) -> Result<(), StoreError> {
         let want = (self.target - self.last).min(CATCH_UP_CHUNK as u64) as usize;
-        let events = self.hub.store.history(&self.topic.id, self.last, want).await?;
+        let events = {
+            let _permit = self.hub.catch_up_reads.acquire().await;
+            self.hub.store.history(&self.topic.id, self.last, want).await?
+        };
         if events.is_empty() || events[0].seq != self.last + 1 {
             return Err(StoreError::Backend(format!(
                 "history of {} has no event after {}",

@@ -10,7 +10,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, RwLock};
 
-use crate::hub::Hub;
+use crate::hub::{Hub, TopicHandle};
 use crate::locks::{lock, read, write};
 use crate::model::{Event, EventInput, Match, MatchId, MatchInfo, Millis, Seq};
 use crate::state::Rejection;
@@ -50,6 +50,9 @@ struct Slot {
     state: tokio::sync::Mutex<Match>,
     /// Accepted events in `seq` order, not yet published.
     pending: Mutex<VecDeque<Pending>>,
+    /// Where this match's events go: this very match's topic, even if the id is cancelled and
+    /// created anew meanwhile.
+    topic: TopicHandle,
 }
 
 /// Every match this node publishes.
@@ -146,16 +149,22 @@ impl Ingest {
             StoreError::NotFound(id) => IngestError::NotFound(id),
             e => IngestError::Store(e),
         })?;
-        write(&self.slots).remove(id);
-        self.hub.cancel(id);
+        {
+            let mut slots = write(&self.slots);
+            if slots.get(id).is_some_and(|s| Arc::ptr_eq(s, &slot)) {
+                slots.remove(id);
+            }
+        }
+        self.hub.cancel(&slot.topic);
         tracing::info!(match_id = %id, "match cancelled");
         Ok(())
     }
 
     fn insert(&self, m: Match) {
-        self.hub.add(Arc::new(m.clone()));
+        let topic = self.hub.add(Arc::new(m.clone()));
         let id = m.id().clone();
-        let slot = Slot { state: tokio::sync::Mutex::new(m), pending: Mutex::new(VecDeque::new()) };
+        let slot =
+            Slot { state: tokio::sync::Mutex::new(m), pending: Mutex::new(VecDeque::new()), topic };
         write(&self.slots).insert(id, Arc::new(slot));
     }
 
@@ -169,7 +178,7 @@ impl Ingest {
         let mut pending = lock(&slot.pending);
         while pending.front().is_some_and(|p| p.after.seq <= durable) {
             if let Some(p) = pending.pop_front() {
-                self.hub.publish(&p.events, p.after);
+                self.hub.publish(&slot.topic, &p.events, p.after);
             }
         }
     }

@@ -63,6 +63,9 @@ struct ServeArgs {
     /// A viewer more than this many events behind is closed as too slow.
     #[arg(long, env = "MATCHSTREAM_MAX_LAG_EVENTS", default_value_t = 10_000)]
     max_lag_events: u64,
+    /// Seconds between checks of parked (idle) viewers for having hung up.
+    #[arg(long, env = "MATCHSTREAM_IDLE_PROBE", default_value_t = 10)]
+    idle_probe: u64,
     /// Seconds viewers and requests get to finish on shutdown.
     #[arg(long, env = "MATCHSTREAM_SHUTDOWN_GRACE", default_value_t = 5)]
     shutdown_grace: u64,
@@ -162,6 +165,11 @@ fn stop_on_signal() -> CancellationToken {
         #[cfg(not(unix))]
         let _ = tokio::signal::ctrl_c().await;
         t.cancel();
+        // A second Ctrl-C means now.
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!("matchstream: interrupted again; exiting at once");
+            std::process::exit(130);
+        }
     });
     token
 }
@@ -212,6 +220,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
         write_timeout: Duration::from_secs(args.write_timeout),
         ring_events: args.ring_events,
         max_lag_events: args.max_lag_events,
+        idle_probe: Duration::from_secs(args.idle_probe),
         shutdown_grace: Duration::from_secs(args.shutdown_grace),
         ..Config::default()
     };

@@ -241,3 +241,27 @@ async fn a_slow_reader_gets_everything_in_order_through_catch_up() {
     assert_eq!(seqs, (2..=1002).collect::<Vec<_>>());
     assert_eq!(bye["reason"], "match_over");
 }
+
+#[tokio::test]
+async fn parked_viewers_that_hang_up_are_let_go() {
+    let s = TestServer::start_with(|c| c.idle_probe = Duration::from_millis(50)).await;
+    let id = s.started_match().await;
+    let line = format!("VERSION:2:CONNECT:me:MATCH:{id}");
+    let mut viewers = Vec::new();
+    for _ in 0..4 {
+        let mut v = Viewer::connect(s.viewer(), &line).await;
+        assert_eq!(v.frame().await.unwrap()["kind"], "status");
+        viewers.push(v);
+    }
+    let ports = s.node.as_ref().unwrap().ports.clone();
+    assert_eq!(ports.total(), 4);
+    viewers.truncate(1);
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while ports.total() != 1 {
+        assert!(tokio::time::Instant::now() < deadline, "still {} viewers counted", ports.total());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The one left still gets the match.
+    s.publish(&id, "goal", json!({"team": "elp"})).await;
+    assert_eq!(viewers[0].frame().await.unwrap()["kind"], "goal");
+}

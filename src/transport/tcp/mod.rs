@@ -47,6 +47,7 @@ pub struct ViewerContext {
     pub max_connect_line: usize,
     pub write_timeout: Duration,
     pub retry_after_ms: u64,
+    pub idle_probe: Duration,
     parking: Parking,
 }
 
@@ -68,6 +69,7 @@ impl ViewerContext {
             max_connect_line: config.max_connect_line,
             write_timeout: config.write_timeout,
             retry_after_ms: config.retry_after_ms,
+            idle_probe: config.idle_probe,
             parking: Parking::default(),
         }
     }
@@ -146,6 +148,12 @@ async fn serve(
     guard: PortGuard,
 ) {
     let _ = stream.set_nodelay(true);
+    // A parked viewer is out of the reactor; keepalive lets the kernel find peers that vanished
+    // without a word, and the shard's probe then drops them.
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(Duration::from_secs(60))
+        .with_interval(Duration::from_secs(10));
+    let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive);
     // Boxed: its buffers live only while the connect line is read, not in every viewer's task.
     let Some((mut sub, format, v1_not_live)) = Box::pin(handshake(&ctx, index, &mut stream)).await
     else {
@@ -187,15 +195,21 @@ async fn follow(
         Err(_) => Some(Outcome::Gone),
     };
     drop(rest);
+    let mut may_park = true;
     loop {
         let reason = match outcome.take() {
             Some(o) => o,
-            None => stream_to_viewer(ctx, &stream, &mut sub).await,
+            None => stream_to_viewer(ctx, &stream, &mut sub, may_park).await,
         };
         match reason {
             Outcome::AtHead => match ctx.parking.park(ctx, sub, stream, guard, format) {
                 Ok(()) => return,
-                Err(NotParked(s, st, g)) => (sub, stream, guard) = (s, st, g),
+                // Not parked (an event slipped in, the match ended, the node is stopping):
+                // wait for what comes next in this task before trying again.
+                Err(NotParked(s, st, g)) => {
+                    (sub, stream, guard) = (s, st, g);
+                    may_park = false;
+                }
             },
             Outcome::Gone => return,
             Outcome::Bye(reason) => {
@@ -277,26 +291,31 @@ async fn handshake(
 
 /// Writes what the subscription hands out until the viewer reaches the live edge (it can then
 /// be parked), its stream ends or the node stops (a reason for goodbye), or it goes away.
+/// With `may_park` false it hands out at least one item before reporting the live edge.
 async fn stream_to_viewer(
     ctx: &ViewerContext,
     stream: &TcpStream,
     sub: &mut Subscription,
+    mut may_park: bool,
 ) -> Outcome {
-    let mut peer_done_sending = false;
     let mut batch: Vec<Bytes> = Vec::new();
     loop {
-        if sub.at_head() {
+        if ctx.shutdown.is_cancelled() {
+            return Outcome::Bye(ByeReason::Shutdown);
+        }
+        if may_park && sub.at_head() {
             return Outcome::AtHead;
         }
+        may_park = true;
         let next = tokio::select! {
             biased;
             _ = ctx.shutdown.cancelled() => return Outcome::Bye(ByeReason::Shutdown),
             n = sub.next() => n,
-            r = std::future::poll_fn(|cx| stream.poll_read_ready(cx)), if !peer_done_sending => {
+            r = std::future::poll_fn(|cx| stream.poll_read_ready(cx)) => {
                 match r.and_then(|_| discard_input(stream)) {
-                    Ok(Some(0)) => peer_done_sending = true,
+                    // The viewer closed its side: like the original, that ends the session.
+                    Ok(Some(0)) | Err(_) => return Outcome::Gone,
                     Ok(_) => {}
-                    Err(_) => return Outcome::Gone,
                 }
                 continue;
             }
@@ -335,7 +354,7 @@ async fn stream_to_viewer(
 }
 
 /// Reads and drops whatever a viewer sends after its connect line. `Ok(Some(0))`: the viewer
-/// closed its sending side (it may still be reading).
+/// closed its side.
 fn discard_input(stream: &TcpStream) -> io::Result<Option<usize>> {
     let mut sink = [0u8; 256];
     match stream.try_read(&mut sink) {
@@ -354,7 +373,11 @@ async fn read_connect_line(
     let mut buf = Vec::with_capacity(128);
     let mut chunk = [0u8; 256];
     loop {
-        let n = match tokio::time::timeout_at(deadline, stream.read(&mut chunk)).await {
+        let read = tokio::select! {
+            _ = ctx.shutdown.cancelled() => return Err(LineError::Closed),
+            r = tokio::time::timeout_at(deadline, stream.read(&mut chunk)) => r,
+        };
+        let n = match read {
             Err(_) => return Err(LineError::TooSlow(buf)),
             Ok(Err(_)) | Ok(Ok(0)) => return Err(LineError::Closed),
             Ok(Ok(n)) => n,

@@ -7,8 +7,9 @@
 use std::collections::HashMap;
 use std::io::{self, IoSlice, Write};
 use std::net::TcpStream as StdStream;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bytes::Bytes;
 use rand::Rng;
@@ -37,15 +38,11 @@ struct Member {
 
 struct Shard {
     /// Viewers handed over since the shard task last looked.
-    incoming: Mutex<Incoming>,
+    incoming: Mutex<Vec<Member>>,
+    /// Set (under the `incoming` lock) when the shard task ends; nobody may park here then.
+    closed: AtomicBool,
     /// Members and incoming, roughly: to choose a shard with room.
     size: AtomicUsize,
-}
-
-struct Incoming {
-    members: Vec<Member>,
-    /// Set when the shard task has ended; nobody may park here any more.
-    closed: bool,
 }
 
 /// The shards of every match, per transport.
@@ -79,13 +76,15 @@ impl Parking {
             // The socket could not leave the reactor: the viewer is as good as gone.
             Err(_) => return Ok(()),
         };
-        let mut member = Some(Member { stream: std_stream, last: 0, format, _counted: guard });
-        let parked = ctx.hub.park(sub, |last| {
+        let last = sub.last();
+        let mut member = Some(Member { stream: std_stream, last, format, _counted: guard });
+        let parked = ctx.hub.park(sub, |_| {
             let mut incoming = lock(&shard.incoming);
-            if let (false, Some(mut m)) = (incoming.closed, member.take()) {
-                m.last = last;
-                incoming.members.push(m);
-                shard.size.fetch_add(1, Ordering::Relaxed);
+            if !shard.closed.load(Ordering::Relaxed) {
+                if let Some(m) = member.take() {
+                    incoming.push(m);
+                    shard.size.fetch_add(1, Ordering::Relaxed);
+                }
             }
         });
         match (parked, member) {
@@ -108,13 +107,17 @@ impl Parking {
     fn shard_for(&self, ctx: &Arc<ViewerContext>, id: &MatchId) -> Option<Arc<Shard>> {
         let mut all = lock(&self.shards);
         let list = all.entry(id.clone()).or_default();
-        list.retain(|s| !lock(&s.incoming).closed);
-        if let Some(s) = list.iter().find(|s| s.size.load(Ordering::Relaxed) < PER_SHARD) {
+        let open = |s: &&Arc<Shard>| !s.closed.load(Ordering::Relaxed);
+        if let Some(s) =
+            list.iter().filter(open).find(|s| s.size.load(Ordering::Relaxed) < PER_SHARD)
+        {
             return Some(s.clone());
         }
+        list.retain(|s| !s.closed.load(Ordering::Relaxed));
         let feed = ctx.hub.feed(id)?;
         let shard = Arc::new(Shard {
-            incoming: Mutex::new(Incoming { members: Vec::new(), closed: false }),
+            incoming: Mutex::new(Vec::new()),
+            closed: AtomicBool::new(false),
             size: AtomicUsize::new(0),
         });
         list.push(shard.clone());
@@ -134,17 +137,25 @@ impl Parking {
 }
 
 /// One shard's task: writes each burst of its match to every member, until the match ends or
-/// the node stops.
+/// the node stops. Every `idle_probe` it looks for members that hung up: a parked socket is out
+/// of the reactor, so a viewer that leaves would otherwise be noticed only at the next event.
 async fn run_shard(ctx: Arc<ViewerContext>, shard: Arc<Shard>, mut feed: Feed, id: MatchId) {
     let mut members: Vec<Member> = Vec::new();
     let mut frames: Vec<Arc<Frame>> = Vec::with_capacity(MAX_BATCH);
+    let mut probe = tokio::time::interval(ctx.idle_probe.max(Duration::from_millis(10)));
+    probe.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let end = loop {
         let item = tokio::select! {
             biased;
             _ = ctx.shutdown.cancelled() => break Some(ByeReason::Shutdown),
             item = feed.recv() => item,
+            _ = probe.tick() => {
+                members.append(&mut lock(&shard.incoming));
+                members.retain(still_there);
+                shard.size.store(members.len(), Ordering::Relaxed);
+                continue;
+            }
         };
-        members.append(&mut lock(&shard.incoming).members);
         let mut lagged = false;
         let mut end = None;
         let mut next = Some(item);
@@ -161,6 +172,9 @@ async fn run_shard(ctx: Arc<ViewerContext>, shard: Arc<Shard>, mut feed: Feed, i
                 next = feed.try_recv();
             }
         }
+        // Taken only now, after the last frame of this burst was received: a viewer parked
+        // meanwhile may need any of them (it skips those it has).
+        members.append(&mut lock(&shard.incoming));
         if !frames.is_empty() {
             deliver(&ctx, &id, &mut members, &frames);
             if frames.iter().any(|f| is_stop(f)) {
@@ -174,20 +188,31 @@ async fn run_shard(ctx: Arc<ViewerContext>, shard: Arc<Shard>, mut feed: Feed, i
                 resume_in_task(&ctx, &id, m, Vec::new());
             }
         }
-        shard.size.store(members.len() + lock(&shard.incoming).members.len(), Ordering::Relaxed);
+        shard.size.store(members.len() + lock(&shard.incoming).len(), Ordering::Relaxed);
         if end.is_some() {
             break end;
         }
     };
     let late = {
         let mut incoming = lock(&shard.incoming);
-        incoming.closed = true;
-        std::mem::take(&mut incoming.members)
+        shard.closed.store(true, Ordering::Relaxed);
+        std::mem::take(&mut *incoming)
     };
     members.extend(late);
     ctx.parking.forget(&id, &shard);
     if let Some(reason) = end {
         say_goodbye(&ctx, members, reason);
+    }
+}
+
+/// Has the viewer not hung up? (It sends nothing after its connect line; end of stream or an
+/// error means it left, as in the original.)
+fn still_there(m: &Member) -> bool {
+    let mut byte = [0u8; 1];
+    match m.stream.peek(&mut byte) {
+        Ok(0) => false,
+        Ok(_) => true,
+        Err(e) => e.kind() == io::ErrorKind::WouldBlock,
     }
 }
 
@@ -219,6 +244,13 @@ fn deliver(
         let from = events.partition_point(|e| e.seq <= m.last);
         if from == events.len() {
             i += 1;
+            continue;
+        }
+        if events[from].seq != m.last + 1 {
+            // Never expected (parking hands over at the live edge), but a gap must be filled
+            // from history, never skipped.
+            let m = members.swap_remove(i);
+            resume_in_task(ctx, id, m, Vec::new());
             continue;
         }
         let mut slices = [IoSlice::new(&[]); MAX_BATCH];
