@@ -3,7 +3,7 @@
 //! and the same subscriber engine against Redis pub/sub so that the two compare.
 //!
 //! ```text
-//!  run::run_viewers ──job (JSON on stdin)──▶ `matchstream sim-worker` × W ──▶ worker::run_stdio
+//!  run::run_viewers ──job (JSON on stdin)──▶ `matchstream sim-worker` × W ──▶ worker::serve
 //!        ▲                                        viewer.rs: connect, read, check.rs / redis.rs
 //!        └──progress and final report (JSON lines on stdout)──┘
 //!  report.rs: counts, causes, histograms, the summary    display.rs: progress on stderr
@@ -18,6 +18,7 @@ use std::fmt;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
 
 pub mod check;
 pub mod display;
@@ -242,6 +243,16 @@ pub enum SimError {
     Server(String),
     #[error(transparent)]
     Io(#[from] std::io::Error),
+}
+
+/// Cancels `token` when `input` ends (EOF or error), reading and dropping whatever comes: how
+/// a parent process says "stop now" by closing a pipe. The read runs on a thread of its own
+/// because a blocking read cannot be cancelled and must not hold a runtime open at exit.
+pub fn cancel_at_eof<R: std::io::Read + Send + 'static>(mut input: R, token: CancellationToken) {
+    std::thread::spawn(move || {
+        let _ = std::io::copy(&mut input, &mut std::io::sink());
+        token.cancel();
+    });
 }
 
 /// Wall-clock time in Unix milliseconds: comparable across the worker processes of one machine

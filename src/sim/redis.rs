@@ -232,6 +232,21 @@ pub struct RedisPublishReport {
     pub rate_per_s: f64,
 }
 
+impl RedisPublishReport {
+    /// The report for a person.
+    pub fn text(&self) -> String {
+        format!(
+            "published {} messages to {} in {} ms ({:.1}/s), {}..{} subscribers each\n",
+            self.published,
+            self.channel,
+            self.elapsed_ms,
+            self.rate_per_s,
+            self.receivers_min,
+            self.receivers_max
+        )
+    }
+}
+
 /// The payload of message `seq`, padded to `size` bytes.
 pub fn message(seq: u64, ts_ms: i64, size: usize) -> Vec<u8> {
     pad(format!("{seq} {ts_ms} "), size)

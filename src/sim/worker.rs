@@ -55,29 +55,24 @@ pub(crate) struct Shared {
 }
 
 /// Reads the job from `input` (one line), then watches `input` for its end, which stops the
-/// viewers; writes the worker's JSON lines to `output`. `input` is read on a thread of its own
-/// because a blocking read cannot be cancelled and must not hold the runtime open.
+/// viewers; writes the worker's JSON lines to `output`.
 pub async fn serve<R, W>(input: R, mut output: W) -> Result<(), SimError>
 where
     R: std::io::Read + Send + 'static,
     W: AsyncWrite + Unpin,
 {
-    let (job_tx, job_rx) = tokio::sync::oneshot::channel();
     let stop = CancellationToken::new();
-    let on_eof = stop.clone();
-    std::thread::spawn(move || {
+    let (line, reader) = tokio::task::spawn_blocking(move || {
         let mut reader = std::io::BufReader::new(input);
         let mut line = String::new();
         let read = std::io::Read::take(&mut reader, MAX_JOB_LINE).read_line(&mut line);
-        let _ = job_tx.send(read.map(|_| line));
-        // Whatever follows is ignored; its end (EOF or error) means "stop now".
-        let _ = std::io::copy(&mut reader, &mut std::io::sink());
-        on_eof.cancel();
-    });
-    let line = job_rx
-        .await
-        .map_err(|_| SimError::BadJob("no job".into()))?
-        .map_err(|e| SimError::BadJob(e.to_string()))?;
+        read.map(|_| (line, reader))
+    })
+    .await
+    .map_err(|e| SimError::BadJob(e.to_string()))?
+    .map_err(|e| SimError::BadJob(e.to_string()))?;
+    // Whatever follows the job is ignored; its end means "stop now".
+    super::cancel_at_eof(reader, stop.clone());
     let job: Job = serde_json::from_str(&line).map_err(|e| SimError::BadJob(e.to_string()))?;
     run(job, stop, &mut output).await
 }
