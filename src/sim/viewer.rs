@@ -3,7 +3,7 @@
 //! stream until the end, acting out its path (late, leave, reconnect with `FROM`, slow). The
 //! same loop drives Redis subscribers, so both systems are measured by one engine.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
@@ -39,41 +39,55 @@ pub(crate) struct Spec {
 pub(crate) enum Outcome {
     Complete,
     Failed(Violation),
-    /// The run stopped it (duration limit, end of hold, interrupted).
-    Stopped,
+    /// The run stopped it (duration limit, end of hold, interrupted); `connected`: it was
+    /// connected then (a holding viewer that was is a success, one still connecting is not).
+    Stopped {
+        connected: bool,
+    },
 }
 
 /// Runs one viewer until it ends or the run stops.
 pub(crate) async fn run(sh: &Shared, spec: Spec) -> Outcome {
+    let connected = AtomicBool::new(false);
+    // Read the flag before `live` is dropped, which disconnects the viewer.
+    let stopped = async {
+        sh.stop.cancelled().await;
+        connected.load(Ordering::Relaxed)
+    };
     tokio::select! {
-        _ = sh.stop.cancelled() => Outcome::Stopped,
-        outcome = live(sh, spec) => outcome,
+        connected = stopped => Outcome::Stopped { connected },
+        outcome = live(sh, spec, &connected) => outcome,
     }
 }
 
 /// Counts a viewer as connected while it lives.
-struct Connected<'a>(&'a Shared);
+struct Connected<'a> {
+    sh: &'a Shared,
+    flag: &'a AtomicBool,
+}
 
 impl<'a> Connected<'a> {
-    fn enter(sh: &'a Shared, first_time: bool) -> Connected<'a> {
+    fn enter(sh: &'a Shared, flag: &'a AtomicBool, first_time: bool) -> Connected<'a> {
         if first_time {
             sh.ever_connected.fetch_add(1, Ordering::Relaxed);
         }
+        flag.store(true, Ordering::Relaxed);
         let now = sh.connected.fetch_add(1, Ordering::Relaxed) + 1;
         if now == sh.viewers {
             sh.all_connected.notify_one();
         }
-        Connected(sh)
+        Connected { sh, flag }
     }
 }
 
 impl Drop for Connected<'_> {
     fn drop(&mut self) {
-        self.0.connected.fetch_sub(1, Ordering::Relaxed);
+        self.flag.store(false, Ordering::Relaxed);
+        self.sh.connected.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
-async fn live(sh: &Shared, spec: Spec) -> Outcome {
+async fn live(sh: &Shared, spec: Spec, connected: &AtomicBool) -> Outcome {
     if spec.path == PathKind::Late {
         tokio::time::sleep(Duration::from_millis(spec.delay_ms)).await;
     }
@@ -94,7 +108,7 @@ async fn live(sh: &Shared, spec: Spec) -> Outcome {
             Ok(got) => got,
             Err(v) => return Outcome::Failed(v),
         };
-        let _connected = Connected::enter(sh, std::mem::replace(&mut first_time, false));
+        let _connected = Connected::enter(sh, connected, std::mem::replace(&mut first_time, false));
         checker.new_connection(from);
         // Events replayed on a resumed connection are old: they count as deliveries, but their
         // age is the time the viewer was away, not a delivery latency.

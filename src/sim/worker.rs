@@ -182,14 +182,15 @@ fn tally(report: &mut WorkerReport, sh: &Shared, spec: Spec, outcome: Outcome) {
     path.viewers += 1;
     let failure = match outcome {
         Outcome::Complete => None,
-        // Holding viewers are meant to be stopped: that is their success.
-        Outcome::Stopped if sh.job.hold => {
+        // Holding viewers are meant to be stopped while connected: that is their success.
+        Outcome::Stopped { connected: true } if sh.job.hold => {
             report.stopped = true;
             None
         }
-        Outcome::Stopped => {
+        Outcome::Stopped { connected } => {
             report.stopped = true;
-            Some(Violation::new(Cause::Incomplete, "still watching when the run stopped"))
+            let doing = if connected { "watching" } else { "connecting" };
+            Some(Violation::new(Cause::Incomplete, format!("still {doing} when the run stopped")))
         }
         Outcome::Failed(v) => Some(v),
     };

@@ -59,6 +59,11 @@ impl SimRun {
         assert_eq!(found, Ok(true), "no {want:?} on stderr; got:\n{}", self.seen.join("\n"));
     }
 
+    /// Closes the run's stdin, which releases held viewers.
+    fn release(&mut self) {
+        drop(self.child.stdin.take());
+    }
+
     /// Waits for the run to end: exit status, the JSON summary, and stderr.
     async fn finish(mut self) -> (ExitStatus, Value, String) {
         let mut out = String::new();
@@ -225,6 +230,38 @@ async fn a_mix_of_paths_with_reconnects_completes_without_gap_or_duplicate() {
     }
     // Every reconnecting viewer acted within the 61 events: one more connect each.
     assert_eq!(summary["connects"], 240, "{summary:#}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_viewers_stay_until_released_and_a_duration_limit_bounds_a_run() {
+    let s = TestServer::start().await;
+    let id = s.started_match().await;
+    let mut sim = SimRun::spawn(&format!(
+        "--server {} --match {id} -n 300 --workers 3 --hold --json",
+        s.base
+    ));
+    sim.wait_for("connected 300").await;
+    let (_, m) = s.get(&format!("/1/match/{id}")).await;
+    assert_eq!(m["period"], "first", "holding viewers do not end the match");
+    sim.release();
+    let (status, summary, stderr) = sim.finish().await;
+    assert!(status.success(), "{summary:#}\n{stderr}");
+    assert_eq!(summary["hold"], true);
+    assert_eq!(summary["stopped"], true);
+    assert_all_complete(&summary, 300, 0);
+    assert!(stderr.contains("\"all_connected\":true") || stderr.contains("connected 300"));
+
+    // Without --hold, viewers still watching at the limit are incomplete, and the run ends.
+    let started = std::time::Instant::now();
+    let sim = SimRun::spawn(&format!(
+        "--server {} --match {id} -n 20 --duration-limit 0.5 --json",
+        s.base
+    ));
+    let (status, summary, _) = sim.finish().await;
+    assert!(!status.success());
+    assert!(started.elapsed() < Duration::from_secs(20), "{:?}", started.elapsed());
+    assert_eq!(summary["failures"]["incomplete"], 20, "{summary:#}");
+    assert_eq!(summary["stopped"], true);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
