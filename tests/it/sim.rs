@@ -74,9 +74,13 @@ impl SimRun {
         })
         .await
         .expect("the sim ends in time");
-        while let Ok(line) = self.stderr.try_recv() {
-            self.seen.push(line);
-        }
+        // The rest of stderr, up to its end (the reader task may lag behind the exit).
+        let rest = tokio::time::timeout(PATIENCE, async {
+            while let Some(line) = self.stderr.recv().await {
+                self.seen.push(line);
+            }
+        });
+        rest.await.expect("stderr ends with the run");
         let stderr = self.seen.join("\n");
         let summary = serde_json::from_str(out.trim())
             .unwrap_or_else(|e| panic!("summary {out:?}: {e}\nstderr:\n{stderr}"));
