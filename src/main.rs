@@ -189,7 +189,7 @@ struct SimViewerArgs {
 
 #[derive(Args)]
 struct RedisArgs {
-    /// redis-server address, host:port.
+    /// redis-server address: host:port or redis://host:port.
     #[arg(long, env = "MATCHSTREAM_REDIS", default_value = "127.0.0.1:6379")]
     redis: String,
     /// The pub/sub channel.
@@ -528,12 +528,15 @@ async fn run_sim(args: SimArgs) -> Result<()> {
             Ok(())
         }
         Some(SimCommand::Redis(a)) => {
-            let target = sim::Target::Redis { addr: a.redis.redis, channel: a.redis.channel };
+            let target = sim::Target::Redis {
+                addr: sim::redis::host_port(&a.redis.redis),
+                channel: a.redis.channel,
+            };
             sim_engine(target, a.engine, sim::Mix::default(), sim::Behaviour::default()).await
         }
         Some(SimCommand::RedisPublish(a)) => {
             let p = sim::redis::RedisPublish {
-                addr: a.redis.redis,
+                addr: sim::redis::host_port(&a.redis.redis),
                 channel: a.redis.channel,
                 mode: a.mode.mode(),
                 payload: a.mode.payload,

@@ -247,6 +247,11 @@ impl RedisPublishReport {
     }
 }
 
+/// `host:port` from `host:port` or `redis://host:port[/]` (the form `serve --redis` takes).
+pub fn host_port(addr: &str) -> String {
+    addr.trim_start_matches("redis://").trim_end_matches('/').to_owned()
+}
+
 /// The payload of message `seq`, padded to `size` bytes.
 pub fn message(seq: u64, ts_ms: i64, size: usize) -> Vec<u8> {
     pad(format!("{seq} {ts_ms} "), size)
@@ -394,6 +399,8 @@ mod tests {
         assert_eq!(seen[3], Seen::Event { seq: Some(3), ts_ms: 1_003 });
         assert_eq!(c.at_eof(), Ok(()));
         assert_eq!(message(7, 5, 200).len(), 200);
+        assert_eq!(host_port("redis://127.0.0.1:6379/"), "127.0.0.1:6379");
+        assert_eq!(host_port("127.0.0.1:6379"), "127.0.0.1:6379");
     }
 
     #[test]
