@@ -11,7 +11,7 @@ use clap::{Args, Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 use matchstream::config::{self, Config};
-use matchstream::sim::{self, Display, UiMode};
+use matchstream::sim::{self, Display};
 use matchstream::{demo, matchfile, replay, server};
 
 /// Streams live football matches to very many viewers.
@@ -486,17 +486,6 @@ fn secs(flag: &str, s: f64) -> Result<Duration> {
     Duration::try_from_secs_f64(s).map_err(|_| anyhow::anyhow!("{flag} must be 0 or more seconds"))
 }
 
-/// Where progress goes: a bar on a terminal, plain lines otherwise, JSON lines with --json.
-fn display(json: bool, total: u64, unit: &'static str) -> Display {
-    use std::io::IsTerminal;
-    let mode = match (json, std::io::stderr().is_terminal()) {
-        (true, _) => UiMode::Json,
-        (false, true) => UiMode::Bar,
-        (false, false) => UiMode::Plain,
-    };
-    Display::new(mode, total, unit, Box::new(std::io::stderr()))
-}
-
 /// Prints a summary (JSON on one line, or text) on stdout.
 fn print_summary<T: serde::Serialize>(json: bool, value: &T, text: impl FnOnce() -> String) {
     if json {
@@ -591,7 +580,7 @@ async fn sim_engine(
         // A harness releases the held viewers by closing our stdin.
         sim::cancel_at_eof(std::io::stdin(), stop.clone());
     }
-    let mut ui = display(e.json, n, "viewers");
+    let mut ui = Display::stderr(e.json, n, "viewers");
     let summary = sim::run_viewers(run, &mut ui, stop).await?;
     drop(ui);
     print_summary(e.json, &summary, || summary.text());
@@ -612,7 +601,7 @@ async fn sim_http(a: SimHttpArgs) -> Result<()> {
         new_connection: a.new_connection,
         timeout: secs("--timeout", a.timeout)?,
     };
-    let mut ui = display(a.json, a.count, "requests");
+    let mut ui = Display::stderr(a.json, a.count, "requests");
     let summary = sim::http::run_http(run, &mut ui, stop_on_signal()).await?;
     drop(ui);
     print_summary(a.json, &summary, || summary.text());

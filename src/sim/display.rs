@@ -70,6 +70,18 @@ impl Display {
         }
     }
 
+    /// The display a command line wants on stderr: JSON lines with `json`, else a bar on a
+    /// terminal and plain lines otherwise.
+    pub fn stderr(json: bool, total: u64, unit: &'static str) -> Self {
+        use std::io::IsTerminal;
+        let mode = match (json, std::io::stderr().is_terminal()) {
+            (true, _) => UiMode::Json,
+            (false, true) => UiMode::Bar,
+            (false, false) => UiMode::Plain,
+        };
+        Display::new(mode, total, unit, Box::new(std::io::stderr()))
+    }
+
     fn rate_of(&mut self, count: u64) -> f64 {
         let (at, before) = self.rate_mark;
         let dt = at.elapsed();
