@@ -9,7 +9,8 @@
 //!
 //! `model` is plain data, `state` the rules of a match, `wire` the encodings, `store` the durable
 //! log, `hub` the fan-out, `transport` the viewer listeners, `api` the HTTP routes, `server` the
-//! wiring and lifecycle, `matchfile` and `replay` the replaying watcher.
+//! wiring and lifecycle, `matchfile` and `replay` the replaying watcher, `sim` the load simulator
+//! (its viewer doubles as a test client).
 
 pub mod api;
 pub mod config;
@@ -21,6 +22,7 @@ pub mod matchfile;
 pub mod model;
 pub mod replay;
 pub mod server;
+pub mod sim;
 pub mod state;
 pub mod store;
 pub mod transport;

@@ -7,5 +7,6 @@ mod fanout;
 mod golden;
 mod lifecycle;
 mod resume;
+mod sim;
 mod support;
 mod viewers;

@@ -1,0 +1,267 @@
+//! What the parent tells a worker process (the [`Job`], one JSON line on its stdin) and what the
+//! worker answers (progress and final [`WorkerMsg`] lines on its stdout), plus the `--mix` of
+//! interaction paths and how it is split between workers.
+
+use serde::{Deserialize, Serialize};
+
+use super::report::WorkerReport;
+use super::{PathKind, Protocol, SimError};
+
+/// What the viewers connect to.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Target {
+    /// MatchStream viewers of one match. With `viewers` empty, each connect asks
+    /// `<server>/1/checkin` for a port, like a real client; otherwise they take turns.
+    Matchstream { server: String, match_id: String, protocol: Protocol, viewers: Vec<String> },
+    /// Redis pub/sub subscribers of one channel at `addr` (`host:port`).
+    Redis { addr: String, channel: String },
+}
+
+impl Target {
+    /// The name of the system under test, for summaries.
+    pub fn system(&self) -> &'static str {
+        match self {
+            Target::Matchstream { .. } => "matchstream",
+            Target::Redis { .. } => "redis",
+        }
+    }
+
+    /// The protocol spoken, for summaries.
+    pub fn protocol(&self) -> &'static str {
+        match self {
+            Target::Matchstream { protocol, .. } => protocol.as_str(),
+            Target::Redis { .. } => "resp",
+        }
+    }
+}
+
+/// How the interaction paths behave (the knobs of `--mix`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Behaviour {
+    /// `late` viewers connect after a random delay up to this (ms).
+    pub late_within_ms: u64,
+    /// `leave` and `reconnect` viewers act after a random number of events, 1 up to this.
+    pub act_after_max_events: u64,
+    /// `slow` viewers sleep this long (ms) between small reads.
+    pub slow_read_ms: u64,
+    /// TCP connect, connect line and first byte must take less than this (ms); `/1/checkin`
+    /// too.
+    pub connect_timeout_ms: u64,
+}
+
+impl Default for Behaviour {
+    fn default() -> Self {
+        Behaviour {
+            late_within_ms: 2_000,
+            act_after_max_events: 20,
+            slow_read_ms: 20,
+            connect_timeout_ms: 10_000,
+        }
+    }
+}
+
+/// Percentages of viewers per path (`--mix watch=70,late=10,...`), adding up to 100.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Mix {
+    pub percent: [u32; 5],
+}
+
+impl Default for Mix {
+    fn default() -> Self {
+        Mix { percent: [100, 0, 0, 0, 0] }
+    }
+}
+
+impl std::str::FromStr for Mix {
+    type Err = String;
+    /// `watch=70,late=10,leave=10,reconnect=5,slow=5`; paths left out get 0.
+    fn from_str(s: &str) -> Result<Mix, String> {
+        let mut percent = [0u32; 5];
+        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (name, value) =
+                part.split_once('=').ok_or_else(|| format!("{part:?}: expected path=percent"))?;
+            let i =
+                PathKind::ALL.iter().position(|p| p.as_str() == name.trim()).ok_or_else(|| {
+                    format!("unknown path {name:?} (watch, late, leave, reconnect, slow)")
+                })?;
+            percent[i] = value.trim().parse().map_err(|_| format!("{part:?}: not a percentage"))?;
+        }
+        let total: u32 = percent.iter().sum();
+        if total != 100 {
+            return Err(format!("the mix adds up to {total}, not 100"));
+        }
+        Ok(Mix { percent })
+    }
+}
+
+impl Mix {
+    pub fn get(&self, p: PathKind) -> u32 {
+        self.percent[p as usize]
+    }
+
+    /// How many of `n` viewers take each path: each path its share rounded down, the rest
+    /// watch.
+    pub fn counts(&self, n: u64) -> PathCounts {
+        let mut c = [0u64; 5];
+        for (i, pct) in self.percent.iter().enumerate().skip(1) {
+            c[i] = n * u64::from(*pct) / 100;
+        }
+        c[0] = n - c[1..].iter().sum::<u64>();
+        PathCounts(c)
+    }
+}
+
+/// Viewers per path, indexed like [`PathKind::ALL`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PathCounts(pub [u64; 5]);
+
+impl PathCounts {
+    pub fn total(&self) -> u64 {
+        self.0.iter().sum()
+    }
+
+    /// Splits these counts between `w` workers as evenly as possible, path by path.
+    pub fn split(&self, w: usize) -> Vec<PathCounts> {
+        let mut out = vec![PathCounts::default(); w.max(1)];
+        let mut turn = 0;
+        for (p, &count) in self.0.iter().enumerate() {
+            let base = count / out.len() as u64;
+            let mut extra = count % out.len() as u64;
+            for share in out.iter_mut() {
+                share.0[p] = base;
+            }
+            // The remainders go round-robin across paths, so no worker gets all of them.
+            while extra > 0 {
+                out[turn % w.max(1)].0[p] += 1;
+                turn += 1;
+                extra -= 1;
+            }
+        }
+        out
+    }
+}
+
+/// One worker's share of a run.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Job {
+    /// This worker's number, 0-based.
+    pub worker: usize,
+    pub target: Target,
+    /// Global number of this worker's first viewer (user ids are `sim<number>`).
+    pub first_viewer: u64,
+    pub paths: PathCounts,
+    /// Viewers of this worker connecting at once.
+    pub concurrency: usize,
+    pub behaviour: Behaviour,
+    /// Viewers stay until told to stop, and then count as complete.
+    pub hold: bool,
+    /// Viewers still running after this long (ms) stop and count as incomplete (or, holding,
+    /// complete).
+    pub duration_limit_ms: Option<u64>,
+    /// Seeds this worker's random choices (delays, when to leave), for repeatable runs.
+    pub seed: u64,
+}
+
+impl Job {
+    /// Checks what would make the run meaningless.
+    pub fn validate(&self) -> Result<(), SimError> {
+        let usage = |s: &str| Err(SimError::Usage(s.to_owned()));
+        if self.concurrency == 0 {
+            return usage("-c must be at least 1");
+        }
+        let reconnecting = self.paths.0[PathKind::Reconnect as usize] > 0;
+        match &self.target {
+            Target::Matchstream { protocol: Protocol::V1, .. } if reconnecting => {
+                usage("--mix reconnect needs --protocol v2 (v1 cannot resume with FROM)")
+            }
+            Target::Redis { .. } if self.paths.0[0] != self.paths.total() => {
+                usage("Redis subscribers only watch: leave out --mix")
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// A line a worker writes on its stdout.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum WorkerMsg {
+    /// Counters so far, every ~200 ms and as soon as all its viewers are connected.
+    Progress(Counters),
+    /// Everything, once its viewers are done.
+    Final(Box<WorkerReport>),
+}
+
+/// Running counters of one worker (or, added up, of the run).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counters {
+    /// Viewers whose first connect attempt began.
+    pub started: u64,
+    /// Viewers connected right now.
+    pub connected: u64,
+    /// Viewers that were connected at least once.
+    pub ever_connected: u64,
+    pub complete: u64,
+    pub failed: u64,
+    /// Events received, by every viewer.
+    pub deliveries: u64,
+}
+
+impl Counters {
+    pub fn add(&mut self, o: &Counters) {
+        self.started += o.started;
+        self.connected += o.connected;
+        self.ever_connected += o.ever_connected;
+        self.complete += o.complete;
+        self.failed += o.failed;
+        self.deliveries += o.deliveries;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mixes_parse_and_split_exactly() {
+        let m: Mix = "watch=70,late=10,leave=10,reconnect=5,slow=5".parse().unwrap();
+        assert_eq!(m.get(PathKind::Reconnect), 5);
+        assert!("watch=70".parse::<Mix>().unwrap_err().contains("70"));
+        assert!("watch=90,jump=10".parse::<Mix>().is_err());
+        assert_eq!("leave=100".parse::<Mix>().unwrap().percent, [0, 0, 100, 0, 0]);
+        let c = m.counts(1001);
+        assert_eq!(c.0, [701, 100, 100, 50, 50]);
+        let shares = c.split(3);
+        assert_eq!(shares.len(), 3);
+        for p in 0..5 {
+            assert_eq!(shares.iter().map(|s| s.0[p]).sum::<u64>(), c.0[p]);
+        }
+        let totals: Vec<u64> = shares.iter().map(PathCounts::total).collect();
+        assert!(totals.iter().max().unwrap() - totals.iter().min().unwrap() <= 1, "{totals:?}");
+    }
+
+    #[test]
+    fn jobs_travel_as_json_and_refuse_v1_reconnects() {
+        let job = Job {
+            worker: 1,
+            target: Target::Matchstream {
+                server: "http://127.0.0.1:1".into(),
+                match_id: "elp-tig-2011-09-10".into(),
+                protocol: Protocol::V1,
+                viewers: vec![],
+            },
+            first_viewer: 10,
+            paths: PathCounts([1, 0, 0, 1, 0]),
+            concurrency: 4,
+            behaviour: Behaviour::default(),
+            hold: false,
+            duration_limit_ms: Some(5),
+            seed: 7,
+        };
+        let back: Job = serde_json::from_str(&serde_json::to_string(&job).unwrap()).unwrap();
+        assert_eq!(back.paths, job.paths);
+        assert!(matches!(back.target, Target::Matchstream { protocol: Protocol::V1, .. }));
+        assert!(job.validate().is_err());
+    }
+}

@@ -1,0 +1,456 @@
+//! Counting and summing up: histograms (hdrhistogram, shipped between processes as
+//! `(value, count)` pairs), failures by cause, tallies per path, each worker's final report and
+//! the run's [`Summary`] (serialized for `--json`, or [`Summary::text`] for a person).
+
+use std::collections::BTreeMap;
+
+use hdrhistogram::Histogram;
+use serde::{Deserialize, Serialize, Serializer};
+
+use super::job::Counters;
+use super::{Cause, PathKind};
+
+/// Highest value a histogram keeps exactly enough (an hour in microseconds); above it values
+/// are clamped, which only a broken run reaches.
+const HIST_HIGH: u64 = 3_600_000_000;
+
+/// A histogram with 3 significant digits.
+#[derive(Clone, Debug)]
+pub struct Hist(Histogram<u64>);
+
+impl Default for Hist {
+    fn default() -> Self {
+        // Constant bounds that hdrhistogram accepts (low >= 1, high >= 2 * low, sigfig <= 5).
+        Hist(Histogram::new_with_bounds(1, HIST_HIGH, 3).expect("constant histogram bounds"))
+    }
+}
+
+impl Hist {
+    pub fn record(&mut self, v: u64) {
+        self.0.saturating_record(v);
+    }
+
+    pub fn len(&self) -> u64 {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The recorded values as `(value, count)` pairs: compact, and exact to the histogram's
+    /// precision when recorded into another histogram of the same shape.
+    pub fn pairs(&self) -> Vec<(u64, u64)> {
+        self.0.iter_recorded().map(|v| (v.value_iterated_to(), v.count_at_value())).collect()
+    }
+
+    pub fn add_pairs(&mut self, pairs: &[(u64, u64)]) {
+        for &(v, n) in pairs {
+            let _ = self.0.record_n(v.min(HIST_HIGH), n);
+        }
+    }
+
+    /// p50/p90/p99/p99.9/max, each divided by `per_ms` (1000 for microseconds).
+    pub fn percentiles(&self, per_ms: f64) -> Percentiles {
+        if self.0.is_empty() {
+            return Percentiles::default();
+        }
+        let q = |q: f64| round3(self.0.value_at_quantile(q) as f64 / per_ms);
+        Percentiles {
+            count: self.0.len(),
+            mean: round3(self.0.mean() / per_ms),
+            p50: q(0.5),
+            p90: q(0.9),
+            p99: q(0.99),
+            p999: q(0.999),
+            max: round3(self.0.max() as f64 / per_ms),
+        }
+    }
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+/// Percentiles in milliseconds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Percentiles {
+    pub count: u64,
+    pub mean: f64,
+    pub p50: f64,
+    pub p90: f64,
+    pub p99: f64,
+    pub p999: f64,
+    pub max: f64,
+}
+
+/// Failures per cause; serialized as a map with every cause, in [`Cause::ALL`] order.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(from = "BTreeMap<String, u64>")]
+pub struct CauseCounts([u64; Cause::ALL.len()]);
+
+impl CauseCounts {
+    pub fn add(&mut self, cause: Cause, n: u64) {
+        self.0[cause as usize] += n;
+    }
+
+    pub fn get(&self, cause: Cause) -> u64 {
+        self.0[cause as usize]
+    }
+
+    pub fn total(&self) -> u64 {
+        self.0.iter().sum()
+    }
+}
+
+impl From<BTreeMap<String, u64>> for CauseCounts {
+    fn from(m: BTreeMap<String, u64>) -> Self {
+        let mut c = CauseCounts::default();
+        for cause in Cause::ALL {
+            c.add(cause, m.get(cause.as_str()).copied().unwrap_or(0));
+        }
+        c
+    }
+}
+
+impl Serialize for CauseCounts {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(Cause::ALL.iter().map(|c| (c.as_str(), self.get(*c))))
+    }
+}
+
+/// How the viewers of one path fared.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PathTally {
+    pub viewers: u64,
+    pub complete: u64,
+    pub failed: u64,
+}
+
+/// Tallies per path; serialized as a map from path name, in [`PathKind::ALL`] order.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(from = "BTreeMap<String, PathTally>")]
+pub struct PathTallies(pub [PathTally; 5]);
+
+impl From<BTreeMap<String, PathTally>> for PathTallies {
+    fn from(m: BTreeMap<String, PathTally>) -> Self {
+        let mut t = PathTallies::default();
+        for p in PathKind::ALL {
+            t.0[p as usize] = m.get(p.as_str()).copied().unwrap_or_default();
+        }
+        t
+    }
+}
+
+impl Serialize for PathTallies {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(PathKind::ALL.iter().map(|p| (p.as_str(), self.0[*p as usize])))
+    }
+}
+
+impl PathTallies {
+    fn add(&mut self, o: &PathTallies) {
+        for (a, b) in self.0.iter_mut().zip(o.0.iter()) {
+            a.viewers += b.viewers;
+            a.complete += b.complete;
+            a.failed += b.failed;
+        }
+    }
+}
+
+/// Most failure descriptions a worker keeps, to show what went wrong without flooding.
+pub const MAX_SAMPLES: usize = 10;
+
+/// Everything one worker measured.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct WorkerReport {
+    pub worker: usize,
+    pub counters: Counters,
+    pub failures: CauseCounts,
+    pub paths: PathTallies,
+    /// Connections made, reconnects included.
+    pub connects: u64,
+    /// Connect times in microseconds (TCP connect + line sent to first byte).
+    pub connect_us: Vec<(u64, u64)>,
+    /// Delivery latencies in milliseconds (receive time minus the event's time).
+    pub latency_ms: Vec<(u64, u64)>,
+    /// Unix ms bounds of the connects and of the deliveries, to compute rates across workers.
+    pub first_connect_start_ms: Option<i64>,
+    pub last_connect_done_ms: Option<i64>,
+    pub first_delivery_ms: Option<i64>,
+    pub last_delivery_ms: Option<i64>,
+    /// The run was stopped (duration limit or told to) before every viewer was done.
+    pub stopped: bool,
+    pub samples: Vec<String>,
+}
+
+/// What describes a run besides its measurements.
+#[derive(Clone, Debug)]
+pub struct RunInfo {
+    pub system: &'static str,
+    pub protocol: &'static str,
+    pub viewers: u64,
+    pub workers: usize,
+    pub concurrency: usize,
+    pub hold: bool,
+    pub latency_resolution_ms: u64,
+    pub elapsed_ms: u64,
+    pub all_connected_after_ms: Option<u64>,
+}
+
+/// The result of a viewer (or subscriber) run: the JSON object of `--json`.
+#[derive(Clone, Debug, Serialize)]
+pub struct Summary {
+    /// `matchstream` or `redis`.
+    pub system: &'static str,
+    /// `v1`, `v2` or `resp`.
+    pub protocol: &'static str,
+    pub viewers: u64,
+    pub workers: usize,
+    pub concurrency: usize,
+    pub hold: bool,
+    pub complete: u64,
+    pub failed: u64,
+    pub failures: CauseCounts,
+    pub paths: PathTallies,
+    pub connects: u64,
+    pub connect_ms: Percentiles,
+    pub latency_ms: Percentiles,
+    /// 1000 for v1, whose header time has one-second resolution (use v2 for latency).
+    pub latency_resolution_ms: u64,
+    pub deliveries: u64,
+    /// Deliveries over the time from the first to the last delivery.
+    pub deliveries_per_s: f64,
+    /// Connects over the time from the first connect start to the last connect done.
+    pub connects_per_s: f64,
+    /// When every viewer was connected at once, ms after the start (if it happened).
+    pub all_connected_after_ms: Option<u64>,
+    pub elapsed_ms: u64,
+    /// The run was stopped (duration limit, signal, end of hold) before every viewer was done.
+    pub stopped: bool,
+    pub failure_samples: Vec<String>,
+}
+
+impl Summary {
+    /// Adds up the workers' reports. `lost` are the viewer counts of workers that died
+    /// without one; they count as failed.
+    pub fn build(info: RunInfo, reports: &[WorkerReport], lost: &[(usize, u64)]) -> Summary {
+        let (mut connect, mut latency) = (Hist::default(), Hist::default());
+        let mut failures = CauseCounts::default();
+        let mut paths = PathTallies::default();
+        let mut counters = Counters::default();
+        let mut samples = Vec::new();
+        let (mut connects, mut stopped) = (0, false);
+        let span = |f: fn(&WorkerReport) -> Option<i64>, min: bool| {
+            let it = reports.iter().filter_map(f);
+            if min {
+                it.min()
+            } else {
+                it.max()
+            }
+        };
+        for r in reports {
+            connect.add_pairs(&r.connect_us);
+            latency.add_pairs(&r.latency_ms);
+            failures.add_all(&r.failures);
+            paths.add(&r.paths);
+            counters.add(&r.counters);
+            connects += r.connects;
+            stopped |= r.stopped;
+            samples.extend(
+                r.samples.iter().take(MAX_SAMPLES - samples.len().min(MAX_SAMPLES)).cloned(),
+            );
+        }
+        for &(worker, n) in lost {
+            failures.add(Cause::WorkerLost, n);
+            samples.push(format!("worker {worker} died without a report ({n} viewers)"));
+        }
+        samples.truncate(MAX_SAMPLES);
+        let per_s = |n: u64, from: Option<i64>, to: Option<i64>| match (from, to) {
+            (Some(a), Some(b)) if n > 0 => n as f64 / ((b - a).max(1) as f64 / 1000.0),
+            _ => 0.0,
+        };
+        let deliveries_per_s = per_s(
+            counters.deliveries,
+            span(|r| r.first_delivery_ms, true),
+            span(|r| r.last_delivery_ms, false),
+        );
+        let connects_per_s = per_s(
+            connects,
+            span(|r| r.first_connect_start_ms, true),
+            span(|r| r.last_connect_done_ms, false),
+        );
+        Summary {
+            system: info.system,
+            protocol: info.protocol,
+            viewers: info.viewers,
+            workers: info.workers,
+            concurrency: info.concurrency,
+            hold: info.hold,
+            complete: counters.complete,
+            failed: failures.total(),
+            failures,
+            paths,
+            connects,
+            connect_ms: connect.percentiles(1000.0),
+            latency_ms: latency.percentiles(1.0),
+            latency_resolution_ms: info.latency_resolution_ms,
+            deliveries: counters.deliveries,
+            deliveries_per_s: round3(deliveries_per_s),
+            connects_per_s: round3(connects_per_s),
+            all_connected_after_ms: info.all_connected_after_ms,
+            elapsed_ms: info.elapsed_ms,
+            stopped,
+            failure_samples: samples,
+        }
+    }
+
+    /// The summary for a person, a few lines.
+    pub fn text(&self) -> String {
+        let mut out = format!(
+            "{} {}: {} viewers over {} worker(s), {} connecting at once{}: {} complete, {} failed\n",
+            self.system,
+            self.protocol,
+            self.viewers,
+            self.workers,
+            self.concurrency,
+            if self.hold { ", holding" } else { "" },
+            self.complete,
+            self.failed
+        );
+        let causes: Vec<String> = Cause::ALL
+            .iter()
+            .filter(|c| self.failures.get(**c) > 0)
+            .map(|c| format!("{} {}", c.as_str(), self.failures.get(*c)))
+            .collect();
+        if !causes.is_empty() {
+            out += &format!("  failed by cause: {}\n", causes.join(", "));
+        }
+        let paths: Vec<String> = PathKind::ALL
+            .iter()
+            .map(|p| (p, self.paths.0[*p as usize]))
+            .filter(|(_, t)| t.viewers > 0)
+            .map(|(p, t)| format!("{} {}/{}", p.as_str(), t.complete, t.viewers))
+            .collect();
+        out += &format!("  complete per path: {}\n", paths.join(", "));
+        let pct = |p: &Percentiles| {
+            format!("p50 {} p90 {} p99 {} p99.9 {} max {}", p.p50, p.p90, p.p99, p.p999, p.max)
+        };
+        out += &format!(
+            "  connect ms: {} ({} connects, {:.0}/s)\n",
+            pct(&self.connect_ms),
+            self.connects,
+            self.connects_per_s
+        );
+        out += &format!(
+            "  latency ms: {} ({} deliveries, {:.0}/s){}\n",
+            pct(&self.latency_ms),
+            self.deliveries,
+            self.deliveries_per_s,
+            if self.latency_resolution_ms > 1 {
+                " [v1 header times have 1 s resolution: use v2 to measure latency]"
+            } else {
+                ""
+            }
+        );
+        if self.stopped {
+            out += "  stopped before every viewer was done\n";
+        }
+        for s in &self.failure_samples {
+            out += &format!("  e.g. {s}\n");
+        }
+        out
+    }
+}
+
+impl CauseCounts {
+    fn add_all(&mut self, o: &CauseCounts) {
+        for (a, b) in self.0.iter_mut().zip(o.0.iter()) {
+            *a += b;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_of_a_known_distribution() {
+        let mut h = Hist::default();
+        for v in 1..=1000u64 {
+            h.record(v * 1000); // 1..1000 ms in microseconds
+        }
+        let p = h.percentiles(1000.0);
+        assert_eq!(p.count, 1000);
+        assert!((p.p50 - 500.0).abs() <= 1.0, "{p:?}");
+        assert!((p.p90 - 900.0).abs() <= 1.0, "{p:?}");
+        assert!((p.p99 - 990.0).abs() <= 1.0, "{p:?}");
+        assert!((p.p999 - 999.0).abs() <= 1.0, "{p:?}");
+        assert!((p.max - 1000.0).abs() <= 1.0, "{p:?}");
+        assert_eq!(Hist::default().percentiles(1.0), Percentiles::default());
+    }
+
+    #[test]
+    fn histograms_shipped_as_pairs_merge_like_one() {
+        let (mut a, mut b, mut both) = (Hist::default(), Hist::default(), Hist::default());
+        for v in 0..5000u64 {
+            let x = v * 37 % 20_000;
+            if v % 3 == 0 {
+                a.record(x)
+            } else {
+                b.record(x)
+            }
+            both.record(x);
+        }
+        let mut merged = Hist::default();
+        merged.add_pairs(&a.pairs());
+        merged.add_pairs(&b.pairs());
+        assert_eq!(merged.percentiles(1.0), both.percentiles(1.0));
+        assert_eq!(merged.len(), 5000);
+    }
+
+    #[test]
+    fn reports_add_up_with_rates_over_their_windows() {
+        let mut r1 = WorkerReport { worker: 0, ..Default::default() };
+        r1.counters.complete = 9;
+        r1.counters.deliveries = 1000;
+        r1.failures.add(Cause::Duplicate, 1);
+        r1.paths.0[0] = PathTally { viewers: 10, complete: 9, failed: 1 };
+        r1.connects = 10;
+        r1.first_connect_start_ms = Some(1000);
+        r1.last_connect_done_ms = Some(1500);
+        r1.first_delivery_ms = Some(2000);
+        r1.last_delivery_ms = Some(2500);
+        r1.samples = vec!["viewer 3: duplicate: seq 4 again".into()];
+        let mut r2 = r1.clone();
+        r2.worker = 1;
+        r2.last_connect_done_ms = Some(2000);
+        r2.last_delivery_ms = Some(3000);
+        let info = RunInfo {
+            system: "matchstream",
+            protocol: "v2",
+            viewers: 25,
+            workers: 3,
+            concurrency: 8,
+            hold: false,
+            latency_resolution_ms: 1,
+            elapsed_ms: 4000,
+            all_connected_after_ms: None,
+        };
+        let s = Summary::build(info, &[r1, r2], &[(2, 5)]);
+        assert_eq!(s.complete, 18);
+        assert_eq!(s.failed, 2 + 5);
+        assert_eq!(s.failures.get(Cause::WorkerLost), 5);
+        assert_eq!(s.paths.0[0].viewers, 20);
+        assert_eq!(s.connects_per_s, 20.0); // 20 connects over 1 s
+        assert_eq!(s.deliveries_per_s, 2000.0); // 2000 deliveries over 1 s
+        let json = serde_json::to_value(&s).unwrap();
+        assert_eq!(json["failures"]["duplicate"], 2);
+        assert_eq!(json["failures"]["refused"], 0);
+        assert_eq!(json["paths"]["watch"]["complete"], 18);
+        assert!(s.text().contains("duplicate 2, worker_lost 5"), "{}", s.text());
+        let back: CauseCounts = serde_json::from_value(json["failures"].clone()).unwrap();
+        assert_eq!(back, s.failures);
+    }
+}

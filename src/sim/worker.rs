@@ -1,0 +1,281 @@
+//! A worker process (`matchstream sim-worker`): reads its [`Job`] as one JSON line, runs its
+//! share of the viewers, writes progress counters every ~200 ms and a final report as JSON lines,
+//! and stops its viewers early when its input closes (the parent is done with it, or died) or
+//! its duration limit expires. It never prints anything else on its output.
+
+use std::io::BufRead;
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::sync::{Notify, Semaphore};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::job::{Counters, Job, WorkerMsg};
+use super::report::{Hist, WorkerReport, MAX_SAMPLES};
+use super::viewer::{self, Outcome, Spec};
+use super::{Cause, PathKind, SimError, Violation};
+
+/// How often a worker reports its counters.
+pub const PROGRESS_EVERY: Duration = Duration::from_millis(200);
+/// Longest job line accepted.
+const MAX_JOB_LINE: u64 = 1 << 20;
+
+/// What every viewer of a worker shares: the job, the connect slots, the counters and the
+/// histograms.
+pub(crate) struct Shared {
+    pub job: Job,
+    /// Viewers of this worker.
+    pub viewers: u64,
+    /// Connect slots: a viewer holds one only while it connects.
+    pub slots: Semaphore,
+    pub stop: CancellationToken,
+    /// For `/1/checkin`.
+    pub http: reqwest::Client,
+    /// Round-robin over `--viewers`.
+    pub next_addr: AtomicUsize,
+    pub started: AtomicU64,
+    pub connected: AtomicU64,
+    pub ever_connected: AtomicU64,
+    pub deliveries: AtomicU64,
+    pub connects: AtomicU64,
+    pub first_connect_start_ms: AtomicI64,
+    pub last_connect_done_ms: AtomicI64,
+    pub first_delivery_ms: AtomicI64,
+    pub last_delivery_ms: AtomicI64,
+    /// Connect times (µs) and delivery latencies (ms).
+    pub connect_time: Mutex<Hist>,
+    pub latency: Mutex<Hist>,
+    /// Woken when every viewer of this worker is connected at once.
+    pub all_connected: Notify,
+}
+
+/// Reads the job from `input` (one line), then watches `input` for its end, which stops the
+/// viewers; writes the worker's JSON lines to `output`.
+pub async fn serve<R, W>(input: R, mut output: W) -> Result<(), SimError>
+where
+    R: std::io::Read + Send + 'static,
+    W: AsyncWrite + Unpin,
+{
+    let stop = CancellationToken::new();
+    let (line, reader) = tokio::task::spawn_blocking(move || {
+        let mut reader = std::io::BufReader::new(input);
+        let mut line = String::new();
+        let read = std::io::Read::take(&mut reader, MAX_JOB_LINE).read_line(&mut line);
+        read.map(|_| (line, reader))
+    })
+    .await
+    .map_err(|e| SimError::BadJob(e.to_string()))?
+    .map_err(|e| SimError::BadJob(e.to_string()))?;
+    // Whatever follows the job is ignored; its end means "stop now".
+    super::cancel_at_eof(reader, stop.clone());
+    let job: Job = serde_json::from_str(&line).map_err(|e| SimError::BadJob(e.to_string()))?;
+    run(job, stop, &mut output).await
+}
+
+/// Runs a job's viewers until they are all done or `stop` is cancelled, writing progress and
+/// the final report to `out`.
+pub async fn run<W: AsyncWrite + Unpin>(
+    job: Job,
+    stop: CancellationToken,
+    out: &mut W,
+) -> Result<(), SimError> {
+    job.validate()?;
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(job.concurrency)
+        .build()
+        .map_err(|e| SimError::Usage(format!("cannot build the HTTP client: {e}")))?;
+    if let Some(ms) = job.duration_limit_ms {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(ms)) => stop.cancel(),
+                _ = stop.cancelled() => {}
+            }
+        });
+    }
+    let specs = plan(&job);
+    let sh = Arc::new(Shared {
+        viewers: job.paths.total(),
+        slots: Semaphore::new(job.concurrency),
+        stop,
+        http,
+        next_addr: AtomicUsize::new(job.worker),
+        started: AtomicU64::new(0),
+        connected: AtomicU64::new(0),
+        ever_connected: AtomicU64::new(0),
+        deliveries: AtomicU64::new(0),
+        connects: AtomicU64::new(0),
+        first_connect_start_ms: AtomicI64::new(i64::MAX),
+        last_connect_done_ms: AtomicI64::new(i64::MIN),
+        first_delivery_ms: AtomicI64::new(i64::MAX),
+        last_delivery_ms: AtomicI64::new(i64::MIN),
+        connect_time: Mutex::new(Hist::default()),
+        latency: Mutex::new(Hist::default()),
+        all_connected: Notify::new(),
+        job,
+    });
+    let mut report = WorkerReport { worker: sh.job.worker, ..Default::default() };
+    let mut set = JoinSet::new();
+    for spec in specs {
+        let sh = sh.clone();
+        set.spawn(async move { (spec, viewer::run(&sh, spec).await) });
+    }
+    let mut tick = tokio::time::interval(PROGRESS_EVERY);
+    let mut told_all_connected = false;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => write(out, &WorkerMsg::Progress(counters(&sh, &report))).await?,
+            _ = sh.all_connected.notified(), if !told_all_connected => {
+                told_all_connected = true;
+                write(out, &WorkerMsg::Progress(counters(&sh, &report))).await?;
+            }
+            joined = set.join_next() => match joined {
+                None => break,
+                Some(Ok((spec, outcome))) => tally(&mut report, &sh, spec, outcome),
+                Some(Err(e)) => {
+                    // A viewer task that panicked: a bug of the simulator, counted, not hidden.
+                    report.failures.add(Cause::Io, 1);
+                    report.counters.failed += 1;
+                    report.samples.push(format!("a viewer task failed: {e}"));
+                }
+            },
+        }
+    }
+    finish(&mut report, &sh);
+    write(out, &WorkerMsg::Final(Box::new(report))).await?;
+    Ok(())
+}
+
+/// Every viewer of the job, its path and its random choices, in a shuffled order so that the
+/// paths are spread over the run.
+fn plan(job: &Job) -> Vec<Spec> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(job.seed ^ ((job.worker as u64) << 32));
+    let mut paths: Vec<PathKind> = PathKind::ALL
+        .iter()
+        .flat_map(|p| std::iter::repeat_n(*p, job.paths.0[*p as usize] as usize))
+        .collect();
+    paths.shuffle(&mut rng);
+    let b = &job.behaviour;
+    paths
+        .into_iter()
+        .enumerate()
+        .map(|(i, path)| Spec {
+            id: job.first_viewer + i as u64,
+            path,
+            delay_ms: if path == PathKind::Late {
+                rng.random_range(0..=b.late_within_ms)
+            } else {
+                0
+            },
+            act_after: rng.random_range(1..=b.act_after_max_events.max(1)),
+        })
+        .collect()
+}
+
+fn tally(report: &mut WorkerReport, sh: &Shared, spec: Spec, outcome: Outcome) {
+    let path = &mut report.paths.0[spec.path as usize];
+    path.viewers += 1;
+    let failure = match outcome {
+        Outcome::Complete => None,
+        // Holding viewers are meant to be stopped while connected: that is their success.
+        Outcome::Stopped { connected: true } if sh.job.hold => {
+            report.stopped = true;
+            None
+        }
+        Outcome::Stopped { connected } => {
+            report.stopped = true;
+            let doing = if connected { "watching" } else { "connecting" };
+            Some(Violation::new(Cause::Incomplete, format!("still {doing} when the run stopped")))
+        }
+        Outcome::Failed(v) => Some(v),
+    };
+    match failure {
+        None => {
+            path.complete += 1;
+            report.counters.complete += 1;
+        }
+        Some(v) => {
+            path.failed += 1;
+            report.counters.failed += 1;
+            report.failures.add(v.cause, 1);
+            if report.samples.len() < MAX_SAMPLES {
+                report.samples.push(format!("viewer {} ({}): {v}", spec.id, spec.path.as_str()));
+            }
+        }
+    }
+}
+
+/// The live counters, with the outcomes tallied so far.
+fn counters(sh: &Shared, report: &WorkerReport) -> Counters {
+    Counters {
+        started: sh.started.load(Ordering::Relaxed),
+        connected: sh.connected.load(Ordering::Relaxed),
+        ever_connected: sh.ever_connected.load(Ordering::Relaxed),
+        complete: report.counters.complete,
+        failed: report.counters.failed,
+        deliveries: sh.deliveries.load(Ordering::Relaxed),
+    }
+}
+
+fn finish(report: &mut WorkerReport, sh: &Shared) {
+    report.counters = counters(sh, report);
+    report.connects = sh.connects.load(Ordering::Relaxed);
+    let some = |v: i64| (v != i64::MAX && v != i64::MIN).then_some(v);
+    report.first_connect_start_ms = some(sh.first_connect_start_ms.load(Ordering::Relaxed));
+    report.last_connect_done_ms = some(sh.last_connect_done_ms.load(Ordering::Relaxed));
+    report.first_delivery_ms = some(sh.first_delivery_ms.load(Ordering::Relaxed));
+    report.last_delivery_ms = some(sh.last_delivery_ms.load(Ordering::Relaxed));
+    report.connect_us = sh.connect_time.lock().unwrap_or_else(|p| p.into_inner()).pairs();
+    report.latency_ms = sh.latency.lock().unwrap_or_else(|p| p.into_inner()).pairs();
+}
+
+async fn write<W: AsyncWrite + Unpin>(out: &mut W, msg: &WorkerMsg) -> Result<(), SimError> {
+    let mut line = serde_json::to_vec(msg).map_err(|e| SimError::Io(e.into()))?;
+    line.push(b'\n');
+    out.write_all(&line).await?;
+    out.flush().await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::job::{Behaviour, Mix, Target};
+    use super::*;
+
+    #[test]
+    fn a_plan_has_every_path_its_count_and_random_choices_in_range() {
+        let job = Job {
+            worker: 0,
+            target: Target::Redis { addr: "127.0.0.1:1".into(), channel: "c".into() },
+            first_viewer: 100,
+            paths: "watch=40,late=20,leave=20,reconnect=10,slow=10"
+                .parse::<Mix>()
+                .unwrap()
+                .counts(50),
+            concurrency: 1,
+            behaviour: Behaviour {
+                late_within_ms: 300,
+                act_after_max_events: 5,
+                ..Behaviour::default()
+            },
+            hold: false,
+            duration_limit_ms: None,
+            seed: 3,
+        };
+        let plan = plan(&job);
+        assert_eq!(plan.len(), 50);
+        let ids: std::collections::BTreeSet<u64> = plan.iter().map(|s| s.id).collect();
+        assert_eq!(ids, (100..150).collect());
+        assert_eq!(plan.iter().filter(|s| s.path == PathKind::Late).count(), 10);
+        assert!(plan.iter().all(|s| (1..=5).contains(&s.act_after)));
+        assert!(plan.iter().filter(|s| s.path == PathKind::Late).all(|s| s.delay_ms <= 300));
+        assert!(plan.iter().filter(|s| s.path != PathKind::Late).all(|s| s.delay_ms == 0));
+        // Same seed, same plan.
+        assert_eq!(format!("{:?}", plan), format!("{:?}", super::plan(&job)));
+    }
+}
