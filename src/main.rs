@@ -124,7 +124,8 @@ enum SimCommand {
     Http(SimHttpArgs),
     /// The benchmark's watcher: publishes comments at a rate or in one burst.
     Publish(SimPublishArgs),
-    /// N Redis pub/sub subscribers of a channel, measured like viewers.
+    /// N Redis pub/sub subscribers of a channel, measured like viewers (on loopback they connect
+    /// from many 127.x addresses: run redis-server with `--protected-mode no`).
     Redis(SimRedisArgs),
     /// Publishes sized, timestamped messages to a Redis channel, then an end message.
     RedisPublish(SimRedisPublishArgs),

@@ -323,6 +323,9 @@ impl RedisServer {
                 "",
                 "--appendonly",
                 "no",
+                // The simulator connects from many 127.x addresses, which protected mode refuses.
+                "--protected-mode",
+                "no",
             ])
             .stdout(Stdio::null())
             .spawn()
