@@ -221,7 +221,7 @@ impl V1Checker {
 fn parse_header(line: &[u8]) -> Option<(i64, &str)> {
     let text = std::str::from_utf8(line).ok()?;
     let rest = text.strip_suffix(":\n")?;
-    if rest.len() < 22 || !rest.is_char_boundary(19) || &rest[19..21] != ": " {
+    if rest.len() < 22 || !rest.is_char_boundary(19) || rest.as_bytes().get(19..21) != Some(b": ") {
         return None;
     }
     let (time, kind) = (&rest[..19], &rest[21..]);
@@ -305,6 +305,16 @@ impl V2Checker {
                     return Err(bad("a status frame in mid-stream"));
                 }
                 let seq = head.seq.ok_or_else(|| bad("a status frame without seq"))?;
+                // A snapshot instead of resuming may only move forward: one from before the
+                // resume point would let the events after it pass twice.
+                if let Some(next) = self.next.filter(|_| self.resumed) {
+                    if seq + 1 < next {
+                        return Err(Violation::new(
+                            Cause::Duplicate,
+                            format!("a snapshot at {seq} after resuming from {}", next - 1),
+                        ));
+                    }
+                }
                 self.next = Some(seq + 1);
                 seen.push(Seen::Status { seq: Some(seq) });
             }

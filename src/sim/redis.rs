@@ -49,6 +49,9 @@ pub fn parse(buf: &[u8]) -> Result<Option<(Resp, usize)>, String> {
         }
         return Ok(None);
     };
+    if end == 0 {
+        return Err("a RESP line without a type".into());
+    }
     let line = &buf[1..end];
     let text = || String::from_utf8_lossy(line).into_owned();
     let number = || -> Result<i64, String> {
@@ -87,7 +90,8 @@ pub fn parse(buf: &[u8]) -> Result<Option<(Resp, usize)>, String> {
             if n as usize > MAX_ITEMS {
                 return Err(format!("an array of {n} items"));
             }
-            let mut items = Vec::with_capacity(n as usize);
+            // Bounded: the count is the peer's word, the items may never come.
+            let mut items = Vec::with_capacity((n as usize).min(64));
             let mut at = after;
             for _ in 0..n {
                 match parse(&buf[at..])? {
@@ -218,6 +222,8 @@ pub struct RedisPublish {
     pub mode: PublishMode,
     /// Bytes of each message's payload (at least what the seq and time take).
     pub payload: usize,
+    /// Send the final `end` message (subscribers that get it are complete and hang up).
+    pub end: bool,
 }
 
 /// What a Redis publisher did.
@@ -338,9 +344,11 @@ pub async fn publish(p: &RedisPublish) -> Result<RedisPublishReport, SimError> {
         }
     };
     let elapsed = started.elapsed();
-    let end = pad(format!("end {count} {} ", unix_ms()), p.payload);
-    conn.stream.write_all(&command(&[b"PUBLISH", ch, &end])).await?;
-    conn.receivers().await?;
+    if p.end {
+        let end = pad(format!("end {count} {} ", unix_ms()), p.payload);
+        conn.stream.write_all(&command(&[b"PUBLISH", ch, &end])).await?;
+        conn.receivers().await?;
+    }
     Ok(RedisPublishReport {
         channel: p.channel.clone(),
         published: count,
