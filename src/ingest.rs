@@ -47,7 +47,7 @@ struct Slot {
     /// The match with every accepted event applied (some may still await their fsync).
     /// A tokio mutex because it is held while the store queues the append (which may wait for
     /// room in its queue): that wait is what keeps one match's appends in `seq` order.
-    state: tokio::sync::Mutex<Match>,
+    state: tokio::sync::Mutex<Arc<Match>>,
     /// Accepted events in `seq` order, not yet published.
     pending: Mutex<VecDeque<Pending>>,
     /// Where this match's events go: this very match's topic, even if the id is cancelled and
@@ -113,7 +113,8 @@ impl Ingest {
         let slot = self.slot(id)?;
         let (ticket, last_seq, accepted) = {
             let mut state = slot.state.lock().await;
-            let mut next = state.clone();
+            // Applied to a copy: a request is all or none.
+            let mut next = Match::clone(&state);
             let mut events = Vec::with_capacity(inputs.len());
             for (index, input) in inputs.iter().enumerate() {
                 let ts = now_ms();
@@ -125,9 +126,9 @@ impl Ingest {
             let accepted: Vec<Accepted> =
                 events.iter().map(|e| Accepted { seq: e.seq, ts: e.ts }).collect();
             let ticket = self.store.submit_append(id, events.clone()).await?;
-            let after = Arc::new(next.clone());
-            lock(&slot.pending).push_back(Pending { events, after });
-            *state = next;
+            let after = Arc::new(next);
+            lock(&slot.pending).push_back(Pending { events, after: after.clone() });
+            *state = after;
             (ticket, state.seq, accepted)
         };
         if let Err(e) = ticket.await {
@@ -161,7 +162,8 @@ impl Ingest {
     }
 
     fn insert(&self, m: Match) {
-        let topic = self.hub.add(Arc::new(m.clone()));
+        let m = Arc::new(m);
+        let topic = self.hub.add(m.clone());
         let id = m.id().clone();
         let slot =
             Slot { state: tokio::sync::Mutex::new(m), pending: Mutex::new(VecDeque::new()), topic };
@@ -208,7 +210,7 @@ impl Ingest {
         }
         self.publish_durable(slot, m.seq);
         lock(&slot.pending).retain(|p| p.after.seq <= m.seq);
-        *state = m;
+        *state = Arc::new(m);
     }
 }
 

@@ -274,7 +274,9 @@ async fn connect(
         let mut stream = dial(&addr, id).await?;
         stream.set_nodelay(true)?;
         stream.write_all(&line).await?;
-        let n = stream.read(buf).await?;
+        // A viewer resuming at the live edge may rightly hear nothing until the next event:
+        // only a first connection waits for its first byte here.
+        let n = if from.is_some() { 0 } else { stream.read(buf).await? };
         Ok::<_, std::io::Error>((stream, n))
     };
     let (stream, n) = match tokio::time::timeout(timeout, attempt).await {
@@ -283,7 +285,7 @@ async fn connect(
             return Err(Violation::new(Cause::Timeout, detail));
         }
         Ok(Err(e)) => return Err(Violation::new(Cause::of_io(&e), format!("{addr}: {e}"))),
-        Ok(Ok((_, 0))) => {
+        Ok(Ok((_, 0))) if from.is_none() => {
             return Err(Violation::new(Cause::ClosedEarly, format!("{addr} closed at once")))
         }
         Ok(Ok(got)) => got,
