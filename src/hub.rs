@@ -100,6 +100,17 @@ impl Snapshot {
 /// A match's topic, as its publisher holds it.
 pub struct TopicHandle(Arc<Topic>);
 
+/// Which incarnation of a match something follows: a match cancelled and created anew under the
+/// same id is another topic. Holding the key keeps the identity from being reused.
+#[derive(Clone)]
+pub struct TopicKey(Arc<Topic>);
+
+impl PartialEq for TopicKey {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
 struct Topic {
     id: MatchId,
     tx: broadcast::Sender<Arc<Frame>>,
@@ -258,7 +269,7 @@ impl Hub {
 
     /// Every frame of a match from now on, for a group of parked viewers.
     pub fn feed(&self, id: &MatchId) -> Option<Feed> {
-        self.topic(id).map(|topic| Feed { rx: topic.tx.subscribe() })
+        self.topic(id).map(|topic| Feed { rx: topic.tx.subscribe(), key: TopicKey(topic) })
     }
 
     /// Hands a caught-up viewer over to a group fed by a [`Feed`] created before this call:
@@ -313,6 +324,11 @@ impl Subscription {
     /// The match this subscription follows.
     pub fn match_id(&self) -> &MatchId {
         &self.topic.id
+    }
+
+    /// The incarnation of the match this subscription follows.
+    pub fn key(&self) -> TopicKey {
+        TopicKey(self.topic.clone())
     }
 
     /// Has nothing to hand out but live events still to come.
@@ -459,6 +475,7 @@ impl Subscription {
 /// Every frame of one match, in order, for a group of viewers at the live edge.
 pub struct Feed {
     rx: broadcast::Receiver<Arc<Frame>>,
+    key: TopicKey,
 }
 
 /// What a [`Feed`] yields.
@@ -473,6 +490,11 @@ pub enum FeedItem {
 }
 
 impl Feed {
+    /// The incarnation of the match this feed follows.
+    pub fn key(&self) -> TopicKey {
+        self.key.clone()
+    }
+
     /// The next frame. Cancel-safe.
     pub async fn recv(&mut self) -> FeedItem {
         match self.rx.recv().await {

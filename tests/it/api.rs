@@ -248,9 +248,13 @@ async fn cancel_says_goodbye_and_frees_the_id() {
     assert!(v.frame().await.is_none());
     let (st, _) = s.get(&format!("/1/match/{id}")).await;
     assert_eq!(st, StatusCode::NOT_FOUND);
-    // The same match can be created anew and starts over.
+    // The same match can be created anew and starts over, and its viewers follow the new one.
     s.create_match("elp", "tig", "2011-09-10").await;
+    let mut v = Viewer::connect(s.viewer(), &format!("VERSION:2:CONNECT:u:MATCH:{id}")).await;
+    assert_eq!(v.frame().await.unwrap()["seq"], 0);
     assert_eq!(s.publish(&id, "start", start_data()).await, 1);
+    let start = v.frame().await.unwrap();
+    assert_eq!((start["seq"].as_u64(), start["kind"].as_str()), (Some(1), Some("start")));
 }
 
 #[tokio::test]

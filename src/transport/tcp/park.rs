@@ -17,7 +17,7 @@ use tokio::net::TcpStream;
 
 use super::write::MAX_BATCH;
 use super::{follow, ViewerContext};
-use crate::hub::{EncodedEvent, Feed, FeedItem, Format, Frame, Subscription};
+use crate::hub::{EncodedEvent, Feed, FeedItem, Format, Frame, Subscription, TopicKey};
 use crate::ingest::now_ms;
 use crate::locks::lock;
 use crate::model::{EventKind, MatchId, Seq};
@@ -37,6 +37,8 @@ struct Member {
 }
 
 struct Shard {
+    /// The match incarnation the shard's feed follows; only its viewers may join.
+    key: TopicKey,
     /// Viewers handed over since the shard task last looked.
     incoming: Mutex<Vec<Member>>,
     /// Set (under the `incoming` lock) when the shard task ends; nobody may park here then.
@@ -56,6 +58,9 @@ pub struct NotParked(pub Subscription, pub TcpStream, pub PortGuard);
 
 impl Parking {
     /// Hands a viewer at the live edge to a shard; gives it back otherwise.
+    // The error is the viewer itself, handed back whole; boxing it would cost an allocation on
+    // a path taken while the viewer is busy.
+    #[allow(clippy::result_large_err)]
     pub fn park(
         &self,
         ctx: &Arc<ViewerContext>,
@@ -68,7 +73,7 @@ impl Parking {
             return Err(NotParked(sub, stream, guard));
         }
         let id = sub.match_id().clone();
-        let Some(shard) = self.shard_for(ctx, &id) else {
+        let Some(shard) = self.shard_for(ctx, &id, &sub.key()) else {
             return Err(NotParked(sub, stream, guard));
         };
         let std_stream = match stream.into_std() {
@@ -104,18 +109,29 @@ impl Parking {
     }
 
     /// A shard of this match with room, created (with its task and feed) when none has.
-    fn shard_for(&self, ctx: &Arc<ViewerContext>, id: &MatchId) -> Option<Arc<Shard>> {
+    fn shard_for(
+        &self,
+        ctx: &Arc<ViewerContext>,
+        id: &MatchId,
+        key: &TopicKey,
+    ) -> Option<Arc<Shard>> {
         let mut all = lock(&self.shards);
         let list = all.entry(id.clone()).or_default();
-        let open = |s: &&Arc<Shard>| !s.closed.load(Ordering::Relaxed);
+        let open = |s: &&Arc<Shard>| !s.closed.load(Ordering::Relaxed) && s.key == *key;
         if let Some(s) =
             list.iter().filter(open).find(|s| s.size.load(Ordering::Relaxed) < PER_SHARD)
         {
             return Some(s.clone());
         }
         list.retain(|s| !s.closed.load(Ordering::Relaxed));
-        let feed = ctx.hub.feed(id)?;
+        let Some(feed) = ctx.hub.feed(id).filter(|f| f.key() == *key) else {
+            if list.is_empty() {
+                all.remove(id);
+            }
+            return None;
+        };
         let shard = Arc::new(Shard {
+            key: key.clone(),
             incoming: Mutex::new(Vec::new()),
             closed: AtomicBool::new(false),
             size: AtomicUsize::new(0),
