@@ -211,15 +211,6 @@ impl Hub {
         ids
     }
 
-    /// How many matches this node serves.
-    pub fn len(&self) -> usize {
-        read(&self.topics).len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// Joins a match's stream. Without `from`, the first thing [`Subscription::next`] hands out
     /// is the snapshot; with `from = n`, every event after `n`, then live ones (or the snapshot
     /// when `n` lies beyond the match's last event). Also returns the state the subscription
