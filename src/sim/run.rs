@@ -16,7 +16,7 @@ use super::check::Checker;
 use super::display::Display;
 use super::job::{Behaviour, Counters, Job, Mix, Target, WorkerMsg};
 use super::report::{RunInfo, Summary, WorkerReport};
-use super::{Protocol, SimError};
+use super::SimError;
 
 /// Viewers per worker process by default: well under the 20,000 open files a process may have
 /// here, leaving room for the worker's HTTP client and runtime.
@@ -105,11 +105,13 @@ pub async fn run_viewers(
                 }
             }
             _ = tick.tick() => {}
-            _ = stop.cancelled(), if kill_at.is_none() => {
-                close_inputs(&mut workers);
-                kill_at = Some(tokio::time::Instant::now() + FINAL_GRACE);
-            }
-            _ = tokio::time::sleep_until(limit.unwrap_or(far)), if limit.is_some() && kill_at.is_none() => {
+            // Asked to stop, or the duration limit: workers report what they have.
+            _ = async {
+                tokio::select! {
+                    _ = stop.cancelled() => {}
+                    _ = tokio::time::sleep_until(limit.unwrap_or(far)), if limit.is_some() => {}
+                }
+            }, if kill_at.is_none() => {
                 close_inputs(&mut workers);
                 kill_at = Some(tokio::time::Instant::now() + FINAL_GRACE);
             }
@@ -167,13 +169,6 @@ pub fn jobs(sim: &ViewerSim) -> Result<Vec<Job>, SimError> {
     }
     if sim.concurrency == 0 {
         return Err(SimError::Usage("-c must be at least 1".into()));
-    }
-    if let Target::Matchstream { protocol: Protocol::V1, .. } = sim.target {
-        if sim.mix.get(super::PathKind::Reconnect) > 0 {
-            return Err(SimError::Usage(
-                "--mix reconnect needs --protocol v2 (v1 cannot resume with FROM)".into(),
-            ));
-        }
     }
     let w = match sim.workers {
         Some(0) => return Err(SimError::Usage("--workers must be at least 1".into())),
