@@ -1,12 +1,13 @@
 //! The v1 stream of the bundled match, byte for byte against a checked-in transcript
 //! (header times masked): the original's protocol must not drift.
 
-use matchstream::demo::BUNDLED_MATCH;
-use matchstream::matchfile::{self, Step};
+use matchstream_client::matchfile::{self, Step};
 
 use crate::support::*;
 
 const GOLDEN: &str = include_str!("../golden/elp-tig-2011-09-10.v1.txt");
+/// The match the demo replays.
+const BUNDLED_MATCH: &str = include_str!("../../matches/elp-tig-2011-09-10.config");
 
 #[tokio::test]
 async fn bundled_match_over_v1_matches_the_golden_transcript() {

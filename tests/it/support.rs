@@ -1,5 +1,6 @@
-//! The test harness: a real node on free ports and a temporary store, a watcher client over
-//! HTTP, and viewers over TCP, used exactly as a user would.
+//! The test harness: a real node on free ports and a temporary store, and the client crate's
+//! watcher (HTTP) and viewers (TCP) used exactly as a user would, with a time limit on every
+//! read and a panic on anything a test did not expect.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -7,11 +8,10 @@ use std::time::Duration;
 
 use matchstream::config::Config;
 use matchstream::server::{self, Node};
+use matchstream_client::Watcher;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use tempfile::TempDir;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
 
 pub const TOKEN: &str = "test-token";
 /// Longest any single read in a test waits before the test fails.
@@ -21,7 +21,7 @@ pub const PATIENCE: Duration = Duration::from_secs(30);
 pub struct TestServer {
     pub base: String,
     pub viewers: Vec<SocketAddr>,
-    pub http: reqwest::Client,
+    pub http: Watcher,
     pub node: Option<Node>,
     pub dir: TempDir,
 }
@@ -42,10 +42,11 @@ impl TestServer {
         let mut config = test_config(dir.path());
         tune(&mut config);
         let node = server::start(config).await.expect("node starts");
+        let base = format!("http://{}", node.http_addr);
         TestServer {
-            base: format!("http://{}", node.http_addr),
+            http: Watcher::new(&base, TOKEN).expect("watcher client"),
+            base,
             viewers: node.viewer_addrs.clone(),
-            http: reqwest::Client::new(),
             node: Some(node),
             dir,
         }
@@ -65,9 +66,8 @@ impl TestServer {
     }
 
     pub async fn get(&self, path: &str) -> (StatusCode, Value) {
-        let r = self.http.get(format!("{}{path}", self.base)).send().await.expect("GET");
-        let status = r.status();
-        (status, r.json().await.unwrap_or(Value::Null))
+        let answer = self.http.get(path).await.expect("GET");
+        (answer.status, answer.json())
     }
 
     /// Sends a watcher request with the test token.
@@ -77,13 +77,8 @@ impl TestServer {
         path: &str,
         body: Option<Value>,
     ) -> (StatusCode, Value) {
-        let mut req = self.http.request(method, format!("{}{path}", self.base)).bearer_auth(TOKEN);
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let r = req.send().await.expect("request");
-        let status = r.status();
-        (status, r.json().await.unwrap_or(Value::Null))
+        let answer = self.http.send(method, path, body.as_ref()).await.expect("request");
+        (answer.status, answer.json())
     }
 
     pub async fn create_match(&self, home: &str, visit: &str, date: &str) -> String {
@@ -137,50 +132,47 @@ pub fn test_config(dir: &Path) -> Config {
     }
 }
 
-/// A viewer connection.
-pub struct Viewer {
-    pub reader: BufReader<TcpStream>,
-}
+/// A viewer connection (the client crate's), with a time limit on every read.
+pub struct Viewer(pub matchstream_client::Viewer);
 
 impl Viewer {
-    /// Connects and sends `line` followed by CRLF.
+    /// Connects and sends `line` followed by CRLF. A v2 line is sent through the client's own
+    /// connect line, so its frames are checked as they are read (no gap, no duplicate).
     pub async fn connect(addr: SocketAddr, line: &str) -> Viewer {
-        let mut v = Viewer::connect_raw(addr).await;
-        v.send(format!("{line}\r\n").as_bytes()).await;
-        v
+        let parsed = matchstream_proto::parse_connect(line.as_bytes());
+        match parsed {
+            Ok(connect @ matchstream_proto::ConnectLine::V2 { .. })
+                if connect.encode() == format!("{line}\r\n").as_bytes() =>
+            {
+                let v = matchstream_client::Viewer::watch(addr, &connect).await;
+                Viewer(v.expect("connect"))
+            }
+            _ => {
+                let mut v = Viewer::connect_raw(addr).await;
+                v.send(format!("{line}\r\n").as_bytes()).await;
+                v
+            }
+        }
     }
 
     pub async fn connect_raw(addr: SocketAddr) -> Viewer {
-        let stream = TcpStream::connect(addr).await.expect("connect");
-        Viewer { reader: BufReader::new(stream) }
+        Viewer(matchstream_client::Viewer::connect(addr).await.expect("connect"))
     }
 
     pub async fn send(&mut self, bytes: &[u8]) {
-        self.reader.get_mut().write_all(bytes).await.expect("send");
+        self.0.send(bytes).await.expect("send");
     }
 
     /// The next v2 frame, or `None` once the server closed.
     pub async fn frame(&mut self) -> Option<Value> {
-        let mut line = String::new();
-        let n = tokio::time::timeout(PATIENCE, self.reader.read_line(&mut line))
-            .await
-            .expect("a frame in time")
-            .expect("read");
-        if n == 0 {
-            return None;
-        }
-        assert!(line.ends_with('\n'), "frames end with a newline: {line:?}");
-        Some(serde_json::from_str(&line).unwrap_or_else(|e| panic!("frame {line:?}: {e}")))
+        let frame = tokio::time::timeout(PATIENCE, self.0.frame()).await.expect("a frame in time");
+        frame.unwrap_or_else(|e| panic!("reading a frame: {e}"))
     }
 
     /// Everything until the server closes.
     pub async fn read_to_end(&mut self) -> Vec<u8> {
-        let mut out = Vec::new();
-        tokio::time::timeout(PATIENCE, self.reader.read_to_end(&mut out))
-            .await
-            .expect("the server closes in time")
-            .expect("read");
-        out
+        let read = tokio::time::timeout(PATIENCE, self.0.read_to_end()).await;
+        read.expect("the server closes in time").expect("read")
     }
 
     /// Reads until `marker` has been seen (inclusive).
@@ -188,7 +180,7 @@ impl Viewer {
         let mut out = Vec::new();
         let mut buf = [0u8; 4096];
         while !out.windows(marker.len()).any(|w| w == marker) {
-            let n = tokio::time::timeout(PATIENCE, self.reader.read(&mut buf))
+            let n = tokio::time::timeout(PATIENCE, self.0.read(&mut buf))
                 .await
                 .expect("data in time")
                 .expect("read");
@@ -206,15 +198,8 @@ impl Viewer {
 
 /// Reads v2 frames until `bye`; returns the event seqs seen (status frames excluded) and the bye.
 pub async fn collect_v2(v: &mut Viewer) -> (Vec<u64>, Value) {
-    let mut seqs = Vec::new();
-    while let Some(f) = v.frame().await {
-        match f["kind"].as_str() {
-            Some("bye") => return (seqs, f),
-            Some("status") => {}
-            _ => seqs.push(f["seq"].as_u64().expect("event seq")),
-        }
-    }
-    panic!("closed without bye after {seqs:?}");
+    let got = tokio::time::timeout(PATIENCE, v.0.collect_v2()).await.expect("a bye in time");
+    got.unwrap_or_else(|e| panic!("reading to the bye: {e}"))
 }
 
 /// Replaces every v1 header time (`YYYY-MM-DD HH:MM:SS: ` at a line start) by a fixed mask.

@@ -1,0 +1,303 @@
+//! The `matchstream` binary: parses arguments, installs logging and signal handling, and calls
+//! the library. Every flag also reads a `MATCHSTREAM_<FLAG>` environment variable.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+use matchstream::config::{self, Config};
+use matchstream::server;
+use matchstream_client::{matchfile, replay};
+
+mod demo;
+mod sim_cli;
+
+use sim_cli::{run_sim, run_sim_worker, SimArgs};
+
+/// Streams live football matches to very many viewers.
+#[derive(Parser)]
+#[command(name = "matchstream", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a node: watcher and read API over HTTP, viewers over TCP (v1 and v2).
+    Serve(ServeArgs),
+    /// Publish a match file (Erlang terms or JSON) to a node, keeping its pauses.
+    Replay(ReplayArgs),
+    /// Everything at once: a node on a temporary store, the bundled match replayed, a viewer.
+    Demo(DemoArgs),
+    /// Load simulator: N viewers of a match (default), or `http`, `publish`, `redis`,
+    /// `redis-publish`.
+    Sim(SimArgs),
+    /// A worker process of `sim` (its job as JSON on stdin, reports as JSON lines on stdout).
+    #[command(hide = true)]
+    SimWorker,
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// HTTP API address (watcher and read API).
+    #[arg(long, env = "MATCHSTREAM_HTTP", default_value = "127.0.0.1:8888")]
+    http: SocketAddr,
+    /// Viewer port or port range, one listener per port: 127.0.0.1:9100 or 127.0.0.1:9100-9103.
+    #[arg(long, env = "MATCHSTREAM_VIEWERS", default_value = "127.0.0.1:9100")]
+    viewers: String,
+    /// Directory of the embedded store (created if missing).
+    #[arg(long, env = "MATCHSTREAM_DATA", default_value = "./data")]
+    data: PathBuf,
+    /// A bearer token that may publish; repeat for several (comma-separated in the variable).
+    #[arg(long = "watcher-token", env = "MATCHSTREAM_WATCHER_TOKEN", value_delimiter = ',')]
+    watcher_token: Vec<String>,
+    /// Host that /1/checkin names to viewers (default: the listener's IP).
+    #[arg(long, env = "MATCHSTREAM_PUBLIC_HOST")]
+    public_host: Option<String>,
+    /// Most viewers at once (default: the open-file limit less a reserve for the node itself).
+    #[arg(long, env = "MATCHSTREAM_MAX_VIEWERS")]
+    max_viewers: Option<usize>,
+    /// Seconds a viewer has to send its connect line.
+    #[arg(long, env = "MATCHSTREAM_CONNECT_TIMEOUT", default_value_t = 30)]
+    connect_timeout: u64,
+    /// Seconds a viewer's socket may accept nothing before it is closed as too slow.
+    #[arg(long, env = "MATCHSTREAM_WRITE_TIMEOUT", default_value_t = 30)]
+    write_timeout: u64,
+    /// Events kept in memory per match for viewers briefly behind.
+    #[arg(long, env = "MATCHSTREAM_RING_EVENTS", default_value_t = 1024)]
+    ring_events: usize,
+    /// A viewer more than this many events behind is closed as too slow.
+    #[arg(long, env = "MATCHSTREAM_MAX_LAG_EVENTS", default_value_t = 10_000)]
+    max_lag_events: u64,
+    /// Seconds between checks of parked (idle) viewers for having hung up.
+    #[arg(long, env = "MATCHSTREAM_IDLE_PROBE", default_value_t = 10)]
+    idle_probe: u64,
+    /// Seconds viewers and requests get to finish on shutdown.
+    #[arg(long, env = "MATCHSTREAM_SHUTDOWN_GRACE", default_value_t = 5)]
+    shutdown_grace: u64,
+}
+
+#[derive(Args)]
+struct ReplayArgs {
+    /// The match file (the original's Erlang terms, or JSON).
+    file: PathBuf,
+    /// Base URL of the node's HTTP API.
+    #[arg(long, env = "MATCHSTREAM_SERVER", default_value = "http://127.0.0.1:8888")]
+    server: String,
+    /// Watcher token of the node.
+    #[arg(long, env = "MATCHSTREAM_TOKEN")]
+    token: String,
+    /// Play this many times faster than the file's pauses.
+    #[arg(long, env = "MATCHSTREAM_SPEED", default_value_t = 1.0)]
+    speed: f64,
+    /// If the match exists, cancel it and replay it anew.
+    #[arg(long, env = "MATCHSTREAM_REPLACE")]
+    replace: bool,
+}
+
+#[derive(Args)]
+struct DemoArgs {
+    /// Replay speed of the bundled match (its pauses divided by this).
+    #[arg(long, env = "MATCHSTREAM_SPEED", default_value_t = 5.0)]
+    speed: f64,
+    /// Stop when the match is over instead of serving until Ctrl-C.
+    #[arg(long, env = "MATCHSTREAM_EXIT_WHEN_DONE")]
+    exit_when_done: bool,
+    /// HTTP API address (port 0: any free port).
+    #[arg(long, env = "MATCHSTREAM_HTTP", default_value = "127.0.0.1:0")]
+    http: SocketAddr,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // The demo's terminal belongs to the match; its node logs only what goes wrong.
+    init_logging(if matches!(cli.command, Command::Demo(_)) { "warn" } else { "info" });
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("matchstream: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Serve(args) => serve(args).await,
+            Command::Replay(args) => run_replay(args).await,
+            Command::Demo(args) => run_demo(args).await,
+            Command::Sim(args) => run_sim(args).await,
+            Command::SimWorker => run_sim_worker().await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("matchstream: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(default_level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    use std::io::IsTerminal;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// Cancelled on the first SIGTERM or Ctrl-C.
+fn stop_on_signal() -> CancellationToken {
+    let token = CancellationToken::new();
+    let t = token.clone();
+    tokio::spawn(async move {
+        #[cfg(unix)]
+        {
+            let mut term =
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot watch SIGTERM; Ctrl-C still stops");
+                        let _ = tokio::signal::ctrl_c().await;
+                        t.cancel();
+                        return;
+                    }
+                };
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+        t.cancel();
+        // A second Ctrl-C means now.
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!("matchstream: interrupted again; exiting at once");
+            std::process::exit(130);
+        }
+    });
+    token
+}
+
+/// Raises the soft open-file limit to the hard one and returns it: every viewer is a descriptor.
+fn raise_open_files() -> u64 {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed by pointer.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return 1024;
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            let raised = libc::rlimit { rlim_cur: lim.rlim_max, rlim_max: lim.rlim_max };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                lim = raised;
+            }
+        }
+    }
+    lim.rlim_cur
+}
+
+async fn serve(args: ServeArgs) -> Result<()> {
+    let open_files = raise_open_files();
+    // Descriptors the node needs besides viewers: listeners, HTTP clients, the store.
+    let reserve = 512u64;
+    let fd_room = open_files.saturating_sub(reserve).max(1) as usize;
+    let max_viewers = match args.max_viewers {
+        Some(n) if n > fd_room => {
+            tracing::warn!(
+                requested = n,
+                open_files,
+                "--max-viewers exceeds the open-file limit; lowering it"
+            );
+            fd_room
+        }
+        Some(n) => n,
+        None => fd_room,
+    };
+    let config = Config {
+        http: args.http,
+        viewers: config::parse_viewers(&args.viewers)?,
+        data_dir: args.data,
+        watcher_tokens: args.watcher_token,
+        public_host: args.public_host,
+        max_viewers,
+        connect_timeout: Duration::from_secs(args.connect_timeout),
+        write_timeout: Duration::from_secs(args.write_timeout),
+        ring_events: args.ring_events,
+        max_lag_events: args.max_lag_events,
+        idle_probe: Duration::from_secs(args.idle_probe),
+        shutdown_grace: Duration::from_secs(args.shutdown_grace),
+        ..Config::default()
+    };
+    if config.watcher_tokens.is_empty() {
+        tracing::warn!("no --watcher-token: nobody can publish to this node");
+    }
+    let stop = stop_on_signal();
+    let node = server::start(config).await.context("cannot start the node")?;
+    tracing::info!(max_viewers, "node ready");
+    let token = node.shutdown_token();
+    tokio::spawn(async move {
+        stop.cancelled().await;
+        token.cancel();
+    });
+    node.stopped().await.context("stopping the node")?;
+    Ok(())
+}
+
+async fn run_replay(args: ReplayArgs) -> Result<()> {
+    let text = std::fs::read_to_string(&args.file)
+        .with_context(|| format!("cannot read {}", args.file.display()))?;
+    let file = matchfile::parse(&text).with_context(|| format!("{}", args.file.display()))?;
+    if !(args.speed.is_finite() && args.speed > 0.0) {
+        bail!("--speed must be a number above 0");
+    }
+    let opts = replay::ReplayOptions {
+        server: args.server.trim_end_matches('/').to_owned(),
+        token: args.token,
+        speed: args.speed,
+        replace: args.replace,
+    };
+    let stop = stop_on_signal();
+    let run = replay::replay(&file, &opts, |p| match p {
+        replay::Progress::Replacing { id } => {
+            println!("replacing {id}: cancelling the existing match")
+        }
+        replay::Progress::Created { id } => println!("created {id}"),
+        replay::Progress::Waiting { ms } => println!("waiting {:.1} s", ms as f64 / 1000.0),
+        replay::Progress::Published { index, total, kind, seq } => {
+            println!("[{index}/{total}] {kind} -> seq {seq}")
+        }
+    });
+    tokio::select! {
+        summary = run => {
+            let s = summary?;
+            println!("done: {} events published to {}, last seq {}", s.events, s.id, s.last_seq);
+            Ok(())
+        }
+        _ = stop.cancelled() => bail!("interrupted; the match stays as far as it was published"),
+    }
+}
+
+async fn run_demo(args: DemoArgs) -> Result<()> {
+    if !(args.speed.is_finite() && args.speed > 0.0) {
+        bail!("--speed must be a number above 0");
+    }
+    raise_open_files();
+    let opts = demo::DemoOptions {
+        speed: args.speed,
+        exit_when_done: args.exit_when_done,
+        http: args.http,
+        ..demo::DemoOptions::default()
+    };
+    demo::run(opts, Box::new(std::io::stdout()), stop_on_signal()).await?;
+    Ok(())
+}

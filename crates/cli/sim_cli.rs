@@ -1,0 +1,349 @@
+//! The `matchstream sim` command line: its arguments and how they become simulator runs
+//! (`matchstream_sim`). Part of the binary; the library never sees argv.
+
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Subcommand};
+
+use matchstream_sim::{self as sim, Display};
+
+use crate::{raise_open_files, stop_on_signal};
+
+#[derive(Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub(crate) struct SimArgs {
+    #[command(subcommand)]
+    command: Option<SimCommand>,
+    #[command(flatten)]
+    viewers: SimViewerArgs,
+}
+
+#[derive(Subcommand)]
+enum SimCommand {
+    /// N requests, C at a time, over the read API's paths.
+    Http(SimHttpArgs),
+    /// The benchmark's watcher: publishes comments at a rate or in one burst.
+    Publish(SimPublishArgs),
+    /// N Redis pub/sub subscribers of a channel, measured like viewers (on loopback they connect
+    /// from many 127.x addresses: run redis-server with `--protected-mode no`).
+    Redis(SimRedisArgs),
+    /// Publishes sized, timestamped messages to a Redis channel, then an end message.
+    RedisPublish(SimRedisPublishArgs),
+}
+
+/// What viewer runs and Redis subscriber runs share.
+#[derive(Args)]
+struct EngineArgs {
+    /// N: viewers in all.
+    #[arg(short = 'n', long = "count", env = "MATCHSTREAM_SIM_COUNT", required = true)]
+    count: Option<u64>,
+    /// C: viewers connecting at once (a viewer holds a slot only while connecting).
+    #[arg(short = 'c', long, env = "MATCHSTREAM_SIM_CONCURRENCY", default_value_t = 100)]
+    concurrency: usize,
+    /// Worker processes (default: one per 15,000 viewers).
+    #[arg(long, env = "MATCHSTREAM_SIM_WORKERS")]
+    workers: Option<usize>,
+    /// Stay connected until stdin closes, a signal, or the duration limit; prints
+    /// `connected N` on stderr once all are connected.
+    #[arg(long, env = "MATCHSTREAM_SIM_HOLD")]
+    hold: bool,
+    /// Seconds after which viewers still running stop (and count as incomplete).
+    #[arg(long, env = "MATCHSTREAM_SIM_DURATION_LIMIT")]
+    duration_limit: Option<f64>,
+    /// Seconds for TCP connect + connect line to first byte (and for /1/checkin).
+    #[arg(long, env = "MATCHSTREAM_SIM_CONNECT_TIMEOUT", default_value_t = 10.0)]
+    connect_timeout: f64,
+    /// Seed of the random choices (delays, when to leave).
+    #[arg(long, env = "MATCHSTREAM_SIM_SEED", default_value_t = 1)]
+    seed: u64,
+    /// One JSON summary on stdout; progress as JSON lines on stderr.
+    #[arg(long, env = "MATCHSTREAM_SIM_JSON")]
+    json: bool,
+}
+
+#[derive(Args)]
+struct SimViewerArgs {
+    /// Base URL of the node's HTTP API (for /1/checkin).
+    #[arg(long, env = "MATCHSTREAM_SERVER", default_value = "http://127.0.0.1:8888")]
+    server: String,
+    /// The match to watch.
+    #[arg(long = "match", env = "MATCHSTREAM_MATCH", required = true)]
+    match_id: Option<String>,
+    /// Viewer protocol.
+    #[arg(long, env = "MATCHSTREAM_SIM_PROTOCOL", default_value = "v2")]
+    protocol: sim::Protocol,
+    /// Viewer addresses to take in turn instead of asking /1/checkin: host:port,host:port.
+    #[arg(long, env = "MATCHSTREAM_SIM_VIEWERS", value_delimiter = ',')]
+    viewers: Vec<String>,
+    /// Interaction paths in percent: watch=70,late=10,leave=10,reconnect=5,slow=5.
+    #[arg(long, env = "MATCHSTREAM_SIM_MIX", default_value = "watch=100")]
+    mix: sim::Mix,
+    /// Seconds within which `late` viewers connect.
+    #[arg(long, env = "MATCHSTREAM_SIM_LATE_WITHIN", default_value_t = 2.0)]
+    late_within: f64,
+    /// `leave` and `reconnect` viewers act after 1 to this many events.
+    #[arg(long, env = "MATCHSTREAM_SIM_ACT_AFTER", default_value_t = 20)]
+    act_after: u64,
+    /// Milliseconds `slow` viewers sleep between small reads.
+    #[arg(long, env = "MATCHSTREAM_SIM_SLOW_READ_MS", default_value_t = 20)]
+    slow_read_ms: u64,
+    #[command(flatten)]
+    engine: EngineArgs,
+}
+
+#[derive(Args)]
+struct RedisArgs {
+    /// redis-server address: host:port or redis://host:port.
+    #[arg(long, env = "MATCHSTREAM_REDIS", default_value = "127.0.0.1:6379")]
+    redis: String,
+    /// The pub/sub channel.
+    #[arg(long, env = "MATCHSTREAM_SIM_CHANNEL", default_value = "sim")]
+    channel: String,
+}
+
+#[derive(Args)]
+struct SimRedisArgs {
+    #[command(flatten)]
+    redis: RedisArgs,
+    #[command(flatten)]
+    engine: EngineArgs,
+}
+
+#[derive(Args)]
+struct SimHttpArgs {
+    /// Base URL of the node's HTTP API.
+    #[arg(long, env = "MATCHSTREAM_SERVER", default_value = "http://127.0.0.1:8888")]
+    server: String,
+    /// N: requests in all.
+    #[arg(short = 'n', long = "count", env = "MATCHSTREAM_SIM_COUNT")]
+    count: u64,
+    /// C: requests at once.
+    #[arg(short = 'c', long, env = "MATCHSTREAM_SIM_CONCURRENCY", default_value_t = 16)]
+    concurrency: usize,
+    /// Read API paths, taken in turn: checkin, matches, match, history.
+    #[arg(
+        long,
+        env = "MATCHSTREAM_SIM_PATHS",
+        value_delimiter = ',',
+        default_value = "checkin,matches,match,history"
+    )]
+    paths: Vec<sim::http::ApiPath>,
+    /// The match for `match` and `history` (default: the first of /1/matches).
+    #[arg(long = "match", env = "MATCHSTREAM_MATCH")]
+    match_id: Option<String>,
+    /// A new TCP connection per request instead of keep-alive.
+    #[arg(long, env = "MATCHSTREAM_SIM_NEW_CONNECTION")]
+    new_connection: bool,
+    /// Seconds a request may take.
+    #[arg(long, env = "MATCHSTREAM_SIM_TIMEOUT", default_value_t = 30.0)]
+    timeout: f64,
+    /// One JSON summary on stdout.
+    #[arg(long, env = "MATCHSTREAM_SIM_JSON")]
+    json: bool,
+}
+
+/// How much to publish: `--rate R --duration S` or `--burst B`.
+#[derive(Args)]
+struct PublishModeArgs {
+    /// Messages a second (with --duration).
+    #[arg(long, env = "MATCHSTREAM_SIM_RATE", default_value_t = 20.0, conflicts_with = "burst")]
+    rate: f64,
+    /// Seconds to publish at --rate.
+    #[arg(long, env = "MATCHSTREAM_SIM_DURATION", default_value_t = 10.0)]
+    duration: f64,
+    /// Publish this many at once instead (one request with a list).
+    #[arg(long, env = "MATCHSTREAM_SIM_BURST")]
+    burst: Option<u32>,
+    /// Bytes per message (for MatchStream: of each comment's v2 frame).
+    #[arg(long, env = "MATCHSTREAM_SIM_PAYLOAD", default_value_t = 200)]
+    payload: usize,
+    /// One JSON object on stdout.
+    #[arg(long, env = "MATCHSTREAM_SIM_JSON")]
+    json: bool,
+}
+
+impl PublishModeArgs {
+    fn mode(&self) -> sim::PublishMode {
+        match self.burst {
+            Some(n) => sim::PublishMode::Burst { n },
+            None => sim::PublishMode::Rate { per_s: self.rate, secs: self.duration },
+        }
+    }
+}
+
+#[derive(Args)]
+struct SimPublishArgs {
+    /// Base URL of the node's HTTP API.
+    #[arg(long, env = "MATCHSTREAM_SERVER", default_value = "http://127.0.0.1:8888")]
+    server: String,
+    /// Watcher token of the node.
+    #[arg(long, env = "MATCHSTREAM_TOKEN")]
+    token: String,
+    /// The match (home-visit-YYYY-MM-DD).
+    #[arg(long = "match", env = "MATCHSTREAM_MATCH")]
+    match_id: String,
+    /// Create the match first (an existing one is reused).
+    #[arg(long, env = "MATCHSTREAM_SIM_CREATE")]
+    create: bool,
+    /// Start the match if it has not started.
+    #[arg(long, env = "MATCHSTREAM_SIM_START")]
+    start: bool,
+    /// Publish `stop` at the end.
+    #[arg(long, env = "MATCHSTREAM_SIM_STOP")]
+    stop: bool,
+    #[command(flatten)]
+    mode: PublishModeArgs,
+}
+
+#[derive(Args)]
+struct SimRedisPublishArgs {
+    #[command(flatten)]
+    redis: RedisArgs,
+    #[command(flatten)]
+    mode: PublishModeArgs,
+    /// Do not send the final `end` message (subscribers then wait to be released, like held
+    /// MatchStream viewers: the benchmark compares the two without the extra fan-out).
+    #[arg(long, env = "MATCHSTREAM_SIM_NO_END")]
+    no_end: bool,
+}
+
+/// Seconds from a flag, checked.
+fn secs(flag: &str, s: f64) -> Result<Duration> {
+    Duration::try_from_secs_f64(s).map_err(|_| anyhow::anyhow!("{flag} must be 0 or more seconds"))
+}
+
+/// Prints a summary (JSON on one line, or text) on stdout.
+fn print_summary<T: serde::Serialize>(json: bool, value: &T, text: impl FnOnce() -> String) {
+    if json {
+        match serde_json::to_string(value) {
+            Ok(line) => println!("{line}"),
+            Err(e) => eprintln!("matchstream: cannot write the summary: {e}"),
+        }
+    } else {
+        print!("{}", text());
+    }
+}
+
+pub(crate) async fn run_sim(args: SimArgs) -> Result<()> {
+    match args.command {
+        Some(SimCommand::Http(a)) => sim_http(a).await,
+        Some(SimCommand::Publish(a)) => {
+            let p = sim::publish::Publish {
+                server: a.server,
+                token: a.token,
+                match_id: a.match_id,
+                create: a.create,
+                start: a.start,
+                mode: a.mode.mode(),
+                payload: a.mode.payload,
+                stop: a.stop,
+            };
+            let report = sim::publish::publish(&p).await?;
+            print_summary(a.mode.json, &report, || report.text());
+            Ok(())
+        }
+        Some(SimCommand::Redis(a)) => {
+            let target = sim::Target::Redis {
+                addr: sim::redis::host_port(&a.redis.redis),
+                channel: a.redis.channel,
+            };
+            sim_engine(target, a.engine, sim::Mix::default(), sim::Behaviour::default()).await
+        }
+        Some(SimCommand::RedisPublish(a)) => {
+            let p = sim::redis::RedisPublish {
+                addr: sim::redis::host_port(&a.redis.redis),
+                channel: a.redis.channel,
+                mode: a.mode.mode(),
+                payload: a.mode.payload,
+                end: !a.no_end,
+            };
+            let report = sim::redis::publish(&p).await?;
+            print_summary(a.mode.json, &report, || report.text());
+            Ok(())
+        }
+        None => {
+            let a = args.viewers;
+            let target = sim::Target::Matchstream {
+                server: a.server.trim_end_matches('/').to_owned(),
+                match_id: a.match_id.context("--match is required")?,
+                protocol: a.protocol,
+                viewers: a.viewers,
+            };
+            let behaviour = sim::Behaviour {
+                late_within_ms: secs("--late-within", a.late_within)?.as_millis() as u64,
+                act_after_max_events: a.act_after,
+                slow_read_ms: a.slow_read_ms,
+                ..sim::Behaviour::default()
+            };
+            sim_engine(target, a.engine, a.mix, behaviour).await
+        }
+    }
+}
+
+/// Viewers or Redis subscribers: the one engine, the one summary.
+async fn sim_engine(
+    target: sim::Target,
+    e: EngineArgs,
+    mix: sim::Mix,
+    mut behaviour: sim::Behaviour,
+) -> Result<()> {
+    raise_open_files();
+    let n = e.count.context("-n is required")?;
+    behaviour.connect_timeout_ms = secs("--connect-timeout", e.connect_timeout)?.as_millis() as u64;
+    let run = sim::ViewerSim {
+        target,
+        viewers: n,
+        concurrency: e.concurrency,
+        workers: e.workers,
+        mix,
+        behaviour,
+        hold: e.hold,
+        duration_limit: e.duration_limit.map(|s| secs("--duration-limit", s)).transpose()?,
+        worker_exe: None,
+        seed: e.seed,
+    };
+    let stop = stop_on_signal();
+    if e.hold {
+        // A harness releases the held viewers by closing our stdin.
+        sim::cancel_at_eof(std::io::stdin(), stop.clone());
+    }
+    let mut ui = Display::stderr(e.json, n, "viewers");
+    let summary = sim::run_viewers(run, &mut ui, stop).await?;
+    drop(ui);
+    print_summary(e.json, &summary, || summary.text());
+    if summary.failed > 0 {
+        bail!("{} of {} viewers failed", summary.failed, summary.viewers);
+    }
+    Ok(())
+}
+
+async fn sim_http(a: SimHttpArgs) -> Result<()> {
+    raise_open_files();
+    let run = sim::http::HttpSim {
+        server: a.server,
+        requests: a.count,
+        concurrency: a.concurrency,
+        paths: a.paths,
+        match_id: a.match_id,
+        new_connection: a.new_connection,
+        timeout: secs("--timeout", a.timeout)?,
+    };
+    let mut ui = Display::stderr(a.json, a.count, "requests");
+    let summary = sim::http::run_http(run, &mut ui, stop_on_signal()).await?;
+    drop(ui);
+    print_summary(a.json, &summary, || summary.text());
+    if summary.failed > 0 {
+        bail!("{} of {} requests failed", summary.failed, summary.requests);
+    }
+    Ok(())
+}
+
+pub(crate) async fn run_sim_worker() -> Result<()> {
+    raise_open_files();
+    // Ctrl-C reaches the whole process group: the parent handles it by closing our stdin, and
+    // we must live to send our report.
+    tokio::spawn(async { while tokio::signal::ctrl_c().await.is_ok() {} });
+    sim::worker::serve(std::io::stdin(), tokio::io::stdout()).await?;
+    Ok(())
+}

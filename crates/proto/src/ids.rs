@@ -1,0 +1,132 @@
+//! The names the protocol gives things (SPEC section 1): sequence numbers, times, team and match
+//! ids, dates, and a team as a watcher describes it. Validated on parse, so a value of these
+//! types is always well-formed, on whichever side of the wire it was built.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// A per-match event number: 1, 2, 3 ... gapless, assigned when the server accepts the event.
+/// `0` means "before the first event".
+pub type Seq = u64;
+
+/// Milliseconds since the Unix epoch, server clock.
+pub type Millis = i64;
+
+/// Why an id or a date is malformed, for a person.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct IdError(pub String);
+
+/// A team id: `[a-z0-9_]{1,16}`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct TeamId(String);
+
+impl TeamId {
+    pub fn parse(s: &str) -> Result<TeamId, IdError> {
+        let ok = (1..=16).contains(&s.len())
+            && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+        if ok {
+            Ok(TeamId(s.to_owned()))
+        } else {
+            Err(IdError(format!("team id {s:?} must be 1 to 16 characters of a-z, 0-9 or _")))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for TeamId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for TeamId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        TeamId::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// A calendar date `YYYY-MM-DD` (validated, kept as text: it is only ever printed).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct Date(String);
+
+impl Date {
+    pub fn parse(s: &str) -> Result<Date, IdError> {
+        chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
+            .ok()
+            .filter(|_| s.len() == 10)
+            .map(|_| Date(s.to_owned()))
+            .ok_or_else(|| IdError(format!("date {s:?} must be a real date as YYYY-MM-DD")))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl<'de> Deserialize<'de> for Date {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Date::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// `<home>-<visit>-YYYY-MM-DD`, e.g. `elp-tig-2011-09-10`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct MatchId(String);
+
+impl MatchId {
+    pub fn new(home: &TeamId, visit: &TeamId, date: &Date) -> MatchId {
+        MatchId(format!("{home}-{visit}-{}", date.as_str()))
+    }
+
+    /// Parses an id as it arrives from a URL or a connect line.
+    pub fn parse(s: &str) -> Result<MatchId, IdError> {
+        let bad = || IdError(format!("{s:?} is not a match id (<home>-<visit>-YYYY-MM-DD)"));
+        if s.len() < 14 {
+            return Err(bad());
+        }
+        let (teams, date) = s.split_at(s.len() - 10);
+        let teams = teams.strip_suffix('-').ok_or_else(bad)?;
+        let (home, visit) = teams.split_once('-').ok_or_else(bad)?;
+        let home = TeamId::parse(home).map_err(|_| bad())?;
+        let visit = TeamId::parse(visit).map_err(|_| bad())?;
+        let date = Date::parse(date).map_err(|_| bad())?;
+        Ok(MatchId::new(&home, &visit, &date))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl<'de> Deserialize<'de> for MatchId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        MatchId::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+impl fmt::Display for MatchId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A team as the watcher describes it when creating a match.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Team {
+    pub id: TeamId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub division: Option<String>,
+}

@@ -1,0 +1,349 @@
+//! `SqliteStore`: the embedded, durable [`Store`] in `<data dir>/matchstream.db`: its options,
+//! lifecycle and the queue to the writer. The schema and group commit live in `sqlite/writer.rs`,
+//! the read connections and queries in `sqlite/read.rs`. It knows nothing of the rules of a match.
+//!
+//! Writes go through one bounded queue to one thread that owns the write connection: it takes
+//! whatever is queued (up to `max_batch`), runs it in one transaction with a savepoint per
+//! command, commits once (`synchronous=FULL`: fsync'd) and only then answers each command. Many
+//! watchers thus share each fsync. Reads use their own connections on the blocking pool; WAL
+//! lets them run beside the writer.
+
+use std::path::Path;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rusqlite::Connection;
+use tokio::sync::{mpsc, oneshot};
+
+use super::{AppendTicket, Store, StoreError, StoredMatch};
+use crate::model::{Event, MatchId, MatchInfo, Seq};
+
+mod read;
+mod writer;
+
+use read::Readers;
+use writer::{Command, Op, Writer};
+
+/// The database file inside the data directory.
+pub const DB_FILE: &str = "matchstream.db";
+
+/// How long a connection waits for a lock held by another before failing: long enough to ride
+/// out a checkpoint, short enough that a stuck database shows up as an error.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Tuning of the writer.
+#[derive(Debug, Clone)]
+pub struct SqliteOptions {
+    /// Writes that may wait for the writer; when full, callers wait (backpressure on watchers).
+    /// Large enough that a burst from every live match fits. Default 16,384.
+    pub queue: usize,
+    /// Commands per transaction: bounds how long one commit holds the replies of the first
+    /// command. Default 4,096.
+    pub max_batch: usize,
+}
+
+impl Default for SqliteOptions {
+    fn default() -> Self {
+        SqliteOptions { queue: 16_384, max_batch: 4_096 }
+    }
+}
+
+/// The durable store on SQLite. Dropping it lets the writer finish what is queued, and waits
+/// for that (so the same directory can be reopened at once).
+pub struct SqliteStore {
+    /// `None` only while dropping: closing the queue is what stops the writer.
+    tx: Option<mpsc::Sender<Command>>,
+    writer: Option<JoinHandle<()>>,
+    readers: Arc<Readers>,
+    // Read by the store tests now, and by /metrics with the operations issue.
+    #[cfg_attr(not(test), allow(dead_code))]
+    commits: Arc<AtomicU64>,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) `dir/matchstream.db` with default options.
+    pub fn open(dir: &Path) -> Result<SqliteStore, StoreError> {
+        SqliteStore::open_with(dir, SqliteOptions::default())
+    }
+
+    /// Opens (creating `dir` and the database if needed), checks the schema version, loads what
+    /// the writer needs to check seqs, and starts the writer thread.
+    pub fn open_with(dir: &Path, opts: SqliteOptions) -> Result<SqliteStore, StoreError> {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            StoreError::Backend(format!("cannot create data directory {}: {e}", dir.display()))
+        })?;
+        let path = dir.join(DB_FILE);
+        let conn = writer::open_writer(&path)?;
+        let live = writer::load_live(&conn)?;
+        let (tx, rx) = mpsc::channel(opts.queue.max(1));
+        let commits = Arc::new(AtomicU64::new(0));
+        let writer = Writer { conn, live, commits: Arc::clone(&commits) };
+        let max_batch = opts.max_batch.max(1);
+        let handle = std::thread::Builder::new()
+            .name("store-writer".into())
+            .spawn(move || writer.run(rx, max_batch))
+            .map_err(|e| StoreError::Backend(format!("cannot start the store writer: {e}")))?;
+        tracing::info!(path = %path.display(), "store opened");
+        Ok(SqliteStore {
+            tx: Some(tx),
+            writer: Some(handle),
+            readers: Arc::new(Readers::new(path)),
+            commits,
+        })
+    }
+
+    /// Transactions committed so far by the writer (shows group commit at work).
+    #[cfg(test)]
+    pub fn commits(&self) -> u64 {
+        self.commits.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Queues `op` (waiting for room) and returns where its answer will arrive.
+    async fn send(&self, op: Op) -> Result<oneshot::Receiver<Result<(), StoreError>>, StoreError> {
+        let tx = self.tx.as_ref().ok_or_else(writer_stopped)?;
+        let (reply, answer) = oneshot::channel();
+        tx.send(Command { op, reply }).await.map_err(|_| writer_stopped())?;
+        Ok(answer)
+    }
+
+    /// Queues `op` and waits until it is committed.
+    async fn call(&self, op: Op) -> Result<(), StoreError> {
+        self.send(op).await?.await.unwrap_or_else(|_| Err(writer_stopped()))
+    }
+
+    /// Runs `f` on a read connection on the blocking pool.
+    async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let readers = Arc::clone(&self.readers);
+        tokio::task::spawn_blocking(move || readers.with(f))
+            .await
+            .map_err(|e| StoreError::Backend(format!("store read failed: {e}")))?
+    }
+}
+
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        // Closing the queue makes the writer drain it and exit; joining makes sure the file is
+        // no longer being written when `drop` returns. The writer never waits on a runtime, so
+        // blocking here cannot deadlock.
+        self.tx = None;
+        if let Some(handle) = self.writer.take() {
+            if handle.join().is_err() {
+                tracing::error!("store writer panicked");
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn create_match(&self, info: &MatchInfo) -> Result<(), StoreError> {
+        self.call(Op::Create(info.clone())).await
+    }
+
+    /// `NotFound` and `SeqConflict` arrive through the ticket (the writer decides them, in
+    /// queue order); this call itself fails only when the writer has stopped.
+    async fn submit_append(
+        &self,
+        id: &MatchId,
+        events: Vec<Event>,
+    ) -> Result<AppendTicket, StoreError> {
+        let answer = self.send(Op::Append(id.clone(), events)).await?;
+        Ok(AppendTicket(Box::pin(
+            async move { answer.await.unwrap_or_else(|_| Err(writer_stopped())) },
+        )))
+    }
+
+    async fn cancel_match(&self, id: &MatchId) -> Result<(), StoreError> {
+        self.call(Op::Cancel(id.clone())).await
+    }
+
+    async fn load_all(&self) -> Result<Vec<StoredMatch>, StoreError> {
+        self.read(read::load_all).await
+    }
+
+    async fn history(
+        &self,
+        id: &MatchId,
+        after: Seq,
+        limit: usize,
+    ) -> Result<Vec<Event>, StoreError> {
+        let id = id.clone();
+        self.read(move |conn| read::history(conn, &id, after, limit)).await
+    }
+
+    async fn flush(&self) -> Result<(), StoreError> {
+        self.call(Op::Flush).await
+    }
+}
+
+fn writer_stopped() -> StoreError {
+    StoreError::Backend("store writer stopped".into())
+}
+
+fn db_err(e: rusqlite::Error) -> StoreError {
+    StoreError::Backend(format!("database: {e}"))
+}
+
+fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(format!("stored {what} cannot be read: {e}"))
+}
+
+/// Seqs are `u64` in the model and `INTEGER` (i64) in SQLite; no real match comes near 2^63.
+fn seq_to_sql(seq: Seq) -> i64 {
+    i64::try_from(seq).unwrap_or(i64::MAX)
+}
+
+fn seq_from_sql(seq: i64) -> Result<Seq, StoreError> {
+    Seq::try_from(seq).map_err(|e| corrupt("seq", e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::memory::tests::{contract, event, info};
+    use tempfile::TempDir;
+
+    #[tokio::test]
+    async fn sqlite_store_keeps_the_contract() {
+        let dir = TempDir::new().unwrap();
+        let store = SqliteStore::open(&dir.path().join("data")).unwrap();
+        contract(&store).await;
+        assert!(dir.path().join("data").join(DB_FILE).is_file());
+    }
+
+    #[tokio::test]
+    async fn everything_survives_a_reopen() {
+        let dir = TempDir::new().unwrap();
+        let (a, b, c) = (info("elp", "tig"), info("rma", "fcb"), info("bar", "val"));
+        let before = {
+            let store = SqliteStore::open(dir.path()).unwrap();
+            for m in [&a, &b, &c] {
+                store.create_match(m).await.unwrap();
+            }
+            store.submit_append(&a.id, (1..=3).map(event).collect()).await.unwrap().await.unwrap();
+            store.submit_append(&c.id, vec![event(1)]).await.unwrap().await.unwrap();
+            store.cancel_match(&b.id).await.unwrap();
+            // Queued but not awaited: dropping the store must still write it.
+            let _ticket = store.submit_append(&a.id, vec![event(4)]).await.unwrap();
+            store.load_all().await.unwrap()
+        };
+        let store = SqliteStore::open(dir.path()).unwrap();
+        let after = store.load_all().await.unwrap();
+        assert_eq!(after.len(), 2);
+        assert_eq!(after[0].info, a);
+        assert_eq!(after[0].events, (1..=4).map(event).collect::<Vec<_>>());
+        assert_eq!(after[1], before[1]);
+        // The reopened writer knows where each match stands.
+        let conflict = store.submit_append(&a.id, vec![event(4)]).await.unwrap().await;
+        assert!(matches!(conflict, Err(StoreError::SeqConflict { expected: 5, got: 4, .. })));
+        assert!(matches!(store.create_match(&a).await, Err(StoreError::Exists(_))));
+        store.create_match(&b).await.unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_appends_share_commits_and_keep_order() {
+        let dir = TempDir::new().unwrap();
+        let store = Arc::new(SqliteStore::open(dir.path()).unwrap());
+        let teams: Vec<String> = (0..20).map(|i| format!("t{i}")).collect();
+        let ids: Vec<MatchId> = teams.iter().map(|t| info(t, "opp").id).collect();
+        for t in &teams {
+            store.create_match(&info(t, "opp")).await.unwrap();
+        }
+        let commits_before = store.commits();
+        let mut tasks = Vec::new();
+        for id in ids.clone() {
+            let store = Arc::clone(&store);
+            tasks.push(tokio::spawn(async move {
+                // Submit in seq order (the ordering contract), then wait for all at once.
+                let mut tickets = Vec::new();
+                for seq in 1..=100 {
+                    tickets.push(store.submit_append(&id, vec![event(seq)]).await.unwrap());
+                }
+                let waits: Vec<_> = tickets.into_iter().map(|t| tokio::spawn(t.0)).collect();
+                for w in waits {
+                    w.await.unwrap().unwrap();
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        for id in &ids {
+            let history = store.history(id, 0, 1_000).await.unwrap();
+            assert_eq!(history, (1..=100).map(event).collect::<Vec<_>>());
+        }
+        let commits = store.commits() - commits_before;
+        assert!(commits < 500, "2,000 appends took {commits} commits");
+    }
+
+    #[tokio::test]
+    async fn one_batch_one_commit_and_a_refused_command_undoes_only_itself() {
+        let dir = TempDir::new().unwrap();
+        let path = dir.path().join(DB_FILE);
+        let conn = writer::open_writer(&path).unwrap();
+        let live = writer::load_live(&conn).unwrap();
+        let commits = Arc::new(AtomicU64::new(0));
+        let mut writer = Writer { conn, live, commits: Arc::clone(&commits) };
+        let (a, b) = (info("elp", "tig"), info("rma", "fcb"));
+        // Driving the writer directly makes these one batch for sure.
+        let results = writer.write_batch(&[
+            Op::Create(a.clone()),
+            Op::Append(a.id.clone(), vec![event(1)]),
+            Op::Append(a.id.clone(), vec![event(2), event(4)]),
+            Op::Append(a.id.clone(), vec![event(2)]),
+            Op::Create(a.clone()),
+            Op::Cancel(b.id.clone()),
+            Op::Create(b.clone()),
+            Op::Cancel(b.id.clone()),
+            Op::Flush,
+        ]);
+        let summary: Vec<String> = results
+            .iter()
+            .map(|r| match r {
+                Ok(()) => "ok".to_owned(),
+                Err(StoreError::SeqConflict { expected, got, .. }) => {
+                    format!("seq {expected}/{got}")
+                }
+                Err(StoreError::Exists(_)) => "exists".to_owned(),
+                Err(StoreError::NotFound(_)) => "not found".to_owned(),
+                Err(e) => e.to_string(),
+            })
+            .collect();
+        assert_eq!(summary, ["ok", "ok", "seq 3/4", "ok", "exists", "not found", "ok", "ok", "ok"]);
+        assert_eq!(commits.load(std::sync::atomic::Ordering::Relaxed), 1);
+        drop(writer);
+
+        let store = SqliteStore::open(dir.path()).unwrap();
+        let all = store.load_all().await.unwrap();
+        assert_eq!(all, vec![StoredMatch { info: a, events: vec![event(1), event(2)] }]);
+    }
+
+    #[tokio::test]
+    async fn a_newer_schema_is_refused() {
+        let dir = TempDir::new().unwrap();
+        let conn = Connection::open(dir.path().join(DB_FILE)).unwrap();
+        conn.pragma_update(None, "user_version", writer::SCHEMA_VERSION + 1).unwrap();
+        drop(conn);
+        match SqliteStore::open(dir.path()) {
+            Err(StoreError::Backend(msg)) => assert!(msg.contains("newer"), "{msg}"),
+            Ok(_) => panic!("a newer schema was opened"),
+            Err(e) => panic!("unexpected error {e}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stopped_writer_is_reported() {
+        let dir = TempDir::new().unwrap();
+        let mut store = SqliteStore::open(dir.path()).unwrap();
+        store.tx = None;
+        let err = store.create_match(&info("elp", "tig")).await.unwrap_err();
+        assert_eq!(err.to_string(), "storage failed: store writer stopped");
+    }
+}

@@ -1,0 +1,273 @@
+//! The writer thread of the SQLite store: the schema, the one write connection and group
+//! commit. It alone decides whether a write is accepted (seq checks against its map of live
+//! matches); reads never come here.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use rusqlite::{params, Connection, TransactionBehavior};
+use tokio::sync::{mpsc, oneshot};
+
+use super::{corrupt, db_err, seq_from_sql, seq_to_sql, BUSY_TIMEOUT};
+use crate::model::{Event, MatchId, MatchInfo, Seq};
+use crate::store::check_seqs;
+use crate::store::StoreError;
+
+/// The schema this code writes, kept in `PRAGMA user_version`. A newer file is refused rather
+/// than misread.
+pub(super) const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA: &str = "
+    CREATE TABLE IF NOT EXISTS matches (
+        rowid INTEGER PRIMARY KEY,
+        id TEXT NOT NULL,
+        info TEXT NOT NULL,
+        cancelled INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE UNIQUE INDEX IF NOT EXISTS matches_live_id ON matches(id) WHERE cancelled = 0;
+    CREATE TABLE IF NOT EXISTS events (
+        match_rowid INTEGER NOT NULL,
+        seq INTEGER NOT NULL,
+        ts INTEGER NOT NULL,
+        kind TEXT NOT NULL,
+        data TEXT NOT NULL,
+        PRIMARY KEY (match_rowid, seq)
+    ) WITHOUT ROWID;
+";
+
+pub(super) type Reply = oneshot::Sender<Result<(), StoreError>>;
+
+/// What the writer is asked to do.
+pub(super) enum Op {
+    Create(MatchInfo),
+    Append(MatchId, Vec<Event>),
+    Cancel(MatchId),
+    /// Nothing: its answer means everything queued before it is durable.
+    Flush,
+}
+
+pub(super) struct Command {
+    pub(super) op: Op,
+    pub(super) reply: Reply,
+}
+
+/// Opens the write connection and brings the schema up to date (or refuses a newer one).
+pub(super) fn open_writer(path: &Path) -> Result<Connection, StoreError> {
+    let mut conn = Connection::open(path)
+        .map_err(|e| StoreError::Backend(format!("cannot open {}: {e}", path.display())))?;
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(db_err)?;
+    // Check the version before touching anything else of a file we may not understand.
+    let version: i64 =
+        conn.pragma_query_value(None, "user_version", |row| row.get(0)).map_err(db_err)?;
+    if version > SCHEMA_VERSION {
+        return Err(StoreError::Backend(format!(
+            "{} has schema version {version}, newer than this matchstream understands \
+             ({SCHEMA_VERSION}); use a newer matchstream or another data directory",
+            path.display()
+        )));
+    }
+    let mode: String = conn
+        .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
+        .map_err(db_err)?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        // Still correct, only reads then wait for the writer.
+        tracing::warn!(path = %path.display(), %mode, "store could not switch to WAL");
+    }
+    // FULL: a commit is fsync'd before it returns, so an acknowledged event survives a crash.
+    conn.pragma_update(None, "synchronous", "FULL").map_err(db_err)?;
+    if version < SCHEMA_VERSION {
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db_err)?;
+        tx.execute_batch(SCHEMA).map_err(db_err)?;
+        tx.pragma_update(None, "user_version", SCHEMA_VERSION).map_err(db_err)?;
+        tx.commit().map_err(db_err)?;
+    }
+    Ok(conn)
+}
+
+/// Every live match's id, rowid and last seq: what the writer checks appends against.
+pub(super) fn load_live(conn: &Connection) -> Result<HashMap<MatchId, (i64, Seq)>, StoreError> {
+    let mut stmt = conn
+        .prepare(
+            "SELECT m.rowid, m.id, COALESCE((SELECT MAX(seq) FROM events e \
+             WHERE e.match_rowid = m.rowid), 0) FROM matches m WHERE m.cancelled = 0",
+        )
+        .map_err(db_err)?;
+    let rows = stmt
+        .query_map([], |row| Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?, row.get(2)?)))
+        .map_err(db_err)?;
+    let mut live = HashMap::new();
+    for row in rows {
+        let (rowid, id, last) = row.map_err(db_err)?;
+        let id = MatchId::parse(&id).map_err(|e| corrupt("match id", e))?;
+        live.insert(id, (rowid, seq_from_sql(last)?));
+    }
+    Ok(live)
+}
+
+/// The writer thread's state: the only write connection and, per live match, its rowid and
+/// last seq (so appends are checked without a query).
+pub(super) struct Writer {
+    pub(super) conn: Connection,
+    pub(super) live: HashMap<MatchId, (i64, Seq)>,
+    pub(super) commits: Arc<AtomicU64>,
+}
+
+/// A change to `Writer::live` to revert if the batch's commit fails: the id and what it held.
+type Undo = (MatchId, Option<(i64, Seq)>);
+
+impl Writer {
+    /// Until the queue is closed and empty: wait for a command, take whatever else is queued,
+    /// commit it all at once, answer.
+    pub(super) fn run(mut self, mut rx: mpsc::Receiver<Command>, max_batch: usize) {
+        while let Some(first) = rx.blocking_recv() {
+            let mut batch = vec![first];
+            while batch.len() < max_batch {
+                match rx.try_recv() {
+                    Ok(cmd) => batch.push(cmd),
+                    Err(_) => break,
+                }
+            }
+            let (ops, replies): (Vec<Op>, Vec<Reply>) =
+                batch.into_iter().map(|c| (c.op, c.reply)).unzip();
+            let results = self.write_batch(&ops);
+            for (reply, result) in replies.into_iter().zip(results) {
+                // The caller may have stopped waiting; the write stands either way.
+                let _ = reply.send(result);
+            }
+        }
+        tracing::debug!("store writer stopped");
+    }
+
+    /// Runs `ops` in one transaction, one savepoint each, and returns each one's answer.
+    pub(super) fn write_batch(&mut self, ops: &[Op]) -> Vec<Result<(), StoreError>> {
+        if ops.iter().all(|op| matches!(op, Op::Flush)) {
+            // Everything before these was answered only after its commit.
+            return ops.iter().map(|_| Ok(())).collect();
+        }
+        let mut undo = Vec::new();
+        let mut results = Vec::with_capacity(ops.len());
+        match self.transaction(ops, &mut undo, &mut results) {
+            Ok(()) => {
+                self.commits.fetch_add(1, Ordering::Relaxed);
+                tracing::trace!(commands = ops.len(), "store batch committed");
+                results
+            }
+            Err(e) => {
+                tracing::error!(error = %e, commands = ops.len(), "store batch failed");
+                // Nothing of the batch is stored: forget what it did to the map.
+                for (id, before) in undo.into_iter().rev() {
+                    match before {
+                        Some(v) => self.live.insert(id, v),
+                        None => self.live.remove(&id),
+                    };
+                }
+                let failed = db_err(e);
+                results.resize_with(ops.len(), || Ok(()));
+                // A refusal (SeqConflict, Exists ...) is still the true answer; what would
+                // have been stored was not.
+                results.into_iter().map(|r| r.and(Err(failed.clone()))).collect()
+            }
+        }
+    }
+
+    fn transaction(
+        &mut self,
+        ops: &[Op],
+        undo: &mut Vec<Undo>,
+        results: &mut Vec<Result<(), StoreError>>,
+    ) -> Result<(), rusqlite::Error> {
+        let mut tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        for op in ops {
+            results.push(apply(&mut tx, &mut self.live, undo, op));
+        }
+        tx.commit()
+    }
+}
+
+/// Applies one command inside the batch's transaction. Refusals are decided from `live` before
+/// any SQL; the SQL runs in a savepoint so a failure undoes this command only.
+fn apply(
+    tx: &mut rusqlite::Transaction<'_>,
+    live: &mut HashMap<MatchId, (i64, Seq)>,
+    undo: &mut Vec<Undo>,
+    op: &Op,
+) -> Result<(), StoreError> {
+    match op {
+        Op::Flush => Ok(()),
+        Op::Create(info) => {
+            if live.contains_key(&info.id) {
+                return Err(StoreError::Exists(info.id.clone()));
+            }
+            let json = serde_json::to_string(info).map_err(|e| corrupt("match", e))?;
+            let rowid = in_savepoint(tx, |sp| {
+                sp.execute(
+                    "INSERT INTO matches (id, info) VALUES (?1, ?2)",
+                    params![info.id.as_str(), json],
+                )?;
+                Ok(sp.last_insert_rowid())
+            })
+            .map_err(|e| match e.sqlite_error_code() {
+                // Only if another process wrote the file behind our back.
+                Some(rusqlite::ErrorCode::ConstraintViolation) => {
+                    StoreError::Exists(info.id.clone())
+                }
+                _ => db_err(e),
+            })?;
+            undo.push((info.id.clone(), None));
+            live.insert(info.id.clone(), (rowid, 0));
+            Ok(())
+        }
+        Op::Append(id, events) => {
+            let (rowid, last) = *live.get(id).ok_or_else(|| StoreError::NotFound(id.clone()))?;
+            let new_last = check_seqs(id, last, events)?;
+            if events.is_empty() {
+                return Ok(());
+            }
+            let rows = events
+                .iter()
+                .map(|e| {
+                    let data = serde_json::to_string(&e.data).map_err(|e| corrupt("event", e))?;
+                    Ok((seq_to_sql(e.seq), e.ts, e.kind.as_str(), data))
+                })
+                .collect::<Result<Vec<_>, StoreError>>()?;
+            in_savepoint(tx, |sp| {
+                let mut stmt = sp.prepare_cached(
+                    "INSERT INTO events (match_rowid, seq, ts, kind, data) \
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                )?;
+                for (seq, ts, kind, data) in &rows {
+                    stmt.execute(params![rowid, seq, ts, kind, data])?;
+                }
+                Ok(())
+            })
+            .map_err(db_err)?;
+            undo.push((id.clone(), Some((rowid, last))));
+            live.insert(id.clone(), (rowid, new_last));
+            Ok(())
+        }
+        Op::Cancel(id) => {
+            let (rowid, last) = *live.get(id).ok_or_else(|| StoreError::NotFound(id.clone()))?;
+            // The rows stay (a record of what was played) but are never shown again.
+            in_savepoint(tx, |sp| {
+                sp.execute("UPDATE matches SET cancelled = 1 WHERE rowid = ?1", [rowid])
+            })
+            .map_err(db_err)?;
+            undo.push((id.clone(), Some((rowid, last))));
+            live.remove(id);
+            Ok(())
+        }
+    }
+}
+
+/// Runs `f` in a savepoint: released if it succeeds, rolled back (on drop) if it fails.
+fn in_savepoint<T>(
+    tx: &mut rusqlite::Transaction<'_>,
+    f: impl FnOnce(&rusqlite::Savepoint<'_>) -> rusqlite::Result<T>,
+) -> rusqlite::Result<T> {
+    let sp = tx.savepoint()?;
+    let value = f(&sp)?;
+    sp.commit()?;
+    Ok(value)
+}

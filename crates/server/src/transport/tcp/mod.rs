@@ -1,0 +1,433 @@
+//! The plain TCP viewer protocols v1 and v2 (SPEC 4): accept loops, the connect line, and the
+//! per-viewer loop that writes what the hub hands out.
+//!
+//! A viewer has a task of its own only while it needs one: to send its connect line, to catch
+//! up, or while its socket is full. At the live edge it is parked (`park.rs`): one shard task
+//! writes each burst to hundreds of parked viewers. No per-viewer timer exists (write deadlines
+//! only while a write is blocked) and no buffer once the connect line is read.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use rand::Rng;
+use tokio::io::AsyncReadExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+use crate::hub::{Format, Hub, JoinError, Next, Subscription};
+use crate::ingest::now_ms;
+use crate::model::Period;
+use crate::transport::{PortGuard, ViewerPorts};
+
+mod park;
+mod write;
+
+use self::park::{NotParked, Parking};
+use self::write::{write_all, MAX_BATCH};
+use crate::wire::{self, v1, v2, Bye, ByeReason, ConnectLine};
+
+/// Connections accepted past the node's limit only to be told `full`; past this, the accept
+/// loop pauses and the kernel's backlog holds the rest.
+const FULL_REPLY_SLACK: usize = 1024;
+
+/// What every viewer connection of a node shares.
+pub struct ViewerContext {
+    pub hub: Arc<Hub>,
+    pub ports: Arc<ViewerPorts>,
+    pub shutdown: CancellationToken,
+    pub tracker: TaskTracker,
+    pub max_viewers: usize,
+    pub connect_timeout: Duration,
+    pub max_connect_line: usize,
+    pub write_timeout: Duration,
+    pub retry_after_ms: u64,
+    pub idle_probe: Duration,
+    parking: Parking,
+}
+
+impl ViewerContext {
+    pub fn new(
+        config: &Config,
+        hub: Arc<Hub>,
+        ports: Arc<ViewerPorts>,
+        shutdown: CancellationToken,
+        tracker: TaskTracker,
+    ) -> ViewerContext {
+        ViewerContext {
+            hub,
+            ports,
+            shutdown,
+            tracker,
+            max_viewers: config.max_viewers,
+            connect_timeout: config.connect_timeout,
+            max_connect_line: config.max_connect_line,
+            write_timeout: config.write_timeout,
+            retry_after_ms: config.retry_after_ms,
+            idle_probe: config.idle_probe,
+            parking: Parking::default(),
+        }
+    }
+}
+
+/// Binds a viewer listener with a large accept backlog.
+pub fn bind(addr: SocketAddr, backlog: i32) -> io::Result<TcpListener> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(backlog)?;
+    TcpListener::from_std(socket.into())
+}
+
+/// Accepts viewers on one port until shutdown. Errors such as running out of descriptors
+/// (EMFILE) pause the loop with a growing backoff instead of ending it.
+pub async fn accept_loop(listener: TcpListener, index: usize, ctx: Arc<ViewerContext>) {
+    let mut backoff = Duration::from_millis(5);
+    loop {
+        while ctx.ports.total() >= ctx.max_viewers + FULL_REPLY_SLACK {
+            tokio::select! {
+                _ = ctx.shutdown.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+            }
+        }
+        let accepted = tokio::select! {
+            _ = ctx.shutdown.cancelled() => return,
+            a = listener.accept() => a,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                backoff = Duration::from_millis(5);
+                let guard = ctx.ports.enter(index);
+                ctx.tracker.spawn(serve(ctx.clone(), index, stream, peer, guard));
+            }
+            Err(e) if is_transient(&e) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, backoff_ms = backoff.as_millis() as u64, "accept failed; backing off");
+                tokio::select! {
+                    _ = ctx.shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+            }
+        }
+    }
+}
+
+/// Accept errors that concern one connection only.
+fn is_transient(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::Interrupted
+    )
+}
+
+/// Why a connect line did not arrive whole.
+enum LineError {
+    TooLong(Vec<u8>),
+    TooSlow(Vec<u8>),
+    Closed,
+}
+
+async fn serve(
+    ctx: Arc<ViewerContext>,
+    index: usize,
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    guard: PortGuard,
+) {
+    let _ = stream.set_nodelay(true);
+    // A parked viewer is out of the reactor; keepalive lets the kernel find peers that vanished
+    // without a word, and the shard's probe then drops them.
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(Duration::from_secs(60))
+        .with_interval(Duration::from_secs(10));
+    let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive);
+    // Boxed: its buffers live only while the connect line is read, not in every viewer's task.
+    let Some((mut sub, format, v1_not_live)) = Box::pin(handshake(&ctx, index, &mut stream)).await
+    else {
+        return;
+    };
+    tracing::debug!(%peer, match_id = %sub.match_id(), ?format, "viewer joined");
+    if v1_not_live {
+        if let Next::Data(status) = sub.next().await {
+            let _ = write_all(&stream, &[status], ctx.write_timeout).await;
+        }
+        return;
+    }
+    follow(&ctx, stream, sub, guard, format, Vec::new()).await;
+}
+
+/// How a stretch of following a match in a task ended.
+enum Outcome {
+    /// Say goodbye for this reason and close.
+    Bye(ByeReason),
+    /// The viewer went away: nobody to tell.
+    Gone,
+    /// Caught up with the live edge: the viewer can be parked.
+    AtHead,
+}
+
+/// Follows a match in this task: first writes `rest` (what a shard could not), then whatever the
+/// subscription hands out, parking the viewer whenever it reaches the live edge.
+async fn follow(
+    ctx: &Arc<ViewerContext>,
+    mut stream: TcpStream,
+    mut sub: Subscription,
+    mut guard: PortGuard,
+    format: Format,
+    rest: Vec<Bytes>,
+) {
+    let mut outcome = match write_all(&stream, &rest, ctx.write_timeout).await {
+        Ok(()) => None,
+        Err(e) if e.kind() == io::ErrorKind::TimedOut => Some(Outcome::Bye(ByeReason::TooSlow)),
+        Err(_) => Some(Outcome::Gone),
+    };
+    drop(rest);
+    let mut may_park = true;
+    loop {
+        let reason = match outcome.take() {
+            Some(o) => o,
+            None => stream_to_viewer(ctx, &stream, &mut sub, may_park).await,
+        };
+        match reason {
+            Outcome::AtHead => match ctx.parking.park(ctx, sub, stream, guard, format) {
+                Ok(()) => return,
+                // Not parked (an event slipped in, the match ended, the node is stopping):
+                // wait for what comes next in this task before trying again.
+                Err(NotParked(s, st, g)) => {
+                    (sub, stream, guard) = (s, st, g);
+                    may_park = false;
+                }
+            },
+            Outcome::Gone => return,
+            Outcome::Bye(reason) => {
+                if format == Format::V2 {
+                    let mut bye = Bye::new(reason);
+                    if reason == ByeReason::Shutdown {
+                        let base = ctx.retry_after_ms;
+                        bye.retry_after_ms =
+                            Some(rand::rng().random_range(base..=base.saturating_mul(2)));
+                    }
+                    // A viewer that was too slow gets a moment for its goodbye, not another
+                    // full timeout.
+                    let timeout = if reason == ByeReason::TooSlow {
+                        Duration::from_secs(1)
+                    } else {
+                        ctx.write_timeout
+                    };
+                    let _ = write_all(&stream, &[v2::bye_frame(&bye)], timeout).await;
+                }
+                return;
+            }
+        }
+    }
+}
+
+/// Reads and checks the connect line and joins the match; answers and returns `None` when the
+/// viewer cannot be served. Also tells whether this is a v1 viewer of a match that is not live
+/// (the original shows it one status block, then closes).
+async fn handshake(
+    ctx: &ViewerContext,
+    index: usize,
+    stream: &mut TcpStream,
+) -> Option<(Subscription, Format, bool)> {
+    let line = match read_connect_line(ctx, stream).await {
+        Ok(line) => line,
+        Err(LineError::Closed) => return None,
+        Err(LineError::TooLong(partial)) => {
+            let reason =
+                format!("line too long (a connect line is at most {} bytes)", ctx.max_connect_line);
+            let version = wire::sniff_version(&partial);
+            refuse(ctx, stream, version, &reason, ByeReason::BadRequest).await;
+            return None;
+        }
+        Err(LineError::TooSlow(partial)) => {
+            let reason = format!(
+                "too slow to send the connect line (it must arrive within {} s)",
+                ctx.connect_timeout.as_secs()
+            );
+            let version = wire::sniff_version(&partial);
+            refuse(ctx, stream, version, &reason, ByeReason::BadRequest).await;
+            return None;
+        }
+    };
+    let (format, match_id, from) = match wire::parse_connect(&line) {
+        Ok(ConnectLine::V1 { match_id, .. }) => (Format::V1, match_id, None),
+        Ok(ConnectLine::V2 { match_id, from, .. }) => (Format::V2, match_id, from),
+        Err(e) => {
+            refuse(ctx, stream, e.version, &e.reason, ByeReason::BadRequest).await;
+            return None;
+        }
+    };
+    let version = Some(if format == Format::V1 { 1 } else { 2 });
+    if ctx.ports.is_full(index) {
+        refuse_full(ctx, stream, index, version).await;
+        return None;
+    }
+    match ctx.hub.join(&match_id, format, from, now_ms()) {
+        Ok((sub, snapshot)) => {
+            let not_live = matches!(snapshot.state.period, Period::NotStarted | Period::Ended);
+            Some((sub, format, format == Format::V1 && not_live))
+        }
+        Err(JoinError::NotFound(_)) => {
+            let reason = format!("unknown match {match_id}");
+            refuse(ctx, stream, version, &reason, ByeReason::NotFound).await;
+            None
+        }
+    }
+}
+
+/// Writes what the subscription hands out until the viewer reaches the live edge (it can then
+/// be parked), its stream ends or the node stops (a reason for goodbye), or it goes away.
+/// With `may_park` false it hands out at least one item before reporting the live edge.
+async fn stream_to_viewer(
+    ctx: &ViewerContext,
+    stream: &TcpStream,
+    sub: &mut Subscription,
+    mut may_park: bool,
+) -> Outcome {
+    let mut batch: Vec<Bytes> = Vec::new();
+    loop {
+        if ctx.shutdown.is_cancelled() {
+            return Outcome::Bye(ByeReason::Shutdown);
+        }
+        if may_park && sub.at_head() {
+            return Outcome::AtHead;
+        }
+        may_park = true;
+        let next = tokio::select! {
+            biased;
+            _ = ctx.shutdown.cancelled() => return Outcome::Bye(ByeReason::Shutdown),
+            n = sub.next() => n,
+            r = std::future::poll_fn(|cx| stream.poll_read_ready(cx)) => {
+                match r.and_then(|_| discard_input(stream)) {
+                    // The viewer closed its side: like the original, that ends the session.
+                    Ok(Some(0)) | Err(_) => return Outcome::Gone,
+                    Ok(_) => {}
+                }
+                continue;
+            }
+        };
+        let mut end = None;
+        match next {
+            Next::Data(b) => batch.push(b),
+            Next::End(reason) => return Outcome::Bye(reason),
+        }
+        while batch.len() < MAX_BATCH {
+            match sub.try_next() {
+                Some(Next::Data(b)) => batch.push(b),
+                Some(Next::End(reason)) => {
+                    end = Some(reason);
+                    break;
+                }
+                None => break,
+            }
+        }
+        let written = write_all(stream, &batch, ctx.write_timeout).await;
+        batch.clear();
+        if batch.capacity() > MAX_BATCH {
+            batch = Vec::new();
+        }
+        match written {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::TimedOut => {
+                return Outcome::Bye(ByeReason::TooSlow)
+            }
+            Err(_) => return Outcome::Gone,
+        }
+        if let Some(reason) = end {
+            return Outcome::Bye(reason);
+        }
+    }
+}
+
+/// Reads and drops whatever a viewer sends after its connect line. `Ok(Some(0))`: the viewer
+/// closed its side.
+fn discard_input(stream: &TcpStream) -> io::Result<Option<usize>> {
+    let mut sink = [0u8; 256];
+    match stream.try_read(&mut sink) {
+        Ok(n) => Ok(Some(n)),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Reads one line (CRLF or LF, possibly in pieces) within the connect timeout.
+async fn read_connect_line(
+    ctx: &ViewerContext,
+    stream: &mut TcpStream,
+) -> Result<Vec<u8>, LineError> {
+    let deadline = Instant::now() + ctx.connect_timeout;
+    let mut buf = Vec::with_capacity(128);
+    let mut chunk = [0u8; 256];
+    loop {
+        let read = tokio::select! {
+            _ = ctx.shutdown.cancelled() => return Err(LineError::Closed),
+            r = tokio::time::timeout_at(deadline, stream.read(&mut chunk)) => r,
+        };
+        let n = match read {
+            Err(_) => return Err(LineError::TooSlow(buf)),
+            Ok(Err(_)) | Ok(Ok(0)) => return Err(LineError::Closed),
+            Ok(Ok(n)) => n,
+        };
+        let got = &chunk[..n];
+        if let Some(pos) = got.iter().position(|&b| b == b'\n') {
+            buf.extend_from_slice(&got[..pos]);
+            if buf.last() == Some(&b'\r') {
+                buf.pop();
+            }
+            if buf.len() > ctx.max_connect_line {
+                return Err(LineError::TooLong(buf));
+            }
+            return Ok(buf);
+        }
+        buf.extend_from_slice(got);
+        if buf.len() > ctx.max_connect_line {
+            return Err(LineError::TooLong(buf));
+        }
+    }
+}
+
+/// Answers a connect that cannot be served, in the protocol it announced (v1 when unknown).
+async fn refuse(
+    ctx: &ViewerContext,
+    stream: &TcpStream,
+    version: Option<u8>,
+    reason: &str,
+    bye: ByeReason,
+) {
+    tracing::debug!(reason, "viewer refused");
+    let frame = match version {
+        Some(2) => v2::bye_frame(&Bye::new(bye)),
+        _ => v1::error_block(reason),
+    };
+    let _ = write_all(stream, &[frame], ctx.write_timeout).await;
+}
+
+async fn refuse_full(ctx: &ViewerContext, stream: &TcpStream, index: usize, version: Option<u8>) {
+    let other = ctx.ports.other_with_room(index).map(|p| p.addr_string());
+    let frame = match version {
+        Some(2) => v2::bye_frame(&Bye {
+            reason: ByeReason::Full,
+            retry_after_ms: other.is_none().then_some(ctx.retry_after_ms),
+            try_addr: other,
+        }),
+        _ => v1::error_block(&match other {
+            Some(addr) => format!("server full, try {addr}"),
+            None => "server full, try another server or again later".to_owned(),
+        }),
+    };
+    let _ = write_all(stream, &[frame], ctx.write_timeout).await;
+}

@@ -1,0 +1,65 @@
+//! A simulated viewer's checker: the client's stream checkers for MatchStream viewers, the Redis
+//! one for Redis subscribers, behind one interface so that one viewer engine drives both.
+
+pub use matchstream_client::check::{Seen, State};
+
+use super::redis::RedisChecker;
+use super::{Protocol, Violation};
+
+/// One simulated viewer's checker, whatever it watches.
+#[derive(Debug)]
+pub enum Checker {
+    Matchstream(matchstream_client::check::Checker),
+    Redis(RedisChecker),
+}
+
+impl Checker {
+    pub fn for_protocol(p: Protocol) -> Checker {
+        Checker::Matchstream(matchstream_client::check::Checker::for_protocol(p))
+    }
+
+    /// A new connection starts; `from` is the seq it resumes after (v2 `FROM`).
+    pub fn new_connection(&mut self, from: Option<u64>) {
+        match self {
+            Checker::Matchstream(c) => c.new_connection(from),
+            Checker::Redis(c) => c.new_connection(),
+        }
+    }
+
+    /// Checks the next bytes, appending what they complete to `seen`.
+    pub fn feed(&mut self, data: &[u8], seen: &mut Vec<Seen>) -> Result<State, Violation> {
+        match self {
+            Checker::Matchstream(c) => c.feed(data, seen),
+            Checker::Redis(c) => c.feed(data, seen),
+        }
+    }
+
+    /// Must the viewer wait for the server's close after the end (v1), or may it hang up?
+    pub fn needs_close(&self) -> bool {
+        matches!(self, Checker::Matchstream(c) if c.needs_close())
+    }
+
+    /// The verdict when the server closes.
+    pub fn at_eof(&self) -> Result<(), Violation> {
+        match self {
+            Checker::Matchstream(c) => c.at_eof(),
+            Checker::Redis(c) => c.at_eof(),
+        }
+    }
+
+    /// The seq to resume after (`FROM`), v2 only.
+    pub fn resume_from(&self) -> Option<u64> {
+        match self {
+            Checker::Matchstream(c) => c.resume_from(),
+            Checker::Redis(_) => None,
+        }
+    }
+
+    /// Milliseconds of uncertainty in the event times it reports.
+    pub fn ts_resolution_ms(&self) -> u64 {
+        match self {
+            Checker::Matchstream(c) => c.ts_resolution_ms(),
+            Checker::Redis(_) => 1,
+        }
+    }
+}

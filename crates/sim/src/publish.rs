@@ -1,0 +1,257 @@
+//! `matchstream sim publish`: the benchmark's watcher. Creates the match if asked (reusing it
+//! when it exists), starts it if asked and not yet started, publishes `comment` events whose v2
+//! frame is about `payload` bytes — at a steady rate, or one request with a list — and stops the
+//! match if asked. Reports what it published so that a harness knows what viewers must get.
+
+use std::time::{Duration, Instant};
+
+use reqwest::{Client, Method, StatusCode};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use super::{unix_ms, PublishMode, SimError};
+
+/// Longest comment text (SPEC 1).
+const MAX_TEXT: usize = 280;
+
+/// What to publish where.
+#[derive(Clone, Debug)]
+pub struct Publish {
+    /// Base URL, like `http://127.0.0.1:8888`.
+    pub server: String,
+    pub token: String,
+    pub match_id: String,
+    /// Create the match first (an existing one is reused).
+    pub create: bool,
+    /// Publish `start` (two players a side) if the match has not started.
+    pub start: bool,
+    pub mode: PublishMode,
+    /// About this many bytes per v2 frame of each comment.
+    pub payload: usize,
+    /// Publish `stop` at the end.
+    pub stop: bool,
+}
+
+/// What was published: the JSON object of `sim publish --json`.
+#[derive(Clone, Debug, Serialize)]
+pub struct PublishReport {
+    #[serde(rename = "match")]
+    pub match_id: String,
+    /// The match was created by this run (not reused).
+    pub created: bool,
+    /// `start` was published by this run.
+    pub started: bool,
+    /// Comments published.
+    pub published: u64,
+    pub first_seq: Option<u64>,
+    pub last_seq: Option<u64>,
+    /// The seq of `stop`, when published.
+    pub stop_seq: Option<u64>,
+    /// Bytes of one comment's v2 frame.
+    pub frame_bytes: usize,
+    /// Time spent publishing the comments.
+    pub elapsed_ms: u64,
+    pub rate_per_s: f64,
+}
+
+impl PublishReport {
+    /// The report for a person.
+    pub fn text(&self) -> String {
+        let seqs = match (self.first_seq, self.last_seq) {
+            (Some(a), Some(b)) => format!("seq {a}..{b}"),
+            _ => "nothing".to_owned(),
+        };
+        format!(
+            "published {} comments ({} bytes a frame) to {}: {seqs} in {} ms ({:.1}/s){}{}{}\n",
+            self.published,
+            self.frame_bytes,
+            self.match_id,
+            self.elapsed_ms,
+            self.rate_per_s,
+            if self.created { ", created the match" } else { "" },
+            if self.started { ", started it" } else { "" },
+            self.stop_seq.map_or(String::new(), |s| format!(", stop at seq {s}")),
+        )
+    }
+}
+
+/// A comment text whose v2 frame (`{"seq":..,"ts":..,"kind":"comment","data":{"text":".."}}\n`)
+/// is `payload` bytes for a seq of `seq_digits` digits.
+pub fn comment_text(payload: usize, seq_digits: usize) -> Result<String, SimError> {
+    let ts_digits = unix_ms().to_string().len();
+    let overhead = r#"{"seq":,"ts":,"kind":"comment","data":{"text":""}}"#.len() + 1;
+    let fixed = overhead + seq_digits + ts_digits;
+    let len = payload.saturating_sub(fixed).max(1);
+    if len > MAX_TEXT {
+        return Err(SimError::Usage(format!(
+            "--payload is at most {} bytes (a comment is at most {MAX_TEXT} characters)",
+            fixed + MAX_TEXT
+        )));
+    }
+    let mut text = String::from("sim ");
+    text.extend(std::iter::repeat_n('x', len.saturating_sub(4)));
+    text.truncate(len);
+    Ok(text)
+}
+
+#[derive(Deserialize)]
+struct Accepted {
+    seq: u64,
+}
+
+/// Publishes as asked.
+pub async fn publish(p: &Publish) -> Result<PublishReport, SimError> {
+    p.mode.validate()?;
+    let server = p.server.trim_end_matches('/');
+    let client = Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .map_err(|e| SimError::Usage(format!("cannot build the HTTP client: {e}")))?;
+    let call = |method: Method, path: String, body: Option<Value>| {
+        let mut req = client.request(method, format!("{server}{path}")).bearer_auth(&p.token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        async move {
+            let resp = req.send().await.map_err(|e| SimError::Server(format!("{path}: {e}")))?;
+            let status = resp.status();
+            let body: Value = resp.json().await.unwrap_or(Value::Null);
+            Ok::<_, SimError>((status, body))
+        }
+    };
+    let refused = |what: &str, status: StatusCode, body: &Value| {
+        let why = body["error"].as_str().map_or_else(|| body.to_string(), str::to_owned);
+        SimError::Server(format!("{server} refused {what}: {status}: {why}"))
+    };
+    let id = &p.match_id;
+    let events = format!("/1/match/{id}/events");
+
+    let mut created = false;
+    if p.create {
+        let mut parts = id.splitn(3, '-');
+        let (Some(home), Some(visit), Some(date)) = (parts.next(), parts.next(), parts.next())
+        else {
+            return Err(SimError::Usage(format!(
+                "{id:?} is not a match id like elp-tig-2011-09-10"
+            )));
+        };
+        let body = json!({"home": home, "visit": visit, "start_date": date});
+        let (status, body) = call(Method::POST, "/1/matches".into(), Some(body)).await?;
+        match status {
+            StatusCode::CREATED => created = true,
+            StatusCode::CONFLICT => {}
+            _ => return Err(refused("creating the match", status, &body)),
+        }
+    }
+    let mut started = false;
+    if p.start {
+        let (status, m) = call(Method::GET, format!("/1/match/{id}"), None).await?;
+        if status != StatusCode::OK {
+            return Err(refused("reading the match", status, &m));
+        }
+        if m["period"] == "not_started" {
+            let start = json!({"kind": "start", "data": {
+                "home_players": [{"number": 1, "name": "Home One"}, {"number": 2, "name": "Home Two"}],
+                "visit_players": [{"number": 1, "name": "Visit One"}, {"number": 2, "name": "Visit Two"}]
+            }});
+            let (status, body) = call(Method::POST, events.clone(), Some(start)).await?;
+            if status != StatusCode::CREATED {
+                return Err(refused("start", status, &body));
+            }
+            started = true;
+        }
+    }
+
+    let count = match p.mode {
+        PublishMode::Burst { n } => u64::from(n),
+        PublishMode::Rate { per_s, secs } => (per_s * secs).round() as u64,
+    };
+    // Frames are sized for the seqs they will most likely carry.
+    let digits = (count + 10).to_string().len();
+    let text = comment_text(p.payload, digits)?;
+    let comment = json!({"kind": "comment", "data": {"text": text}});
+    let frame_bytes = comment_text_frame_len(&text, digits);
+    let (mut first_seq, mut last_seq) = (None, None);
+    let began = Instant::now();
+    match p.mode {
+        PublishMode::Burst { n } => {
+            let batch = Value::Array(vec![comment.clone(); n as usize]);
+            let (status, body) = call(Method::POST, events.clone(), Some(batch)).await?;
+            let accepted: Vec<Accepted> = match status {
+                StatusCode::CREATED => serde_json::from_value(body)
+                    .map_err(|e| SimError::Server(format!("the burst's answer: {e}")))?,
+                _ => return Err(refused("the burst", status, &body)),
+            };
+            first_seq = accepted.first().map(|a| a.seq);
+            last_seq = accepted.last().map(|a| a.seq);
+        }
+        PublishMode::Rate { per_s, .. } => {
+            let start = tokio::time::Instant::now();
+            for i in 0..count {
+                tokio::time::sleep_until(start + Duration::from_secs_f64(i as f64 / per_s)).await;
+                let (status, body) =
+                    call(Method::POST, events.clone(), Some(comment.clone())).await?;
+                if status != StatusCode::CREATED {
+                    return Err(refused(&format!("comment {}", i + 1), status, &body));
+                }
+                let seq = body["seq"].as_u64();
+                first_seq = first_seq.or(seq);
+                last_seq = seq.or(last_seq);
+            }
+        }
+    }
+    let elapsed = began.elapsed();
+    let mut stop_seq = None;
+    if p.stop {
+        let (status, body) =
+            call(Method::POST, events.clone(), Some(json!({"kind": "stop"}))).await?;
+        if status != StatusCode::CREATED {
+            return Err(refused("stop", status, &body));
+        }
+        stop_seq = body["seq"].as_u64();
+    }
+    Ok(PublishReport {
+        match_id: id.clone(),
+        created,
+        started,
+        published: count,
+        first_seq,
+        last_seq,
+        stop_seq,
+        frame_bytes,
+        elapsed_ms: elapsed.as_millis() as u64,
+        rate_per_s: (count as f64 / elapsed.as_secs_f64().max(1e-3) * 10.0).round() / 10.0,
+    })
+}
+
+/// The v2 frame length of a comment with `text` (plain ASCII) and a seq of `seq_digits` digits.
+fn comment_text_frame_len(text: &str, seq_digits: usize) -> usize {
+    let ts_digits = unix_ms().to_string().len();
+    r#"{"seq":,"ts":,"kind":"comment","data":{"text":""}}"#.len()
+        + 1
+        + seq_digits
+        + ts_digits
+        + text.len()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A v2 comment frame as SPEC 4 writes it, built here from the SPEC, not the server's code.
+    fn frame(seq: u64, text: &str) -> String {
+        let frame = json!({"seq": seq, "ts": unix_ms(), "kind": "comment", "data": {"text": text}});
+        format!("{frame}\n")
+    }
+
+    #[test]
+    fn comment_frames_have_the_asked_size() {
+        for payload in [120, 200, 300] {
+            let text = comment_text(payload, 4).unwrap();
+            assert_eq!(frame(1234, &text).len(), payload, "{text}");
+            assert_eq!(comment_text_frame_len(&text, 4), payload);
+        }
+        assert!(comment_text(1000, 4).is_err());
+        assert_eq!(comment_text(10, 4).unwrap().len(), 1, "never empty");
+    }
+}

@@ -1,0 +1,328 @@
+//! One simulated viewer's life, as a user who knows only the protocol: find a port (checkin or a
+//! given list), connect while holding a connect slot, send the line, then read and check its own
+//! stream until the end, acting out its path (late, leave, reconnect with `FROM`, slow). The
+//! same loop drives Redis subscribers, so both systems are measured by one engine.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use matchstream_proto::ConnectLine;
+use serde::Deserialize;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::check::{Checker, Seen, State};
+use super::job::Target;
+use super::redis::{self, RedisChecker};
+use super::worker::Shared;
+
+use super::{unix_ms, Cause, PathKind, Protocol, Violation};
+
+/// Read buffer of a viewer; a slow viewer reads at most this much at a time.
+const READ_BUF: usize = 16 * 1024;
+const SLOW_READ: usize = 256;
+/// After v1's `stop`, how long the server has to close.
+const CLOSE_AFTER_STOP: Duration = Duration::from_secs(10);
+
+/// Who a viewer is and what it will do.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Spec {
+    /// Global viewer number: the user id is `sim<id>`.
+    pub id: u64,
+    pub path: PathKind,
+    /// `late`: wait this long before connecting.
+    pub delay_ms: u64,
+    /// `leave` / `reconnect`: act after this many events.
+    pub act_after: u64,
+}
+
+/// How a viewer ended.
+#[derive(Debug)]
+pub(crate) enum Outcome {
+    Complete,
+    Failed(Violation),
+    /// The run stopped it (duration limit, end of hold, interrupted); `connected`: it was
+    /// connected then (a holding viewer that was is a success, one still connecting is not).
+    Stopped {
+        connected: bool,
+    },
+}
+
+/// Runs one viewer until it ends or the run stops.
+pub(crate) async fn run(sh: &Shared, spec: Spec) -> Outcome {
+    let connected = AtomicBool::new(false);
+    // Read the flag before `live` is dropped, which disconnects the viewer.
+    let stopped = async {
+        sh.stop.cancelled().await;
+        connected.load(Ordering::Relaxed)
+    };
+    tokio::select! {
+        connected = stopped => Outcome::Stopped { connected },
+        outcome = live(sh, spec, &connected) => outcome,
+    }
+}
+
+/// Counts a viewer as connected while it lives.
+struct Connected<'a> {
+    sh: &'a Shared,
+    flag: &'a AtomicBool,
+}
+
+impl<'a> Connected<'a> {
+    fn enter(sh: &'a Shared, flag: &'a AtomicBool, first_time: bool) -> Connected<'a> {
+        if first_time {
+            sh.ever_connected.fetch_add(1, Ordering::Relaxed);
+        }
+        flag.store(true, Ordering::Relaxed);
+        let now = sh.connected.fetch_add(1, Ordering::Relaxed) + 1;
+        if now == sh.viewers {
+            sh.all_connected.notify_one();
+        }
+        Connected { sh, flag }
+    }
+}
+
+impl Drop for Connected<'_> {
+    fn drop(&mut self) {
+        self.flag.store(false, Ordering::Relaxed);
+        self.sh.connected.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+async fn live(sh: &Shared, spec: Spec, connected: &AtomicBool) -> Outcome {
+    if spec.path == PathKind::Late {
+        tokio::time::sleep(Duration::from_millis(spec.delay_ms)).await;
+    }
+    sh.started.fetch_add(1, Ordering::Relaxed);
+    let mut checker = match &sh.job.target {
+        Target::Matchstream { protocol, .. } => Checker::for_protocol(*protocol),
+        Target::Redis { .. } => Checker::Redis(RedisChecker::default()),
+    };
+    let slow = spec.path == PathKind::Slow;
+    let read_size = if slow { SLOW_READ } else { READ_BUF };
+    let mut act_at =
+        matches!(spec.path, PathKind::Leave | PathKind::Reconnect).then_some(spec.act_after.max(1));
+    let (mut from, mut events, mut first_time) = (None, 0u64, true);
+    let mut seen = Vec::new();
+    let mut buf = vec![0u8; READ_BUF];
+    'connection: loop {
+        let (mut stream, mut n) = match connect(sh, spec.id, from, &mut buf).await {
+            Ok(got) => got,
+            Err(v) => return Outcome::Failed(v),
+        };
+        let _connected = Connected::enter(sh, connected, std::mem::replace(&mut first_time, false));
+        checker.new_connection(from);
+        // Events replayed on a resumed connection are old: they count as deliveries, but their
+        // age is the time the viewer was away, not a delivery latency.
+        let measure = from.is_none();
+        let mut closing = false;
+        loop {
+            seen.clear();
+            let state = checker.feed(&buf[..n], &mut seen);
+            events += record(sh, &seen, measure);
+            match state {
+                Err(v) => return Outcome::Failed(v),
+                Ok(State::Ended) if !checker.needs_close() => return Outcome::Complete,
+                Ok(State::Ended) => closing = true,
+                Ok(State::Open) => {}
+            }
+            if act_at.is_some_and(|at| events >= at) && !closing {
+                if spec.path == PathKind::Leave {
+                    return Outcome::Complete;
+                }
+                // Reconnect: drop this connection and resume after the last seq seen.
+                act_at = None;
+                from = checker.resume_from();
+                continue 'connection;
+            }
+            if slow {
+                tokio::time::sleep(Duration::from_millis(sh.job.behaviour.slow_read_ms)).await;
+            }
+            let read = stream.read(&mut buf[..read_size]);
+            let read = if closing {
+                match tokio::time::timeout(CLOSE_AFTER_STOP, read).await {
+                    Ok(r) => r,
+                    Err(_) => {
+                        let detail = "the server did not close after the stop block";
+                        return Outcome::Failed(Violation::new(Cause::Timeout, detail));
+                    }
+                }
+            } else {
+                read.await
+            };
+            n = match read {
+                Ok(0) => {
+                    return match checker.at_eof() {
+                        Ok(()) => Outcome::Complete,
+                        Err(v) => Outcome::Failed(v),
+                    }
+                }
+                Ok(n) => n,
+                Err(e) => return Outcome::Failed(Violation::new(Cause::of_io(&e), e.to_string())),
+            };
+        }
+    }
+}
+
+/// Counts what a chunk delivered and records its latencies; returns the number of events.
+fn record(sh: &Shared, seen: &[Seen], measure: bool) -> u64 {
+    let events = seen.iter().filter(|s| matches!(s, Seen::Event { .. })).count() as u64;
+    if events == 0 {
+        return 0;
+    }
+    let now = unix_ms();
+    sh.deliveries.fetch_add(events, Ordering::Relaxed);
+    sh.first_delivery_ms.fetch_min(now, Ordering::Relaxed);
+    sh.last_delivery_ms.fetch_max(now, Ordering::Relaxed);
+    if measure {
+        // One lock per chunk, not per event: a burst arrives in few chunks.
+        let mut hist = sh.latency.lock().unwrap_or_else(|p| p.into_inner());
+        for s in seen {
+            if let Seen::Event { ts_ms, .. } = s {
+                hist.record((now - ts_ms).max(0) as u64);
+            }
+        }
+    }
+    events
+}
+
+/// Source addresses a crowd on loopback is spread over: real viewers come from many addresses,
+/// and from one address the kernel's search for a free local port grows with every connection
+/// to the same server port (measured: 18,900 connects cost the simulator 8 s of kernel time from
+/// 127.0.0.1 alone, so the simulator, not the server, set the pace).
+const LOOPBACK_SOURCES: u64 = 64;
+
+/// Opens a TCP connection; to a loopback IPv4 server, from one of `LOOPBACK_SOURCES` addresses
+/// of 127.0.0.0/8 chosen by `id`, with the port picked at connect time.
+async fn dial(addr: &str, id: u64) -> std::io::Result<TcpStream> {
+    let target = match tokio::net::lookup_host(addr).await?.next() {
+        Some(a) => a,
+        None => return Err(std::io::Error::other(format!("{addr} resolves to nothing"))),
+    };
+    let std::net::SocketAddr::V4(v4) = target else { return TcpStream::connect(target).await };
+    if !v4.ip().is_loopback() {
+        return TcpStream::connect(target).await;
+    }
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    // IP_BIND_ADDRESS_NO_PORT: bind the address now, choose the port at connect, per 4-tuple.
+    set_bind_address_no_port(&socket)?;
+    let source = std::net::Ipv4Addr::new(127, 0, 0, 1 + (id % LOOPBACK_SOURCES) as u8);
+    socket.bind(std::net::SocketAddr::from((source, 0)))?;
+    socket.connect(target).await
+}
+
+/// Sets `IP_BIND_ADDRESS_NO_PORT` (Linux 4.2+; elsewhere a no-op that leaves the port search
+/// to `bind`).
+fn set_bind_address_no_port(socket: &tokio::net::TcpSocket) -> std::io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        let one: libc::c_int = 1;
+        // SAFETY: a valid socket descriptor and a pointer to an int of the size passed.
+        let rc = unsafe {
+            libc::setsockopt(
+                socket.as_raw_fd(),
+                libc::IPPROTO_IP,
+                libc::IP_BIND_ADDRESS_NO_PORT,
+                (&one as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = socket;
+    Ok(())
+}
+
+/// Connects (holding a connect slot), sends the connect line and waits for the first bytes,
+/// which land in `buf`. `from`: resume after this seq (v2).
+async fn connect(
+    sh: &Shared,
+    id: u64,
+    from: Option<u64>,
+    buf: &mut [u8],
+) -> Result<(TcpStream, usize), Violation> {
+    let _slot = sh
+        .slots
+        .acquire()
+        .await
+        .map_err(|_| Violation::new(Cause::Io, "the connect slots were closed"))?;
+    sh.first_connect_start_ms.fetch_min(unix_ms(), Ordering::Relaxed);
+    let timeout = Duration::from_millis(sh.job.behaviour.connect_timeout_ms);
+    let (addr, line) = match &sh.job.target {
+        Target::Matchstream { server, match_id, protocol, viewers } => {
+            let addr = if viewers.is_empty() {
+                checkin(sh, server, timeout).await?
+            } else {
+                viewers[sh.next_addr.fetch_add(1, Ordering::Relaxed) % viewers.len()].clone()
+            };
+            let user = format!("sim{id}").into_bytes();
+            let match_id = match_id.clone();
+            let line = match protocol {
+                Protocol::V1 => ConnectLine::V1 { user, match_id },
+                Protocol::V2 => ConnectLine::V2 { user, match_id, from },
+            };
+            (addr, line.encode())
+        }
+        Target::Redis { addr, channel } => {
+            (addr.clone(), redis::command(&[b"SUBSCRIBE", channel.as_bytes()]))
+        }
+    };
+    let started = Instant::now();
+    let attempt = async {
+        let mut stream = dial(&addr, id).await?;
+        stream.set_nodelay(true)?;
+        stream.write_all(&line).await?;
+        // A viewer resuming at the live edge may rightly hear nothing until the next event:
+        // only a first connection waits for its first byte here.
+        let n = if from.is_some() { 0 } else { stream.read(buf).await? };
+        Ok::<_, std::io::Error>((stream, n))
+    };
+    let (stream, n) = match tokio::time::timeout(timeout, attempt).await {
+        Err(_) => {
+            let detail = format!("no first byte from {addr} within {} ms", timeout.as_millis());
+            return Err(Violation::new(Cause::Timeout, detail));
+        }
+        Ok(Err(e)) => return Err(Violation::new(Cause::of_io(&e), format!("{addr}: {e}"))),
+        Ok(Ok((_, 0))) if from.is_none() => {
+            return Err(Violation::new(Cause::ClosedEarly, format!("{addr} closed at once")))
+        }
+        Ok(Ok(got)) => got,
+    };
+    let took = started.elapsed();
+    sh.connects.fetch_add(1, Ordering::Relaxed);
+    sh.last_connect_done_ms.fetch_max(unix_ms(), Ordering::Relaxed);
+    sh.connect_time.lock().unwrap_or_else(|p| p.into_inner()).record(took.as_micros() as u64);
+    Ok((stream, n))
+}
+
+/// `GET /1/checkin` answer.
+#[derive(Deserialize)]
+struct Checkin {
+    host: String,
+    port: u16,
+}
+
+/// Asks the server for the least-loaded viewer port, like a real client before each connect.
+async fn checkin(sh: &Shared, server: &str, timeout: Duration) -> Result<String, Violation> {
+    let fail = |e: String| Violation::new(Cause::Checkin, format!("/1/checkin: {e}"));
+    let resp = sh
+        .http
+        .get(format!("{server}/1/checkin"))
+        .timeout(timeout)
+        .send()
+        .await
+        .map_err(|e| fail(e.to_string()))?;
+    if !resp.status().is_success() {
+        return Err(fail(format!("status {}", resp.status())));
+    }
+    let c: Checkin = resp.json().await.map_err(|e| fail(e.to_string()))?;
+    Ok(if c.host.contains(':') {
+        format!("[{}]:{}", c.host, c.port)
+    } else {
+        format!("{}:{}", c.host, c.port)
+    })
+}
