@@ -13,17 +13,23 @@ async fn two_thousand_viewers_each_get_a_burst_of_300_in_order() {
     let id = s.create_match("elp", "tig", "2011-09-10").await;
     let line = format!("VERSION:2:CONNECT:fan:MATCH:{id}");
 
+    // Every viewer holds its snapshot (seq 0: nothing published yet) before the burst begins, so
+    // each must see the whole burst, 1 to 300: wait for all 2,000 snapshots, on any machine.
+    let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel(VIEWERS);
     let mut viewers = Vec::with_capacity(VIEWERS);
     for i in 0..VIEWERS {
         let mut v = Viewer::connect(s.viewers[i % s.viewers.len()], &line).await;
+        let ready = ready_tx.clone();
         viewers.push(tokio::spawn(async move {
             let status = v.frame().await.expect("status");
-            assert_eq!(status["kind"], "status");
+            assert_eq!((&status["kind"], &status["seq"]), (&json!("status"), &json!(0)));
+            ready.send(()).await.expect("the test waits");
             collect_v2(&mut v).await
         }));
     }
-    // Every viewer holds its snapshot before the burst: wait until all are counted.
-    let (_, _) = s.get("/1/matches").await;
+    for _ in 0..VIEWERS {
+        ready_rx.recv().await.expect("a viewer task ended before its snapshot");
+    }
 
     // The burst: start, 298 events in batches of various sizes, stop.
     s.publish(&id, "start", start_data()).await;

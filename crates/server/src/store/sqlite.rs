@@ -325,6 +325,16 @@ mod tests {
         assert_eq!(all, vec![StoredMatch { info: a, events: vec![event(1), event(2)] }]);
     }
 
+    #[test]
+    fn the_writer_runs_with_wal_and_an_fsync_per_commit() {
+        let dir = TempDir::new().unwrap();
+        let conn = writer::open_writer(&dir.path().join(DB_FILE)).unwrap();
+        let mode: String = conn.pragma_query_value(None, "journal_mode", |r| r.get(0)).unwrap();
+        let sync: i64 = conn.pragma_query_value(None, "synchronous", |r| r.get(0)).unwrap();
+        assert_eq!(mode.to_lowercase(), "wal");
+        assert_eq!(sync, 2, "synchronous=FULL");
+    }
+
     #[tokio::test]
     async fn a_newer_schema_is_refused() {
         let dir = TempDir::new().unwrap();

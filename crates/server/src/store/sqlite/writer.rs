@@ -53,6 +53,9 @@ pub(super) struct Command {
     pub(super) reply: Reply,
 }
 
+/// `PRAGMA synchronous` value of FULL (EXTRA, 3, is stricter still and also accepted).
+const SYNCHRONOUS_FULL: i64 = 2;
+
 /// Opens the write connection and brings the schema up to date (or refuses a newer one).
 pub(super) fn open_writer(path: &Path) -> Result<Connection, StoreError> {
     let mut conn = Connection::open(path)
@@ -75,8 +78,20 @@ pub(super) fn open_writer(path: &Path) -> Result<Connection, StoreError> {
         // Still correct, only reads then wait for the writer.
         tracing::warn!(path = %path.display(), %mode, "store could not switch to WAL");
     }
-    // FULL: a commit is fsync'd before it returns, so an acknowledged event survives a crash.
+    // FULL: a commit is fsync'd before it returns, so an acknowledged event survives a crash,
+    // of the process or of the machine. Read back, not assumed: a build or a file that does not
+    // honour it would make every 201 a promise the node cannot keep.
     conn.pragma_update(None, "synchronous", "FULL").map_err(db_err)?;
+    let synchronous: i64 =
+        conn.pragma_query_value(None, "synchronous", |row| row.get(0)).map_err(db_err)?;
+    if synchronous < SYNCHRONOUS_FULL {
+        return Err(StoreError::Backend(format!(
+            "{}: SQLite runs with synchronous={synchronous}, not FULL ({SYNCHRONOUS_FULL}): \
+             acknowledged events would not be durable",
+            path.display()
+        )));
+    }
+    tracing::info!(path = %path.display(), journal_mode = %mode, synchronous, "store open");
     if version < SCHEMA_VERSION {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db_err)?;
         tx.execute_batch(SCHEMA).map_err(db_err)?;
