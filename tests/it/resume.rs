@@ -20,7 +20,7 @@ async fn viewers_resuming_from_many_points_during_publishing_miss_nothing() {
     let mut seq = 1;
     let mut round = 0u64;
     while seq < TOTAL - 1 {
-        if round % 3 == 0 {
+        if round.is_multiple_of(3) {
             for from in [0, seq / 2, seq.saturating_sub(40), seq.saturating_sub(1), seq] {
                 let addr = s.viewers[viewers.len() % 2];
                 let line = format!("VERSION:2:CONNECT:r{}:MATCH:{id}:FROM:{from}", viewers.len());
@@ -33,7 +33,7 @@ async fn viewers_resuming_from_many_points_during_publishing_miss_nothing() {
         }
         round += 1;
         // Mostly single events, sometimes a batch of several.
-        let n = if round % 10 == 0 { 5.min(TOTAL - 1 - seq) } else { 1 };
+        let n = if round.is_multiple_of(10) { 5.min(TOTAL - 1 - seq) } else { 1 };
         let batch: Vec<_> =
             (0..n).map(|_| json!({"kind": "corner", "data": {"team": "tig"}})).collect();
         let (st, b) = s.post_events(&id, serde_json::Value::Array(batch)).await;
