@@ -6,8 +6,6 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
@@ -15,6 +13,8 @@ use matchstream::config::Config;
 use matchstream::server::{self, ServerError};
 use matchstream_client::matchfile::{self, MatchFile};
 use matchstream_client::replay::{self, Progress, ReplayOptions};
+use matchstream_client::Viewer;
+use matchstream_proto::ConnectLine;
 
 /// The match the demo replays: Estudiantes de La Plata v Tigre, 2011-09-10, from the original.
 pub const BUNDLED_MATCH: &str = include_str!("../../matches/elp-tig-2011-09-10.config");
@@ -171,13 +171,14 @@ async fn replay_match(
     Ok(())
 }
 
-/// Connects like a v1 viewer and copies the stream to `out` until the server closes.
+/// Watches as a v1 viewer (the client crate's) and copies the stream to `out` until the server
+/// closes.
 async fn watch_v1(addr: SocketAddr, id: &str, out: &Out) -> std::io::Result<()> {
-    let mut stream = TcpStream::connect(addr).await?;
-    stream.write_all(format!("VERSION:1:CONNECT:demo:MATCH:{id}\r\n").as_bytes()).await?;
+    let line = ConnectLine::V1 { user: b"demo".to_vec(), match_id: id.to_owned() };
+    let mut viewer = Viewer::watch(addr, &line).await?;
     let mut buf = vec![0u8; 4096];
     loop {
-        let n = tokio::time::timeout(Duration::from_secs(600), stream.read(&mut buf)).await??;
+        let n = tokio::time::timeout(Duration::from_secs(600), viewer.read(&mut buf)).await??;
         if n == 0 {
             return Ok(());
         }
