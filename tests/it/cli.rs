@@ -93,3 +93,20 @@ async fn demo_serves_the_bundled_match_to_a_v1_viewer() {
     assert!(stdout.contains(": stop:\n\r\n"), "{stdout}");
     assert!(stdout.contains("The match is over"), "{stdout}");
 }
+
+#[test]
+fn a_second_serve_on_the_same_data_directory_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let _first = NodeProcess::start(dir.path());
+    let out = Command::new(BIN)
+        .args(["serve", "--http", "127.0.0.1:0", "--viewers", "127.0.0.1:0", "--data"])
+        .arg(dir.path())
+        .output()
+        .expect("run serve");
+    assert!(!out.status.success(), "the second node started");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let expected =
+        format!("data directory {} is in use by another matchstream", dir.path().display());
+    assert!(stderr.contains(&expected), "{stderr}");
+    assert!(stderr.contains("matchstream: cannot start the node"), "{stderr}");
+}

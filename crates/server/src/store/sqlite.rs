@@ -8,6 +8,8 @@
 //! watchers thus share each fsync. Reads use their own connections on the blocking pool; WAL
 //! lets them run beside the writer.
 
+use std::fs::{File, OpenOptions, TryLockError};
+use std::io::{Read, Write};
 use std::path::Path;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
@@ -61,6 +63,8 @@ pub struct SqliteStore {
     // Read by the store tests now, and by /metrics with the operations issue.
     #[cfg_attr(not(test), allow(dead_code))]
     commits: Arc<AtomicU64>,
+    /// Held while the store is open (released when the file closes, after the writer stopped).
+    _lock: File,
 }
 
 impl SqliteStore {
@@ -75,6 +79,7 @@ impl SqliteStore {
         std::fs::create_dir_all(dir).map_err(|e| {
             StoreError::Backend(format!("cannot create data directory {}: {e}", dir.display()))
         })?;
+        let lock = lock_dir(dir)?;
         let path = dir.join(DB_FILE);
         let conn = writer::open_writer(&path)?;
         let live = writer::load_live(&conn)?;
@@ -86,12 +91,12 @@ impl SqliteStore {
             .name("store-writer".into())
             .spawn(move || writer.run(rx, max_batch))
             .map_err(|e| StoreError::Backend(format!("cannot start the store writer: {e}")))?;
-        tracing::info!(path = %path.display(), "store opened");
         Ok(SqliteStore {
             tx: Some(tx),
             writer: Some(handle),
             readers: Arc::new(Readers::new(path)),
             commits,
+            _lock: lock,
         })
     }
 
@@ -124,6 +129,45 @@ impl SqliteStore {
         tokio::task::spawn_blocking(move || readers.with(f))
             .await
             .map_err(|e| StoreError::Backend(format!("store read failed: {e}")))?
+    }
+}
+
+/// The lock file inside the data directory; it holds the pid of the node that has it.
+pub const LOCK_FILE: &str = "matchstream.lock";
+
+/// Takes the data directory's lock, or says who has it. Two nodes writing one database would
+/// each check appends against its own idea of the last seq; SQLite would let them. The lock is
+/// the kernel's (`flock`), so it goes with the process, however the process ends.
+fn lock_dir(dir: &Path) -> Result<File, StoreError> {
+    let path = dir.join(LOCK_FILE);
+    let fail = |e: std::io::Error| StoreError::Backend(format!("{}: {e}", path.display()));
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(fail)?;
+    match file.try_lock() {
+        Ok(()) => {
+            file.set_len(0).map_err(fail)?;
+            writeln!(file, "{}", std::process::id()).map_err(fail)?;
+            Ok(file)
+        }
+        Err(TryLockError::WouldBlock) => {
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            let holder = match holder.trim() {
+                "" => String::new(),
+                pid => format!(" (pid {pid})"),
+            };
+            Err(StoreError::Backend(format!(
+                "data directory {} is in use by another matchstream{holder}: stop it, or give \
+                 this node its own --data",
+                dir.display()
+            )))
+        }
+        Err(TryLockError::Error(e)) => Err(fail(e)),
     }
 }
 
@@ -323,6 +367,21 @@ mod tests {
         let store = SqliteStore::open(dir.path()).unwrap();
         let all = store.load_all().await.unwrap();
         assert_eq!(all, vec![StoredMatch { info: a, events: vec![event(1), event(2)] }]);
+    }
+
+    #[test]
+    fn a_second_store_on_the_same_directory_is_refused_until_the_first_closes() {
+        let dir = TempDir::new().unwrap();
+        let first = SqliteStore::open(dir.path()).unwrap();
+        match SqliteStore::open(dir.path()) {
+            Err(StoreError::Backend(msg)) => {
+                assert!(msg.contains("in use by another matchstream"), "{msg}");
+                assert!(msg.contains(&format!("pid {}", std::process::id())), "{msg}");
+            }
+            other => panic!("a second store opened: {:?}", other.map(|_| ())),
+        }
+        drop(first);
+        SqliteStore::open(dir.path()).expect("free again once the first is closed");
     }
 
     #[test]
