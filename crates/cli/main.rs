@@ -276,6 +276,9 @@ async fn run_replay(args: ReplayArgs) -> Result<()> {
         replay::Progress::Published { index, total, kind, seq } => {
             println!("[{index}/{total}] {kind} -> seq {seq}")
         }
+        replay::Progress::Retrying { index, wait_ms, reason } => {
+            println!("event {index}: no answer ({reason}); posting it again in {wait_ms} ms")
+        }
     });
     tokio::select! {
         summary = run => {

@@ -269,3 +269,29 @@ async fn no_configured_token_means_nobody_publishes() {
     assert_eq!(st, StatusCode::UNAUTHORIZED);
     assert!(b["error"].as_str().unwrap().contains("no watcher token"));
 }
+
+#[tokio::test]
+async fn a_publish_with_after_applies_only_at_that_seq_so_a_retry_is_safe() {
+    let s = TestServer::start().await;
+    let id = s.started_match().await;
+    let path = format!("/1/match/{id}/events?after=1");
+    let corner = json!({"kind": "corner", "data": {"team": "elp"}});
+    let (st, b) = s.send(reqwest::Method::POST, &path, Some(corner.clone())).await;
+    assert_eq!((st, &b["seq"]), (StatusCode::CREATED, &json!(2)), "{b}");
+    // The same request again, as a watcher whose answer was lost would send it: not applied.
+    let (st, b) = s.send(reqwest::Method::POST, &path, Some(corner.clone())).await;
+    assert_eq!(st, StatusCode::CONFLICT, "{b}");
+    assert_eq!(b["seq"], 2, "the 409 says where the match is: {b}");
+    assert!(b["error"].as_str().unwrap().contains("at seq 2, not 1"), "{b}");
+    // A batch at the right seq applies whole.
+    let batch = json!([corner.clone(), corner.clone()]);
+    let path = format!("/1/match/{id}/events?after=2");
+    let (st, b) = s.send(reqwest::Method::POST, &path, Some(batch)).await;
+    assert_eq!(st, StatusCode::CREATED, "{b}");
+    assert_eq!(b, json!([{"seq": 3, "ts": b[0]["ts"]}, {"seq": 4, "ts": b[1]["ts"]}]));
+    let path = format!("/1/match/{id}/events?after=two");
+    let (st, b) = s.send(reqwest::Method::POST, &path, Some(corner)).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{b}");
+    let (_, history) = s.get(&format!("/1/match/{id}/history")).await;
+    assert_eq!(history.as_array().unwrap().len(), 4, "{history}");
+}

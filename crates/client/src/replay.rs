@@ -1,7 +1,9 @@
 //! The replaying watcher's client (SPEC sections 2 and 6): publishes a [`MatchFile`] to a server
 //! through the watcher API, keeping the file's pauses divided by a speed. It does not read files
-//! (`matchfile`) or print (the caller gets [`Progress`] reports), and it never retries: posting
-//! an event twice would publish it twice.
+//! (`matchfile`) or print (the caller gets [`Progress`] reports). Each event is posted with
+//! `?after=<seq before it>`, so an event whose answer was lost can be posted again safely: if
+//! the server had applied it, the retry gets a `409` naming the seq it reached, and nothing is
+//! recorded twice.
 
 use std::time::Duration;
 
@@ -37,6 +39,8 @@ pub enum Progress<'a> {
     Waiting { ms: u64 },
     /// Event `index` of `total` (1-based, events only) was accepted with this `seq`.
     Published { index: usize, total: usize, kind: &'a str, seq: Seq },
+    /// Event `index` got no answer (`reason`); it is posted again after `wait_ms`.
+    Retrying { index: usize, wait_ms: u64, reason: String },
 }
 
 /// What a finished replay did.
@@ -130,12 +134,28 @@ pub async fn replay(
             Step::Event(event) => {
                 index += 1;
                 let kind = step.kind().unwrap_or("event");
-                last_seq = api.publish(&id, event, index, total, kind).await?;
+                let at = EventAt { after: last_seq, index, total, kind };
+                last_seq = api.publish(&id, event, &at, &mut progress).await?;
                 progress(Progress::Published { index, total, kind, seq: last_seq });
             }
         }
     }
     Ok(Summary { id, events: index, last_seq })
+}
+
+/// Attempts for one event that gets no answer (the server restarting, a lost answer). Safe
+/// because each carries `?after=`: an event the server did apply is not applied again.
+const PUBLISH_ATTEMPTS: u32 = 4;
+/// Wait before the first retry, doubled before each next one (0.5 + 1 + 2 s in all).
+const RETRY_WAIT: Duration = Duration::from_millis(500);
+
+/// Where an event stands in the replay.
+struct EventAt<'a> {
+    /// The seq the match is at before it.
+    after: Seq,
+    index: usize,
+    total: usize,
+    kind: &'a str,
 }
 
 /// The watcher API calls a replay makes, with its errors.
@@ -210,18 +230,38 @@ impl<'a> Api<'a> {
         }
     }
 
-    /// `POST /1/match/<id>/events` with one event; returns the `seq` the server gave it.
+    /// `POST /1/match/<id>/events?after=<seq>` with one event, posted again while no answer
+    /// comes; returns the `seq` the server gave it.
     async fn publish(
         &self,
         id: &MatchId,
         event: &Value,
-        index: usize,
-        total: usize,
-        kind: &str,
+        at: &EventAt<'_>,
+        progress: &mut impl FnMut(Progress<'_>),
     ) -> Result<Seq, ReplayError> {
+        let EventAt { after, index, total, kind } = *at;
         let during = || format!("publishing event {index} of {total} ({kind})");
-        let path = format!("/1/match/{id}/events");
-        let answer = self.send(Method::POST, &path, Some(event), &during).await?;
+        let path = format!("/1/match/{id}/events?after={after}");
+        let (mut attempt, mut wait) = (1, RETRY_WAIT);
+        let answer = loop {
+            match self.send(Method::POST, &path, Some(event), &during).await {
+                Ok(answer) => break answer,
+                Err(ReplayError::Unreachable { reason, .. }) if attempt < PUBLISH_ATTEMPTS => {
+                    let wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
+                    progress(Progress::Retrying { index, wait_ms, reason });
+                    tokio::time::sleep(wait).await;
+                    (attempt, wait) = (attempt + 1, wait * 2);
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        // A retry finding the match one past `after`: the lost answer was a success.
+        if answer.status == StatusCode::CONFLICT
+            && attempt > 1
+            && answer.json()["seq"].as_u64() == Some(after + 1)
+        {
+            return Ok(after + 1);
+        }
         if !answer.status.is_success() {
             return Err(ReplayError::EventRefused {
                 server: self.server.to_owned(),
@@ -264,7 +304,7 @@ impl<'a> Api<'a> {
 mod tests {
     use std::sync::{Arc, Mutex};
 
-    use axum::extract::{Path, State};
+    use axum::extract::{Path, Query, State};
     use axum::http::HeaderMap;
     use axum::response::{IntoResponse, Response};
     use axum::routing::{delete, post};
@@ -287,6 +327,8 @@ mod tests {
         seq: u64,
         /// Refuse the event with this seq (1-based) with a 422.
         refuse: Option<u64>,
+        /// Apply the event with this seq, then hang up without answering (a lost answer).
+        lose_answer: Option<u64>,
     }
 
     type Shared = Arc<Mutex<Fake>>;
@@ -342,21 +384,38 @@ mod tests {
         StatusCode::NO_CONTENT.into_response()
     }
 
+    #[derive(serde::Deserialize)]
+    struct After {
+        after: Option<u64>,
+    }
+
     async fn events(
         State(fake): State<Shared>,
         headers: HeaderMap,
         Path(id): Path<String>,
+        Query(q): Query<After>,
         Json(body): Json<Value>,
     ) -> Response {
-        if !record(&fake, &headers, format!("POST /1/match/{id}/events {body}")) {
+        let after = q.after.map(|a| format!("?after={a}")).unwrap_or_default();
+        if !record(&fake, &headers, format!("POST /1/match/{id}/events{after} {body}")) {
             return unauthorized();
         }
         let mut f = fake.lock().unwrap();
+        if q.after.is_some_and(|a| a != f.seq) {
+            let error = json!({"error": "not at that seq", "seq": f.seq});
+            return (StatusCode::CONFLICT, Json(error)).into_response();
+        }
         if f.refuse == Some(f.seq + 1) {
             let error = json!({"error": "goal before start"});
             return (StatusCode::UNPROCESSABLE_ENTITY, Json(error)).into_response();
         }
         f.seq += 1;
+        if f.lose_answer == Some(f.seq) {
+            f.lose_answer = None;
+            drop(f);
+            // Unwinding out of the handler makes hyper drop the connection unanswered.
+            std::panic::resume_unwind(Box::new("the fake loses this answer"));
+        }
         (StatusCode::CREATED, Json(json!({"seq": f.seq, "ts": 1316094531000u64}))).into_response()
     }
 
@@ -417,9 +476,9 @@ mod tests {
             f.seen,
             [
                 CREATE,
-                r#"POST /1/match/elp-tig-2011-09-10/events {"kind":"start","data":{}}"#,
-                r#"POST /1/match/elp-tig-2011-09-10/events {"kind":"goal","data":{"team":"tig","player":7}}"#,
-                r#"POST /1/match/elp-tig-2011-09-10/events {"kind":"stop","data":{}}"#,
+                r#"POST /1/match/elp-tig-2011-09-10/events?after=0 {"kind":"start","data":{}}"#,
+                r#"POST /1/match/elp-tig-2011-09-10/events?after=1 {"kind":"goal","data":{"team":"tig","player":7}}"#,
+                r#"POST /1/match/elp-tig-2011-09-10/events?after=2 {"kind":"stop","data":{}}"#,
             ]
         );
         assert!(f.auth.iter().all(|a| a.as_deref() == Some("Bearer s3cret")), "{:?}", f.auth);
@@ -436,6 +495,24 @@ mod tests {
                 published(3, "stop", 3),
             ]
         );
+    }
+
+    #[tokio::test]
+    async fn a_lost_answer_is_retried_without_publishing_twice() {
+        let (server, fake) = fake_server(Fake { lose_answer: Some(2), ..Fake::default() }).await;
+        let (result, reports) = run(&small_file(), &options(&server)).await;
+        let summary = result.unwrap();
+        assert_eq!((summary.events, summary.last_seq), (3, 3));
+        let f = fake.lock().unwrap();
+        assert_eq!(f.seq, 3, "each event applied once");
+        let goals: Vec<_> = f.seen.iter().filter(|r| r.contains("goal")).collect();
+        assert_eq!(goals.len(), 2, "the goal was posted again: {:?}", f.seen);
+        assert!(goals.iter().all(|r| r.contains("?after=1")), "{goals:?}");
+        assert!(reports.iter().any(|r| r.starts_with("Retrying { index: 2")), "{reports:?}");
+        assert!(reports.contains(&format!(
+            "{:?}",
+            Progress::Published { index: 2, total: 3, kind: "goal", seq: 2 }
+        )));
     }
 
     #[tokio::test]

@@ -54,11 +54,13 @@ pub fn router(state: AppState) -> Router {
 pub struct ApiError {
     status: StatusCode,
     message: String,
+    /// The match's current seq, for a failed `?after=` precondition.
+    seq: Option<Seq>,
 }
 
 impl ApiError {
     fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
-        ApiError { status, message: message.into() }
+        ApiError { status, message: message.into(), seq: None }
     }
 
     fn bad_request(message: impl Into<String>) -> ApiError {
@@ -68,7 +70,11 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(json!({ "error": self.message }))).into_response()
+        let body = match self.seq {
+            Some(seq) => json!({ "error": self.message, "seq": seq }),
+            None => json!({ "error": self.message }),
+        };
+        (self.status, Json(body)).into_response()
     }
 }
 
@@ -77,6 +83,10 @@ impl From<IngestError> for ApiError {
         match &e {
             IngestError::NotFound(_) => ApiError::new(StatusCode::NOT_FOUND, e.to_string()),
             IngestError::Exists(_) => ApiError::new(StatusCode::CONFLICT, e.to_string()),
+            IngestError::NotAt { current, .. } => ApiError {
+                seq: Some(*current),
+                ..ApiError::new(StatusCode::CONFLICT, e.to_string())
+            },
             IngestError::Rejected { rejection, .. } => {
                 let status = match rejection.kind {
                     RejectKind::Conflict => StatusCode::CONFLICT,
@@ -152,13 +162,24 @@ async fn create_match(
     Ok((StatusCode::CREATED, Json(json!({ "id": id }))))
 }
 
+/// `POST /1/match/<id>/events[?after=<seq>]`.
+#[derive(Deserialize)]
+struct PublishQuery {
+    /// Apply only if the match stands at this seq (else 409 with the current `seq`).
+    after: Option<Seq>,
+}
+
 async fn publish_events(
     State(state): State<AppState>,
     Path(raw): Path<String>,
+    query: Result<Query<PublishQuery>, axum::extract::rejection::QueryRejection>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<impl IntoResponse, ApiError> {
     authorize(&state, &headers)?;
+    let Query(q) = query.map_err(|e| {
+        ApiError::bad_request(format!("bad query: {e} (after is the seq the match must be at)"))
+    })?;
     let id = match_id(&raw)?;
     let value: Value = parse_json(&body, "JSON")?;
     let is_batch = value.is_array();
@@ -175,7 +196,8 @@ async fn publish_events(
     }
     let ingest = state.ingest.clone();
     let accepted =
-        finish_even_if_client_leaves(async move { ingest.publish(&id, &inputs).await }).await??;
+        finish_even_if_client_leaves(async move { ingest.publish(&id, &inputs, q.after).await })
+            .await??;
     let acks: Vec<Value> = accepted.iter().map(|a| json!({ "seq": a.seq, "ts": a.ts })).collect();
     let body =
         if is_batch { Value::Array(acks) } else { acks.into_iter().next().unwrap_or_default() };

@@ -26,6 +26,12 @@ pub enum IngestError {
     /// An event of the request cannot apply; nothing of the request was applied.
     #[error("event {index} ({kind}): {rejection}")]
     Rejected { index: usize, kind: &'static str, rejection: Rejection },
+    /// The request's precondition (`?after=`) does not hold: the match is elsewhere.
+    #[error(
+        "match {id} is at seq {current}, not {after}: nothing was applied (the request asked \
+         for after={after}; read the match or its history to see what is there)"
+    )]
+    NotAt { id: MatchId, after: Seq, current: Seq },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -101,14 +107,20 @@ impl Ingest {
 
     /// Applies, stores and publishes a watcher's events, all or none. Returns once they are
     /// durable and on their way to viewers.
+    /// With `after`, the events apply only if the match stands at that seq: a watcher that
+    /// retries a request whose answer it never got cannot record its events twice.
     pub async fn publish(
         &self,
         id: &MatchId,
         inputs: &[EventInput],
+        after: Option<Seq>,
     ) -> Result<Vec<Accepted>, IngestError> {
         let slot = self.slot(id)?;
         let (ticket, last_seq, accepted) = {
             let mut state = slot.state.lock().await;
+            if let Some(after) = after.filter(|a| *a != state.seq) {
+                return Err(IngestError::NotAt { id: id.clone(), after, current: state.seq });
+            }
             // Applied to a copy: a request is all or none.
             let mut next = Match::clone(&state);
             let mut events = Vec::with_capacity(inputs.len());
