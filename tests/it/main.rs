@@ -2,6 +2,7 @@
 
 mod api;
 mod cli;
+mod close;
 mod durability;
 mod fanout;
 mod golden;

@@ -175,6 +175,25 @@ impl Viewer {
         read.expect("the server closes in time").expect("read")
     }
 
+    /// Everything until the server closes, which must be a clean close (end of stream after its
+    /// FIN), never a reset: a reset can make the kernel discard what was not read yet.
+    pub async fn read_to_clean_eof(&mut self) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut buf = [0u8; 8192];
+        loop {
+            let read = tokio::time::timeout(PATIENCE, self.0.read(&mut buf)).await;
+            match read.expect("the server closes in time") {
+                Ok(0) => return out,
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+                Err(e) => panic!(
+                    "the server closed with {e} ({:?}) instead of a clean end of stream, after {:?}",
+                    e.kind(),
+                    String::from_utf8_lossy(&out)
+                ),
+            }
+        }
+    }
+
     /// Reads until `marker` has been seen (inclusive).
     pub async fn read_until_contains(&mut self, marker: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();

@@ -1,11 +1,13 @@
 //! Viewer transports: how viewers connect and receive their match. `tcp.rs` serves the plain TCP
 //! protocols v1 and v2 (SPEC 4); WebSocket and SSE come later beside it. Transports see the hub,
-//! never the store. This file keeps what they share: the viewer ports and their load.
+//! never the store. This file keeps what they share: the viewer ports and their load;
+//! `close.rs` is how every transport closes a connection it ends (without a reset).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
+pub mod close;
 pub mod tcp;
 
 /// One viewer port and how many viewers it holds.

@@ -4,7 +4,8 @@
 //! A viewer has a task of its own only while it needs one: to send its connect line, to catch
 //! up, or while its socket is full. At the live edge it is parked (`park.rs`): one shard task
 //! writes each burst to hundreds of parked viewers. No per-viewer timer exists (write deadlines
-//! only while a write is blocked) and no buffer once the connect line is read.
+//! only while a write is blocked, a linger deadline only while closing) and no buffer once the
+//! connect line is read. Every close the server starts goes through `transport::close`.
 
 use std::io;
 use std::net::SocketAddr;
@@ -23,6 +24,7 @@ use crate::config::Config;
 use crate::hub::{Format, Hub, JoinError, Next, Subscription};
 use crate::ingest::now_ms;
 use crate::model::Period;
+use crate::transport::close::close;
 use crate::transport::{PortGuard, ViewerPorts};
 
 mod park;
@@ -157,6 +159,7 @@ async fn serve(
     // Boxed: its buffers live only while the connect line is read, not in every viewer's task.
     let Some((mut sub, format, v1_not_live)) = Box::pin(handshake(&ctx, index, &mut stream)).await
     else {
+        close(stream, guard).await;
         return;
     };
     tracing::debug!(%peer, match_id = %sub.match_id(), ?format, "viewer joined");
@@ -164,6 +167,7 @@ async fn serve(
         if let Next::Data(status) = sub.next().await {
             let _ = write_all(&stream, &[status], ctx.write_timeout).await;
         }
+        close(stream, guard).await;
         return;
     }
     follow(&ctx, stream, sub, guard, format, Vec::new()).await;
@@ -229,6 +233,7 @@ async fn follow(
                     };
                     let _ = write_all(&stream, &[v2::bye_frame(&bye)], timeout).await;
                 }
+                close(stream, guard).await;
                 return;
             }
         }
@@ -236,7 +241,7 @@ async fn follow(
 }
 
 /// Reads and checks the connect line and joins the match; answers and returns `None` when the
-/// viewer cannot be served. Also tells whether this is a v1 viewer of a match that is not live
+/// viewer cannot be served (the caller then closes the connection). Also tells whether this is a v1 viewer of a match that is not live
 /// (the original shows it one status block, then closes).
 async fn handshake(
     ctx: &ViewerContext,

@@ -21,6 +21,7 @@ use crate::hub::{EncodedEvent, Feed, FeedItem, Format, Frame, Subscription, Topi
 use crate::ingest::now_ms;
 use crate::locks::lock;
 use crate::model::{EventKind, MatchId, Seq};
+use crate::transport::close::close_all;
 use crate::transport::PortGuard;
 use crate::wire::{v2, Bye, ByeReason};
 
@@ -237,7 +238,8 @@ fn is_stop(f: &Frame) -> bool {
 }
 
 /// Writes `frames` to every member that has not seen them, without waiting. Members that leave
-/// (gone, done with the match) or cannot take it all (back to a task) are removed.
+/// (gone) or cannot take it all (back to a task) are removed; those that took a burst ending the
+/// match stay, for `say_goodbye`.
 fn deliver(
     ctx: &Arc<ViewerContext>,
     id: &MatchId,
@@ -252,8 +254,6 @@ fn deliver(
         })
         .collect();
     let Some(newest) = events.last().map(|e| e.seq) else { return };
-    let ends = events.iter().any(|e| e.kind == EventKind::Stop);
-    let bye = ends.then(|| v2::bye_frame(&Bye::new(ByeReason::MatchOver)));
     let mut i = 0;
     while i < members.len() {
         let m = &mut members[i];
@@ -286,21 +286,13 @@ fn deliver(
             }
         };
         m.last = newest;
-        if written == total && !ends {
+        if written == total {
             i += 1;
             continue;
         }
         let m = members.swap_remove(i);
-        if written == total {
-            // The match is over and this viewer has all of it: goodbye (best effort, it is
-            // being closed anyway) and close.
-            if let (Some(bye), Format::V2) = (&bye, m.format) {
-                let _ = (&m.stream).write(bye);
-            }
-        } else {
-            let rest = unwritten(&events[from..], m.format, written);
-            resume_in_task(ctx, id, m, rest);
-        }
+        let rest = unwritten(&events[from..], m.format, written);
+        resume_in_task(ctx, id, m, rest);
     }
 }
 
@@ -324,7 +316,7 @@ fn resume_in_task(ctx: &Arc<ViewerContext>, id: &MatchId, m: Member, rest: Vec<B
     let sub = match ctx.hub.join(id.as_str(), m.format, Some(m.last), now_ms()) {
         Ok((sub, _)) => sub,
         // The match is gone: so is the viewer (a cancel reaches the others as a frame).
-        Err(_) => return,
+        Err(_) => return close_all(&ctx.tracker, [(m.stream, m._counted)]),
     };
     back_to_task(ctx, sub, m, rest);
 }
@@ -338,11 +330,13 @@ fn back_to_task(ctx: &Arc<ViewerContext>, sub: Subscription, m: Member, rest: Ve
     });
 }
 
-/// Says goodbye to every member (v2 gets a `bye`; both are closed), without waiting for anyone.
+/// Says goodbye to every member (v2 gets a `bye`; both are closed), without waiting for anyone:
+/// the goodbye is best effort (a socket too full for it is being closed anyway), and the close
+/// lingers elsewhere.
 fn say_goodbye(ctx: &ViewerContext, members: Vec<Member>, reason: ByeReason) {
     let shared = (reason != ByeReason::Shutdown).then(|| v2::bye_frame(&Bye::new(reason)));
     let mut rng = rand::rng();
-    for m in members {
+    for m in &members {
         if m.format != Format::V2 {
             continue;
         }
@@ -357,6 +351,7 @@ fn say_goodbye(ctx: &ViewerContext, members: Vec<Member>, reason: ByeReason) {
         };
         let _ = (&m.stream).write(&frame);
     }
+    close_all(&ctx.tracker, members.into_iter().map(|m| (m.stream, m._counted)));
 }
 
 #[cfg(test)]
