@@ -295,3 +295,12 @@ async fn a_publish_with_after_applies_only_at_that_seq_so_a_retry_is_safe() {
     let (_, history) = s.get(&format!("/1/match/{id}/history")).await;
     assert_eq!(history.as_array().unwrap().len(), 4, "{history}");
 }
+
+#[tokio::test]
+async fn healthz_and_readyz_answer_on_a_running_node() {
+    let s = TestServer::start().await;
+    let (st, body) = s.get("/healthz").await;
+    assert_eq!((st, body), (StatusCode::OK, json!({"status": "ok"})));
+    let (st, body) = s.get("/readyz").await;
+    assert_eq!((st, body), (StatusCode::OK, json!({"status": "ready"})));
+}

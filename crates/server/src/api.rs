@@ -12,6 +12,7 @@ use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
 use tower_http::cors::CorsLayer;
 
 use crate::hub::Hub;
@@ -32,6 +33,8 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     pub ports: Arc<ViewerPorts>,
     pub watcher_tokens: Arc<Vec<String>>,
+    /// Cancelled when the node begins to stop.
+    pub shutdown: CancellationToken,
 }
 
 /// Every route of the node.
@@ -42,6 +45,8 @@ pub fn router(state: AppState) -> Router {
         .route("/1/match/{id}", delete(cancel_match).get(get_match))
         .route("/1/match/{id}/history", get(history))
         .route("/1/checkin", get(checkin))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
         .fallback(|| async {
             ApiError::new(StatusCode::NOT_FOUND, "no such path (see SPEC section 3)")
         })
@@ -104,6 +109,14 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::NotFound(_) => ApiError::new(StatusCode::NOT_FOUND, e.to_string()),
             StoreError::Exists(_) => ApiError::new(StatusCode::CONFLICT, e.to_string()),
+            e @ StoreError::Backend(_) => {
+                // The store's own log says why, once; a watcher can only wait and retry.
+                tracing::debug!(error = %e, "request refused: store unavailable");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the store cannot take this now; nothing was changed, try again shortly",
+                )
+            }
             e => {
                 tracing::error!(error = %e, "request failed");
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
@@ -266,6 +279,22 @@ async fn history(
 /// One event as the history shows it (the original's `timestamp` key).
 fn history_entry(e: &Event) -> Value {
     json!({ "seq": e.seq, "timestamp": e.ts, "kind": e.kind, "data": e.data })
+}
+
+/// `GET /healthz`: the process runs (SPEC 9).
+async fn healthz() -> Json<Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+/// `GET /readyz`: 200 while the node accepts viewers and can publish, 503 with the reason while
+/// it stops or its store cannot take writes (SPEC 9).
+async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let unavailable = |why: String| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, why);
+    if state.shutdown.is_cancelled() {
+        return Err(unavailable("draining: this node is shutting down".into()));
+    }
+    state.store.health().map_err(|e| unavailable(format!("store unavailable: {e}")))?;
+    Ok(Json(json!({ "status": "ready" })))
 }
 
 async fn checkin(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {

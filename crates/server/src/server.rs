@@ -99,6 +99,7 @@ pub async fn start_with_store(config: Config, store: Arc<dyn Store>) -> Result<N
         store: store.clone(),
         ports: ports.clone(),
         watcher_tokens: Arc::new(config.watcher_tokens.clone()),
+        shutdown: shutdown.clone(),
     });
     let stop_http = shutdown.clone();
     let http = tokio::spawn(async move {

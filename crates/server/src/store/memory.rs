@@ -58,6 +58,10 @@ impl MemoryStore {
 
 #[async_trait]
 impl Store for MemoryStore {
+    fn health(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
     async fn create_match(&self, info: &MatchInfo) -> Result<(), StoreError> {
         let mut inner = self.lock();
         if inner.live.contains_key(&info.id) {

@@ -89,6 +89,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// Waits until everything queued so far is durable (used on shutdown).
     async fn flush(&self) -> Result<(), StoreError>;
+
+    /// Whether the store can take writes now, as far as it knows without I/O: its writer is
+    /// running and its last commit did not fail. `/readyz` shows it.
+    fn health(&self) -> Result<(), StoreError>;
 }
 
 /// Checks that `events` continue a match whose last stored seq is `last` (1, 2, 3 ... without

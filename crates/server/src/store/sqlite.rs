@@ -12,7 +12,7 @@ use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{Read, Write};
 use std::path::Path;
 use std::sync::atomic::AtomicU64;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -63,6 +63,8 @@ pub struct SqliteStore {
     // Read by the store tests now, and by /metrics with the operations issue.
     #[cfg_attr(not(test), allow(dead_code))]
     commits: Arc<AtomicU64>,
+    /// Why the writer's last commit failed, if it did.
+    failure: Arc<Mutex<Option<String>>>,
     /// Held while the store is open (released when the file closes, after the writer stopped).
     _lock: File,
 }
@@ -85,7 +87,9 @@ impl SqliteStore {
         let live = writer::load_live(&conn)?;
         let (tx, rx) = mpsc::channel(opts.queue.max(1));
         let commits = Arc::new(AtomicU64::new(0));
-        let writer = Writer { conn, live, commits: Arc::clone(&commits) };
+        let failure = Arc::new(Mutex::new(None));
+        let writer =
+            Writer { conn, live, commits: Arc::clone(&commits), failure: Arc::clone(&failure) };
         let max_batch = opts.max_batch.max(1);
         let handle = std::thread::Builder::new()
             .name("store-writer".into())
@@ -96,6 +100,7 @@ impl SqliteStore {
             writer: Some(handle),
             readers: Arc::new(Readers::new(path)),
             commits,
+            failure,
             _lock: lock,
         })
     }
@@ -222,6 +227,16 @@ impl Store for SqliteStore {
         self.read(move |conn| read::history(conn, &id, after, limit)).await
     }
 
+    fn health(&self) -> Result<(), StoreError> {
+        if self.tx.as_ref().is_none_or(|tx| tx.is_closed()) {
+            return Err(writer_stopped());
+        }
+        match &*crate::locks::lock(&self.failure) {
+            Some(why) => Err(StoreError::Backend(format!("the last commit failed: {why}"))),
+            None => Ok(()),
+        }
+    }
+
     async fn flush(&self) -> Result<(), StoreError> {
         self.call(Op::Flush).await
     }
@@ -334,7 +349,8 @@ mod tests {
         let conn = writer::open_writer(&path).unwrap();
         let live = writer::load_live(&conn).unwrap();
         let commits = Arc::new(AtomicU64::new(0));
-        let mut writer = Writer { conn, live, commits: Arc::clone(&commits) };
+        let failure = Arc::new(Mutex::new(None));
+        let mut writer = Writer { conn, live, commits: Arc::clone(&commits), failure };
         let (a, b) = (info("elp", "tig"), info("rma", "fcb"));
         // Driving the writer directly makes these one batch for sure.
         let results = writer.write_batch(&[
@@ -411,8 +427,10 @@ mod tests {
     async fn a_stopped_writer_is_reported() {
         let dir = TempDir::new().unwrap();
         let mut store = SqliteStore::open(dir.path()).unwrap();
+        assert!(store.health().is_ok());
         store.tx = None;
         let err = store.create_match(&info("elp", "tig")).await.unwrap_err();
         assert_eq!(err.to_string(), "storage failed: store writer stopped");
+        assert_eq!(store.health().unwrap_err().to_string(), "storage failed: store writer stopped");
     }
 }

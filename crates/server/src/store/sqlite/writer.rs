@@ -5,12 +5,13 @@
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use rusqlite::{params, Connection, TransactionBehavior};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{corrupt, db_err, seq_from_sql, seq_to_sql, BUSY_TIMEOUT};
+use crate::locks::lock;
 use crate::model::{Event, MatchId, MatchInfo, Seq};
 use crate::store::check_seqs;
 use crate::store::StoreError;
@@ -127,6 +128,8 @@ pub(super) struct Writer {
     pub(super) conn: Connection,
     pub(super) live: HashMap<MatchId, (i64, Seq)>,
     pub(super) commits: Arc<AtomicU64>,
+    /// Why the last commit failed; `None` once one succeeds. Read by `SqliteStore::health`.
+    pub(super) failure: Arc<Mutex<Option<String>>>,
 }
 
 /// A change to `Writer::live` to revert if the batch's commit fails: the id and what it held.
@@ -166,11 +169,19 @@ impl Writer {
         match self.transaction(ops, &mut undo, &mut results) {
             Ok(()) => {
                 self.commits.fetch_add(1, Ordering::Relaxed);
+                if lock(&self.failure).take().is_some() {
+                    tracing::warn!("store commits succeed again");
+                }
                 tracing::trace!(commands = ops.len(), "store batch committed");
                 results
             }
             Err(e) => {
-                tracing::error!(error = %e, commands = ops.len(), "store batch failed");
+                // Logged once per failing spell, not once per batch of a disk that stays bad.
+                if lock(&self.failure).replace(e.to_string()).is_none() {
+                    tracing::error!(error = %e, commands = ops.len(), "store commit failed");
+                } else {
+                    tracing::debug!(error = %e, commands = ops.len(), "store commit failed again");
+                }
                 // Nothing of the batch is stored: forget what it did to the map.
                 for (id, before) in undo.into_iter().rev() {
                     match before {
