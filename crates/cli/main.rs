@@ -38,6 +38,9 @@ enum Command {
     /// Load simulator: N viewers of a match (default), or `http`, `publish`, `redis`,
     /// `redis-publish`.
     Sim(SimArgs),
+    /// Reads this machine's limits and says which would stop a node holding N viewers, and the
+    /// command that lifts each. Exits 1 if any would.
+    Doctor(DoctorArgs),
     /// A worker process of `sim` (its job as JSON on stdin, reports as JSON lines on stdout).
     #[command(hide = true)]
     SimWorker,
@@ -102,6 +105,16 @@ struct ReplayArgs {
 }
 
 #[derive(Args)]
+struct DoctorArgs {
+    /// Concurrent viewers one node should hold.
+    #[arg(long, env = "MATCHSTREAM_VIEWERS_TARGET", default_value_t = 1_000_000)]
+    viewers: u64,
+    /// The report as JSON (for scripts).
+    #[arg(long, env = "MATCHSTREAM_JSON")]
+    json: bool,
+}
+
+#[derive(Args)]
 struct DemoArgs {
     /// Replay speed of the bundled match (its pauses divided by this).
     #[arg(long, env = "MATCHSTREAM_SPEED", default_value_t = 5.0)]
@@ -131,6 +144,7 @@ fn main() -> ExitCode {
             Command::Replay(args) => run_replay(args).await,
             Command::Demo(args) => run_demo(args).await,
             Command::Sim(args) => run_sim(args).await,
+            Command::Doctor(args) => doctor(args),
             Command::SimWorker => run_sim_worker().await,
         }
     });
@@ -141,6 +155,23 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `matchstream doctor`: the report on stdout; exit 1 (with the report still printed) when a
+/// limit stops the viewers asked for.
+fn doctor(args: DoctorArgs) -> Result<()> {
+    use matchstream_ops::doctor::{examine, Machine};
+    let machine = Machine::read().context("cannot read this machine's limits")?;
+    let report = examine(&machine, args.viewers);
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report).context("report as JSON")?);
+    } else {
+        print!("{}", report.text());
+    }
+    if report.blocked {
+        std::process::exit(1);
+    }
+    Ok(())
 }
 
 fn init_logging(default_level: &str) {

@@ -110,3 +110,24 @@ fn a_second_serve_on_the_same_data_directory_refuses_to_start() {
     assert!(stderr.contains(&expected), "{stderr}");
     assert!(stderr.contains("matchstream: cannot start the node"), "{stderr}");
 }
+
+#[test]
+fn doctor_judges_this_machine_and_exits_non_zero_when_a_limit_stops_the_viewers() {
+    // A thousand viewers fit any machine the tests run on (they hold more themselves).
+    let out = Command::new(BIN).args(["doctor", "--viewers", "1000", "--json"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON report");
+    assert_eq!(report["viewers"], 1000);
+    assert_eq!(report["blocked"], false);
+    let limits: Vec<_> =
+        report["findings"].as_array().unwrap().iter().map(|f| f["limit"].clone()).collect();
+    for limit in ["fs.nr_open", "fs.file-max", "net.core.somaxconn", "net.ipv4.tcp_mem"] {
+        assert!(limits.contains(&serde_json::json!(limit)), "{limit} missing: {limits:?}");
+    }
+    // More descriptors than any kernel allows a process: the open-file limit stops it.
+    let out = Command::new(BIN).args(["doctor", "--viewers", "4000000000"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("STOPS ulimit -n"), "{text}");
+    assert!(text.contains("fix: ulimit -Hn 4000000512"), "{text}");
+}

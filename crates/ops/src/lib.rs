@@ -1,0 +1,5 @@
+//! What an operator runs beside MatchStream nodes, knowing them only from the outside:
+//! `doctor` reads this machine's limits and says which would stop a node from holding N viewers,
+//! and the command that lifts each. (`top` joins it with the operations issue.)
+
+pub mod doctor;
