@@ -5,7 +5,7 @@
 //! up, or ends `too_slow`), so a slow viewer never holds up the others.
 
 use std::collections::HashMap;
-use std::io::{self, IoSlice, Write};
+use std::io::{self, IoSlice, Read, Write};
 use std::net::TcpStream as StdStream;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -222,15 +222,25 @@ async fn run_shard(ctx: Arc<ViewerContext>, shard: Arc<Shard>, mut feed: Feed, i
     }
 }
 
-/// Has the viewer not hung up? (It sends nothing after its connect line; end of stream or an
-/// error means it left, as in the original.)
+/// Most a probe reads and drops from one viewer: a viewer has nothing to say after its connect
+/// line, so this only bounds the work a chatty one costs per probe.
+const PROBE_DRAIN: usize = 16 * 1024;
+
+/// Has the viewer not hung up? End of stream or an error means it left, as in the original. What
+/// it sent is read and dropped, not peeked at: a peek would see those bytes at every probe and
+/// never the hang-up queued behind them.
 fn still_there(m: &Member) -> bool {
-    let mut byte = [0u8; 1];
-    match m.stream.peek(&mut byte) {
-        Ok(0) => false,
-        Ok(_) => true,
-        Err(e) => e.kind() == io::ErrorKind::WouldBlock,
+    let mut sink = [0u8; 4096];
+    let mut left = PROBE_DRAIN;
+    while left > 0 {
+        match (&m.stream).read(&mut sink) {
+            Ok(0) => return false,
+            Ok(n) => left = left.saturating_sub(n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return e.kind() == io::ErrorKind::WouldBlock,
+        }
     }
+    true
 }
 
 fn is_stop(f: &Frame) -> bool {
