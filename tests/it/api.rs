@@ -304,3 +304,16 @@ async fn healthz_and_readyz_answer_on_a_running_node() {
     let (st, body) = s.get("/readyz").await;
     assert_eq!((st, body), (StatusCode::OK, json!({"status": "ready"})));
 }
+
+#[tokio::test]
+async fn a_match_id_with_multi_byte_characters_is_simply_unknown() {
+    let s = TestServer::start().await;
+    // 17 bytes, the split between teams and date falling inside the "é".
+    let (st, body) = s.get("/1/match/aaaaaa%C3%A9123456789").await;
+    assert_eq!(st, StatusCode::NOT_FOUND, "{body}");
+    let mut v =
+        Viewer::connect(s.viewer(), "VERSION:2:CONNECT:u:MATCH:aaaaaa\u{e9}123456789").await;
+    assert_eq!(v.frame().await.unwrap()["reason"], "not_found");
+    // The node is still there.
+    assert_eq!(s.get("/healthz").await.0, StatusCode::OK);
+}

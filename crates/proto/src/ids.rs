@@ -91,7 +91,9 @@ impl MatchId {
     /// Parses an id as it arrives from a URL or a connect line.
     pub fn parse(s: &str) -> Result<MatchId, IdError> {
         let bad = || IdError(format!("{s:?} is not a match id (<home>-<visit>-YYYY-MM-DD)"));
-        if s.len() < 14 {
+        // ASCII only (team ids and dates are), which also keeps the split on a char boundary:
+        // these bytes come from URLs and connect lines.
+        if s.len() < 14 || !s.is_ascii() {
             return Err(bad());
         }
         let (teams, date) = s.split_at(s.len() - 10);
@@ -129,4 +131,41 @@ pub struct Team {
     pub name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub division: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn match_id_round_trips_and_rejects_garbage() {
+        let id = MatchId::parse("elp-tig-2011-09-10").unwrap();
+        assert_eq!(id.as_str(), "elp-tig-2011-09-10");
+        let bad = [
+            "",
+            "elp-tig",
+            "ELP-tig-2011-09-10",
+            "elp-tig-2011-13-10",
+            "elp-2011-09-10",
+            // Multi-byte characters where a byte split would fall inside one.
+            "aaaaaa\u{e9}123456789",
+            "elp-ti\u{e9}-2011-09-10",
+            "elp-tig-2011-09-1\u{e9}",
+        ];
+        for bad in bad {
+            assert!(MatchId::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn team_ids_and_dates_are_checked() {
+        assert!(TeamId::parse("river_plate1").is_ok());
+        for bad in ["", "Boca", "a-b", "abcdefghijklmnopq", "\u{e9}"] {
+            assert!(TeamId::parse(bad).is_err(), "{bad}");
+        }
+        assert!(Date::parse("2024-02-29").is_ok());
+        for bad in ["2023-02-29", "2011-9-10", "2011-09-10x", "10/09/2011"] {
+            assert!(Date::parse(bad).is_err(), "{bad}");
+        }
+    }
 }
