@@ -16,6 +16,11 @@ use crate::model::{Event, EventInput, Match, MatchId, MatchInfo, Millis, Seq};
 use crate::state::Rejection;
 use crate::store::{Store, StoreError};
 
+/// How often a failed `?after=` check waits for the match's pending commits, and how long each
+/// time, before answering that the store is busy.
+const SETTLE_TRIES: usize = 100;
+const SETTLE_PAUSE: std::time::Duration = std::time::Duration::from_millis(2);
+
 /// Why a watcher's request was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
@@ -119,7 +124,10 @@ impl Ingest {
         let (ticket, last_seq, accepted) = {
             let mut state = slot.state.lock().await;
             if let Some(after) = after.filter(|a| *a != state.seq) {
-                return Err(IngestError::NotAt { id: id.clone(), after, current: state.seq });
+                state = self.settled(&slot, state).await?;
+                if after != state.seq {
+                    return Err(IngestError::NotAt { id: id.clone(), after, current: state.seq });
+                }
             }
             // Applied to a copy: a request is all or none.
             let mut next = Match::clone(&state);
@@ -147,6 +155,31 @@ impl Ingest {
         self.publish_durable(&slot, last_seq);
         tracing::trace!(match_id = %id, seq = last_seq, "published");
         Ok(accepted)
+    }
+
+    /// The match once none of its accepted events awaits its commit any more, so that a failed
+    /// `?after=` precondition answers with a seq that is durable: a watcher takes "the match is
+    /// one past my `after`" to mean its lost request was applied, which must not be undone by a
+    /// commit that then fails. Waits for the store to flush and the waiting requests to publish;
+    /// a store still busy after [`SETTLE_TRIES`] is answered as unavailable (the watcher retries).
+    async fn settled<'a>(
+        &self,
+        slot: &'a Slot,
+        mut state: tokio::sync::MutexGuard<'a, Arc<Match>>,
+    ) -> Result<tokio::sync::MutexGuard<'a, Arc<Match>>, IngestError> {
+        for _ in 0..SETTLE_TRIES {
+            if lock(&slot.pending).is_empty() {
+                return Ok(state);
+            }
+            drop(state);
+            self.store.flush().await?;
+            // The requests whose commits the flush waited for publish (or resync) on waking.
+            tokio::time::sleep(SETTLE_PAUSE).await;
+            state = slot.state.lock().await;
+        }
+        Err(IngestError::Store(StoreError::Backend(
+            "the match's earlier events are still being stored".into(),
+        )))
     }
 
     /// Cancels a match: gone from the store and the hub; its viewers get `cancelled`.
