@@ -69,3 +69,15 @@ async fn sigterm_stops_the_binary_cleanly() {
     let status = node.child.wait().unwrap();
     assert!(status.success(), "{status:?}");
 }
+
+#[tokio::test]
+async fn readyz_says_draining_once_the_node_stops_while_http_still_answers() {
+    let s = TestServer::start().await;
+    assert_eq!(s.get("/readyz").await.0, reqwest::StatusCode::OK);
+    s.node.as_ref().unwrap().shutdown();
+    let (st, body) = s.get("/readyz").await;
+    assert_eq!(st, reqwest::StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("draining"), "{body}");
+    assert_eq!(s.get("/healthz").await.0, reqwest::StatusCode::OK);
+    s.stop().await;
+}

@@ -148,7 +148,8 @@ impl Ingest {
             (ticket, state.seq, accepted)
         };
         if let Err(e) = ticket.await {
-            tracing::error!(match_id = %id, error = %e, "append failed; reloading the match");
+            // The store logged the cause (once per failing spell); this is per request.
+            tracing::debug!(match_id = %id, error = %e, "append failed; reloading the match");
             self.resync(id, &slot).await;
             return Err(e.into());
         }

@@ -45,6 +45,8 @@ pub struct Node {
     store: Arc<dyn Store>,
     grace: Duration,
     http: JoinHandle<io::Result<()>>,
+    /// Ends the HTTP server, after the viewers (see `stopped`).
+    stop_http: CancellationToken,
 }
 
 /// Starts a node on its embedded SQLite store in `config.data_dir`.
@@ -101,9 +103,14 @@ pub async fn start_with_store(config: Config, store: Arc<dyn Store>) -> Result<N
         watcher_tokens: Arc::new(config.watcher_tokens.clone()),
         shutdown: shutdown.clone(),
     });
-    let stop_http = shutdown.clone();
+    // HTTP outlives the viewers' goodbyes: while they drain, /readyz says so (503) and
+    // requests in flight finish. `stopped` ends it after the viewers.
+    let stop_http = CancellationToken::new();
+    let http_stopping = stop_http.clone();
     let http = tokio::spawn(async move {
-        axum::serve(http_listener, app).with_graceful_shutdown(stop_http.cancelled_owned()).await
+        axum::serve(http_listener, app)
+            .with_graceful_shutdown(http_stopping.cancelled_owned())
+            .await
     });
     tracing::info!(addr = %http_addr, "http listener ready");
 
@@ -117,6 +124,7 @@ pub async fn start_with_store(config: Config, store: Arc<dyn Store>) -> Result<N
         store,
         grace: config.shutdown_grace,
         http,
+        stop_http,
     })
 }
 
@@ -143,6 +151,7 @@ impl Node {
                 "viewers still connected after the grace period"
             );
         }
+        self.stop_http.cancel();
         match tokio::time::timeout(self.grace, self.http).await {
             Ok(Ok(Err(e))) => return Err(ServerError::Http(e)),
             Ok(_) => {}

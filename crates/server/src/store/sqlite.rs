@@ -228,13 +228,15 @@ impl Store for SqliteStore {
     }
 
     fn health(&self) -> Result<(), StoreError> {
-        if self.tx.as_ref().is_none_or(|tx| tx.is_closed()) {
+        let Some(tx) = self.tx.as_ref().filter(|tx| !tx.is_closed()) else {
             return Err(writer_stopped());
-        }
-        match &*crate::locks::lock(&self.failure) {
-            Some(why) => Err(StoreError::Backend(format!("the last commit failed: {why}"))),
-            None => Ok(()),
-        }
+        };
+        let Some(why) = crate::locks::lock(&self.failure).clone() else { return Ok(()) };
+        // Ask the writer to try a commit, so that a store that recovers says so even when no
+        // watcher writes (a node out of rotation gets none); the next look sees its outcome.
+        let (reply, _) = oneshot::channel();
+        let _ = tx.try_send(Command { op: Op::Probe, reply });
+        Err(StoreError::Backend(format!("the last commit failed: {why}")))
     }
 
     async fn flush(&self) -> Result<(), StoreError> {
@@ -398,6 +400,18 @@ mod tests {
         }
         drop(first);
         SqliteStore::open(dir.path()).expect("free again once the first is closed");
+    }
+
+    #[tokio::test]
+    async fn a_failed_store_is_probed_back_to_health() {
+        let dir = TempDir::new().unwrap();
+        let store = SqliteStore::open(dir.path()).unwrap();
+        *crate::locks::lock(&store.failure) = Some("disk I/O error".into());
+        let err = store.health().unwrap_err().to_string();
+        assert_eq!(err, "storage failed: the last commit failed: disk I/O error");
+        // The probe it queued commits on a working disk; then the store is healthy again.
+        store.flush().await.unwrap();
+        assert!(store.health().is_ok());
     }
 
     #[test]

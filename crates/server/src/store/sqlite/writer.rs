@@ -47,6 +47,9 @@ pub(super) enum Op {
     Cancel(MatchId),
     /// Nothing: its answer means everything queued before it is durable.
     Flush,
+    /// A write that changes nothing (the schema version written again): its commit tells
+    /// whether a store whose last commit failed can write again.
+    Probe,
 }
 
 pub(super) struct Command {
@@ -222,6 +225,7 @@ fn apply(
 ) -> Result<(), StoreError> {
     match op {
         Op::Flush => Ok(()),
+        Op::Probe => tx.pragma_update(None, "user_version", SCHEMA_VERSION).map_err(db_err),
         Op::Create(info) => {
             if live.contains_key(&info.id) {
                 return Err(StoreError::Exists(info.id.clone()));
