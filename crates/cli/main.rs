@@ -107,10 +107,12 @@ struct ReplayArgs {
 #[derive(Args)]
 struct DoctorArgs {
     /// Concurrent viewers one node should hold.
-    #[arg(long, env = "MATCHSTREAM_VIEWERS_TARGET", default_value_t = 1_000_000)]
+    // MATCHSTREAM_DOCTOR_*, like the simulator's MATCHSTREAM_SIM_*: MATCHSTREAM_VIEWERS is
+    // serve's port range in a shell set up for a node.
+    #[arg(long, env = "MATCHSTREAM_DOCTOR_VIEWERS", default_value_t = 1_000_000)]
     viewers: u64,
     /// The report as JSON (for scripts).
-    #[arg(long, env = "MATCHSTREAM_JSON")]
+    #[arg(long, env = "MATCHSTREAM_DOCTOR_JSON")]
     json: bool,
 }
 
@@ -239,8 +241,9 @@ fn raise_open_files() -> u64 {
 
 async fn serve(args: ServeArgs) -> Result<()> {
     let open_files = raise_open_files();
-    // Descriptors the node needs besides viewers: listeners, HTTP clients, the store.
-    let reserve = 512u64;
+    // Descriptors the node needs besides viewers (listeners, HTTP clients, the store): the same
+    // reserve `doctor` counts.
+    let reserve = matchstream_ops::doctor::RESERVE_FDS;
     let fd_room = open_files.saturating_sub(reserve).max(1) as usize;
     let max_viewers = match args.max_viewers {
         Some(n) if n > fd_room => {

@@ -14,8 +14,9 @@ async fn viewers_resuming_from_many_points_during_publishing_miss_nothing() {
     const TOTAL: u64 = 400;
 
     // The publisher itself lets viewers in every few events, from points behind, at and past the
-    // ring's reach, then goes on publishing while they connect and catch up: every viewer joins
-    // during publishing by construction, however fast or slow the machine.
+    // ring's reach: each is connected, with its line sent, before the next publish, and catches
+    // up while publishing goes on. Every viewer joins during publishing by construction, however
+    // fast or slow the machine.
     let mut viewers = Vec::new();
     let mut seq = 1;
     let mut round = 0u64;
@@ -24,8 +25,8 @@ async fn viewers_resuming_from_many_points_during_publishing_miss_nothing() {
             for from in [0, seq / 2, seq.saturating_sub(40), seq.saturating_sub(1), seq] {
                 let addr = s.viewers[viewers.len() % 2];
                 let line = format!("VERSION:2:CONNECT:r{}:MATCH:{id}:FROM:{from}", viewers.len());
+                let mut v = Viewer::connect(addr, &line).await;
                 viewers.push(tokio::spawn(async move {
-                    let mut v = Viewer::connect(addr, &line).await;
                     let (seqs, bye) = collect_v2(&mut v).await;
                     (from, seqs, bye)
                 }));

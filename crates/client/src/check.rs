@@ -12,6 +12,7 @@
 
 use std::fmt;
 
+use matchstream_proto::ByeReason;
 use serde::{Deserialize, Serialize};
 
 /// Which viewer protocol a MatchStream viewer speaks (SPEC 4).
@@ -446,12 +447,14 @@ impl V2Checker {
             "bye" => {
                 self.done = true;
                 let reason = head.reason.unwrap_or("");
-                let cause = match reason {
-                    "match_over" => return Ok(()),
-                    "cancelled" => Cause::Cancelled,
-                    "too_slow" => Cause::TooSlow,
-                    "full" | "not_found" | "bad_request" => Cause::Refused,
-                    _ => Cause::ClosedEarly,
+                let cause = match reason.parse::<ByeReason>() {
+                    Ok(ByeReason::MatchOver) => return Ok(()),
+                    Ok(ByeReason::Cancelled) => Cause::Cancelled,
+                    Ok(ByeReason::TooSlow) => Cause::TooSlow,
+                    Ok(ByeReason::Full | ByeReason::NotFound | ByeReason::BadRequest) => {
+                        Cause::Refused
+                    }
+                    Ok(ByeReason::Shutdown) | Err(_) => Cause::ClosedEarly,
                 };
                 return Err(Violation::new(cause, format!("bye {reason}")));
             }

@@ -58,11 +58,6 @@ impl Viewer {
         self.reader.get_mut().write_all(bytes).await
     }
 
-    /// The socket, for what this type does not cover (a half-close, its addresses).
-    pub fn socket(&mut self) -> &mut TcpStream {
-        self.reader.get_mut()
-    }
-
     /// Reads whatever arrives next into `buf`; 0 once the server closed.
     pub async fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         self.reader.read(buf).await

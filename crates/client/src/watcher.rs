@@ -1,7 +1,8 @@
 //! The HTTP side of a client (SPEC sections 2 and 3): one server's base URL and a watcher token,
 //! requests sent and their whole answers read. It knows paths and status codes, nothing of the
 //! server's insides; what a status means for a caller (replay, a test, the simulator) is the
-//! caller's to decide. It never retries: posting an event twice would publish it twice.
+//! caller's to decide. It never retries by itself: a retry is only safe with `?after=` (see
+//! `replay`), which is the caller's to add.
 
 use std::time::Duration;
 
@@ -90,11 +91,6 @@ impl Watcher {
             base: server.trim_end_matches('/').to_owned(),
             token: token.to_owned(),
         })
-    }
-
-    /// The server as given to [`Watcher::new`].
-    pub fn server(&self) -> &str {
-        &self.server
     }
 
     /// Sends one request with the watcher token (and `body` as JSON) and reads the whole answer

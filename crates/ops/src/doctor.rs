@@ -156,7 +156,8 @@ pub struct Report {
 
 /// Judges `m` for `viewers` concurrent viewers on one node.
 pub fn examine(m: &Machine, viewers: u64) -> Report {
-    let fds = viewers + RESERVE_FDS;
+    // Saturating: `--viewers` is whatever a person typed.
+    let fds = viewers.saturating_add(RESERVE_FDS);
     let mut f = Vec::new();
     let stops_if = |short: bool| if short { Verdict::Stops } else { Verdict::Ok };
     let slow_if = |short: bool| if short { Verdict::Slow } else { Verdict::Ok };
@@ -183,7 +184,7 @@ pub fn examine(m: &Machine, viewers: u64) -> Report {
         why: "the highest any process's open-file limit may be raised to".into(),
         fix: (m.nr_open < fds).then(|| format!("sysctl -w fs.nr_open={fds}")),
     });
-    let file_max = fds + fds / 10;
+    let file_max = fds.saturating_add(fds / 10);
     f.push(Finding {
         limit: "fs.file-max",
         value: m.file_max.to_string(),
@@ -226,11 +227,15 @@ pub fn examine(m: &Machine, viewers: u64) -> Report {
         ),
         fix: None,
     });
-    let burst_pages = (viewers * BURST_BYTES_PER_VIEWER).div_ceil(m.page_size.max(1));
+    let burst_pages = viewers.saturating_mul(BURST_BYTES_PER_VIEWER).div_ceil(m.page_size.max(1));
     let [_, pressure, max] = m.tcp_mem;
     let tcp_verdict =
         if max < burst_pages { Verdict::Stops } else { slow_if(pressure < burst_pages) };
-    let want = [burst_pages / 2, burst_pages + burst_pages / 4, burst_pages * 2];
+    let want = [
+        burst_pages / 2,
+        burst_pages.saturating_add(burst_pages / 4),
+        burst_pages.saturating_mul(2),
+    ];
     f.push(Finding {
         limit: "net.ipv4.tcp_mem",
         value: format!("{} {} {} pages", m.tcp_mem[0], pressure, max),
@@ -245,7 +250,7 @@ pub fn examine(m: &Machine, viewers: u64) -> Report {
             format!("sysctl -w net.ipv4.tcp_mem=\"{a} {b} {c}\"")
         }),
     });
-    let ram = viewers * BYTES_PER_VIEWER;
+    let ram = viewers.saturating_mul(BYTES_PER_VIEWER);
     let room = (m.mem_total as f64 * RAM_SHARE) as u64;
     f.push(Finding {
         limit: "memory (MemTotal)",
@@ -263,7 +268,7 @@ pub fn examine(m: &Machine, viewers: u64) -> Report {
         fix: None,
     });
     if let Some(ct) = m.conntrack_max {
-        let need = viewers + viewers / 10;
+        let need = viewers.saturating_add(viewers / 10);
         f.push(Finding {
             limit: "net.netfilter.nf_conntrack_max",
             value: ct.to_string(),
@@ -378,6 +383,13 @@ mod tests {
         assert_eq!(verdict(&r, "net.ipv4.tcp_mem"), Verdict::Stops);
         let r = examine(&m, 1_000);
         assert!(!r.blocked, "{}", r.text());
+    }
+
+    #[test]
+    fn any_number_of_viewers_is_judged_without_overflow() {
+        let r = examine(&roomy(), u64::MAX);
+        assert!(r.blocked);
+        assert_eq!(verdict(&r, "ulimit -n"), Verdict::Stops);
     }
 
     #[test]

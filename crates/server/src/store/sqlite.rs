@@ -7,6 +7,11 @@
 //! command, commits once (`synchronous=FULL`: fsync'd) and only then answers each command. Many
 //! watchers thus share each fsync. Reads use their own connections on the blocking pool; WAL
 //! lets them run beside the writer.
+//!
+//! The data directory is locked (`matchstream.lock`, `flock`) while the store is open, so a second
+//! node on it refuses to start. `health` tells whether the writer runs and its last commit
+//! succeeded; while it did not, each look queues a probe commit, so recovery shows without
+//! waiting for a watcher.
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{Read, Write};
