@@ -41,7 +41,7 @@ struct EngineArgs {
     /// C: viewers connecting at once (a viewer holds a slot only while connecting).
     #[arg(short = 'c', long, env = "MATCHSTREAM_SIM_CONCURRENCY", default_value_t = 100)]
     concurrency: usize,
-    /// Worker processes (default: one per 15,000 viewers).
+    /// Worker processes (default: one per 9,500 viewers).
     #[arg(long, env = "MATCHSTREAM_SIM_WORKERS")]
     workers: Option<usize>,
     /// Stay connected until stdin closes, a signal, or the duration limit; prints
