@@ -41,7 +41,7 @@ struct EngineArgs {
     /// C: viewers connecting at once (a viewer holds a slot only while connecting).
     #[arg(short = 'c', long, env = "MATCHSTREAM_SIM_CONCURRENCY", default_value_t = 100)]
     concurrency: usize,
-    /// Worker processes (default: one per 15,000 viewers).
+    /// Worker processes (default: one per 9,500 viewers).
     #[arg(long, env = "MATCHSTREAM_SIM_WORKERS")]
     workers: Option<usize>,
     /// Stay connected until stdin closes, a signal, or the duration limit; prints
@@ -152,9 +152,14 @@ struct PublishModeArgs {
     /// Seconds to publish at --rate.
     #[arg(long, env = "MATCHSTREAM_SIM_DURATION", default_value_t = 10.0)]
     duration: f64,
-    /// Publish this many at once instead (one request with a list).
+    /// Publish this many at once instead (one request with a list, one Redis pipeline).
     #[arg(long, env = "MATCHSTREAM_SIM_BURST")]
     burst: Option<u32>,
+    /// With --rate: requests (PUBLISH commands) unanswered at most. Each message leaves at its
+    /// time while fewer are in flight (open loop, as a match's events come); 1 waits for each
+    /// answer before sending the next (closed loop: measures round trips, not fan-out).
+    #[arg(long, env = "MATCHSTREAM_SIM_IN_FLIGHT", default_value_t = 64, conflicts_with = "burst")]
+    in_flight: usize,
     /// Bytes per message (for MatchStream: of each comment's v2 frame).
     #[arg(long, env = "MATCHSTREAM_SIM_PAYLOAD", default_value_t = 200)]
     payload: usize,
@@ -167,7 +172,11 @@ impl PublishModeArgs {
     fn mode(&self) -> sim::PublishMode {
         match self.burst {
             Some(n) => sim::PublishMode::Burst { n },
-            None => sim::PublishMode::Rate { per_s: self.rate, secs: self.duration },
+            None => sim::PublishMode::Rate {
+                per_s: self.rate,
+                secs: self.duration,
+                in_flight: self.in_flight,
+            },
         }
     }
 }

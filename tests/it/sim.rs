@@ -133,8 +133,11 @@ async fn v2_viewers_over_two_workers_get_every_event_published_at_a_rate() {
     assert!(st.success(), "{published}");
     assert_eq!(published["published"], 30);
     assert_eq!(published["first_seq"], 2);
+    assert_eq!(published["last_seq"], 31);
     assert_eq!(published["stop_seq"], 32);
     assert_eq!(published["frame_bytes"], 200);
+    assert_eq!(published["in_flight"], 64, "open loop by default");
+    assert_eq!(published["reply_ms"]["count"], 30, "a round trip per comment");
 
     let (status, summary, stderr) = sim.finish().await;
     assert!(status.success(), "{stderr}");
@@ -156,6 +159,18 @@ async fn v1_viewers_check_the_framing_and_the_close_after_stop() {
         s.base, id
     ));
     sim.wait_for("connected 200").await;
+    // Closed loop: each comment waits for the previous one's 201.
+    let (st, published) = run_json(&format!(
+        "publish --server {} --token {} --match {} --rate 100 --duration 0.1 --in-flight 1 --json",
+        s.base, TOKEN, id
+    ))
+    .await;
+    assert!(st.success(), "{published}");
+    assert_eq!(published["in_flight"], 1);
+    assert_eq!(
+        (published["first_seq"].as_u64(), published["last_seq"].as_u64()),
+        (Some(2), Some(11))
+    );
     let (st, published) = run_json(&format!(
         "publish --server {} --token {} --match {} --burst 30 --stop --json",
         s.base, TOKEN, id
@@ -164,11 +179,12 @@ async fn v1_viewers_check_the_framing_and_the_close_after_stop() {
     assert!(st.success(), "{published}");
     assert_eq!(
         (published["first_seq"].as_u64(), published["last_seq"].as_u64()),
-        (Some(2), Some(31))
+        (Some(12), Some(41))
     );
+    assert_eq!(published["in_flight"], 0, "a burst is one request");
     let (status, summary, stderr) = sim.finish().await;
     assert!(status.success(), "{stderr}");
-    assert_all_complete(&summary, 200, 200 * 31);
+    assert_all_complete(&summary, 200, 200 * 41);
     assert_eq!(summary["protocol"], "v1");
     assert_eq!(summary["latency_resolution_ms"], 1000);
 }
@@ -299,11 +315,17 @@ async fn sim_http_reads_the_api_on_kept_alive_and_new_connections() {
 
 /// A redis-server of this test on a free port, stopped when dropped.
 struct RedisServer {
-    child: std::process::Child,
+    _child: Child,
     addr: String,
 }
 
+/// Ports tried before a test gives up on starting redis-server.
+const REDIS_ATTEMPTS: usize = 10;
+
 impl RedisServer {
+    /// Starts redis-server on a random high port; when another process holds that port (the
+    /// server logs the bind error and exits) it tries another. Ready is the server's own "Ready
+    /// to accept connections" line: a connection could reach whoever holds the port.
     async fn start() -> RedisServer {
         let found = std::process::Command::new("redis-server").arg("--version").output();
         if !found.is_ok_and(|o| o.status.success()) {
@@ -312,8 +334,19 @@ impl RedisServer {
                  Run scripts/test (it installs it) or `apt-get install -y redis-server`."
             );
         }
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let child = std::process::Command::new("redis-server")
+        let mut log = Vec::new();
+        for _ in 0..REDIS_ATTEMPTS {
+            let port: u16 = rand::random_range(20_000..60_000);
+            if let Some(server) = RedisServer::start_on(port, &mut log).await {
+                return server;
+            }
+        }
+        panic!("redis-server did not start on {REDIS_ATTEMPTS} ports:\n{}", log.join("\n"));
+    }
+
+    /// `None` if redis-server exited (its log lines are added to `log`).
+    async fn start_on(port: u16, log: &mut Vec<String>) -> Option<RedisServer> {
+        let mut child = Command::new("redis-server")
             .args([
                 "--port",
                 &port.to_string(),
@@ -327,26 +360,35 @@ impl RedisServer {
                 "--protected-mode",
                 "no",
             ])
-            .stdout(Stdio::null())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
             .spawn()
             .expect("start redis-server");
-        let addr = format!("127.0.0.1:{port}");
-        // Ready when it accepts a connection.
+        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
         let ready = tokio::time::timeout(PATIENCE, async {
-            while tokio::net::TcpStream::connect(&addr).await.is_err() {
-                tokio::time::sleep(Duration::from_millis(20)).await;
+            while let Ok(Some(line)) = lines.next_line().await {
+                let ready = line.contains("Ready to accept connections");
+                log.push(format!("port {port}: {line}"));
+                if ready {
+                    return true;
+                }
             }
+            false
         })
         .await;
-        assert!(ready.is_ok(), "redis-server did not listen on {addr}");
-        RedisServer { child, addr }
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        match ready {
+            Ok(true) => {
+                // Keep reading its log so that it never blocks on a full pipe.
+                tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+                Some(RedisServer { _child: child, addr: format!("127.0.0.1:{port}") })
+            }
+            Ok(false) => {
+                let _ = child.wait().await;
+                None
+            }
+            Err(_) => panic!("redis-server on port {port} not ready:\n{}", log.join("\n")),
+        }
     }
 }
 
@@ -366,9 +408,39 @@ async fn redis_subscribers_are_measured_by_the_same_engine() {
     assert!(st.success(), "{published}");
     assert_eq!(published["published"], 50);
     assert_eq!(published["receivers_min"], 200);
+    assert_eq!(published["in_flight"], 0, "one pipeline");
     let (status, summary, stderr) = sim.finish().await;
     assert!(status.success(), "{summary:#}\n{stderr}");
     assert_all_complete(&summary, 200, 200 * 50);
     assert_eq!(summary["system"], "redis");
     assert_eq!(summary["latency_ms"]["count"], 200 * 50);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_messages_sent_open_and_closed_loop_arrive_gapless() {
+    let redis = RedisServer::start().await;
+    for in_flight in [64, 1] {
+        let mut sim = SimRun::spawn(&format!(
+            "redis --redis redis://{}/ --channel ch{in_flight} -n 100 --json",
+            redis.addr
+        ));
+        sim.wait_for("connected 100").await;
+        let (st, published) = run_json(&format!(
+            "redis-publish --redis {} --channel ch{in_flight} --rate 400 --duration 0.2 \
+             --in-flight {in_flight} --json",
+            redis.addr
+        ))
+        .await;
+        assert!(st.success(), "{published}");
+        assert_eq!(published["published"], 80);
+        assert_eq!(published["in_flight"], in_flight);
+        assert_eq!(
+            (&published["receivers_min"], &published["receivers_max"]),
+            (&json!(100), &json!(100))
+        );
+        assert_eq!(published["reply_ms"]["count"], 80);
+        let (status, summary, stderr) = sim.finish().await;
+        assert!(status.success(), "{summary:#}\n{stderr}");
+        assert_all_complete(&summary, 100, 100 * 80);
+    }
 }

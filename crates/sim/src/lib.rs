@@ -7,7 +7,8 @@
 //!        ▲                                        viewer.rs: connect, read, check.rs / redis.rs
 //!        └──progress and final report (JSON lines on stdout)──┘
 //!  report.rs: counts, causes, histograms, the summary    display.rs: progress on stderr
-//!  http.rs: `sim http`   publish.rs: `sim publish`   redis.rs: RESP, `sim redis-publish`
+//!  http.rs: `sim http`   publish.rs: `sim publish`   redis.rs: `sim redis`, `sim redis-publish`
+//!  pace.rs: both publishers' schedule (open or closed loop)
 //! ```
 //!
 //! It knows MatchStream only as a client does, through `matchstream-client` (the stream checkers,
@@ -24,6 +25,7 @@ pub mod check;
 pub mod display;
 pub mod http;
 pub mod job;
+pub mod pace;
 pub mod publish;
 pub mod redis;
 pub mod report;
@@ -71,8 +73,10 @@ impl PathKind {
 /// How a benchmark watcher publishes: at a steady rate for a while, or all at once.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum PublishMode {
-    /// `per_s` messages a second for `secs` seconds.
-    Rate { per_s: f64, secs: f64 },
+    /// `per_s` messages a second for `secs` seconds, each sent when due while fewer than
+    /// `in_flight` are unanswered (open loop); `in_flight` 1 waits for each answer before the
+    /// next message (closed loop). See `pace.rs`.
+    Rate { per_s: f64, secs: f64, in_flight: usize },
     /// `n` messages at once (one request with a list, or one pipelined write).
     Burst { n: u32 },
 }
@@ -81,11 +85,14 @@ impl PublishMode {
     /// Checks the numbers a person typed.
     pub fn validate(&self) -> Result<(), SimError> {
         match *self {
-            PublishMode::Rate { per_s, secs } => {
+            PublishMode::Rate { per_s, secs, in_flight } => {
                 if !(per_s.is_finite() && per_s > 0.0 && secs.is_finite() && secs >= 0.0) {
                     return Err(SimError::Usage(
                         "--rate must be above 0 and --duration at least 0".into(),
                     ));
+                }
+                if in_flight == 0 {
+                    return Err(SimError::Usage("--in-flight must be at least 1".into()));
                 }
             }
             PublishMode::Burst { n: 0 } => {
@@ -138,8 +145,10 @@ mod tests {
 
     #[test]
     fn publish_modes_are_checked() {
-        assert!(PublishMode::Rate { per_s: 20.0, secs: 5.0 }.validate().is_ok());
-        assert!(PublishMode::Rate { per_s: 0.0, secs: 5.0 }.validate().is_err());
+        let rate = |per_s, in_flight| PublishMode::Rate { per_s, secs: 5.0, in_flight };
+        assert!(rate(20.0, 1).validate().is_ok());
+        assert!(rate(0.0, 1).validate().is_err());
+        assert!(rate(20.0, 0).validate().is_err());
         assert!(PublishMode::Burst { n: 0 }.validate().is_err());
     }
 }

@@ -1,14 +1,17 @@
 //! `matchstream sim publish`: the benchmark's watcher. Creates the match if asked (reusing it
 //! when it exists), starts it if asked and not yet started, publishes `comment` events whose v2
-//! frame is about `payload` bytes — at a steady rate, or one request with a list — and stops the
-//! match if asked. Reports what it published so that a harness knows what viewers must get.
+//! frame is about `payload` bytes — at a steady rate, one request per event, open or closed loop
+//! (`pace.rs`), or one request with a list — and stops the match if asked. Reports what it
+//! published, how fast the `201`s came back, so that a harness knows what viewers must get.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use reqwest::{Client, Method, StatusCode};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+use super::pace::{self, Request};
+use super::report::{Hist, Percentiles};
 use super::{unix_ms, PublishMode, SimError};
 
 /// Longest comment text (SPEC 1).
@@ -43,15 +46,24 @@ pub struct PublishReport {
     pub started: bool,
     /// Comments published.
     pub published: u64,
+    /// The lowest and highest seq of the comments (with several in flight the node numbers
+    /// them in the order they arrive).
     pub first_seq: Option<u64>,
     pub last_seq: Option<u64>,
     /// The seq of `stop`, when published.
     pub stop_seq: Option<u64>,
     /// Bytes of one comment's v2 frame.
     pub frame_bytes: usize,
-    /// Time spent publishing the comments.
+    /// From the first comment sent to the last `201`.
     pub elapsed_ms: u64,
+    /// Comments accepted per second over `elapsed_ms`.
     pub rate_per_s: f64,
+    /// Requests in flight at most (1: closed loop); 0 for a burst (one request).
+    pub in_flight: usize,
+    /// Round trips of the comment requests (sent to `201`), ms.
+    pub reply_ms: Percentiles,
+    /// How late the latest comment left against its schedule, ms.
+    pub behind_ms: u64,
 }
 
 impl PublishReport {
@@ -62,7 +74,8 @@ impl PublishReport {
             _ => "nothing".to_owned(),
         };
         format!(
-            "published {} comments ({} bytes a frame) to {}: {seqs} in {} ms ({:.1}/s){}{}{}\n",
+            "published {} comments ({} bytes a frame) to {}: {seqs} in {} ms ({:.1}/s){}{}{}\n\
+             201 round trip p50 {} ms, p99 {} ms; {}\n",
             self.published,
             self.frame_bytes,
             self.match_id,
@@ -71,6 +84,9 @@ impl PublishReport {
             if self.created { ", created the match" } else { "" },
             if self.started { ", started it" } else { "" },
             self.stop_seq.map_or(String::new(), |s| format!(", stop at seq {s}")),
+            self.reply_ms.p50,
+            self.reply_ms.p99,
+            super::redis::loop_text(self.in_flight, self.behind_ms),
         )
     }
 }
@@ -164,19 +180,20 @@ pub async fn publish(p: &Publish) -> Result<PublishReport, SimError> {
 
     let count = match p.mode {
         PublishMode::Burst { n } => u64::from(n),
-        PublishMode::Rate { per_s, secs } => (per_s * secs).round() as u64,
+        PublishMode::Rate { per_s, secs, .. } => (per_s * secs).round() as u64,
     };
     // Frames are sized for the seqs they will most likely carry.
     let digits = (count + 10).to_string().len();
     let text = comment_text(p.payload, digits)?;
     let comment = json!({"kind": "comment", "data": {"text": text}});
     let frame_bytes = comment_text_frame_len(&text, digits);
-    let (mut first_seq, mut last_seq) = (None, None);
-    let began = Instant::now();
-    match p.mode {
+    let (mut first_seq, mut last_seq) = (None::<u64>, None::<u64>);
+    let (paced, in_flight) = match p.mode {
         PublishMode::Burst { n } => {
             let batch = Value::Array(vec![comment.clone(); n as usize]);
+            let began = tokio::time::Instant::now();
             let (status, body) = call(Method::POST, events.clone(), Some(batch)).await?;
+            let elapsed = began.elapsed();
             let accepted: Vec<Accepted> = match status {
                 StatusCode::CREATED => serde_json::from_value(body)
                     .map_err(|e| SimError::Server(format!("the burst's answer: {e}")))?,
@@ -184,23 +201,36 @@ pub async fn publish(p: &Publish) -> Result<PublishReport, SimError> {
             };
             first_seq = accepted.first().map(|a| a.seq);
             last_seq = accepted.last().map(|a| a.seq);
+            let mut round_trips = Hist::default();
+            round_trips.record(elapsed.as_micros() as u64);
+            (pace::Paced { elapsed, round_trips, behind: Duration::ZERO }, 0)
         }
-        PublishMode::Rate { per_s, .. } => {
-            let start = tokio::time::Instant::now();
-            for i in 0..count {
-                tokio::time::sleep_until(start + Duration::from_secs_f64(i as f64 / per_s)).await;
-                let (status, body) =
-                    call(Method::POST, events.clone(), Some(comment.clone())).await?;
+        PublishMode::Rate { per_s, in_flight, .. } => {
+            // One request per comment; with several in flight they take several connections,
+            // and the node numbers them in the order they arrive.
+            let url = format!("{server}{events}");
+            let make = |_| -> Request<'static, (StatusCode, Value)> {
+                let req = client.post(&url).bearer_auth(&p.token).json(&comment);
+                Box::pin(async move {
+                    let resp =
+                        req.send().await.map_err(|e| SimError::Server(format!("comment: {e}")))?;
+                    let status = resp.status();
+                    Ok((status, resp.json().await.unwrap_or(Value::Null)))
+                })
+            };
+            let answered = |i: u64, (status, body): (StatusCode, Value)| {
                 if status != StatusCode::CREATED {
                     return Err(refused(&format!("comment {}", i + 1), status, &body));
                 }
-                let seq = body["seq"].as_u64();
-                first_seq = first_seq.or(seq);
-                last_seq = seq.or(last_seq);
-            }
+                if let Some(seq) = body["seq"].as_u64() {
+                    first_seq = Some(first_seq.map_or(seq, |s| s.min(seq)));
+                    last_seq = Some(last_seq.map_or(seq, |s| s.max(seq)));
+                }
+                Ok(())
+            };
+            (pace::at_rate(count, per_s, in_flight, make, answered).await?, in_flight)
         }
-    }
-    let elapsed = began.elapsed();
+    };
     let mut stop_seq = None;
     if p.stop {
         let (status, body) =
@@ -219,8 +249,11 @@ pub async fn publish(p: &Publish) -> Result<PublishReport, SimError> {
         last_seq,
         stop_seq,
         frame_bytes,
-        elapsed_ms: elapsed.as_millis() as u64,
-        rate_per_s: (count as f64 / elapsed.as_secs_f64().max(1e-3) * 10.0).round() / 10.0,
+        elapsed_ms: paced.elapsed.as_millis() as u64,
+        rate_per_s: (count as f64 / paced.elapsed.as_secs_f64().max(1e-3) * 10.0).round() / 10.0,
+        in_flight,
+        reply_ms: paced.round_trip_ms(),
+        behind_ms: paced.behind.as_millis() as u64,
     })
 }
 

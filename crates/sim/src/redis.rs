@@ -1,163 +1,112 @@
-//! Redis pub/sub for the side-by-side comparison: the few bits of RESP that SUBSCRIBE and
-//! PUBLISH need, the subscriber's stream checker (fed by the same viewer engine as MatchStream
-//! viewers), and the publisher of `matchstream sim redis-publish`.
+//! Redis pub/sub for the side-by-side comparison, spoken through the `redis` crate: the
+//! subscriber's stream checker (the crate's RESP decoder over the socket the viewer engine dialled
+//! itself, fed by the same engine as MatchStream viewers), and the publisher of
+//! `matchstream sim redis-publish` (a multiplexed connection, PUBLISH on schedule).
 //!
 //! A message's payload is `<seq> <ts_ms> ` padded with `x` to the requested size, so that the
 //! bytes on the wire match a MatchStream comment frame and the receiver can measure delivery
 //! latency from `ts_ms` like from a v2 `ts`. The publisher ends with `end <count> <ts_ms> `: a
 //! subscriber is complete when it saw every message from 1 to `count`, in order, once.
+//!
+//! Why not `redis::aio::PubSub` for subscribers: it takes a stream we dial ourselves, but gives
+//! each subscriber a driver task, an unbounded queue of messages and two setup commands
+//! (`CLIENT SETINFO`); the simulator shares the box with the server, so a subscriber must cost it
+//! no more than a MatchStream viewer does: one task, one socket, one checker.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use bytes::BytesMut;
+use redis::{AsyncConnectionConfig, Value};
 use serde::Serialize;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio_util::codec::Decoder;
 
+use super::pace::{self, Request};
+use super::report::{Hist, Percentiles};
 use super::{unix_ms, Cause, PublishMode, SimError, Violation};
-use matchstream_client::check::{Seen, State, MAX_LINE};
+use matchstream_client::check::{Seen, State};
 
-/// Longest bulk string or array accepted: well above any message of a benchmark.
-const MAX_ITEMS: usize = 1 << 20;
+/// Longest RESP value a subscriber waits for: well above any message of a benchmark, and a
+/// bound on what a broken server can make it buffer.
+const MAX_VALUE: usize = 1 << 20;
+/// The publisher's time to connect, and for each answer (the crate's default, 500 ms, is less
+/// than a busy redis-server at 18,900 subscribers takes).
+const PUBLISHER_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// A RESP2 value.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Resp {
-    Simple(String),
-    Error(String),
-    Int(i64),
-    Bulk(Option<Vec<u8>>),
-    Array(Option<Vec<Resp>>),
-}
-
-/// A command as RESP: an array of bulk strings.
-pub fn command(args: &[&[u8]]) -> Vec<u8> {
-    let mut out = format!("*{}\r\n", args.len()).into_bytes();
-    for a in args {
-        out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
-        out.extend_from_slice(a);
-        out.extend_from_slice(b"\r\n");
-    }
-    out
-}
-
-/// Parses one value at the front of `buf`: `Ok(None)` when more bytes are needed, else the value
-/// and how many bytes it took.
-pub fn parse(buf: &[u8]) -> Result<Option<(Resp, usize)>, String> {
-    let Some(end) = buf.windows(2).position(|w| w == b"\r\n") else {
-        if buf.len() > MAX_LINE {
-            return Err("a RESP line without end".into());
-        }
-        return Ok(None);
-    };
-    if end == 0 {
-        return Err("a RESP line without a type".into());
-    }
-    let line = &buf[1..end];
-    let text = || String::from_utf8_lossy(line).into_owned();
-    let number = || -> Result<i64, String> {
-        std::str::from_utf8(line)
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| format!("bad RESP number {:?}", text()))
-    };
-    let after = end + 2;
-    match buf.first() {
-        Some(b'+') => Ok(Some((Resp::Simple(text()), after))),
-        Some(b'-') => Ok(Some((Resp::Error(text()), after))),
-        Some(b':') => Ok(Some((Resp::Int(number()?), after))),
-        Some(b'$') => {
-            let n = number()?;
-            if n < 0 {
-                return Ok(Some((Resp::Bulk(None), after)));
-            }
-            let n = n as usize;
-            if n > MAX_ITEMS * 16 {
-                return Err(format!("a bulk string of {n} bytes"));
-            }
-            if buf.len() < after + n + 2 {
-                return Ok(None);
-            }
-            if &buf[after + n..after + n + 2] != b"\r\n" {
-                return Err("a bulk string without its CRLF".into());
-            }
-            Ok(Some((Resp::Bulk(Some(buf[after..after + n].to_vec())), after + n + 2)))
-        }
-        Some(b'*') => {
-            let n = number()?;
-            if n < 0 {
-                return Ok(Some((Resp::Array(None), after)));
-            }
-            if n as usize > MAX_ITEMS {
-                return Err(format!("an array of {n} items"));
-            }
-            // Bounded: the count is the peer's word, the items may never come.
-            let mut items = Vec::with_capacity((n as usize).min(64));
-            let mut at = after;
-            for _ in 0..n {
-                match parse(&buf[at..])? {
-                    Some((v, used)) => {
-                        items.push(v);
-                        at += used;
-                    }
-                    None => return Ok(None),
-                }
-            }
-            Ok(Some((Resp::Array(Some(items)), at)))
-        }
-        _ => Err(format!("not RESP: {:?}", String::from_utf8_lossy(&buf[..end.min(40)]))),
-    }
+/// The command a subscriber sends, as RESP.
+pub fn subscribe_command(channel: &str) -> Vec<u8> {
+    redis::cmd("SUBSCRIBE").arg(channel).get_packed_command()
 }
 
 /// The subscriber's view of its stream: the subscribe confirmation first, then messages with
 /// gapless sequence numbers, then the end message.
-#[derive(Debug, Default)]
+///
+/// It decodes with `redis::ValueCodec`, the decoder redis-rs runs on each of its own async
+/// connections, which it exports `#[doc(hidden)]` ("harness-only"), and not with the public
+/// `redis::Parser`, because the simulator shares the 2 cores with the server it measures: a
+/// delivery must not cost the simulator more for Redis than for MatchStream. `Parser` zero-fills
+/// up to 8 KiB of its own buffer before every read it makes (two per chunk), per subscriber;
+/// with 2,000 subscribers at 20 messages/s the simulator spent 11.3 to 11.9 µs per delivery with
+/// it, 9.7 to 10.9 with `ValueCodec`, and 8.0 to 8.8 per MatchStream v2 delivery. Should a
+/// redis release drop `ValueCodec`, `Parser` with a reader that says "would block" at the end of
+/// each chunk is the replacement (it keeps a partial value across reads).
+#[derive(Default)]
 pub struct RedisChecker {
-    buf: Vec<u8>,
+    codec: redis::ValueCodec,
+    /// Received bytes not decoded yet: at most a value that is not whole.
+    buf: BytesMut,
     subscribed: bool,
     next: Option<u64>,
     received: u64,
     done: bool,
 }
 
+impl std::fmt::Debug for RedisChecker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisChecker")
+            .field("subscribed", &self.subscribed)
+            .field("next", &self.next)
+            .field("received", &self.received)
+            .field("done", &self.done)
+            .finish_non_exhaustive()
+    }
+}
+
 impl RedisChecker {
     pub(crate) fn new_connection(&mut self) {
+        self.codec = redis::ValueCodec::default();
         self.buf.clear();
         self.subscribed = false;
     }
 
     pub(crate) fn feed(&mut self, data: &[u8], seen: &mut Vec<Seen>) -> Result<State, Violation> {
         self.buf.extend_from_slice(data);
-        let mut at = 0;
-        let result = loop {
-            let parsed = parse(&self.buf[at..]).map_err(|e| Violation::new(Cause::BadFrame, e));
-            match parsed {
-                Ok(Some((value, used))) => {
-                    at += used;
-                    if let Err(v) = self.value(value, seen) {
-                        break Err(v);
-                    }
-                }
-                Ok(None) => break Ok(()),
-                Err(v) => break Err(v),
+        loop {
+            match self.codec.decode(&mut self.buf) {
+                Ok(Some(value)) => self.value(value, seen)?,
+                // The rest of a value comes with the next read.
+                Ok(None) => break,
+                Err(e) => return Err(Violation::new(Cause::BadFrame, format!("not RESP: {e}"))),
             }
-        };
-        self.buf.drain(..at);
-        result?;
+        }
+        if self.buf.len() > MAX_VALUE {
+            let detail = format!("a RESP value longer than {MAX_VALUE} bytes");
+            return Err(Violation::new(Cause::BadFrame, detail));
+        }
         Ok(if self.done { State::Ended } else { State::Open })
     }
 
-    fn value(&mut self, value: Resp, seen: &mut Vec<Seen>) -> Result<(), Violation> {
+    fn value(&mut self, value: Value, seen: &mut Vec<Seen>) -> Result<(), Violation> {
         let bad = |why: String| Violation::new(Cause::BadFrame, why);
         if self.done {
             return Err(bad("a message after the end".into()));
         }
         let items = match value {
-            Resp::Error(e) => return Err(Violation::new(Cause::Refused, e)),
-            Resp::Array(Some(items)) if items.len() == 3 => items,
+            Value::ServerError(e) => return Err(Violation::new(Cause::Refused, e.to_string())),
+            Value::Array(items) if items.len() == 3 => items,
             other => return Err(bad(format!("unexpected {other:?}"))),
         };
         let kind = match &items[0] {
-            Resp::Bulk(Some(k)) => k.as_slice(),
+            Value::BulkString(k) => k.as_slice(),
             _ => return Err(bad("a push without its kind".into())),
         };
         match (kind, &items[2]) {
@@ -166,7 +115,7 @@ impl RedisChecker {
                 seen.push(Seen::Status { seq: None });
                 Ok(())
             }
-            (b"message", Resp::Bulk(Some(payload))) if self.subscribed => {
+            (b"message", Value::BulkString(payload)) if self.subscribed => {
                 self.message(payload, seen)
             }
             _ => Err(bad(format!("unexpected push {:?}", String::from_utf8_lossy(kind)))),
@@ -174,12 +123,15 @@ impl RedisChecker {
     }
 
     fn message(&mut self, payload: &[u8], seen: &mut Vec<Seen>) -> Result<(), Violation> {
-        let text = String::from_utf8_lossy(&payload[..payload.len().min(64)]).into_owned();
-        let mut words = text.split(' ');
-        let bad = || Violation::new(Cause::BadFrame, format!("not a sim message: {text:?}"));
-        let first = words.next().ok_or_else(bad)?;
+        let bad = || {
+            let text = String::from_utf8_lossy(&payload[..payload.len().min(64)]);
+            Violation::new(Cause::BadFrame, format!("not a sim message: {text:?}"))
+        };
+        // Words up to the padding; nothing is copied (this runs once per delivery).
+        let mut words = payload.split(|&b| b == b' ').map(|w| std::str::from_utf8(w).ok());
+        let first = words.next().flatten().ok_or_else(bad)?;
         if first == "end" {
-            let count: u64 = words.next().and_then(|w| w.parse().ok()).ok_or_else(bad)?;
+            let count: u64 = words.next().flatten().and_then(|w| w.parse().ok()).ok_or_else(bad)?;
             self.done = true;
             let first_seq = self.next.map_or(1, |n| n - self.received);
             if self.received != count || first_seq != 1 {
@@ -189,7 +141,7 @@ impl RedisChecker {
             return Ok(());
         }
         let seq: u64 = first.parse().map_err(|_| bad())?;
-        let ts: i64 = words.next().and_then(|w| w.parse().ok()).ok_or_else(bad)?;
+        let ts: i64 = words.next().flatten().and_then(|w| w.parse().ok()).ok_or_else(bad)?;
         if let Some(next) = self.next {
             if seq < next {
                 return Err(Violation::new(Cause::Duplicate, format!("message {seq} again")));
@@ -234,22 +186,43 @@ pub struct RedisPublishReport {
     /// Subscribers that received each message, as redis-server counted them (least and most).
     pub receivers_min: i64,
     pub receivers_max: i64,
+    /// From the first PUBLISH to the last answer.
     pub elapsed_ms: u64,
+    /// Messages answered per second over `elapsed_ms`.
     pub rate_per_s: f64,
+    /// PUBLISH commands in flight at most (1: closed loop); 0 for a burst (one pipeline).
+    pub in_flight: usize,
+    /// PUBLISH round trips, ms (a burst's pipeline is one).
+    pub reply_ms: Percentiles,
+    /// How late the latest PUBLISH left against its schedule, ms.
+    pub behind_ms: u64,
 }
 
 impl RedisPublishReport {
     /// The report for a person.
     pub fn text(&self) -> String {
         format!(
-            "published {} messages to {} in {} ms ({:.1}/s), {}..{} subscribers each\n",
+            "published {} messages to {} in {} ms ({:.1}/s), {}..{} subscribers each; \
+             round trip p50 {} ms, p99 {} ms; {}\n",
             self.published,
             self.channel,
             self.elapsed_ms,
             self.rate_per_s,
             self.receivers_min,
-            self.receivers_max
+            self.receivers_max,
+            self.reply_ms.p50,
+            self.reply_ms.p99,
+            loop_text(self.in_flight, self.behind_ms),
         )
+    }
+}
+
+/// How a publisher sent, for a person.
+pub(crate) fn loop_text(in_flight: usize, behind_ms: u64) -> String {
+    match in_flight {
+        0 => "one burst".to_owned(),
+        1 => format!("closed loop, at most {behind_ms} ms behind schedule"),
+        n => format!("open loop (up to {n} in flight), at most {behind_ms} ms behind schedule"),
     }
 }
 
@@ -271,91 +244,87 @@ fn pad(head: String, size: usize) -> Vec<u8> {
     out
 }
 
-/// A connection to redis-server that sends commands and reads their replies.
-struct Conn {
-    stream: TcpStream,
-    buf: Vec<u8>,
-}
-
-impl Conn {
-    async fn reply(&mut self) -> Result<Resp, SimError> {
-        loop {
-            if let Some((v, used)) = parse(&self.buf).map_err(SimError::Server)? {
-                self.buf.drain(..used);
-                return Ok(v);
-            }
-            let mut chunk = [0u8; 4096];
-            let n = self.stream.read(&mut chunk).await?;
-            if n == 0 {
-                return Err(SimError::Server("redis-server closed the connection".into()));
-            }
-            self.buf.extend_from_slice(&chunk[..n]);
-        }
-    }
-
-    /// Reads one PUBLISH reply: how many subscribers got the message.
-    async fn receivers(&mut self) -> Result<i64, SimError> {
-        match self.reply().await? {
-            Resp::Int(n) => Ok(n),
-            other => Err(SimError::Server(format!("PUBLISH answered {other:?}"))),
-        }
-    }
+fn failed(what: &str, e: redis::RedisError) -> SimError {
+    SimError::Server(format!("{what}: {e}"))
 }
 
 /// Publishes the messages and the end message; returns what it did.
 pub async fn publish(p: &RedisPublish) -> Result<RedisPublishReport, SimError> {
     p.mode.validate()?;
-    let stream = TcpStream::connect(&p.addr)
-        .await
-        .map_err(|e| SimError::Server(format!("cannot reach redis-server at {}: {e}", p.addr)))?;
-    stream.set_nodelay(true)?;
-    let mut conn = Conn { stream, buf: Vec::new() };
-    let ch = p.channel.as_bytes();
-    let started = Instant::now();
+    let reach = |e| failed(&format!("cannot reach redis-server at {}", p.addr), e);
+    let client = redis::Client::open(format!("redis://{}/", p.addr)).map_err(reach)?;
+    let config = AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(PUBLISHER_TIMEOUT))
+        .set_response_timeout(Some(PUBLISHER_TIMEOUT));
+    let mut conn =
+        client.get_multiplexed_async_connection_with_config(&config).await.map_err(reach)?;
+    let ch = p.channel.as_str();
     let (mut min, mut max) = (i64::MAX, i64::MIN);
     let mut note = |n: i64| {
         min = min.min(n);
         max = max.max(n);
     };
-    let count = match p.mode {
+    let (count, paced, in_flight) = match p.mode {
         PublishMode::Burst { n } => {
+            // One pipeline: every PUBLISH in one write, as a burst of events would come.
             let ts = unix_ms();
-            let mut out = Vec::new();
+            let mut pipe = redis::pipe();
             for seq in 1..=u64::from(n) {
-                out.extend(command(&[b"PUBLISH", ch, &message(seq, ts, p.payload)]));
+                pipe.cmd("PUBLISH").arg(ch).arg(message(seq, ts, p.payload));
             }
-            conn.stream.write_all(&out).await?;
-            for _ in 0..n {
-                note(conn.receivers().await?);
-            }
-            u64::from(n)
+            let started = tokio::time::Instant::now();
+            let receivers: Vec<i64> =
+                pipe.query_async(&mut conn).await.map_err(|e| failed("PUBLISH", e))?;
+            let elapsed = started.elapsed();
+            receivers.into_iter().for_each(&mut note);
+            let mut round_trips = Hist::default();
+            round_trips.record(elapsed.as_micros() as u64);
+            let paced = pace::Paced { elapsed, round_trips, behind: Duration::ZERO };
+            (u64::from(n), paced, 0)
         }
-        PublishMode::Rate { per_s, secs } => {
+        PublishMode::Rate { per_s, secs, in_flight } => {
             let count = (per_s * secs).round() as u64;
-            let start = tokio::time::Instant::now();
-            for seq in 1..=count {
-                let due = start + Duration::from_secs_f64((seq - 1) as f64 / per_s);
-                tokio::time::sleep_until(due).await;
-                let cmd = command(&[b"PUBLISH", ch, &message(seq, unix_ms(), p.payload)]);
-                conn.stream.write_all(&cmd).await?;
-                note(conn.receivers().await?);
-            }
-            count
+            let make = |i: u64| -> Request<'static, i64> {
+                let mut conn = conn.clone();
+                // Stamped when it is due to leave, like an event a watcher sends.
+                let msg = message(i + 1, unix_ms(), p.payload);
+                let ch = ch.to_owned();
+                Box::pin(async move {
+                    redis::cmd("PUBLISH")
+                        .arg(ch)
+                        .arg(msg)
+                        .query_async(&mut conn)
+                        .await
+                        .map_err(|e| failed("PUBLISH", e))
+                })
+            };
+            let paced = pace::at_rate(count, per_s, in_flight, make, |_, n| {
+                note(n);
+                Ok(())
+            })
+            .await?;
+            (count, paced, in_flight)
         }
     };
-    let elapsed = started.elapsed();
     if p.end {
         let end = pad(format!("end {count} {} ", unix_ms()), p.payload);
-        conn.stream.write_all(&command(&[b"PUBLISH", ch, &end])).await?;
-        conn.receivers().await?;
+        let _: i64 = redis::cmd("PUBLISH")
+            .arg(ch)
+            .arg(end)
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| failed("PUBLISH", e))?;
     }
     Ok(RedisPublishReport {
         channel: p.channel.clone(),
         published: count,
         receivers_min: if count == 0 { 0 } else { min },
         receivers_max: if count == 0 { 0 } else { max },
-        elapsed_ms: elapsed.as_millis() as u64,
-        rate_per_s: count as f64 / elapsed.as_secs_f64().max(1e-3),
+        elapsed_ms: paced.elapsed.as_millis() as u64,
+        rate_per_s: count as f64 / paced.elapsed.as_secs_f64().max(1e-3),
+        in_flight,
+        reply_ms: paced.round_trip_ms(),
+        behind_ms: paced.behind.as_millis() as u64,
     })
 }
 
@@ -363,6 +332,7 @@ pub async fn publish(p: &RedisPublish) -> Result<RedisPublishReport, SimError> {
 mod tests {
     use super::*;
 
+    /// A pub/sub push as redis-server writes it.
     fn push(kind: &str, payload: &[u8]) -> Vec<u8> {
         let mut out = format!("*3\r\n${}\r\n{kind}\r\n$2\r\nch\r\n", kind.len()).into_bytes();
         out.extend_from_slice(format!("${}\r\n", payload.len()).as_bytes());
@@ -374,41 +344,48 @@ mod tests {
     const SUBSCRIBED: &[u8] = b"*3\r\n$9\r\nsubscribe\r\n$2\r\nch\r\n:1\r\n";
 
     #[test]
-    fn resp_round_trips_commands_and_waits_for_whole_values() {
-        let cmd = command(&[b"PUBLISH", b"ch", b"hi"]);
-        assert_eq!(cmd, b"*3\r\n$7\r\nPUBLISH\r\n$2\r\nch\r\n$2\r\nhi\r\n");
-        let (v, used) = parse(&cmd).unwrap().unwrap();
-        assert_eq!(used, cmd.len());
-        let bulk = |s: &[u8]| Resp::Bulk(Some(s.to_vec()));
-        assert_eq!(v, Resp::Array(Some(vec![bulk(b"PUBLISH"), bulk(b"ch"), bulk(b"hi")])));
-        for cut in 0..cmd.len() {
-            assert_eq!(parse(&cmd[..cut]).unwrap(), None, "cut at {cut}");
-        }
-        assert_eq!(parse(b":12\r\n").unwrap(), Some((Resp::Int(12), 5)));
-        assert_eq!(parse(b"-ERR no\r\n").unwrap().unwrap().0, Resp::Error("ERR no".into()));
-        assert!(parse(b"?what\r\n").is_err());
+    fn the_subscribe_command_is_resp() {
+        assert_eq!(subscribe_command("ch"), b"*2\r\n$9\r\nSUBSCRIBE\r\n$2\r\nch\r\n");
     }
 
     #[test]
     fn a_subscriber_that_gets_every_message_and_the_end_is_complete() {
-        let mut c = RedisChecker::default();
         let mut bytes = SUBSCRIBED.to_vec();
         for seq in 1..=3 {
             bytes.extend(push("message", &message(seq, 1_000 + seq as i64, 200)));
         }
         bytes.extend(push("message", b"end 3 2000 xxxx"));
-        let mut seen = Vec::new();
-        let mut state = State::Open;
-        for piece in bytes.chunks(7) {
-            state = c.feed(piece, &mut seen).unwrap();
+        // Whole, in pieces that cut values anywhere (one byte at a time included), and in
+        // pieces of many values.
+        for size in [bytes.len(), 1, 2, 7, 100] {
+            let mut c = RedisChecker::default();
+            let mut seen = Vec::new();
+            let mut state = State::Open;
+            for piece in bytes.chunks(size) {
+                state = c.feed(piece, &mut seen).unwrap();
+            }
+            assert_eq!(state, State::Ended, "pieces of {size}");
+            assert_eq!(seen.len(), 4, "pieces of {size}");
+            assert_eq!(seen[0], Seen::Status { seq: None });
+            assert_eq!(seen[3], Seen::Event { seq: Some(3), ts_ms: 1_003 });
+            assert_eq!(c.at_eof(), Ok(()));
         }
-        assert_eq!(state, State::Ended);
-        assert_eq!(seen[0], Seen::Status { seq: None });
-        assert_eq!(seen[3], Seen::Event { seq: Some(3), ts_ms: 1_003 });
-        assert_eq!(c.at_eof(), Ok(()));
         assert_eq!(message(7, 5, 200).len(), 200);
         assert_eq!(host_port("redis://127.0.0.1:6379/"), "127.0.0.1:6379");
         assert_eq!(host_port("127.0.0.1:6379"), "127.0.0.1:6379");
+    }
+
+    #[test]
+    fn many_messages_in_one_read_are_all_checked() {
+        let mut bytes = SUBSCRIBED.to_vec();
+        for seq in 1..=500 {
+            bytes.extend(push("message", &message(seq, 7, 200)));
+        }
+        let mut c = RedisChecker::default();
+        let mut seen = Vec::new();
+        assert_eq!(c.feed(&bytes, &mut seen), Ok(State::Open));
+        assert_eq!(seen.len(), 501);
+        assert_eq!(seen[500], Seen::Event { seq: Some(500), ts_ms: 7 });
     }
 
     #[test]
@@ -427,13 +404,40 @@ mod tests {
         // Joined late: saw 2 and 3 of 3.
         assert_eq!(run(&[b"2 5 x", b"3 5 x", b"end 3 9"]), Err(Cause::Incomplete));
         assert_eq!(run(&[b"hello"]), Err(Cause::BadFrame));
+        assert_eq!(run(&[b"1 5 x", b"end 1 9", b"2 5 x"]), Err(Cause::BadFrame));
         let mut c = RedisChecker::default();
         assert_eq!(
             c.feed(&push("message", b"1 5 x"), &mut Vec::new()).unwrap_err().cause,
-            Cause::BadFrame
+            Cause::BadFrame,
+            "a message before the subscribe confirmation"
         );
         assert_eq!(c.at_eof().unwrap_err().cause, Cause::ClosedEarly);
         let mut c = RedisChecker::default();
         assert_eq!(c.feed(b"-ERR wrong\r\n", &mut Vec::new()).unwrap_err().cause, Cause::Refused);
+        let mut c = RedisChecker::default();
+        assert_eq!(c.feed(b"?what\r\n", &mut Vec::new()).unwrap_err().cause, Cause::BadFrame);
+    }
+
+    #[test]
+    fn a_value_that_never_ends_is_cut_off() {
+        let mut c = RedisChecker::default();
+        c.feed(SUBSCRIBED, &mut Vec::new()).unwrap();
+        c.feed(
+            format!("*3\r\n$7\r\nmessage\r\n$2\r\nch\r\n${}\r\n", 4 * MAX_VALUE).as_bytes(),
+            &mut Vec::new(),
+        )
+        .unwrap();
+        let chunk = vec![b'x'; 64 * 1024];
+        let mut result = Ok(State::Open);
+        for _ in 0..(MAX_VALUE / chunk.len() + 1) {
+            result = c.feed(&chunk, &mut Vec::new());
+            if result.is_err() {
+                break;
+            }
+        }
+        assert_eq!(result.unwrap_err().cause, Cause::BadFrame);
+        // A new connection starts a new stream.
+        c.new_connection();
+        assert_eq!(c.feed(SUBSCRIBED, &mut Vec::new()), Ok(State::Open));
     }
 }

@@ -267,9 +267,7 @@ async fn connect(
             };
             (addr, line.encode())
         }
-        Target::Redis { addr, channel } => {
-            (addr.clone(), redis::command(&[b"SUBSCRIBE", channel.as_bytes()]))
-        }
+        Target::Redis { addr, channel } => (addr.clone(), redis::subscribe_command(channel)),
     };
     let started = Instant::now();
     let attempt = async {
