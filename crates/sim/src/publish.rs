@@ -6,7 +6,9 @@
 
 use std::time::Duration;
 
-use reqwest::{Client, Method, StatusCode};
+use matchstream_client::Watcher;
+use matchstream_proto::MatchId;
+use reqwest::{Method, StatusCode};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
@@ -119,20 +121,15 @@ struct Accepted {
 pub async fn publish(p: &Publish) -> Result<PublishReport, SimError> {
     p.mode.validate()?;
     let server = p.server.trim_end_matches('/');
-    let client = Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .map_err(|e| SimError::Usage(format!("cannot build the HTTP client: {e}")))?;
+    let watcher = Watcher::new(&p.server, &p.token).map_err(|e| SimError::Usage(e.to_string()))?;
     let call = |method: Method, path: String, body: Option<Value>| {
-        let mut req = client.request(method, format!("{server}{path}")).bearer_auth(&p.token);
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
+        let watcher = watcher.clone();
         async move {
-            let resp = req.send().await.map_err(|e| SimError::Server(format!("{path}: {e}")))?;
-            let status = resp.status();
-            let body: Value = resp.json().await.unwrap_or(Value::Null);
-            Ok::<_, SimError>((status, body))
+            let answer = watcher
+                .send(method, &path, body.as_ref())
+                .await
+                .map_err(|e| SimError::Server(format!("{path}: {e}")))?;
+            Ok::<_, SimError>((answer.status, answer.json()))
         }
     };
     let refused = |what: &str, status: StatusCode, body: &Value| {
@@ -144,12 +141,13 @@ pub async fn publish(p: &Publish) -> Result<PublishReport, SimError> {
 
     let mut created = false;
     if p.create {
+        let bad = || SimError::Usage(format!("{id:?} is not a match id like elp-tig-2011-09-10"));
+        MatchId::parse(id).map_err(|_| bad())?;
+        // A valid id: team ids hold no '-', so the first two split off the teams.
         let mut parts = id.splitn(3, '-');
         let (Some(home), Some(visit), Some(date)) = (parts.next(), parts.next(), parts.next())
         else {
-            return Err(SimError::Usage(format!(
-                "{id:?} is not a match id like elp-tig-2011-09-10"
-            )));
+            return Err(bad());
         };
         let body = json!({"home": home, "visit": visit, "start_date": date});
         let (status, body) = call(Method::POST, "/1/matches".into(), Some(body)).await?;
@@ -208,14 +206,14 @@ pub async fn publish(p: &Publish) -> Result<PublishReport, SimError> {
         PublishMode::Rate { per_s, in_flight, .. } => {
             // One request per comment; with several in flight they take several connections,
             // and the node numbers them in the order they arrive.
-            let url = format!("{server}{events}");
             let make = |_| -> Request<'static, (StatusCode, Value)> {
-                let req = client.post(&url).bearer_auth(&p.token).json(&comment);
+                let (watcher, path, comment) = (watcher.clone(), events.clone(), comment.clone());
                 Box::pin(async move {
-                    let resp =
-                        req.send().await.map_err(|e| SimError::Server(format!("comment: {e}")))?;
-                    let status = resp.status();
-                    Ok((status, resp.json().await.unwrap_or(Value::Null)))
+                    let answer = watcher
+                        .send(Method::POST, &path, Some(&comment))
+                        .await
+                        .map_err(|e| SimError::Server(format!("comment: {e}")))?;
+                    Ok((answer.status, answer.json()))
                 })
             };
             let answered = |i: u64, (status, body): (StatusCode, Value)| {
