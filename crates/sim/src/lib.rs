@@ -21,15 +21,15 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
-pub mod check;
-pub mod display;
+mod check;
+mod display;
 pub mod http;
-pub mod job;
-pub mod pace;
+mod job;
+mod pace;
 pub mod publish;
 pub mod redis;
-pub mod report;
-pub mod run;
+mod report;
+mod run;
 mod viewer;
 pub mod worker;
 

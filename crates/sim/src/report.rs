@@ -30,12 +30,9 @@ impl Hist {
         self.0.saturating_record(v);
     }
 
+    #[cfg(test)]
     pub fn len(&self) -> u64 {
         self.0.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
     }
 
     /// The recorded values as `(value, count)` pairs: compact, and exact to the histogram's
