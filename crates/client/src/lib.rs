@@ -10,6 +10,7 @@
 pub mod check;
 pub mod matchfile;
 pub mod replay;
+mod verdict;
 pub mod viewer;
 pub mod watcher;
 
