@@ -38,7 +38,6 @@ pub struct Node {
     pub http_addr: SocketAddr,
     /// Each viewer listener's real address, in the configured order.
     pub viewer_addrs: Vec<SocketAddr>,
-    pub hub: Arc<Hub>,
     pub ports: Arc<ViewerPorts>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
@@ -58,7 +57,7 @@ pub async fn start(config: Config) -> Result<Node, ServerError> {
 
 /// Starts a node on the given store. Every listener is bound before anything is spawned, so a
 /// node that returns is ready to serve.
-pub async fn start_with_store(config: Config, store: Arc<dyn Store>) -> Result<Node, ServerError> {
+async fn start_with_store(config: Config, store: Arc<dyn Store>) -> Result<Node, ServerError> {
     config.validate()?;
     let bind_err = |what, addr| move |source| ServerError::Bind { what, addr, source };
     let http_listener =
@@ -117,7 +116,6 @@ pub async fn start_with_store(config: Config, store: Arc<dyn Store>) -> Result<N
     Ok(Node {
         http_addr,
         viewer_addrs,
-        hub,
         ports,
         shutdown,
         tracker,
