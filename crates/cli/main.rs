@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use matchstream::config::{self, Config};
 use matchstream::server;
 use matchstream_client::{matchfile, replay};
+use matchstream_ops::limits::raise_open_files;
 
 mod demo;
 mod sim_cli;
@@ -219,24 +220,6 @@ fn stop_on_signal() -> CancellationToken {
         }
     });
     token
-}
-
-/// Raises the soft open-file limit to the hard one and returns it: every viewer is a descriptor.
-fn raise_open_files() -> u64 {
-    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    // SAFETY: getrlimit/setrlimit only read and write the struct passed by pointer.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
-            return 1024;
-        }
-        if lim.rlim_cur < lim.rlim_max {
-            let raised = libc::rlimit { rlim_cur: lim.rlim_max, rlim_max: lim.rlim_max };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
-                lim = raised;
-            }
-        }
-    }
-    lim.rlim_cur
 }
 
 async fn serve(args: ServeArgs) -> Result<()> {

@@ -6,9 +6,10 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 
+use matchstream_ops::limits::raise_open_files;
 use matchstream_sim::{self as sim, Display};
 
-use crate::{raise_open_files, stop_on_signal};
+use crate::stop_on_signal;
 
 #[derive(Args)]
 #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]

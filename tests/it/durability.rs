@@ -86,7 +86,8 @@ async fn every_201_leaves_after_the_log_is_fsynced() {
         );
     }
     // SIGINT detaches strace and flushes its log; then the node goes.
-    sigint(strace.id());
+    // SAFETY: a signal to a process this test started and has not reaped.
+    unsafe { libc::kill(strace.id() as i32, libc::SIGINT) };
     strace.wait().unwrap();
     node.kill9();
 
@@ -104,12 +105,6 @@ async fn every_201_leaves_after_the_log_is_fsynced() {
             ),
         }
     }
-}
-
-/// Sends SIGINT to a process this test started.
-fn sigint(pid: u32) {
-    let status = Command::new("kill").args(["-INT", &pid.to_string()]).status().unwrap();
-    assert!(status.success());
 }
 
 #[tokio::test]

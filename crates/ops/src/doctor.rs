@@ -56,7 +56,8 @@ pub struct ReadError {
 impl Machine {
     /// Reads this machine (Linux: `/proc` and `getrlimit`).
     pub fn read() -> Result<Machine, ReadError> {
-        let (nofile_soft, nofile_hard) = nofile()?;
+        let (nofile_soft, nofile_hard) = crate::limits::open_files()
+            .map_err(|e| ReadError { what: "RLIMIT_NOFILE".into(), why: e.to_string() })?;
         let ports = numbers("/proc/sys/net/ipv4/ip_local_port_range")?;
         let tcp_mem = numbers("/proc/sys/net/ipv4/tcp_mem")?;
         let short = |path: &str| ReadError { what: path.into(), why: "too few numbers".into() };
@@ -105,16 +106,6 @@ fn number(path: &str) -> Result<u64, ReadError> {
         .first()
         .copied()
         .ok_or_else(|| ReadError { what: path.into(), why: "empty".into() })
-}
-
-fn nofile() -> Result<(u64, u64), ReadError> {
-    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    // SAFETY: getrlimit writes only the struct it is given.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
-        let why = std::io::Error::last_os_error().to_string();
-        return Err(ReadError { what: "RLIMIT_NOFILE".into(), why });
-    }
-    Ok((lim.rlim_cur, lim.rlim_max))
 }
 
 /// What a limit means for N viewers.

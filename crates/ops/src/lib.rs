@@ -1,5 +1,7 @@
-//! What an operator runs beside MatchStream nodes, knowing them only from the outside:
+//! What an operator runs beside MatchStream nodes, knowing them only from the outside (and the
+//! open-file limit that the node commands raise, `limits`):
 //! `doctor` reads this machine's limits and says which would stop a node from holding N viewers,
 //! and the command that lifts each. (`top` joins it with the operations issue.)
 
 pub mod doctor;
+pub mod limits;

@@ -241,8 +241,8 @@ async fn follow(
 }
 
 /// Reads and checks the connect line and joins the match; answers and returns `None` when the
-/// viewer cannot be served (the caller then closes the connection). Also tells whether this is a v1 viewer of a match that is not live
-/// (the original shows it one status block, then closes).
+/// viewer cannot be served (the caller then closes the connection). Also tells whether this is a
+/// v1 viewer of a match that is not live (the original shows it one status block, then closes).
 async fn handshake(
     ctx: &ViewerContext,
     index: usize,
