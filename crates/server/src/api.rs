@@ -272,8 +272,8 @@ async fn history(
     })?;
     let id = match_id(&raw)?;
     let limit = q.limit.unwrap_or(MAX_HISTORY_LIMIT).min(MAX_HISTORY_LIMIT);
-    let events = state.store.history(&id, q.after.unwrap_or(0), limit).await?;
-    Ok(Json(events.iter().map(history_entry).collect()))
+    let page = state.store.history(&id, q.after.unwrap_or(0), limit).await?;
+    Ok(Json(page.events.iter().map(history_entry).collect()))
 }
 
 /// One event as the history shows it (the original's `timestamp` key).

@@ -1,8 +1,11 @@
 //! Per-match fan-out. `ingest` publishes each accepted, durable event here once, in `seq` order;
 //! the hub encodes it once per wire format and shares the bytes with every viewer of the match
-//! through a bounded ring (a tokio broadcast channel). A viewer that falls behind the ring is
-//! caught up from the store's history; one too far behind is told `too_slow`. Lag and catch-up
-//! live here and only here: transports just write what [`Subscription::next`] hands them.
+//! through a bounded ring (a tokio broadcast channel). A viewer that joins with `FROM`, or falls
+//! behind, is caught up from the last `ring_events` events kept encoded beside the ring; only
+//! beyond them is the store read, in aligned chunks that every viewer needing the same range
+//! shares (one read, one encoding), so a crowd reconnecting after a node loss is not N reads.
+//! One too far behind is told `too_slow`. Lag and catch-up live here and only here: transports
+//! just write what [`Subscription::next`] hands them.
 //!
 //! Two ways to follow a match: a [`Subscription`] per viewer (joining, catching up, a slow
 //! socket), and a [`Feed`] shared by many caught-up viewers that a transport parks together
@@ -16,15 +19,16 @@ use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use bytes::Bytes;
 use tokio::sync::broadcast::{self, error::RecvError, error::TryRecvError};
-use tokio::sync::Semaphore;
+use tokio::sync::{OnceCell, Semaphore};
 
 use crate::locks::{lock, read, write};
 use crate::model::{Event, EventKind, Match, MatchId, Millis, Seq};
-use crate::store::{Store, StoreError};
+use crate::store::{Incarnation, Store, StoreError};
 use crate::wire::{v1, v2, ByeReason};
 
-/// How many events one history read brings while catching a viewer up.
-const CATCH_UP_CHUNK: usize = 256;
+/// How many events one history read brings while catching a viewer up. Reads start at a
+/// multiple of it, so viewers a few events apart share one.
+const CATCH_UP_CHUNK: u64 = 256;
 
 /// The wire format a viewer speaks; the hub hands it bytes already in that format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -34,7 +38,7 @@ pub enum Format {
 }
 
 /// One event, encoded once per wire format.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct EncodedEvent {
     pub seq: Seq,
     pub kind: EventKind,
@@ -100,6 +104,13 @@ impl Snapshot {
 /// A match's topic, as its publisher holds it.
 pub struct TopicHandle(Arc<Topic>);
 
+impl TopicHandle {
+    /// The match this topic carries.
+    pub fn id(&self) -> &MatchId {
+        &self.0.id
+    }
+}
+
 /// Which incarnation of a match something follows: a match cancelled and created anew under the
 /// same id is another topic. Holding the key keeps the identity from being reused.
 #[derive(Clone)]
@@ -113,11 +124,32 @@ impl PartialEq for TopicKey {
 
 struct Topic {
     id: MatchId,
+    inc: Incarnation,
     tx: broadcast::Sender<Arc<Frame>>,
-    /// The last published state. Publishing and subscribing both hold this lock, so a new
-    /// subscriber learns exactly which `seq` its ring starts after.
-    current: Mutex<Arc<Snapshot>>,
+    /// Publishing and subscribing both hold this lock, so a new subscriber learns exactly which
+    /// `seq` its ring starts after.
+    current: Mutex<Current>,
 }
+
+/// A topic's state under its lock.
+struct Current {
+    /// The last published state.
+    snapshot: Arc<Snapshot>,
+    /// The last events published, oldest first (at most `ring_events`): catch-up reads these
+    /// before it reads the store.
+    recent: VecDeque<Arc<Frame>>,
+    /// Set once the match is cancelled: nobody joins this incarnation any more.
+    cancelled: bool,
+}
+
+/// A chunk of history read once and encoded once, for every viewer that needs it.
+struct Chunk {
+    inc: Incarnation,
+    events: Vec<EncodedEvent>,
+}
+
+/// A read in progress or just done, shared by whoever asks for the same chunk meanwhile.
+type SharedRead = Arc<OnceCell<Result<Arc<Chunk>, StoreError>>>;
 
 /// The fan-out of every match on this node.
 pub struct Hub {
@@ -128,6 +160,8 @@ pub struct Hub {
     /// History reads for catching viewers up, at most a few at once: a shard that falls behind
     /// hands hundreds of viewers back at the same moment, and the store must not drown.
     catch_up_reads: Semaphore,
+    /// History chunks being read, by match, incarnation and first seq (exclusive).
+    reads: Mutex<HashMap<(MatchId, Incarnation, Seq), SharedRead>>,
 }
 
 /// Concurrent history reads for catch-up.
@@ -150,18 +184,24 @@ impl Hub {
             ring_events: ring_events.max(1),
             max_lag_events,
             catch_up_reads: Semaphore::new(CATCH_UP_READS),
+            reads: Mutex::new(HashMap::new()),
         }
     }
 
     /// Makes a match available to viewers (a new match, or one restored on start).
     /// Returns the handle its publisher keeps: a match cancelled and created anew under the same
     /// id gets a new topic, and a late publish for the old one cannot reach the new one's viewers.
-    pub fn add(&self, state: Arc<Match>) -> TopicHandle {
+    pub fn add(&self, state: Arc<Match>, inc: Incarnation) -> TopicHandle {
         let (tx, _) = broadcast::channel(self.ring_events);
         let topic = Arc::new(Topic {
             id: state.id().clone(),
+            inc,
             tx,
-            current: Mutex::new(Snapshot::new(state.clone())),
+            current: Mutex::new(Current {
+                snapshot: Snapshot::new(state.clone()),
+                recent: VecDeque::new(),
+                cancelled: false,
+            }),
         });
         if let Some(old) = write(&self.topics).insert(state.id().clone(), topic.clone()) {
             Hub::say_cancelled(&old);
@@ -177,8 +217,12 @@ impl Hub {
         let encoded: Vec<Arc<Frame>> =
             events.iter().map(|e| Arc::new(Frame::Event(EncodedEvent::new(e)))).collect();
         let mut current = lock(&topic.current);
-        *current = Snapshot::new(after);
+        current.snapshot = Snapshot::new(after);
         for frame in encoded {
+            if current.recent.len() == self.ring_events {
+                current.recent.pop_front();
+            }
+            current.recent.push_back(frame.clone());
             // An error only means nobody is subscribed right now.
             let _ = topic.tx.send(frame);
         }
@@ -195,13 +239,17 @@ impl Hub {
     }
 
     fn say_cancelled(topic: &Topic) {
-        let _guard = lock(&topic.current);
-        let _ = topic.tx.send(Arc::new(Frame::Cancelled));
+        let mut current = lock(&topic.current);
+        if !current.cancelled {
+            current.cancelled = true;
+            current.recent.clear();
+            let _ = topic.tx.send(Arc::new(Frame::Cancelled));
+        }
     }
 
     /// The current state of a match.
     pub fn snapshot(&self, id: &MatchId) -> Option<Arc<Snapshot>> {
-        self.topic(id).map(|t| lock(&t.current).clone())
+        self.topic(id).map(|t| lock(&t.current).snapshot.clone())
     }
 
     /// Every match's id, sorted.
@@ -225,22 +273,8 @@ impl Hub {
         let not_found = || JoinError::NotFound(id.to_owned());
         let match_id = MatchId::parse(id).map_err(|_| not_found())?;
         let topic = self.topic(&match_id).ok_or_else(not_found)?;
-        let (rx, snapshot) = {
-            let current = lock(&topic.current);
-            (topic.tx.subscribe(), current.clone())
-        };
+        let (mut sub, snapshot) = self.subscribe(topic, format);
         let head = snapshot.state.seq;
-        let mut sub = Subscription {
-            hub: self.clone(),
-            topic,
-            rx,
-            format,
-            last: head,
-            target: head,
-            pending: VecDeque::new(),
-            held: None,
-            ended: None,
-        };
         match from {
             Some(n) if n <= head => {
                 sub.last = n;
@@ -258,6 +292,40 @@ impl Hub {
         Ok((sub, snapshot))
     }
 
+    /// Follows the very incarnation `key` names again, after `last` (a viewer handed back from
+    /// a parked group). If that incarnation was cancelled meanwhile, the stream ends with
+    /// `cancelled`: a viewer never moves silently into a match created anew under the same id.
+    pub fn rejoin(self: &Arc<Self>, key: &TopicKey, format: Format, last: Seq) -> Subscription {
+        let (mut sub, _) = self.subscribe(key.0.clone(), format);
+        sub.last = last;
+        sub
+    }
+
+    /// A subscription at the topic's current head, and the snapshot of that head.
+    fn subscribe(
+        self: &Arc<Self>,
+        topic: Arc<Topic>,
+        format: Format,
+    ) -> (Subscription, Arc<Snapshot>) {
+        let (rx, snapshot, cancelled) = {
+            let current = lock(&topic.current);
+            (topic.tx.subscribe(), current.snapshot.clone(), current.cancelled)
+        };
+        let head = snapshot.state.seq;
+        let sub = Subscription {
+            hub: self.clone(),
+            topic,
+            rx,
+            format,
+            last: head,
+            target: head,
+            pending: VecDeque::new(),
+            held: None,
+            ended: cancelled.then_some(ByeReason::Cancelled),
+        };
+        (sub, snapshot)
+    }
+
     /// Every frame of a match from now on, for a group of parked viewers.
     pub fn feed(&self, id: &MatchId) -> Option<Feed> {
         self.topic(id).map(|topic| Feed { rx: topic.tx.subscribe(), key: TopicKey(topic) })
@@ -270,7 +338,8 @@ impl Hub {
     pub fn park(&self, sub: Subscription, put: impl FnOnce(Seq)) -> Result<(), Subscription> {
         let topic = sub.topic.clone();
         let current = lock(&topic.current);
-        if !sub.is_caught_up() || sub.last != current.state.seq || current.state.is_over() {
+        let state = &current.snapshot.state;
+        if !sub.is_caught_up() || sub.last != state.seq || state.is_over() || current.cancelled {
             return Err(sub);
         }
         put(sub.last);
@@ -337,7 +406,7 @@ impl Subscription {
 
     /// Is the match at its live edge from this viewer's point of view (cheap: one lock)?
     pub fn at_head(&self) -> bool {
-        self.is_caught_up() && self.last == lock(&self.topic.current).state.seq
+        self.is_caught_up() && self.last == lock(&self.topic.current).snapshot.state.seq
     }
 
     /// The next bytes for this viewer, or the end of its stream. Cancel-safe: dropping the
@@ -428,38 +497,95 @@ impl Subscription {
 
     /// After the ring overran this viewer: how far behind is it now?
     fn check_lag(&mut self) -> Option<Next> {
-        let head = lock(&self.topic.current).state.seq;
+        let head = lock(&self.topic.current).snapshot.state.seq;
         (head.saturating_sub(self.last) > self.hub.max_lag_events)
             .then_some(Next::End(ByeReason::TooSlow))
     }
 
-    /// Reads the next chunk of history between `last` and `target` into `pending`.
+    /// Brings the next events between `last` and `target` into `pending`: from the recent
+    /// events kept in memory when they reach back far enough, else from a shared history read.
     async fn catch_up(&mut self) -> Result<(), StoreError> {
-        let want = (self.target - self.last).min(CATCH_UP_CHUNK as u64) as usize;
-        let events = {
-            let _permit = self.hub.catch_up_reads.acquire().await;
-            self.hub.store.history(&self.topic.id, self.last, want).await?
-        };
-        if events.is_empty() || events[0].seq != self.last + 1 {
+        if self.catch_up_from_memory() {
+            return Ok(());
+        }
+        let chunk = self.hub.read_chunk(&self.topic, self.last).await?;
+        if chunk.inc != self.topic.inc {
+            // The id was cancelled and created anew: this incarnation is gone.
+            return Err(StoreError::NotFound(self.topic.id.clone()));
+        }
+        let start = chunk.events.partition_point(|e| e.seq <= self.last);
+        if chunk.events.get(start).is_none_or(|e| e.seq != self.last + 1) {
             return Err(StoreError::Backend(format!(
                 "history of {} has no event after {}",
                 self.topic.id, self.last
             )));
         }
-        let target = self.target;
-        for ev in events.iter().take_while(|e| e.seq <= target) {
-            self.pending.push_back(match self.format {
-                Format::V1 => v1::event_block(ev),
-                Format::V2 => v2::event_frame(ev),
-            });
+        self.take_events(chunk.events[start..].iter());
+        Ok(())
+    }
+
+    /// Catch-up from the recent events, if they hold the next one. True if it did.
+    fn catch_up_from_memory(&mut self) -> bool {
+        let topic = self.topic.clone();
+        let current = lock(&topic.current);
+        let first = current.recent.iter().find_map(|f| match &**f {
+            Frame::Event(ev) => Some(ev.seq),
+            Frame::Cancelled => None,
+        });
+        if first.is_none_or(|first| first > self.last + 1) {
+            return false;
+        }
+        let before = self.last;
+        self.take_events(current.recent.iter().filter_map(|f| match &**f {
+            Frame::Event(ev) => Some(ev),
+            Frame::Cancelled => None,
+        }));
+        self.last != before
+    }
+
+    /// Hands out (into `pending`) the events after `last` up to `target`, in order.
+    fn take_events<'a>(&mut self, events: impl Iterator<Item = &'a EncodedEvent>) {
+        for ev in events {
+            if ev.seq <= self.last {
+                continue;
+            }
+            if ev.seq > self.target || ev.seq != self.last + 1 {
+                break;
+            }
+            self.pending.push_back(ev.bytes(self.format).clone());
             self.last = ev.seq;
             if ev.kind == EventKind::Stop {
                 self.ended = Some(ByeReason::MatchOver);
                 self.target = self.last;
                 self.held = None;
+                break;
             }
         }
-        Ok(())
+    }
+}
+
+impl Hub {
+    /// The chunk of `topic`'s history that holds the event after `last`: read once (at most
+    /// [`CATCH_UP_READS`] reads at a time) and encoded once, for every viewer asking meanwhile.
+    async fn read_chunk(&self, topic: &Topic, last: Seq) -> Result<Arc<Chunk>, StoreError> {
+        let start = last - last % CATCH_UP_CHUNK;
+        let key = (topic.id.clone(), topic.inc, start);
+        let cell = lock(&self.reads).entry(key.clone()).or_default().clone();
+        let result = cell
+            .get_or_init(|| async {
+                let _permit = self.catch_up_reads.acquire().await;
+                let page = self.store.history(&topic.id, start, CATCH_UP_CHUNK as usize).await?;
+                let events = page.events.iter().map(EncodedEvent::new).collect();
+                Ok(Arc::new(Chunk { inc: page.inc, events }))
+            })
+            .await
+            .clone();
+        // Done: whoever asks later reads anew (the chunk may have grown since).
+        let mut reads = lock(&self.reads);
+        if reads.get(&key).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
+            reads.remove(&key);
+        }
+        result
     }
 }
 

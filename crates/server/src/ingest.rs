@@ -1,25 +1,43 @@
-//! The publishing path: validate an event against its match (`state`), append it to the store
-//! (which makes it durable and fixes its `seq`), then hand it to the hub. Owns each match's
-//! authoritative state and the order of its events; knows nothing of HTTP or sockets.
+//! The publishing path, and the one way into the hub: following the log.
 //!
-//! One match's events are validated and queued for the store one request at a time (a per-match
-//! lock), but the lock is released before the fsync: many requests then wait for the same group
-//! commit, and once an append is durable the events before it are too (the store's ordering
-//! contract), so whichever request wakes first publishes every durable event, in order.
+//! A watcher's events are validated against the match as this node sees it, then appended to
+//! the store with a compare-and-set on the end of the log ([`Expect`]). The store alone decides
+//! the order: when another writer (another node) got there first, the append is refused, this
+//! node catches up from the log, validates again and retries (a few times). Nothing reaches
+//! viewers before the store has it durably.
+//!
+//! Each match has two views. The *tip* is what requests validate against: the log plus this
+//! node's own appends still waiting for their commit (many requests then share one group commit,
+//! each naming the one before by its tag). The *log* view is what the store holds, applied in
+//! `seq` order: only it feeds the hub. Events enter it from this node's own durable appends and,
+//! with a shared store, from [`Store::follow`]; whatever arrives ahead of a gap waits, and a gap
+//! nobody fills is read from the store. A failed append only marks the tip stale: the next
+//! request starts again from the log, so a refused event is never published and an
+//! acknowledged one never dropped.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
 
 use crate::hub::{Hub, TopicHandle};
 use crate::locks::{lock, read, write};
 use crate::model::{Event, EventInput, Match, MatchId, MatchInfo, Millis, Seq};
 use crate::state::Rejection;
-use crate::store::{Store, StoreError};
+use crate::store::{Append, Expect, Incarnation, LogEntry, Store, StoreError, StoredMatch};
 
-/// How often a failed `?after=` check waits for the match's pending commits, and how long each
-/// time, before answering that the store is busy.
-const SETTLE_TRIES: usize = 100;
-const SETTLE_PAUSE: std::time::Duration = std::time::Duration::from_millis(2);
+/// How many times a request is validated and appended again after another writer got there
+/// first, before the watcher is told to retry.
+const MAX_ATTEMPTS: usize = 8;
+/// How long a request waits for this node's earlier appends to reach the log view before it
+/// reads the store itself.
+const OWN_APPENDS_WAIT: Duration = Duration::from_millis(200);
+/// Events read from the store per history page while catching a match up.
+const CATCH_UP_PAGE: usize = 1024;
+/// Batches kept ahead of a gap in the log view; beyond this they are dropped (the store has
+/// them; catching up reads them again).
+const MAX_EARLY: usize = 4096;
 
 /// Why a watcher's request was refused.
 #[derive(Debug, thiserror::Error)]
@@ -48,25 +66,43 @@ pub struct Accepted {
     pub ts: Millis,
 }
 
-/// Events accepted and queued for the store, waiting to be published once durable.
-struct Pending {
-    events: Vec<Event>,
-    after: Arc<Match>,
+/// What requests validate against: the log view plus this node's appends in flight.
+struct Tip {
+    state: Arc<Match>,
+    /// The tag of the last append of this node in `state`, if it may not be durable yet.
+    tag: Option<u64>,
+    /// An append built on this tip failed: start again from the log view.
+    stale: bool,
+}
+
+/// The log as this node has applied it.
+struct LogView {
+    state: Arc<Match>,
+    /// Events that arrived ahead of a gap, by their first seq.
+    early: BTreeMap<Seq, Vec<Event>>,
 }
 
 struct Slot {
-    /// The match with every accepted event applied (some may still await their fsync).
-    /// A tokio mutex because it is held while the store queues the append (which may wait for
-    /// room in its queue): that wait is what keeps one match's appends in `seq` order.
-    state: tokio::sync::Mutex<Arc<Match>>,
-    /// Accepted events in `seq` order, not yet published.
-    pending: Mutex<VecDeque<Pending>>,
-    /// Where this match's events go: this very match's topic, even if the id is cancelled and
-    /// created anew meanwhile.
+    inc: Incarnation,
+    /// Where this incarnation's events go.
     topic: TopicHandle,
+    /// A tokio mutex because it is held while the store queues the append (which may wait for
+    /// room): that is what keeps this node's appends to one match in `seq` order.
+    tip: tokio::sync::Mutex<Tip>,
+    log: Mutex<LogView>,
+    /// The last seq in the log view, for requests waiting for their events to be applied.
+    applied: watch::Sender<Seq>,
+    /// One catch-up read at a time per match.
+    catching_up: tokio::sync::Mutex<()>,
 }
 
-/// Every match this node publishes.
+impl Slot {
+    fn logged(&self) -> Arc<Match> {
+        lock(&self.log).state.clone()
+    }
+}
+
+/// Every match this node serves.
 pub struct Ingest {
     store: Arc<dyn Store>,
     hub: Arc<Hub>,
@@ -78,22 +114,12 @@ impl Ingest {
     pub async fn restore(store: Arc<dyn Store>, hub: Arc<Hub>) -> Result<Ingest, StoreError> {
         let ingest = Ingest { store: store.clone(), hub, slots: RwLock::new(HashMap::new()) };
         for stored in store.load_all().await? {
-            let mut m = Match::new(stored.info);
-            for ev in &stored.events {
-                m.apply_stored(ev).map_err(|r| {
-                    StoreError::Backend(format!(
-                        "stored event {} of {} no longer applies: {r}",
-                        ev.seq,
-                        m.id()
-                    ))
-                })?;
-            }
-            ingest.insert(m);
+            ingest.insert_stored(stored);
         }
         Ok(ingest)
     }
 
-    /// How many matches were restored or created.
+    /// How many matches this node serves.
     pub fn len(&self) -> usize {
         read(&self.slots).len()
     }
@@ -101,17 +127,17 @@ impl Ingest {
     /// Creates a match (durably) and opens it to viewers.
     pub async fn create(&self, info: MatchInfo) -> Result<MatchId, IngestError> {
         let id = info.id.clone();
-        self.store.create_match(&info).await.map_err(|e| match e {
+        let inc = self.store.create_match(&info).await.map_err(|e| match e {
             StoreError::Exists(id) => IngestError::Exists(id),
             e => IngestError::Store(e),
         })?;
-        self.insert(Match::new(info));
-        tracing::info!(match_id = %id, "match created");
+        self.insert(Match::new(info), inc);
+        tracing::info!(match_id = %id, inc, "match created");
         Ok(id)
     }
 
     /// Applies, stores and publishes a watcher's events, all or none. Returns once they are
-    /// durable and on their way to viewers.
+    /// durable and in the hub (a read right after sees them).
     /// With `after`, the events apply only if the match stands at that seq: a watcher that
     /// retries a request whose answer it never got cannot record its events twice.
     pub async fn publish(
@@ -121,138 +147,317 @@ impl Ingest {
         after: Option<Seq>,
     ) -> Result<Vec<Accepted>, IngestError> {
         let slot = self.slot(id)?;
-        let (ticket, last_seq, accepted) = {
-            let mut state = slot.state.lock().await;
-            if let Some(after) = after.filter(|a| *a != state.seq) {
-                state = self.settled(&slot, state).await?;
-                if after != state.seq {
-                    return Err(IngestError::NotAt { id: id.clone(), after, current: state.seq });
+        for _ in 0..MAX_ATTEMPTS {
+            let (ticket, events, accepted) = {
+                let mut tip = slot.tip.lock().await;
+                let logged = slot.logged();
+                if tip.stale || tip.state.seq < logged.seq {
+                    *tip = Tip { state: logged.clone(), tag: None, stale: false };
+                }
+                if let Some(after) = after.filter(|a| *a != tip.state.seq) {
+                    if tip.state.seq == logged.seq {
+                        return Err(IngestError::NotAt {
+                            id: id.clone(),
+                            after,
+                            current: logged.seq,
+                        });
+                    }
+                    // This node's own appends are in flight: answer with a seq that is durable
+                    // (a watcher takes "one past my `after`" to mean its lost request was
+                    // applied), so wait for them to land or fail, then look again.
+                    let target = tip.state.seq;
+                    drop(tip);
+                    self.wait_applied(&slot, target).await?;
+                    continue;
+                }
+                // Applied to a copy: a request is all or none.
+                let mut next = Match::clone(&tip.state);
+                let mut events = Vec::with_capacity(inputs.len());
+                for (index, input) in inputs.iter().enumerate() {
+                    let ts = now_ms();
+                    let data = next.apply(input.kind, &input.data, ts).map_err(|rejection| {
+                        IngestError::Rejected { index, kind: input.kind.as_str(), rejection }
+                    })?;
+                    events.push(Event { seq: next.seq, ts, kind: input.kind, data });
+                }
+                let accepted: Vec<Accepted> =
+                    events.iter().map(|e| Accepted { seq: e.seq, ts: e.ts }).collect();
+                let append = Append {
+                    inc: slot.inc,
+                    expect: Expect { seq: tip.state.seq, tag: tip.tag },
+                    tag: rand::random(),
+                    events: events.clone(),
+                };
+                let tag = append.tag;
+                let ticket = self.store.submit_append(id, append).await?;
+                *tip = Tip { state: Arc::new(next), tag: Some(tag), stale: false };
+                (ticket, events, accepted)
+            };
+            match ticket.await {
+                Ok(()) => {
+                    let last = events.last().map_or(0, |e| e.seq);
+                    self.apply(&slot, events);
+                    self.wait_applied(&slot, last).await?;
+                    tracing::trace!(match_id = %id, seq = last, "published");
+                    return Ok(accepted);
+                }
+                Err(StoreError::SeqConflict { current, .. }) => {
+                    // Someone else's events (or none, if one of ours failed) end the log:
+                    // learn them, then validate again.
+                    slot.tip.lock().await.stale = true;
+                    tracing::debug!(match_id = %id, current, "append conflicted; catching up");
+                    self.catch_up(&slot).await?;
+                }
+                Err(StoreError::NotFound(_)) => {
+                    slot.tip.lock().await.stale = true;
+                    // Cancelled, maybe elsewhere: this incarnation is gone here too.
+                    self.remove(id, &slot);
+                    return Err(IngestError::NotFound(id.clone()));
+                }
+                Err(e) => {
+                    // The store logged the cause (once per failing spell); this is per request.
+                    slot.tip.lock().await.stale = true;
+                    tracing::debug!(match_id = %id, error = %e, "append failed");
+                    return Err(e.into());
                 }
             }
-            // Applied to a copy: a request is all or none.
-            let mut next = Match::clone(&state);
-            let mut events = Vec::with_capacity(inputs.len());
-            for (index, input) in inputs.iter().enumerate() {
-                let ts = now_ms();
-                let data = next.apply(input.kind, &input.data, ts).map_err(|rejection| {
-                    IngestError::Rejected { index, kind: input.kind.as_str(), rejection }
-                })?;
-                events.push(Event { seq: next.seq, ts, kind: input.kind, data });
-            }
-            let accepted: Vec<Accepted> =
-                events.iter().map(|e| Accepted { seq: e.seq, ts: e.ts }).collect();
-            let ticket = self.store.submit_append(id, events.clone()).await?;
-            let after = Arc::new(next);
-            lock(&slot.pending).push_back(Pending { events, after: after.clone() });
-            *state = after;
-            (ticket, state.seq, accepted)
-        };
-        if let Err(e) = ticket.await {
-            // The store logged the cause (once per failing spell); this is per request.
-            tracing::debug!(match_id = %id, error = %e, "append failed; reloading the match");
-            self.resync(id, &slot).await;
-            return Err(e.into());
         }
-        self.publish_durable(&slot, last_seq);
-        tracing::trace!(match_id = %id, seq = last_seq, "published");
-        Ok(accepted)
-    }
-
-    /// The match once none of its accepted events awaits its commit any more, so that a failed
-    /// `?after=` precondition answers with a seq that is durable: a watcher takes "the match is
-    /// one past my `after`" to mean its lost request was applied, which must not be undone by a
-    /// commit that then fails. Waits for the store to flush and the waiting requests to publish;
-    /// a store still busy after [`SETTLE_TRIES`] is answered as unavailable (the watcher retries).
-    async fn settled<'a>(
-        &self,
-        slot: &'a Slot,
-        mut state: tokio::sync::MutexGuard<'a, Arc<Match>>,
-    ) -> Result<tokio::sync::MutexGuard<'a, Arc<Match>>, IngestError> {
-        for _ in 0..SETTLE_TRIES {
-            if lock(&slot.pending).is_empty() {
-                return Ok(state);
-            }
-            drop(state);
-            self.store.flush().await?;
-            // The requests whose commits the flush waited for publish (or resync) on waking.
-            tokio::time::sleep(SETTLE_PAUSE).await;
-            state = slot.state.lock().await;
-        }
-        Err(IngestError::Store(StoreError::Backend(
-            "the match's earlier events are still being stored".into(),
-        )))
+        Err(IngestError::Store(StoreError::Backend(format!(
+            "other watchers kept publishing to {id} first ({MAX_ATTEMPTS} tries): try again"
+        ))))
     }
 
     /// Cancels a match: gone from the store and the hub; its viewers get `cancelled`.
     pub async fn cancel(&self, id: &MatchId) -> Result<(), IngestError> {
         let slot = self.slot(id)?;
-        // Held so that no request queues events between the cancel and the removal.
-        let _state = slot.state.lock().await;
-        self.store.cancel_match(id).await.map_err(|e| match e {
-            StoreError::NotFound(id) => IngestError::NotFound(id),
-            e => IngestError::Store(e),
-        })?;
+        // Held so that no request of this node queues events between the cancel and the removal.
+        let _tip = slot.tip.lock().await;
+        match self.store.cancel_match(id, slot.inc).await {
+            Ok(()) => {}
+            Err(StoreError::NotFound(id)) => {
+                self.remove(&id, &slot);
+                return Err(IngestError::NotFound(id));
+            }
+            Err(e) => return Err(e.into()),
+        }
+        self.remove(id, &slot);
+        tracing::info!(match_id = %id, inc = slot.inc, "match cancelled");
+        Ok(())
+    }
+
+    /// Follows what other nodes write to the shared log, until the store stops sending.
+    pub async fn follow(self: Arc<Self>, mut entries: mpsc::Receiver<LogEntry>) {
+        while let Some(entry) = entries.recv().await {
+            if let Err(e) = self.follow_one(entry).await {
+                // The store logs its own failures; the next entry or resync tries again.
+                tracing::debug!(error = %e, "following the log");
+            }
+        }
+    }
+
+    async fn follow_one(&self, entry: LogEntry) -> Result<(), StoreError> {
+        match entry {
+            LogEntry::Created { id, inc } => {
+                if self.known(&id).is_none_or(|known| known < inc) {
+                    self.load(&id).await?;
+                }
+            }
+            LogEntry::Appended { id, inc, events } => match self.slot(&id).ok() {
+                Some(slot) if slot.inc == inc => {
+                    if !self.apply(&slot, events) {
+                        self.catch_up(&slot).await?;
+                    }
+                }
+                Some(slot) if slot.inc > inc => {}
+                _ => self.load(&id).await?,
+            },
+            LogEntry::Cancelled { id, inc } => {
+                if let Ok(slot) = self.slot(&id) {
+                    if slot.inc == inc {
+                        self.remove(&id, &slot);
+                        tracing::info!(match_id = %id, inc, "match cancelled on another node");
+                    }
+                }
+            }
+            LogEntry::Resync => self.resync().await?,
+        }
+        Ok(())
+    }
+
+    /// Compares every match with the store's heads: loads new ones, drops cancelled ones,
+    /// catches up those behind.
+    async fn resync(&self) -> Result<(), StoreError> {
+        let heads = self.store.heads().await?;
+        let live: HashSet<&MatchId> = heads.iter().map(|h| &h.id).collect();
+        let gone: Vec<(MatchId, Arc<Slot>)> = read(&self.slots)
+            .iter()
+            .filter(|(id, _)| !live.contains(id))
+            .map(|(id, slot)| (id.clone(), slot.clone()))
+            .collect();
+        for (id, slot) in gone {
+            self.remove(&id, &slot);
+        }
+        for head in &heads {
+            match self.slot(&head.id).ok() {
+                Some(slot) if slot.inc == head.inc => {
+                    if slot.logged().seq < head.seq {
+                        self.catch_up(&slot).await?;
+                    }
+                }
+                Some(slot) if slot.inc > head.inc => {}
+                _ => self.load(&head.id).await?,
+            }
+        }
+        Ok(())
+    }
+
+    /// The incarnation of `id` this node serves, if any.
+    fn known(&self, id: &MatchId) -> Option<Incarnation> {
+        read(&self.slots).get(id).map(|s| s.inc)
+    }
+
+    /// Loads a match created elsewhere (or its newer incarnation) from the store.
+    async fn load(&self, id: &MatchId) -> Result<(), StoreError> {
+        if let Some(stored) = self.store.load(id).await? {
+            let inc = stored.inc;
+            if self.insert_stored(stored) {
+                tracing::info!(match_id = %id, inc, "match created on another node");
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies a stored match's events and serves it, unless this or a newer incarnation is
+    /// already served. True if it was inserted.
+    fn insert_stored(&self, stored: StoredMatch) -> bool {
+        let mut m = Match::new(stored.info);
+        for ev in &stored.events {
+            apply_logged(&mut m, ev);
+        }
+        self.insert(m, stored.inc)
+    }
+
+    /// Serves incarnation `inc` of a match, replacing an older one (whose viewers are told it
+    /// was cancelled). True if it was inserted; false if this or a newer one is served already
+    /// (the log and this node's own request may both bring it).
+    fn insert(&self, m: Match, inc: Incarnation) -> bool {
+        let mut slots = write(&self.slots);
+        if slots.get(m.id()).is_some_and(|s| s.inc >= inc) {
+            return false;
+        }
+        let m = Arc::new(m);
+        let topic = self.hub.add(m.clone(), inc);
+        let id = m.id().clone();
+        let slot = Slot {
+            inc,
+            topic,
+            tip: tokio::sync::Mutex::new(Tip { state: m.clone(), tag: None, stale: false }),
+            applied: watch::Sender::new(m.seq),
+            log: Mutex::new(LogView { state: m, early: BTreeMap::new() }),
+            catching_up: tokio::sync::Mutex::new(()),
+        };
+        slots.insert(id, Arc::new(slot));
+        true
+    }
+
+    /// Stops serving `slot` (if it is still what `id` names); its viewers get `cancelled`.
+    fn remove(&self, id: &MatchId, slot: &Arc<Slot>) {
         {
             let mut slots = write(&self.slots);
-            if slots.get(id).is_some_and(|s| Arc::ptr_eq(s, &slot)) {
+            if slots.get(id).is_some_and(|s| Arc::ptr_eq(s, slot)) {
                 slots.remove(id);
             }
         }
         self.hub.cancel(&slot.topic);
-        tracing::info!(match_id = %id, "match cancelled");
-        Ok(())
-    }
-
-    fn insert(&self, m: Match) {
-        let m = Arc::new(m);
-        let topic = self.hub.add(m.clone());
-        let id = m.id().clone();
-        let slot =
-            Slot { state: tokio::sync::Mutex::new(m), pending: Mutex::new(VecDeque::new()), topic };
-        write(&self.slots).insert(id, Arc::new(slot));
     }
 
     fn slot(&self, id: &MatchId) -> Result<Arc<Slot>, IngestError> {
         read(&self.slots).get(id).cloned().ok_or_else(|| IngestError::NotFound(id.clone()))
     }
 
-    /// Publishes, in order, every pending batch up to `durable` (everything up to it is on disk).
-    fn publish_durable(&self, slot: &Slot, durable: Seq) {
-        // Held while publishing so that two requests finishing together cannot interleave.
-        let mut pending = lock(&slot.pending);
-        while pending.front().is_some_and(|p| p.after.seq <= durable) {
-            if let Some(p) = pending.pop_front() {
-                self.hub.publish(&slot.topic, &p.events, p.after);
+    /// Puts durable events of the log into the log view and the hub, in `seq` order: what is
+    /// already there is skipped, what comes after a gap waits for the gap to be filled. False
+    /// if a gap remains.
+    fn apply(&self, slot: &Slot, events: Vec<Event>) -> bool {
+        let mut log = lock(&slot.log);
+        let mut next = Some(events);
+        let before = log.state.seq;
+        while let Some(mut events) = next.take() {
+            events.retain(|e| e.seq > log.state.seq);
+            match events.first().map(|e| e.seq) {
+                None => {}
+                Some(first) if first == log.state.seq + 1 => {
+                    let mut m = Match::clone(&log.state);
+                    for ev in &events {
+                        apply_logged(&mut m, ev);
+                    }
+                    let m = Arc::new(m);
+                    self.hub.publish(&slot.topic, &events, m.clone());
+                    log.state = m;
+                }
+                Some(first) => {
+                    if log.early.len() < MAX_EARLY {
+                        log.early.insert(first, events);
+                    }
+                }
+            }
+            // Whatever waited for this.
+            let head = log.state.seq;
+            while log.early.first_key_value().is_some_and(|(first, _)| *first <= head) {
+                if let Some((_, events)) = log.early.pop_first() {
+                    if events.last().is_some_and(|e| e.seq > head) {
+                        next = Some(events);
+                        break;
+                    }
+                }
+            }
+        }
+        if log.state.seq != before {
+            slot.applied.send_replace(log.state.seq);
+        }
+        log.early.is_empty()
+    }
+
+    /// Reads the log from the store past the log view, and applies it.
+    async fn catch_up(&self, slot: &Slot) -> Result<(), StoreError> {
+        let _one = slot.catching_up.lock().await;
+        loop {
+            let from = slot.logged().seq;
+            let page = self.store.history(slot.topic.id(), from, CATCH_UP_PAGE).await?;
+            if page.inc != slot.inc {
+                return Err(StoreError::NotFound(slot.topic.id().clone()));
+            }
+            let full = page.events.len() == CATCH_UP_PAGE;
+            if page.events.is_empty() {
+                return Ok(());
+            }
+            self.apply(slot, page.events);
+            if !full {
+                return Ok(());
             }
         }
     }
 
-    /// After a failed append the in-memory state ran ahead of the store: rebuild it from what
-    /// the store holds, and drop what was never stored.
-    async fn resync(&self, id: &MatchId, slot: &Slot) {
-        let mut state = slot.state.lock().await;
-        let mut m = Match::new(state.info.clone());
-        let mut after = 0;
-        loop {
-            match self.store.history(id, after, 1024).await {
-                Ok(events) if events.is_empty() => break,
-                Ok(events) => {
-                    for ev in &events {
-                        if let Err(r) = m.apply_stored(ev) {
-                            tracing::error!(match_id = %id, seq = ev.seq, error = %r, "stored event does not apply");
-                        }
-                        after = ev.seq;
-                    }
-                }
-                Err(e) => {
-                    tracing::error!(match_id = %id, error = %e, "cannot reload the match");
-                    return;
-                }
-            }
+    /// Waits until the log view reaches `seq` (this node's earlier appends landing first);
+    /// reads the store if they take too long (an earlier request may have failed after all).
+    async fn wait_applied(&self, slot: &Slot, seq: Seq) -> Result<(), StoreError> {
+        let mut applied = slot.applied.subscribe();
+        let wait = async move { applied.wait_for(|s| *s >= seq).await.is_ok() };
+        let reached = tokio::time::timeout(OWN_APPENDS_WAIT, wait).await;
+        if reached != Ok(true) {
+            self.catch_up(slot).await?;
         }
-        self.publish_durable(slot, m.seq);
-        lock(&slot.pending).retain(|p| p.after.seq <= m.seq);
-        *state = Arc::new(m);
+        Ok(())
+    }
+}
+
+/// Applies an event of the log to `m`. Every stored event was validated against the state with
+/// every event before it, so this cannot fail unless the rules changed since; then the event
+/// still counts (the log is the truth) and the mismatch is logged.
+fn apply_logged(m: &mut Match, ev: &Event) {
+    if let Err(r) = m.apply_stored(ev) {
+        tracing::error!(match_id = %m.id(), seq = ev.seq, error = %r, "stored event does not apply");
+        m.seq = ev.seq;
     }
 }
 

@@ -72,8 +72,14 @@ async fn start_with_store(config: Config, store: Arc<dyn Store>) -> Result<Node,
     }
 
     let hub = Arc::new(Hub::new(store.clone(), config.ring_events, config.max_lag_events));
+    // Subscribed before the restore, so nothing written meanwhile by another node is missed
+    // (what the restore already holds is skipped).
+    let log = store.follow();
     let ingest = Arc::new(Ingest::restore(store.clone(), hub.clone()).await?);
     tracing::info!(matches = ingest.len(), "store restored");
+    if let Some(entries) = log {
+        tokio::spawn(ingest.clone().follow(entries));
+    }
     let ports = Arc::new(ViewerPorts::new(
         &viewer_addrs,
         config.public_host.as_deref(),

@@ -1,37 +1,46 @@
 //! `MemoryStore`: the [`Store`] kept in process memory, for tests. It has exactly the semantics of
 //! the SQLite store (seq checks, cancel, `Exists`, errors through the ticket) but nothing survives
-//! the process. It applies [`check_seqs`], the one seq rule both stores share.
+//! the process. It applies [`check_append`], the one rule every store shares.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, MutexGuard};
 
 use async_trait::async_trait;
 
-use super::{check_seqs, AppendTicket, Store, StoreError, StoredMatch};
-use crate::model::{Event, MatchId, MatchInfo, Seq};
+use super::StoredMatch;
+use super::{check_append, Append, AppendTicket, Head, Incarnation, Page, Store, StoreError};
+use crate::model::{MatchId, MatchInfo, Seq};
 
-/// The state behind the lock. Matches are keyed by a creation counter, like SQLite's rowid, so
-/// `load_all` lists them in creation order in both stores.
+/// The state behind the lock. Matches are keyed by their incarnation, a creation counter like
+/// SQLite's rowid, so `load_all` lists them in creation order in both stores.
 #[derive(Default)]
 struct Inner {
-    next_key: u64,
-    live: HashMap<MatchId, u64>,
-    matches: BTreeMap<u64, StoredMatch>,
+    next_inc: Incarnation,
+    live: HashMap<MatchId, Incarnation>,
+    matches: BTreeMap<Incarnation, (StoredMatch, Option<u64>)>,
 }
 
 impl Inner {
-    fn live_mut(&mut self, id: &MatchId) -> Result<&mut StoredMatch, StoreError> {
+    fn live_mut(
+        &mut self,
+        id: &MatchId,
+        inc: Option<Incarnation>,
+    ) -> Result<&mut (StoredMatch, Option<u64>), StoreError> {
         self.live
             .get(id)
+            .filter(|live| inc.is_none_or(|inc| inc == **live))
             .and_then(|key| self.matches.get_mut(key))
             .ok_or_else(|| StoreError::NotFound(id.clone()))
     }
 
-    fn append(&mut self, id: &MatchId, events: Vec<Event>) -> Result<(), StoreError> {
-        let stored = self.live_mut(id)?;
+    fn append(&mut self, id: &MatchId, append: Append) -> Result<(), StoreError> {
+        let (stored, tag) = self.live_mut(id, Some(append.inc))?;
         let last = stored.events.last().map_or(0, |e| e.seq);
-        check_seqs(id, last, &events)?;
-        stored.events.extend(events);
+        check_append(id, last, *tag, &append)?;
+        if !append.events.is_empty() {
+            *tag = Some(append.tag);
+        }
+        stored.events.extend(append.events);
         Ok(())
     }
 }
@@ -62,50 +71,66 @@ impl Store for MemoryStore {
         Ok(())
     }
 
-    async fn create_match(&self, info: &MatchInfo) -> Result<(), StoreError> {
+    async fn create_match(&self, info: &MatchInfo) -> Result<Incarnation, StoreError> {
         let mut inner = self.lock();
         if inner.live.contains_key(&info.id) {
             return Err(StoreError::Exists(info.id.clone()));
         }
-        let key = inner.next_key;
-        inner.next_key += 1;
-        inner.live.insert(info.id.clone(), key);
-        inner.matches.insert(key, StoredMatch { info: info.clone(), events: Vec::new() });
-        Ok(())
+        inner.next_inc += 1;
+        let inc = inner.next_inc;
+        inner.live.insert(info.id.clone(), inc);
+        inner
+            .matches
+            .insert(inc, (StoredMatch { info: info.clone(), inc, events: Vec::new() }, None));
+        Ok(inc)
     }
 
     async fn submit_append(
         &self,
         id: &MatchId,
-        events: Vec<Event>,
+        append: Append,
     ) -> Result<AppendTicket, StoreError> {
-        // Like SQLite, content errors (NotFound, SeqConflict) come through the ticket.
-        let result = self.lock().append(id, events);
+        // Like SQLite, refusals (NotFound, SeqConflict) come through the ticket.
+        let result = self.lock().append(id, append);
         Ok(AppendTicket(Box::pin(std::future::ready(result))))
     }
 
-    async fn cancel_match(&self, id: &MatchId) -> Result<(), StoreError> {
+    async fn cancel_match(&self, id: &MatchId, inc: Incarnation) -> Result<(), StoreError> {
         let mut inner = self.lock();
-        let key = inner.live.remove(id).ok_or_else(|| StoreError::NotFound(id.clone()))?;
+        inner.live_mut(id, Some(inc))?;
+        inner.live.remove(id);
         // SQLite keeps a cancelled match's rows but never shows them; dropping them here is the
         // same as far as any caller can tell.
-        inner.matches.remove(&key);
+        inner.matches.remove(&inc);
         Ok(())
     }
 
     async fn load_all(&self) -> Result<Vec<StoredMatch>, StoreError> {
-        Ok(self.lock().matches.values().cloned().collect())
+        Ok(self.lock().matches.values().map(|(m, _)| m.clone()).collect())
     }
 
-    async fn history(
-        &self,
-        id: &MatchId,
-        after: Seq,
-        limit: usize,
-    ) -> Result<Vec<Event>, StoreError> {
+    async fn load(&self, id: &MatchId) -> Result<Option<StoredMatch>, StoreError> {
+        Ok(self.lock().live_mut(id, None).ok().map(|(m, _)| m.clone()))
+    }
+
+    async fn heads(&self) -> Result<Vec<Head>, StoreError> {
+        let inner = self.lock();
+        Ok(inner
+            .matches
+            .values()
+            .map(|(m, _)| Head {
+                id: m.info.id.clone(),
+                inc: m.inc,
+                seq: m.events.last().map_or(0, |e| e.seq),
+            })
+            .collect())
+    }
+
+    async fn history(&self, id: &MatchId, after: Seq, limit: usize) -> Result<Page, StoreError> {
         let mut inner = self.lock();
-        let stored = inner.live_mut(id)?;
-        Ok(stored.events.iter().filter(|e| e.seq > after).take(limit).cloned().collect())
+        let (stored, _) = inner.live_mut(id, None)?;
+        let events = stored.events.iter().filter(|e| e.seq > after).take(limit).cloned().collect();
+        Ok(Page { inc: stored.inc, events })
     }
 
     async fn flush(&self) -> Result<(), StoreError> {
@@ -116,7 +141,9 @@ impl Store for MemoryStore {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::model::Event;
     use crate::model::{Date, EventData, EventKind, Player, Team, TeamId};
+    use crate::store::{check_seqs, Expect};
 
     pub(crate) fn info(home: &str, visit: &str) -> MatchInfo {
         let home = TeamId::parse(home).unwrap();
@@ -150,82 +177,135 @@ pub(crate) mod tests {
         seqs.map(event).collect()
     }
 
-    async fn append(store: &dyn Store, id: &MatchId, evs: Vec<Event>) -> Result<(), StoreError> {
-        store.submit_append(id, evs).await?.await
+    /// An append of `evs` to incarnation `inc`, expecting the log to end just before them.
+    pub(crate) fn after_seq(inc: Incarnation, evs: Vec<Event>) -> Append {
+        let seq = evs.first().map_or(0, |e| e.seq - 1);
+        Append { inc, expect: Expect { seq, tag: None }, tag: rand::random(), events: evs }
     }
 
-    /// The behaviour every store must show; run against each implementation.
-    pub(crate) async fn contract(store: &dyn Store) {
-        let a = info("elp", "tig");
-        let b = info("rma", "fcb");
-        let unknown = info("zzz", "yyy").id;
+    pub(crate) async fn append(
+        store: &dyn Store,
+        id: &MatchId,
+        append: Append,
+    ) -> Result<(), StoreError> {
+        store.submit_append(id, append).await?.await
+    }
 
-        store.create_match(&a).await.unwrap();
-        store.create_match(&b).await.unwrap();
+    fn conflict(r: Result<(), StoreError>) -> (Seq, Seq) {
+        match r {
+            Err(StoreError::SeqConflict { expected, current, .. }) => (expected, current),
+            other => panic!("expected SeqConflict, got {other:?}"),
+        }
+    }
+
+    /// The behaviour every store must show; run against each implementation. Ids are made
+    /// from `prefix` so that stores shared between tests (a Redis) do not collide.
+    pub(crate) async fn contract(store: &dyn Store, prefix: &str) {
+        let a = info(&format!("{prefix}a"), "tig");
+        let b = info(&format!("{prefix}b"), "fcb");
+        let unknown = info(&format!("{prefix}z"), "yyy").id;
+
+        let ia = store.create_match(&a).await.unwrap();
+        let ib = store.create_match(&b).await.unwrap();
+        assert_ne!(ia, ib);
         assert!(matches!(store.create_match(&a).await, Err(StoreError::Exists(id)) if id == a.id));
 
         // seq 1..3 in two calls; the other match is independent.
-        append(store, &a.id, events(1..=2)).await.unwrap();
-        append(store, &a.id, events(3..=3)).await.unwrap();
-        append(store, &b.id, events(1..=1)).await.unwrap();
-        append(store, &a.id, Vec::new()).await.unwrap();
+        append(store, &a.id, after_seq(ia, events(1..=2))).await.unwrap();
+        append(store, &a.id, after_seq(ia, events(3..=3))).await.unwrap();
+        append(store, &b.id, after_seq(ib, events(1..=1))).await.unwrap();
 
-        // A gap, a reuse, and a batch that goes wrong half-way: none of it is stored.
-        for (bad, expected, got) in
-            [(events(5..=5), 4, 5), (events(3..=4), 4, 3), (vec![event(4), event(6)], 5, 6)]
-        {
-            match append(store, &a.id, bad).await {
-                Err(StoreError::SeqConflict { id, expected: e, got: g }) => {
-                    assert_eq!((id, e, g), (a.id.clone(), expected, got));
-                }
-                other => panic!("expected SeqConflict, got {other:?}"),
-            }
-        }
-        assert_eq!(store.history(&a.id, 0, 100).await.unwrap(), events(1..=3));
-        // After the refusals the sequence still continues from 3.
-        append(store, &a.id, events(4..=5)).await.unwrap();
+        // Appends that expect another end of the log, or whose events do not follow it: none
+        // of it is stored.
+        assert_eq!(conflict(append(store, &a.id, after_seq(ia, events(5..=5))).await), (4, 3));
+        assert_eq!(conflict(append(store, &a.id, after_seq(ia, events(3..=4))).await), (2, 3));
+        let gap = Append { events: vec![event(4), event(6)], ..after_seq(ia, events(4..=4)) };
+        assert_eq!(conflict(append(store, &a.id, gap).await).1, 3);
+        assert_eq!(store.history(&a.id, 0, 100).await.unwrap().events, events(1..=3));
 
-        assert_eq!(store.history(&a.id, 0, 100).await.unwrap(), events(1..=5));
-        assert_eq!(store.history(&a.id, 2, 100).await.unwrap(), events(3..=5));
-        assert_eq!(store.history(&a.id, 1, 2).await.unwrap(), events(2..=3));
-        assert_eq!(store.history(&a.id, 5, 100).await.unwrap(), Vec::new());
-        assert_eq!(store.history(&a.id, 0, 0).await.unwrap(), Vec::new());
+        // A chain of this writer's own appends: the second names the first by its tag.
+        let first = after_seq(ia, events(4..=4));
+        let chained = Append {
+            expect: Expect { seq: 4, tag: Some(first.tag) },
+            ..after_seq(ia, events(5..=5))
+        };
+        let wrong_tag = Append {
+            expect: Expect { seq: 5, tag: Some(first.tag) },
+            ..after_seq(ia, events(6..=6))
+        };
+        append(store, &a.id, first).await.unwrap();
+        append(store, &a.id, chained).await.unwrap();
+        // Seq 5 is there, but not written by the append this one names.
+        assert_eq!(conflict(append(store, &a.id, wrong_tag).await), (5, 5));
 
-        let all = store.load_all().await.unwrap();
+        let page = store.history(&a.id, 0, 100).await.unwrap();
+        assert_eq!((page.inc, page.events), (ia, events(1..=5)));
+        assert_eq!(store.history(&a.id, 2, 100).await.unwrap().events, events(3..=5));
+        assert_eq!(store.history(&a.id, 1, 2).await.unwrap().events, events(2..=3));
+        assert_eq!(store.history(&a.id, 5, 100).await.unwrap().events, Vec::new());
+        assert_eq!(store.history(&a.id, 0, 0).await.unwrap().events, Vec::new());
+
+        let mine = |all: Vec<StoredMatch>| -> Vec<StoredMatch> {
+            all.into_iter().filter(|m| m.info.id.as_str().starts_with(prefix)).collect()
+        };
+        let all = mine(store.load_all().await.unwrap());
+        let stored_a = StoredMatch { info: a.clone(), inc: ia, events: events(1..=5) };
+        let stored_b = StoredMatch { info: b.clone(), inc: ib, events: events(1..=1) };
+        assert_eq!(all, vec![stored_a.clone(), stored_b.clone()]);
+        assert_eq!(store.load(&a.id).await.unwrap(), Some(stored_a));
+        assert_eq!(store.load(&unknown).await.unwrap(), None);
+        let mut heads: Vec<Head> = store
+            .heads()
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|h| h.id.as_str().starts_with(prefix))
+            .collect();
+        heads.sort_by(|x, y| x.id.cmp(&y.id));
         assert_eq!(
-            all,
+            heads,
             vec![
-                StoredMatch { info: a.clone(), events: events(1..=5) },
-                StoredMatch { info: b.clone(), events: events(1..=1) },
+                Head { id: a.id.clone(), inc: ia, seq: 5 },
+                Head { id: b.id.clone(), inc: ib, seq: 1 }
             ]
         );
 
-        // Cancel: gone from history and load_all; the id can be created anew, starting at 1.
-        store.cancel_match(&a.id).await.unwrap();
+        // Cancel: gone from history and load_all; the id can be created anew, starting at 1,
+        // as another incarnation that nothing of the old one reaches.
+        assert!(matches!(
+            store.cancel_match(&a.id, ia + ib + 100).await,
+            Err(StoreError::NotFound(_))
+        ));
+        store.cancel_match(&a.id, ia).await.unwrap();
         assert!(matches!(store.history(&a.id, 0, 10).await, Err(StoreError::NotFound(_))));
-        assert!(matches!(store.cancel_match(&a.id).await, Err(StoreError::NotFound(_))));
-        assert!(matches!(append(store, &a.id, events(6..=6)).await, Err(StoreError::NotFound(_))));
-        let all = store.load_all().await.unwrap();
-        assert_eq!(all, vec![StoredMatch { info: b.clone(), events: events(1..=1) }]);
+        assert!(matches!(store.cancel_match(&a.id, ia).await, Err(StoreError::NotFound(_))));
+        assert!(matches!(
+            append(store, &a.id, after_seq(ia, events(6..=6))).await,
+            Err(StoreError::NotFound(_))
+        ));
+        assert_eq!(mine(store.load_all().await.unwrap()), vec![stored_b.clone()]);
 
         let mut a2 = a.clone();
         a2.stadium = None;
-        store.create_match(&a2).await.unwrap();
+        let ia2 = store.create_match(&a2).await.unwrap();
+        assert_ne!(ia2, ia);
         assert!(matches!(
-            append(store, &a2.id, events(6..=6)).await,
-            Err(StoreError::SeqConflict { expected: 1, got: 6, .. })
+            append(store, &a2.id, after_seq(ia, events(1..=1))).await,
+            Err(StoreError::NotFound(_))
         ));
-        append(store, &a2.id, events(1..=1)).await.unwrap();
-        assert_eq!(store.history(&a2.id, 0, 10).await.unwrap(), events(1..=1));
-        let all = store.load_all().await.unwrap();
+        assert_eq!(conflict(append(store, &a2.id, after_seq(ia2, events(6..=6))).await), (5, 0));
+        append(store, &a2.id, after_seq(ia2, events(1..=1))).await.unwrap();
+        let page = store.history(&a2.id, 0, 10).await.unwrap();
+        assert_eq!((page.inc, page.events), (ia2, events(1..=1)));
+        let all = mine(store.load_all().await.unwrap());
         assert_eq!(all.len(), 2);
-        assert_eq!(all[1], StoredMatch { info: a2, events: events(1..=1) });
+        assert!(all.contains(&StoredMatch { info: a2, inc: ia2, events: events(1..=1) }));
 
         // Unknown ids.
         assert!(matches!(store.history(&unknown, 0, 10).await, Err(StoreError::NotFound(_))));
-        assert!(matches!(store.cancel_match(&unknown).await, Err(StoreError::NotFound(_))));
+        assert!(matches!(store.cancel_match(&unknown, 1).await, Err(StoreError::NotFound(_))));
         assert!(matches!(
-            append(store, &unknown, events(1..=1)).await,
+            append(store, &unknown, after_seq(1, events(1..=1))).await,
             Err(StoreError::NotFound(id)) if id == unknown
         ));
 
@@ -234,7 +314,7 @@ pub(crate) mod tests {
 
     #[tokio::test]
     async fn memory_store_keeps_the_contract() {
-        contract(&MemoryStore::new()).await;
+        contract(&MemoryStore::new(), "m").await;
     }
 
     #[test]
@@ -244,7 +324,7 @@ pub(crate) mod tests {
         assert_eq!(check_seqs(&id, 3, &[]).unwrap(), 3);
         assert!(matches!(
             check_seqs(&id, 0, &[event(1), event(3)]),
-            Err(StoreError::SeqConflict { expected: 2, got: 3, .. })
+            Err(StoreError::SeqConflict { expected: 2, current: 0, .. })
         ));
     }
 }

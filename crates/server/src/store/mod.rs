@@ -1,43 +1,114 @@
-//! Where matches and their events live durably. One trait, [`Store`]; `sqlite.rs` is the
-//! embedded default, `memory.rs` serves the tests (it is built only for them), and a Redis Streams store (many nodes) comes later.
+//! Where matches and their events live durably: the shared log that decides their order. One
+//! trait, [`Store`]; `sqlite.rs` is the embedded default (one node), `redis/` the shared one
+//! (many nodes, one Redis or a Redis Cluster), `memory.rs` serves the tests (built only for them).
 //!
-//! The store does not know the rules of a match: it keeps what `ingest` hands it, checking only
-//! that each match's `seq` runs 1, 2, 3 ... without gap or reuse.
+//! The store does not know the rules of a match. It keeps what `ingest` hands it, and it alone
+//! decides the order: an append names the match's incarnation and the end of the log it was
+//! validated against ([`Expect`]), and is refused (`SeqConflict`) when the log ends elsewhere —
+//! another writer (another node) got there first. The caller then catches up and tries again.
 
 use std::future::Future;
 use std::pin::Pin;
 
 use async_trait::async_trait;
+use tokio::sync::mpsc;
 
 use crate::model::{Event, MatchId, MatchInfo, Seq};
 
 #[cfg(test)]
 pub mod memory;
+// pub mod redis;
 pub mod sqlite;
+
+/// Which creation of a match id this is: a match cancelled and created again under the same id
+/// is a new incarnation, and nothing of the old one (an append, a history page, a viewer still
+/// catching up) ever mixes with it. Never reused for an id.
+pub type Incarnation = u64;
 
 /// Why a store operation failed.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     #[error("match {0} already exists")]
     Exists(MatchId),
+    /// No live match with that id (or not that incarnation of it: it was cancelled).
     #[error("no match {0}")]
     NotFound(MatchId),
-    /// The events handed to `append` do not continue the stored sequence.
-    #[error("match {id}: expected seq {expected}, got {got}")]
-    SeqConflict { id: MatchId, expected: Seq, got: Seq },
+    /// The log of the match does not end where the append expected: someone else appended
+    /// first (or an earlier append of this node failed). Nothing of the append was stored.
+    #[error("match {id}: the append expected seq {expected}, the log is at {current}")]
+    SeqConflict { id: MatchId, expected: Seq, current: Seq },
     /// The backend itself failed (disk, database, connection).
     #[error("storage failed: {0}")]
     Backend(String),
 }
 
-/// A match as stored: what it was created with and every event since, in `seq` order.
+/// A match as stored: what it was created with, its incarnation and every event since.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredMatch {
     pub info: MatchInfo,
+    pub inc: Incarnation,
     pub events: Vec<Event>,
 }
 
-/// An append that has been queued; awaiting it resolves once the events are durable (fsync'd),
+/// Where the log of a live match ends: what a node compares with its own view to catch up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Head {
+    pub id: MatchId,
+    pub inc: Incarnation,
+    pub seq: Seq,
+}
+
+/// A page of a match's history, with the incarnation it was read from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page {
+    pub inc: Incarnation,
+    pub events: Vec<Event>,
+}
+
+/// The end of the log an append was validated against. `seq` alone is enough when the caller
+/// read those events from the log (a log never changes what it holds); `tag` names an append
+/// of the caller's own that is not known to be durable yet, so that an append built on one that
+/// failed is refused even when someone else's events have since reached the same seq.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Expect {
+    pub seq: Seq,
+    pub tag: Option<u64>,
+}
+
+/// Events to append to one incarnation of a match, if its log ends as expected.
+#[derive(Debug, Clone)]
+pub struct Append {
+    pub inc: Incarnation,
+    pub expect: Expect,
+    /// Names this append (random): a later append of the same node may expect it.
+    pub tag: u64,
+    /// Consecutive seqs following `expect.seq`.
+    pub events: Vec<Event>,
+}
+
+/// What happened in the log, as another node learns it. Entries may arrive late, twice or not
+/// at all (a lost connection): the follower applies only what continues its view, reads the
+/// store for a gap, and compares everything with [`Store::heads`] on `Resync`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LogEntry {
+    Created {
+        id: MatchId,
+        inc: Incarnation,
+    },
+    Appended {
+        id: MatchId,
+        inc: Incarnation,
+        events: Vec<Event>,
+    },
+    Cancelled {
+        id: MatchId,
+        inc: Incarnation,
+    },
+    /// Entries may have been missed: compare every match with the store.
+    Resync,
+}
+
+/// An append that has been queued; awaiting it resolves once the events are durable,
 /// or with the reason they could not be stored.
 pub struct AppendTicket(pub Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send>>);
 
@@ -51,59 +122,82 @@ impl std::future::IntoFuture for AppendTicket {
 }
 
 /// Durable storage of matches and their events.
-///
-/// Ordering contract: for one match, appends become durable in the order in which their
-/// `submit_append` calls returned. `ingest` relies on it to publish events in `seq` order while
-/// many appends wait for the same group commit.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Creates a match; `Exists` if a live (not cancelled) match has that id. Durable on return.
-    async fn create_match(&self, info: &MatchInfo) -> Result<(), StoreError>;
+    async fn create_match(&self, info: &MatchInfo) -> Result<Incarnation, StoreError>;
 
-    /// Queues events of one match for appending. They must carry consecutive seqs that follow
-    /// the last stored (or queued) one; otherwise the ticket resolves to `SeqConflict` and
-    /// nothing of this call is stored. Returning means queued, not durable: await the ticket.
-    /// When the queue is full, this waits for room (backpressure on the watcher).
-    /// `NotFound` and `SeqConflict` arrive through the ticket, in both stores; the call itself
-    /// fails only when the store can take no more writes (`Backend`).
-    async fn submit_append(
-        &self,
-        id: &MatchId,
-        events: Vec<Event>,
-    ) -> Result<AppendTicket, StoreError>;
+    /// Queues an append. It is stored only if the match's live incarnation is `append.inc`
+    /// (else `NotFound`) and its log ends as `append.expect` says (else `SeqConflict`); all of it
+    /// or nothing. Returning means queued, not durable: await the ticket. Appends queued by one
+    /// caller are decided in the order they were queued. Refusals arrive through the ticket;
+    /// the call itself fails only when the store can take no more writes (`Backend`).
+    async fn submit_append(&self, id: &MatchId, append: Append)
+        -> Result<AppendTicket, StoreError>;
 
-    /// Cancels a live match: it disappears from `load_all` and `history`, and its id may be
-    /// created anew. Durable on return.
-    async fn cancel_match(&self, id: &MatchId) -> Result<(), StoreError>;
+    /// Cancels incarnation `inc` of a match: it disappears from `load_all`, `heads` and
+    /// `history`, and its id may be created anew. `NotFound` if that incarnation is not live.
+    /// Durable on return.
+    async fn cancel_match(&self, id: &MatchId, inc: Incarnation) -> Result<(), StoreError>;
 
-    /// Every live match with all its events, to rebuild the node's state on start.
+    /// Every live match with all its events, to rebuild a node's state on start.
     async fn load_all(&self) -> Result<Vec<StoredMatch>, StoreError>;
 
+    /// One live match with all its events (a node learning of a match created elsewhere).
+    async fn load(&self, id: &MatchId) -> Result<Option<StoredMatch>, StoreError>;
+
+    /// Where every live match's log ends.
+    async fn heads(&self) -> Result<Vec<Head>, StoreError>;
+
     /// Up to `limit` events of a live match with `seq > after`, in `seq` order.
-    async fn history(
-        &self,
-        id: &MatchId,
-        after: Seq,
-        limit: usize,
-    ) -> Result<Vec<Event>, StoreError>;
+    async fn history(&self, id: &MatchId, after: Seq, limit: usize) -> Result<Page, StoreError>;
 
     /// Waits until everything queued so far is durable (used on shutdown).
     async fn flush(&self) -> Result<(), StoreError>;
 
-    /// Whether the store can take writes now, as far as it knows without I/O: its writer is
-    /// running and its last commit did not fail. `/readyz` shows it.
+    /// Whether the store can take writes now, as far as it knows without waiting. `/readyz`
+    /// shows it.
     fn health(&self) -> Result<(), StoreError>;
+
+    /// What other writers (other nodes) put in the log, from now on. `None` for a store that
+    /// only this node writes. Called once, by the node.
+    fn follow(&self) -> Option<mpsc::Receiver<LogEntry>> {
+        None
+    }
 }
 
-/// Checks that `events` continue a match whose last stored seq is `last` (1, 2, 3 ... without
-/// gap or reuse) and returns the new last seq. Shared so both stores refuse exactly alike.
+/// Checks that `events` continue a log whose last seq is `last` (1, 2, 3 ... without gap or
+/// reuse) and returns the new last seq. Shared so every store refuses exactly alike.
 pub(crate) fn check_seqs(id: &MatchId, last: Seq, events: &[Event]) -> Result<Seq, StoreError> {
     let mut expected = last;
     for event in events {
         expected += 1;
         if event.seq != expected {
-            return Err(StoreError::SeqConflict { id: id.clone(), expected, got: event.seq });
+            return Err(StoreError::SeqConflict {
+                id: id.clone(),
+                expected: event.seq.saturating_sub(1),
+                current: last,
+            });
         }
     }
     Ok(expected)
+}
+
+/// Checks an append against the end of the log (`last` and the tag of the append that wrote
+/// it, if known) and returns the new last seq.
+pub(crate) fn check_append(
+    id: &MatchId,
+    last: Seq,
+    last_tag: Option<u64>,
+    append: &Append,
+) -> Result<Seq, StoreError> {
+    let tag_ok = append.expect.tag.is_none() || append.expect.tag == last_tag;
+    if append.expect.seq != last || !tag_ok {
+        return Err(StoreError::SeqConflict {
+            id: id.clone(),
+            expected: append.expect.seq,
+            current: last,
+        });
+    }
+    check_seqs(id, last, &append.events)
 }

@@ -25,8 +25,8 @@ use async_trait::async_trait;
 use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{AppendTicket, Store, StoreError, StoredMatch};
-use crate::model::{Event, MatchId, MatchInfo, Seq};
+use super::{Append, AppendTicket, Head, Incarnation, Page, Store, StoreError, StoredMatch};
+use crate::model::{MatchId, MatchInfo, Seq};
 
 mod read;
 mod writer;
@@ -117,7 +117,7 @@ impl SqliteStore {
     }
 
     /// Queues `op` (waiting for room) and returns where its answer will arrive.
-    async fn send(&self, op: Op) -> Result<oneshot::Receiver<Result<(), StoreError>>, StoreError> {
+    async fn send(&self, op: Op) -> Result<oneshot::Receiver<Result<u64, StoreError>>, StoreError> {
         let tx = self.tx.as_ref().ok_or_else(writer_stopped)?;
         let (reply, answer) = oneshot::channel();
         tx.send(Command { op, reply }).await.map_err(|_| writer_stopped())?;
@@ -125,7 +125,7 @@ impl SqliteStore {
     }
 
     /// Queues `op` and waits until it is committed.
-    async fn call(&self, op: Op) -> Result<(), StoreError> {
+    async fn call(&self, op: Op) -> Result<u64, StoreError> {
         self.send(op).await?.await.unwrap_or_else(|_| Err(writer_stopped()))
     }
 
@@ -197,7 +197,7 @@ impl Drop for SqliteStore {
 
 #[async_trait]
 impl Store for SqliteStore {
-    async fn create_match(&self, info: &MatchInfo) -> Result<(), StoreError> {
+    async fn create_match(&self, info: &MatchInfo) -> Result<Incarnation, StoreError> {
         self.call(Op::Create(info.clone())).await
     }
 
@@ -206,28 +206,32 @@ impl Store for SqliteStore {
     async fn submit_append(
         &self,
         id: &MatchId,
-        events: Vec<Event>,
+        append: Append,
     ) -> Result<AppendTicket, StoreError> {
-        let answer = self.send(Op::Append(id.clone(), events)).await?;
-        Ok(AppendTicket(Box::pin(
-            async move { answer.await.unwrap_or_else(|_| Err(writer_stopped())) },
-        )))
+        let answer = self.send(Op::Append(id.clone(), append)).await?;
+        Ok(AppendTicket(Box::pin(async move {
+            answer.await.unwrap_or_else(|_| Err(writer_stopped())).map(|_| ())
+        })))
     }
 
-    async fn cancel_match(&self, id: &MatchId) -> Result<(), StoreError> {
-        self.call(Op::Cancel(id.clone())).await
+    async fn cancel_match(&self, id: &MatchId, inc: Incarnation) -> Result<(), StoreError> {
+        self.call(Op::Cancel(id.clone(), inc)).await.map(|_| ())
     }
 
     async fn load_all(&self) -> Result<Vec<StoredMatch>, StoreError> {
         self.read(read::load_all).await
     }
 
-    async fn history(
-        &self,
-        id: &MatchId,
-        after: Seq,
-        limit: usize,
-    ) -> Result<Vec<Event>, StoreError> {
+    async fn load(&self, id: &MatchId) -> Result<Option<StoredMatch>, StoreError> {
+        let id = id.clone();
+        self.read(move |conn| read::load(conn, &id)).await
+    }
+
+    async fn heads(&self) -> Result<Vec<Head>, StoreError> {
+        self.read(read::heads).await
+    }
+
+    async fn history(&self, id: &MatchId, after: Seq, limit: usize) -> Result<Page, StoreError> {
         let id = id.clone();
         self.read(move |conn| read::history(conn, &id, after, limit)).await
     }
@@ -245,7 +249,7 @@ impl Store for SqliteStore {
     }
 
     async fn flush(&self) -> Result<(), StoreError> {
-        self.call(Op::Flush).await
+        self.call(Op::Flush).await.map(|_| ())
     }
 }
 
@@ -273,14 +277,15 @@ fn seq_from_sql(seq: i64) -> Result<Seq, StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::memory::tests::{contract, event, info};
+    use crate::store::memory::tests::{after_seq, append, contract, event, info};
+    use crate::store::Expect;
     use tempfile::TempDir;
 
     #[tokio::test]
     async fn sqlite_store_keeps_the_contract() {
         let dir = TempDir::new().unwrap();
         let store = SqliteStore::open(&dir.path().join("data")).unwrap();
-        contract(&store).await;
+        contract(&store, "s").await;
         assert!(dir.path().join("data").join(DB_FILE).is_file());
     }
 
@@ -288,29 +293,30 @@ mod tests {
     async fn everything_survives_a_reopen() {
         let dir = TempDir::new().unwrap();
         let (a, b, c) = (info("elp", "tig"), info("rma", "fcb"), info("bar", "val"));
-        let before = {
+        let (before, ia) = {
             let store = SqliteStore::open(dir.path()).unwrap();
-            for m in [&a, &b, &c] {
-                store.create_match(m).await.unwrap();
-            }
-            store.submit_append(&a.id, (1..=3).map(event).collect()).await.unwrap().await.unwrap();
-            store.submit_append(&c.id, vec![event(1)]).await.unwrap().await.unwrap();
-            store.cancel_match(&b.id).await.unwrap();
+            let ia = store.create_match(&a).await.unwrap();
+            let ib = store.create_match(&b).await.unwrap();
+            let ic = store.create_match(&c).await.unwrap();
+            append(&store, &a.id, after_seq(ia, (1..=3).map(event).collect())).await.unwrap();
+            append(&store, &c.id, after_seq(ic, vec![event(1)])).await.unwrap();
+            store.cancel_match(&b.id, ib).await.unwrap();
             // Queued but not awaited: dropping the store must still write it.
-            let _ticket = store.submit_append(&a.id, vec![event(4)]).await.unwrap();
-            store.load_all().await.unwrap()
+            let _ticket = store.submit_append(&a.id, after_seq(ia, vec![event(4)])).await.unwrap();
+            (store.load_all().await.unwrap(), ia)
         };
         let store = SqliteStore::open(dir.path()).unwrap();
         let after = store.load_all().await.unwrap();
         assert_eq!(after.len(), 2);
-        assert_eq!(after[0].info, a);
+        assert_eq!((&after[0].info, after[0].inc), (&a, ia));
         assert_eq!(after[0].events, (1..=4).map(event).collect::<Vec<_>>());
         assert_eq!(after[1], before[1]);
         // The reopened writer knows where each match stands.
-        let conflict = store.submit_append(&a.id, vec![event(4)]).await.unwrap().await;
-        assert!(matches!(conflict, Err(StoreError::SeqConflict { expected: 5, got: 4, .. })));
+        let conflict = append(&store, &a.id, after_seq(ia, vec![event(4)])).await;
+        assert!(matches!(conflict, Err(StoreError::SeqConflict { expected: 3, current: 4, .. })));
         assert!(matches!(store.create_match(&a).await, Err(StoreError::Exists(_))));
-        store.create_match(&b).await.unwrap();
+        let ib2 = store.create_match(&b).await.unwrap();
+        assert!(ib2 > ia, "a new incarnation, never one used before");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -318,19 +324,27 @@ mod tests {
         let dir = TempDir::new().unwrap();
         let store = Arc::new(SqliteStore::open(dir.path()).unwrap());
         let teams: Vec<String> = (0..20).map(|i| format!("t{i}")).collect();
-        let ids: Vec<MatchId> = teams.iter().map(|t| info(t, "opp").id).collect();
+        let mut ids = Vec::new();
         for t in &teams {
-            store.create_match(&info(t, "opp")).await.unwrap();
+            let m = info(t, "opp");
+            ids.push((m.id.clone(), store.create_match(&m).await.unwrap()));
         }
         let commits_before = store.commits();
         let mut tasks = Vec::new();
-        for id in ids.clone() {
+        for (id, inc) in ids.clone() {
             let store = Arc::clone(&store);
             tasks.push(tokio::spawn(async move {
-                // Submit in seq order (the ordering contract), then wait for all at once.
+                // A chain of appends, each naming the one before, all queued before any is
+                // durable; then wait for all at once.
                 let mut tickets = Vec::new();
+                let mut tag = None;
                 for seq in 1..=100 {
-                    tickets.push(store.submit_append(&id, vec![event(seq)]).await.unwrap());
+                    let a = Append {
+                        expect: Expect { seq: seq - 1, tag },
+                        ..after_seq(inc, vec![event(seq)])
+                    };
+                    tag = Some(a.tag);
+                    tickets.push(store.submit_append(&id, a).await.unwrap());
                 }
                 let waits: Vec<_> = tickets.into_iter().map(|t| tokio::spawn(t.0)).collect();
                 for w in waits {
@@ -341,8 +355,8 @@ mod tests {
         for t in tasks {
             t.await.unwrap();
         }
-        for id in &ids {
-            let history = store.history(id, 0, 1_000).await.unwrap();
+        for (id, _) in &ids {
+            let history = store.history(id, 0, 1_000).await.unwrap().events;
             assert_eq!(history, (1..=100).map(event).collect::<Vec<_>>());
         }
         let commits = store.commits() - commits_before;
@@ -359,37 +373,60 @@ mod tests {
         let failure = Arc::new(Mutex::new(None));
         let mut writer = Writer { conn, live, commits: Arc::clone(&commits), failure };
         let (a, b) = (info("elp", "tig"), info("rma", "fcb"));
+        // A fresh file: the first match gets rowid 1, the second 2.
+        let one = after_seq(1, vec![event(1)]);
+        let chained = Append {
+            expect: Expect { seq: 1, tag: Some(one.tag) },
+            ..after_seq(1, vec![event(2)])
+        };
         // Driving the writer directly makes these one batch for sure.
         let results = writer.write_batch(&[
             Op::Create(a.clone()),
-            Op::Append(a.id.clone(), vec![event(1)]),
-            Op::Append(a.id.clone(), vec![event(2), event(4)]),
-            Op::Append(a.id.clone(), vec![event(2)]),
+            Op::Append(a.id.clone(), one),
+            Op::Append(a.id.clone(), after_seq(1, vec![event(2), event(4)])),
+            Op::Append(a.id.clone(), after_seq(1, vec![event(3)])),
+            Op::Append(a.id.clone(), chained),
+            Op::Append(a.id.clone(), after_seq(7, vec![event(3)])),
             Op::Create(a.clone()),
-            Op::Cancel(b.id.clone()),
+            Op::Cancel(b.id.clone(), 2),
             Op::Create(b.clone()),
-            Op::Cancel(b.id.clone()),
+            Op::Cancel(b.id.clone(), 2),
             Op::Flush,
         ]);
         let summary: Vec<String> = results
             .iter()
             .map(|r| match r {
-                Ok(()) => "ok".to_owned(),
-                Err(StoreError::SeqConflict { expected, got, .. }) => {
-                    format!("seq {expected}/{got}")
+                Ok(v) => format!("ok {v}"),
+                Err(StoreError::SeqConflict { expected, current, .. }) => {
+                    format!("seq {expected}/{current}")
                 }
                 Err(StoreError::Exists(_)) => "exists".to_owned(),
                 Err(StoreError::NotFound(_)) => "not found".to_owned(),
                 Err(e) => e.to_string(),
             })
             .collect();
-        assert_eq!(summary, ["ok", "ok", "seq 3/4", "ok", "exists", "not found", "ok", "ok", "ok"]);
+        assert_eq!(
+            summary,
+            [
+                "ok 1",
+                "ok 0",
+                "seq 3/1",
+                "seq 2/1",
+                "ok 0",
+                "not found",
+                "exists",
+                "not found",
+                "ok 2",
+                "ok 0",
+                "ok 0"
+            ]
+        );
         assert_eq!(commits.load(std::sync::atomic::Ordering::Relaxed), 1);
         drop(writer);
 
         let store = SqliteStore::open(dir.path()).unwrap();
         let all = store.load_all().await.unwrap();
-        assert_eq!(all, vec![StoredMatch { info: a, events: vec![event(1), event(2)] }]);
+        assert_eq!(all, vec![StoredMatch { info: a, inc: 1, events: vec![event(1), event(2)] }]);
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! The read side of the SQLite store: a small pool of read-only connections and the queries
-//! behind `load_all` and `history`. Writes never come here.
+//! behind `load_all`, `load`, `heads` and `history`. Writes never come here.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -9,7 +9,7 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
 use super::{corrupt, db_err, seq_from_sql, seq_to_sql, BUSY_TIMEOUT};
 use crate::model::{Event, EventData, EventKind, MatchId, MatchInfo, Seq};
-use crate::store::{StoreError, StoredMatch};
+use crate::store::{Head, Page, StoreError, StoredMatch};
 
 /// Idle read connections kept for reuse; more may be open while reads are in flight.
 const MAX_IDLE_READERS: usize = 8;
@@ -62,21 +62,38 @@ fn event_from_row(seq: i64, ts: i64, kind: &str, data: &str) -> Result<Event, St
 }
 
 pub(super) fn load_all(conn: &mut Connection) -> Result<Vec<StoredMatch>, StoreError> {
+    load_where(conn, None)
+}
+
+pub(super) fn load(conn: &mut Connection, id: &MatchId) -> Result<Option<StoredMatch>, StoreError> {
+    Ok(load_where(conn, Some(id))?.pop())
+}
+
+/// Every live match (or the one named `only`), with its events, in creation order. A match's
+/// incarnation is its rowid.
+fn load_where(
+    conn: &mut Connection,
+    only: Option<&MatchId>,
+) -> Result<Vec<StoredMatch>, StoreError> {
     // One read transaction: matches and events from the same snapshot.
     let tx = conn.transaction().map_err(db_err)?;
+    let only = only.map(|id| id.as_str().to_owned());
     let mut matches = Vec::new();
     let mut index = HashMap::new();
     {
         let mut stmt = tx
-            .prepare("SELECT rowid, info FROM matches WHERE cancelled = 0 ORDER BY rowid")
+            .prepare(
+                "SELECT rowid, info FROM matches WHERE cancelled = 0 \
+                 AND (?1 IS NULL OR id = ?1) ORDER BY rowid",
+            )
             .map_err(db_err)?;
-        let mut rows = stmt.query([]).map_err(db_err)?;
+        let mut rows = stmt.query([&only]).map_err(db_err)?;
         while let Some(row) = rows.next().map_err(db_err)? {
             let rowid: i64 = row.get(0).map_err(db_err)?;
             let info: String = row.get(1).map_err(db_err)?;
             let info: MatchInfo = serde_json::from_str(&info).map_err(|e| corrupt("match", e))?;
             index.insert(rowid, matches.len());
-            matches.push(StoredMatch { info, events: Vec::new() });
+            matches.push(StoredMatch { info, inc: rowid as u64, events: Vec::new() });
         }
     }
     {
@@ -84,10 +101,11 @@ pub(super) fn load_all(conn: &mut Connection) -> Result<Vec<StoredMatch>, StoreE
             .prepare(
                 "SELECT e.match_rowid, e.seq, e.ts, e.kind, e.data FROM events e \
                  JOIN matches m ON m.rowid = e.match_rowid \
-                 WHERE m.cancelled = 0 ORDER BY e.match_rowid, e.seq",
+                 WHERE m.cancelled = 0 AND (?1 IS NULL OR m.id = ?1) \
+                 ORDER BY e.match_rowid, e.seq",
             )
             .map_err(db_err)?;
-        let mut rows = stmt.query([]).map_err(db_err)?;
+        let mut rows = stmt.query([&only]).map_err(db_err)?;
         while let Some(row) = rows.next().map_err(db_err)? {
             let rowid: i64 = row.get(0).map_err(db_err)?;
             let kind: String = row.get(3).map_err(db_err)?;
@@ -106,12 +124,34 @@ pub(super) fn load_all(conn: &mut Connection) -> Result<Vec<StoredMatch>, StoreE
     Ok(matches)
 }
 
+pub(super) fn heads(conn: &mut Connection) -> Result<Vec<Head>, StoreError> {
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT m.rowid, m.id, COALESCE((SELECT MAX(seq) FROM events e \
+             WHERE e.match_rowid = m.rowid), 0) FROM matches m WHERE m.cancelled = 0 \
+             ORDER BY m.rowid",
+        )
+        .map_err(db_err)?;
+    let mut rows = stmt.query([]).map_err(db_err)?;
+    let mut heads = Vec::new();
+    while let Some(row) = rows.next().map_err(db_err)? {
+        let rowid: i64 = row.get(0).map_err(db_err)?;
+        let id: String = row.get(1).map_err(db_err)?;
+        heads.push(Head {
+            id: MatchId::parse(&id).map_err(|e| corrupt("match id", e))?,
+            inc: rowid as u64,
+            seq: seq_from_sql(row.get(2).map_err(db_err)?)?,
+        });
+    }
+    Ok(heads)
+}
+
 pub(super) fn history(
     conn: &mut Connection,
     id: &MatchId,
     after: Seq,
     limit: usize,
-) -> Result<Vec<Event>, StoreError> {
+) -> Result<Page, StoreError> {
     let tx = conn.transaction().map_err(db_err)?;
     let rowid: i64 = tx
         .query_row(
@@ -141,5 +181,5 @@ pub(super) fn history(
             &data,
         )?);
     }
-    Ok(events)
+    Ok(Page { inc: rowid as u64, events })
 }

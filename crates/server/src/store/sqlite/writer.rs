@@ -12,9 +12,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{corrupt, db_err, seq_from_sql, seq_to_sql, BUSY_TIMEOUT};
 use crate::locks::lock;
-use crate::model::{Event, MatchId, MatchInfo, Seq};
-use crate::store::check_seqs;
-use crate::store::StoreError;
+use crate::model::{MatchId, MatchInfo, Seq};
+use crate::store::{check_append, Append, Incarnation, StoreError};
 
 /// The schema this code writes, kept in `PRAGMA user_version`. A newer file is refused rather
 /// than misread.
@@ -38,13 +37,14 @@ const SCHEMA: &str = "
     ) WITHOUT ROWID;
 ";
 
-pub(super) type Reply = oneshot::Sender<Result<(), StoreError>>;
+/// A command's answer: the new match's incarnation for `Create`, 0 for the others.
+pub(super) type Reply = oneshot::Sender<Result<u64, StoreError>>;
 
 /// What the writer is asked to do.
 pub(super) enum Op {
     Create(MatchInfo),
-    Append(MatchId, Vec<Event>),
-    Cancel(MatchId),
+    Append(MatchId, Append),
+    Cancel(MatchId, Incarnation),
     /// Nothing: its answer means everything queued before it is durable.
     Flush,
     /// A write that changes nothing (the schema version written again): its commit tells
@@ -105,8 +105,17 @@ pub(super) fn open_writer(path: &Path) -> Result<Connection, StoreError> {
     Ok(conn)
 }
 
+/// A live match as the writer knows it: its rowid (which is its incarnation), the last seq in
+/// its log and the tag of the append that wrote it (unknown after a restart).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Live {
+    rowid: i64,
+    last: Seq,
+    tag: Option<u64>,
+}
+
 /// Every live match's id, rowid and last seq: what the writer checks appends against.
-pub(super) fn load_live(conn: &Connection) -> Result<HashMap<MatchId, (i64, Seq)>, StoreError> {
+pub(super) fn load_live(conn: &Connection) -> Result<HashMap<MatchId, Live>, StoreError> {
     let mut stmt = conn
         .prepare(
             "SELECT m.rowid, m.id, COALESCE((SELECT MAX(seq) FROM events e \
@@ -120,7 +129,7 @@ pub(super) fn load_live(conn: &Connection) -> Result<HashMap<MatchId, (i64, Seq)
     for row in rows {
         let (rowid, id, last) = row.map_err(db_err)?;
         let id = MatchId::parse(&id).map_err(|e| corrupt("match id", e))?;
-        live.insert(id, (rowid, seq_from_sql(last)?));
+        live.insert(id, Live { rowid, last: seq_from_sql(last)?, tag: None });
     }
     Ok(live)
 }
@@ -129,14 +138,14 @@ pub(super) fn load_live(conn: &Connection) -> Result<HashMap<MatchId, (i64, Seq)
 /// last seq (so appends are checked without a query).
 pub(super) struct Writer {
     pub(super) conn: Connection,
-    pub(super) live: HashMap<MatchId, (i64, Seq)>,
+    pub(super) live: HashMap<MatchId, Live>,
     pub(super) commits: Arc<AtomicU64>,
     /// Why the last commit failed; `None` once one succeeds. Read by `SqliteStore::health`.
     pub(super) failure: Arc<Mutex<Option<String>>>,
 }
 
 /// A change to `Writer::live` to revert if the batch's commit fails: the id and what it held.
-type Undo = (MatchId, Option<(i64, Seq)>);
+type Undo = (MatchId, Option<Live>);
 
 impl Writer {
     /// Until the queue is closed and empty: wait for a command, take whatever else is queued,
@@ -162,10 +171,10 @@ impl Writer {
     }
 
     /// Runs `ops` in one transaction, one savepoint each, and returns each one's answer.
-    pub(super) fn write_batch(&mut self, ops: &[Op]) -> Vec<Result<(), StoreError>> {
+    pub(super) fn write_batch(&mut self, ops: &[Op]) -> Vec<Result<u64, StoreError>> {
         if ops.iter().all(|op| matches!(op, Op::Flush)) {
             // Everything before these was answered only after its commit.
-            return ops.iter().map(|_| Ok(())).collect();
+            return ops.iter().map(|_| Ok(0)).collect();
         }
         let mut undo = Vec::new();
         let mut results = Vec::with_capacity(ops.len());
@@ -193,7 +202,7 @@ impl Writer {
                     };
                 }
                 let failed = db_err(e);
-                results.resize_with(ops.len(), || Ok(()));
+                results.resize_with(ops.len(), || Ok(0));
                 // A refusal (SeqConflict, Exists ...) is still the true answer; what would
                 // have been stored was not.
                 results.into_iter().map(|r| r.and(Err(failed.clone()))).collect()
@@ -205,7 +214,7 @@ impl Writer {
         &mut self,
         ops: &[Op],
         undo: &mut Vec<Undo>,
-        results: &mut Vec<Result<(), StoreError>>,
+        results: &mut Vec<Result<u64, StoreError>>,
     ) -> Result<(), rusqlite::Error> {
         let mut tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         for op in ops {
@@ -219,13 +228,16 @@ impl Writer {
 /// any SQL; the SQL runs in a savepoint so a failure undoes this command only.
 fn apply(
     tx: &mut rusqlite::Transaction<'_>,
-    live: &mut HashMap<MatchId, (i64, Seq)>,
+    live: &mut HashMap<MatchId, Live>,
     undo: &mut Vec<Undo>,
     op: &Op,
-) -> Result<(), StoreError> {
+) -> Result<u64, StoreError> {
     match op {
-        Op::Flush => Ok(()),
-        Op::Probe => tx.pragma_update(None, "user_version", SCHEMA_VERSION).map_err(db_err),
+        Op::Flush => Ok(0),
+        Op::Probe => {
+            tx.pragma_update(None, "user_version", SCHEMA_VERSION).map_err(db_err)?;
+            Ok(0)
+        }
         Op::Create(info) => {
             if live.contains_key(&info.id) {
                 return Err(StoreError::Exists(info.id.clone()));
@@ -246,16 +258,19 @@ fn apply(
                 _ => db_err(e),
             })?;
             undo.push((info.id.clone(), None));
-            live.insert(info.id.clone(), (rowid, 0));
-            Ok(())
+            live.insert(info.id.clone(), Live { rowid, last: 0, tag: None });
+            // Rowids only grow (the table's key), so they never repeat for an id.
+            Ok(rowid as u64)
         }
-        Op::Append(id, events) => {
-            let (rowid, last) = *live.get(id).ok_or_else(|| StoreError::NotFound(id.clone()))?;
-            let new_last = check_seqs(id, last, events)?;
-            if events.is_empty() {
-                return Ok(());
+        Op::Append(id, append) => {
+            let before = *live_incarnation(live, id, append.inc)?;
+            let new_last = check_append(id, before.last, before.tag, append)?;
+            if append.events.is_empty() {
+                return Ok(0);
             }
-            let rows = events
+            let rowid = before.rowid;
+            let rows = append
+                .events
                 .iter()
                 .map(|e| {
                     let data = serde_json::to_string(&e.data).map_err(|e| corrupt("event", e))?;
@@ -273,22 +288,31 @@ fn apply(
                 Ok(())
             })
             .map_err(db_err)?;
-            undo.push((id.clone(), Some((rowid, last))));
-            live.insert(id.clone(), (rowid, new_last));
-            Ok(())
+            undo.push((id.clone(), Some(before)));
+            live.insert(id.clone(), Live { rowid, last: new_last, tag: Some(append.tag) });
+            Ok(0)
         }
-        Op::Cancel(id) => {
-            let (rowid, last) = *live.get(id).ok_or_else(|| StoreError::NotFound(id.clone()))?;
+        Op::Cancel(id, inc) => {
+            let before = *live_incarnation(live, id, *inc)?;
             // The rows stay (a record of what was played) but are never shown again.
             in_savepoint(tx, |sp| {
-                sp.execute("UPDATE matches SET cancelled = 1 WHERE rowid = ?1", [rowid])
+                sp.execute("UPDATE matches SET cancelled = 1 WHERE rowid = ?1", [before.rowid])
             })
             .map_err(db_err)?;
-            undo.push((id.clone(), Some((rowid, last))));
+            undo.push((id.clone(), Some(before)));
             live.remove(id);
-            Ok(())
+            Ok(0)
         }
     }
+}
+
+/// The live match `id` if it is incarnation `inc`; `NotFound` otherwise.
+fn live_incarnation<'a>(
+    live: &'a HashMap<MatchId, Live>,
+    id: &MatchId,
+    inc: Incarnation,
+) -> Result<&'a Live, StoreError> {
+    live.get(id).filter(|l| l.rowid as u64 == inc).ok_or_else(|| StoreError::NotFound(id.clone()))
 }
 
 /// Runs `f` in a savepoint: released if it succeeds, rolled back (on drop) if it fails.

@@ -18,7 +18,6 @@ use tokio::net::TcpStream;
 use super::write::MAX_BATCH;
 use super::{follow, ViewerContext};
 use crate::hub::{EncodedEvent, Feed, FeedItem, Format, Frame, Subscription, TopicKey};
-use crate::ingest::now_ms;
 use crate::locks::lock;
 use crate::model::{EventKind, MatchId, Seq};
 use crate::transport::close::close_all;
@@ -74,7 +73,8 @@ impl Parking {
             return Err(NotParked(sub, stream, guard));
         }
         let id = sub.match_id().clone();
-        let Some(shard) = self.shard_for(ctx, &id, &sub.key()) else {
+        let key = sub.key();
+        let Some(shard) = self.shard_for(ctx, &id, &key) else {
             return Err(NotParked(sub, stream, guard));
         };
         let std_stream = match stream.into_std() {
@@ -98,7 +98,7 @@ impl Parking {
             (Ok(()), Some(m)) => {
                 // The shard closed between choosing it and parking: the match is over or the
                 // node is stopping. Follow on in a task, which will learn which.
-                resume_in_task(ctx, &id, m, Vec::new());
+                resume_in_task(ctx, &key, m, Vec::new());
                 Ok(())
             }
             (Err(sub), Some(m)) => match TcpStream::from_std(m.stream) {
@@ -193,7 +193,7 @@ async fn run_shard(ctx: Arc<ViewerContext>, shard: Arc<Shard>, mut feed: Feed, i
         // meanwhile may need any of them (it skips those it has).
         members.append(&mut lock(&shard.incoming));
         if !frames.is_empty() {
-            deliver(&ctx, &id, &mut members, &frames);
+            deliver(&ctx, &shard.key, &mut members, &frames);
             if frames.iter().any(|f| is_stop(f)) {
                 end = Some(ByeReason::MatchOver);
             }
@@ -202,7 +202,7 @@ async fn run_shard(ctx: Arc<ViewerContext>, shard: Arc<Shard>, mut feed: Feed, i
         if lagged {
             // The whole shard fell a ring behind: each member catches up on its own.
             for m in members.drain(..) {
-                resume_in_task(&ctx, &id, m, Vec::new());
+                resume_in_task(&ctx, &shard.key, m, Vec::new());
             }
         }
         shard.size.store(members.len() + lock(&shard.incoming).len(), Ordering::Relaxed);
@@ -252,7 +252,7 @@ fn is_stop(f: &Frame) -> bool {
 /// match stay, for `say_goodbye`.
 fn deliver(
     ctx: &Arc<ViewerContext>,
-    id: &MatchId,
+    key: &TopicKey,
     members: &mut Vec<Member>,
     frames: &[Arc<Frame>],
 ) {
@@ -276,7 +276,7 @@ fn deliver(
             // Never expected (parking hands over at the live edge), but a gap must be filled
             // from history, never skipped.
             let m = members.swap_remove(i);
-            resume_in_task(ctx, id, m, Vec::new());
+            resume_in_task(ctx, key, m, Vec::new());
             continue;
         }
         let mut slices = [IoSlice::new(&[]); MAX_BATCH];
@@ -302,7 +302,7 @@ fn deliver(
         }
         let m = members.swap_remove(i);
         let rest = unwritten(&events[from..], m.format, written);
-        resume_in_task(ctx, id, m, rest);
+        resume_in_task(ctx, key, m, rest);
     }
 }
 
@@ -322,12 +322,10 @@ fn unwritten(events: &[&EncodedEvent], format: Format, mut written: usize) -> Ve
 
 /// Sends a member back to a task of its own: it writes `rest` (the end of a burst the socket
 /// could not take), then follows the match from `m.last` through a subscription.
-fn resume_in_task(ctx: &Arc<ViewerContext>, id: &MatchId, m: Member, rest: Vec<Bytes>) {
-    let sub = match ctx.hub.join(id.as_str(), m.format, Some(m.last), now_ms()) {
-        Ok((sub, _)) => sub,
-        // The match is gone: so is the viewer (a cancel reaches the others as a frame).
-        Err(_) => return close_all(&ctx.tracker, [(m.stream, m._counted)]),
-    };
+/// It follows the very incarnation of the match it was parked on: if that was cancelled, it
+/// is told so, even when a match of the same id was created since.
+fn resume_in_task(ctx: &Arc<ViewerContext>, key: &TopicKey, m: Member, rest: Vec<Bytes>) {
+    let sub = ctx.hub.rejoin(key, m.format, m.last);
     back_to_task(ctx, sub, m, rest);
 }
 
