@@ -1,5 +1,8 @@
 //! `matchstream demo`: a node on a fresh temporary store, the bundled match replayed into it, and
-//! a v1 viewer printing what it receives, with directions for watching by hand.
+//! a v1 viewer printing what it receives, with directions for watching by hand. With `--nodes N`
+//! (N > 1): a local redis-server and N nodes joined through it; the match is replayed into the
+//! first node, a v1 viewer on the second prints it, and a v2 viewer on the last checks it got
+//! every event.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -12,9 +15,11 @@ use tokio_util::sync::CancellationToken;
 use matchstream::config::Config;
 use matchstream::server::{self, ServerError};
 use matchstream_client::matchfile::{self, MatchFile};
-use matchstream_client::replay::{self, Progress, ReplayOptions};
+use matchstream_client::replay::{self, IfExists, Progress, ReplayOptions};
 use matchstream_client::Viewer;
 use matchstream_proto::ConnectLine;
+
+use crate::local_redis::{LocalRedis, LocalRedisError};
 
 /// The match the demo replays: Estudiantes de La Plata v Tigre, 2011-09-10, from the original.
 pub const BUNDLED_MATCH: &str = include_str!("../../matches/elp-tig-2011-09-10.config");
@@ -32,6 +37,8 @@ pub enum DemoError {
     Replay(#[from] replay::ReplayError),
     #[error("the demo viewer failed: {0}")]
     Viewer(std::io::Error),
+    #[error(transparent)]
+    Redis(#[from] LocalRedisError),
 }
 
 /// How to run the demo.
@@ -45,6 +52,8 @@ pub struct DemoOptions {
     pub http: SocketAddr,
     /// Viewer listener addresses (port 0: any free port).
     pub viewers: Vec<SocketAddr>,
+    /// Nodes to run; more than one share a local redis-server.
+    pub nodes: usize,
 }
 
 impl Default for DemoOptions {
@@ -54,6 +63,7 @@ impl Default for DemoOptions {
             exit_when_done: false,
             http: SocketAddr::from(([127, 0, 0, 1], 0)),
             viewers: vec![SocketAddr::from(([127, 0, 0, 1], 0)); 2],
+            nodes: 1,
         }
     }
 }
@@ -78,24 +88,64 @@ pub async fn run(
     let out: Out = Arc::new(Mutex::new(out));
     let dir = tempfile::tempdir().map_err(DemoError::TempDir)?;
     let token = format!("demo-{:016x}", rand::random::<u64>());
-    let config = Config {
-        http: opts.http,
-        viewers: opts.viewers.clone(),
-        data_dir: dir.path().to_path_buf(),
-        watcher_tokens: vec![token.clone()],
-        ..Config::default()
+    let redis = match opts.nodes {
+        0 | 1 => None,
+        _ => Some(LocalRedis::start(dir.path())?),
     };
-    let node = server::start(config).await?;
+    let mut nodes = Vec::new();
+    for n in 0..opts.nodes.max(1) {
+        let config = Config {
+            http: if n == 0 { opts.http } else { SocketAddr::from(([127, 0, 0, 1], 0)) },
+            viewers: opts.viewers.clone(),
+            data_dir: dir.path().join(format!("node{}", n + 1)),
+            redis: redis.as_ref().map(LocalRedis::url),
+            watcher_tokens: vec![token.clone()],
+            ..Config::default()
+        };
+        nodes.push(server::start(config).await?);
+    }
     let file = matchfile::parse(BUNDLED_MATCH)?;
     let id = file.id();
+    let node = &nodes[0];
     let http = format!("http://{}", node.http_addr);
-    let viewer = node.viewer_addrs[0];
+    // The printing viewer watches the second node when there is one: what the watcher
+    // publishes to the first reaches it through Redis.
+    let viewer = nodes[1 % nodes.len()].viewer_addrs[0];
+    let ports_of = |n: &server::Node| {
+        n.viewer_addrs.iter().map(|a| a.port().to_string()).collect::<Vec<_>>().join(", ")
+    };
+    let where_ = match &redis {
+        None => format!(
+            "a node on a fresh store in {}\n\x20 HTTP API      {http}\n\x20 viewer ports  {}",
+            dir.path().display(),
+            ports_of(node)
+        ),
+        Some(r) => {
+            let mut text = format!(
+                "{} nodes joined through a local redis-server ({}, files in {})",
+                nodes.len(),
+                r.url(),
+                dir.path().display()
+            );
+            for (i, n) in nodes.iter().enumerate() {
+                text.push_str(&format!(
+                    "\n\x20 node {}  HTTP http://{}  viewer ports {}",
+                    i + 1,
+                    n.http_addr,
+                    ports_of(n)
+                ));
+            }
+            text.push_str(&format!(
+                "\nThe watcher publishes to node 1; the viewer below watches node {}.",
+                1 + 1 % nodes.len()
+            ));
+            text
+        }
+    };
     say(
         &out,
         &format!(
-            "MatchStream demo: a node on a fresh store in {dir}\n\
-             \x20 HTTP API      {http}\n\
-             \x20 viewer ports  {ports}\n\
+            "MatchStream demo: {where_}\n\
              Replaying {id} at {speed}x; a v1 viewer prints the stream below once the match starts.\n\
              Watch it yourself from another terminal:\n\
              \x20 nc {vip} {vport}      then type: VERSION:1:CONNECT:me:MATCH:{id}\n\
@@ -103,8 +153,6 @@ pub async fn run(
              \x20 curl {http}/1/matches\n\
              \x20 curl {http}/1/match/{id}\n\
              \x20 curl {http}/1/match/{id}/history\n\n",
-            dir = dir.path().display(),
-            ports = node.viewer_addrs.iter().map(|a| a.port().to_string()).collect::<Vec<_>>().join(", "),
             speed = opts.speed,
             vip = viewer.ip(),
             vport = viewer.port(),
@@ -112,13 +160,43 @@ pub async fn run(
     );
 
     let (started_tx, started_rx) = oneshot::channel();
+    let (created_tx, created_rx) = oneshot::channel();
     let replay_out = out.clone();
-    let replay_task = replay_match(file, http.clone(), token, opts.speed, replay_out, started_tx);
+    let replay_task =
+        replay_match(file, http.clone(), token, opts.speed, replay_out, (created_tx, started_tx));
+    // With several nodes, a v2 viewer on the last one checks that it got every event.
+    let checker = (nodes.len() > 1).then(|| nodes[nodes.len() - 1].viewer_addrs[0]);
     let viewer_task = async {
-        if started_rx.await.is_err() {
-            return Ok(());
+        let check = async {
+            match checker {
+                Some(addr) => {
+                    if created_rx.await.is_err() {
+                        return Ok(None);
+                    }
+                    count_v2(addr, &id.to_string()).await.map(Some)
+                }
+                None => Ok(None),
+            }
+        };
+        let print = async {
+            if started_rx.await.is_err() {
+                return Ok(());
+            }
+            watch_v1(viewer, &id.to_string(), &out).await
+        };
+        let (printed, checked) = tokio::join!(print, check);
+        printed?;
+        if let Some((seqs, last)) = checked? {
+            say(
+                &out,
+                &format!(
+                    "\n# node {} (a v2 viewer): received {seqs} events, seq 1 to {last}, in order, \
+                     none missing\n",
+                    nodes.len()
+                ),
+            );
         }
-        watch_v1(viewer, &id.to_string(), &out).await
+        Ok(())
     };
     let outcome = tokio::select! {
         _ = shutdown.cancelled() => Ok(()),
@@ -142,8 +220,11 @@ pub async fn run(
             shutdown.cancelled().await;
         }
     }
-    node.shutdown();
-    node.stopped().await?;
+    for node in nodes {
+        node.shutdown();
+        node.stopped().await?;
+    }
+    drop(redis);
     outcome
 }
 
@@ -153,11 +234,16 @@ async fn replay_match(
     token: String,
     speed: f64,
     out: Out,
-    started: oneshot::Sender<()>,
+    (created, started): (oneshot::Sender<()>, oneshot::Sender<()>),
 ) -> Result<(), DemoError> {
-    let opts = ReplayOptions { server, token, speed, replace: false };
-    let mut started = Some(started);
+    let opts = ReplayOptions { server, token, speed, if_exists: IfExists::Fail };
+    let (mut created, mut started) = (Some(created), Some(started));
     replay::replay(&file, &opts, |p| {
+        if let Progress::Created { .. } = p {
+            if let Some(tx) = created.take() {
+                let _ = tx.send(());
+            }
+        }
         if let Progress::Published { index, total, kind, seq } = p {
             say(&out, &format!("# watcher published {index}/{total}: {kind} (seq {seq})\n"));
             if kind == "start" {
@@ -169,6 +255,31 @@ async fn replay_match(
     })
     .await?;
     Ok(())
+}
+
+/// Watches as a v2 viewer from the first event until the match is over; returns how many events it got and the
+/// last seq, after checking (the client's checker) that they came in order with none missing.
+async fn count_v2(addr: SocketAddr, id: &str) -> std::io::Result<(u64, u64)> {
+    // FROM 0: every event since the first, however late it connects.
+    let line =
+        ConnectLine::V2 { user: b"demo-v2".to_vec(), match_id: id.to_owned(), from: Some(0) };
+    // The node learns of a match created on another one a moment later (through Redis).
+    for _ in 0..100 {
+        let mut viewer = Viewer::watch(addr, &line).await?;
+        let (seqs, bye) = tokio::time::timeout(Duration::from_secs(3600), viewer.collect_v2())
+            .await?
+            .map_err(std::io::Error::other)?;
+        match bye["reason"].as_str() {
+            Some("match_over") => {
+                return Ok((seqs.len() as u64, seqs.last().copied().unwrap_or(0)));
+            }
+            Some("not_found") if seqs.is_empty() => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            _ => return Err(std::io::Error::other(format!("the v2 viewer got {bye}"))),
+        }
+    }
+    Err(std::io::Error::other("the match never reached the last node"))
 }
 
 /// Watches as a v1 viewer (the client crate's) and copies the stream to `out` until the server

@@ -16,6 +16,7 @@ use matchstream_client::{matchfile, replay};
 use matchstream_ops::limits::raise_open_files;
 
 mod demo;
+mod local_redis;
 mod sim_cli;
 
 use sim_cli::{run_sim, run_sim_worker, SimArgs};
@@ -55,9 +56,20 @@ struct ServeArgs {
     /// Viewer port or port range, one listener per port: 127.0.0.1:9100 or 127.0.0.1:9100-9103.
     #[arg(long, env = "MATCHSTREAM_VIEWERS", default_value = "127.0.0.1:9100")]
     viewers: String,
-    /// Directory of the embedded store (created if missing).
+    /// Directory of the embedded store (created if missing; unused with --redis).
     #[arg(long, env = "MATCHSTREAM_DATA", default_value = "./data")]
     data: PathBuf,
+    /// Join other nodes through a shared Redis: redis://host:port, or a Redis Cluster as
+    /// redis+cluster://host:port,host:port,... (without it the node runs alone).
+    #[arg(long, env = "MATCHSTREAM_REDIS")]
+    redis: Option<String>,
+    /// Acknowledge a write only once this many Redis replicas confirm it (WAIT), instead of
+    /// requiring `appendfsync always` on Redis.
+    #[arg(long, env = "MATCHSTREAM_REDIS_WAIT_REPLICAS", default_value_t = 0)]
+    redis_wait_replicas: u32,
+    /// Accept a Redis that may lose acknowledged events (no fsync of every write, no replicas).
+    #[arg(long, env = "MATCHSTREAM_REDIS_VOLATILE")]
+    redis_volatile: bool,
     /// A bearer token that may publish; repeat for several (comma-separated in the variable).
     #[arg(long = "watcher-token", env = "MATCHSTREAM_WATCHER_TOKEN", value_delimiter = ',')]
     watcher_token: Vec<String>,
@@ -103,6 +115,11 @@ struct ReplayArgs {
     /// If the match exists, cancel it and replay it anew.
     #[arg(long, env = "MATCHSTREAM_REPLACE")]
     replace: bool,
+    /// If the match exists, continue it after the events it has (its seq): the file's events
+    /// up to there and the pauses before the next one are skipped. For a match created ahead
+    /// of time, or a replay that was interrupted.
+    #[arg(long, env = "MATCHSTREAM_RESUME", conflicts_with = "replace")]
+    resume: bool,
 }
 
 #[derive(Args)]
@@ -128,6 +145,9 @@ struct DemoArgs {
     /// HTTP API address (port 0: any free port).
     #[arg(long, env = "MATCHSTREAM_HTTP", default_value = "127.0.0.1:0")]
     http: SocketAddr,
+    /// Nodes to run; more than one are joined through a local redis-server (needs it installed).
+    #[arg(long, env = "MATCHSTREAM_DEMO_NODES", default_value_t = 1)]
+    nodes: usize,
 }
 
 fn main() -> ExitCode {
@@ -244,6 +264,9 @@ async fn serve(args: ServeArgs) -> Result<()> {
         http: args.http,
         viewers: config::parse_viewers(&args.viewers)?,
         data_dir: args.data,
+        redis: args.redis,
+        redis_wait_replicas: args.redis_wait_replicas,
+        redis_volatile: args.redis_volatile,
         watcher_tokens: args.watcher_token,
         public_host: args.public_host,
         max_viewers,
@@ -277,18 +300,29 @@ async fn run_replay(args: ReplayArgs) -> Result<()> {
     if !(args.speed.is_finite() && args.speed > 0.0) {
         bail!("--speed must be a number above 0");
     }
+    let if_exists = match (args.replace, args.resume) {
+        (true, _) => replay::IfExists::Replace,
+        (false, true) => replay::IfExists::Resume,
+        (false, false) => replay::IfExists::Fail,
+    };
     let opts = replay::ReplayOptions {
         server: args.server.trim_end_matches('/').to_owned(),
         token: args.token,
         speed: args.speed,
-        replace: args.replace,
+        if_exists,
     };
+    let total = file.events().count();
     let stop = stop_on_signal();
     let run = replay::replay(&file, &opts, |p| match p {
         replay::Progress::Replacing { id } => {
             println!("replacing {id}: cancelling the existing match")
         }
         replay::Progress::Created { id } => println!("created {id}"),
+        replay::Progress::Resuming { id, seq } => {
+            let skip = usize::try_from(seq).map_or(total, |seq| seq.min(total));
+            let done = if skip == total { "; nothing left to publish" } else { "" };
+            println!("resuming {id} after seq {seq}: skipping {skip} of {total} events{done}")
+        }
         replay::Progress::Waiting { ms } => println!("waiting {:.1} s", ms as f64 / 1000.0),
         replay::Progress::Published { index, total, kind, seq } => {
             println!("[{index}/{total}] {kind} -> seq {seq}")
@@ -303,7 +337,9 @@ async fn run_replay(args: ReplayArgs) -> Result<()> {
             println!("done: {} events published to {}, last seq {}", s.events, s.id, s.last_seq);
             Ok(())
         }
-        _ = stop.cancelled() => bail!("interrupted; the match stays as far as it was published"),
+        _ = stop.cancelled() => {
+            bail!("interrupted; the match stays as far as it was published (--resume continues it)")
+        }
     }
 }
 
@@ -316,6 +352,7 @@ async fn run_demo(args: DemoArgs) -> Result<()> {
         speed: args.speed,
         exit_when_done: args.exit_when_done,
         http: args.http,
+        nodes: args.nodes,
         ..demo::DemoOptions::default()
     };
     demo::run(opts, Box::new(std::io::stdout()), stop_on_signal()).await?;

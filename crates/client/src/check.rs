@@ -272,7 +272,10 @@ impl Default for V2Checker {
 
 impl V2Checker {
     fn new_connection(&mut self, from: Option<u64>) {
+        // A new connection is a new stream: the `bye` that ended the last one (`shutdown`, say)
+        // does not end this one.
         self.partial.clear();
+        self.done = false;
         self.first = true;
         self.resumed = from.is_some();
         if let Some(f) = from {
@@ -483,6 +486,24 @@ mod tests {
         c.new_connection(Some(2));
         let s = "{\"seq\":900,\"kind\":\"status\",\"data\":{}}\n".to_owned() + &v2_line(901);
         assert_eq!(feed_bytewise(&mut c, s.as_bytes()).1, Ok(State::Open));
+    }
+
+    #[test]
+    fn v2_a_stream_ended_by_bye_shutdown_continues_on_the_next_connection() {
+        let mut c = Checker::for_protocol(Protocol::V2);
+        c.new_connection(None);
+        let s = "{\"seq\":0,\"kind\":\"status\",\"data\":{}}\n".to_owned()
+            + &v2_line(1)
+            + "{\"kind\":\"bye\",\"reason\":\"shutdown\"}\n";
+        let (_, state) = feed_bytewise(&mut c, s.as_bytes());
+        assert_eq!(state.unwrap_err().cause, Cause::ClosedEarly);
+        c.new_connection(c.resume_from());
+        // Still open: the events it missed must come, in order.
+        let (seen, state) = feed_bytewise(&mut c, v2_line(2).as_bytes());
+        assert_eq!(state, Ok(State::Open));
+        assert_eq!(seen, vec![Seen::Event { seq: Some(2), ts_ms: 1_316_094_531_000 }]);
+        let (_, state) = feed_bytewise(&mut c, v2_line(4).as_bytes());
+        assert_eq!(state.unwrap_err().cause, Cause::OutOfOrder);
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! (`matchfile`) or print (the caller gets [`Progress`] reports). Each event is posted with
 //! `?after=<seq before it>`, so an event whose answer was lost can be posted again safely: if
 //! the server had applied it, the retry gets a `409` naming the seq it reached, and nothing is
-//! recorded twice.
+//! recorded twice. The same precondition makes resuming safe: a match already at `seq` k gets
+//! the file's events from the (k+1)-th on, each after the seq before it.
 
 use std::time::Duration;
 
@@ -24,17 +25,36 @@ pub struct ReplayOptions {
     pub token: String,
     /// Pauses are divided by this: `10.0` plays ten times faster. Finite and above 0.
     pub speed: f64,
-    /// If the match exists, cancel it and create it anew instead of failing.
-    pub replace: bool,
+    /// What to do when the match already exists on the server.
+    pub if_exists: IfExists,
+}
+
+/// What a replay does when the match already exists on the server.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum IfExists {
+    /// Stop with [`ReplayError::Exists`]: replaying into someone else's match by accident would
+    /// mix two feeds.
+    #[default]
+    Fail,
+    /// Cancel it (its viewers get `bye cancelled`) and create it anew.
+    Replace,
+    /// Continue it: read its `seq` k (SPEC 3, `GET /1/match/<id>`), skip the file's first k
+    /// events and the pauses before the next one, and publish the rest. For a match created
+    /// ahead of time (viewers connected before the first event) or a replay that was stopped.
+    Resume,
 }
 
 /// What the replay is doing, reported as it happens.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Progress<'a> {
-    /// The match existed and is being cancelled (with `replace`).
+    /// The match existed and is being cancelled ([`IfExists::Replace`]).
     Replacing { id: &'a MatchId },
     /// The match was created; its steps follow.
     Created { id: &'a MatchId },
+    /// The match existed with `seq` events applied ([`IfExists::Resume`]): the file's first
+    /// `seq` events are skipped, with every pause before the next one; the rest follow. When
+    /// `seq` reaches the file's number of events, nothing follows.
+    Resuming { id: &'a MatchId, seq: Seq },
     /// About to wait this many milliseconds of real time (the file's pause divided by the speed).
     Waiting { ms: u64 },
     /// Event `index` of `total` (1-based, events only) was accepted with this `seq`.
@@ -47,9 +67,10 @@ pub enum Progress<'a> {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Summary {
     pub id: MatchId,
-    /// How many events were published.
+    /// How many events this replay published (on resume, not counting those skipped).
     pub events: usize,
-    /// The `seq` the server gave the last event (0 if the file has none).
+    /// The match's `seq` at the end: the one the server gave the last event published, or
+    /// the one it was resumed at if none was (0 for a new match and a file without events).
     pub last_seq: Seq,
 }
 
@@ -64,7 +85,8 @@ pub enum ReplayError {
     #[error("cannot reach the server at {server} while {during}: {reason}")]
     Unreachable { server: String, during: String, reason: String },
     #[error(
-        "match {id} already exists on {server}; pass --replace to cancel it and replay it anew"
+        "match {id} already exists on {server}; pass --resume to continue it, \
+         or --replace to cancel it and replay it anew"
     )]
     Exists { id: MatchId, server: String },
     /// The server refused to create or cancel the match (bad token, bad body...).
@@ -85,9 +107,10 @@ pub enum ReplayError {
     BadAnswer { server: String, during: String, status: StatusCode, detail: String },
 }
 
-/// Publishes `file` to `opts.server`: creates the match (cancelling an existing one first if
-/// `opts.replace`), then walks its steps, sleeping for pauses and posting events one at a time.
-/// Stops at the first error; the events already published stay published.
+/// Publishes `file` to `opts.server`: creates the match (if it exists: fails, cancels it first,
+/// or continues it after the events it has, as `opts.if_exists` says), then walks its steps,
+/// sleeping for pauses and posting events one at a time. Stops at the first error; the events
+/// already published stay published, and [`IfExists::Resume`] continues from there.
 pub async fn replay(
     file: &MatchFile,
     opts: &ReplayOptions,
@@ -99,28 +122,40 @@ pub async fn replay(
     let api = Api::new(opts)?;
     let id = file.id();
 
-    if !api.create(file, &id).await? {
-        if !opts.replace {
-            return Err(ReplayError::Exists { id, server: opts.server.clone() });
-        }
-        progress(Progress::Replacing { id: &id });
-        api.cancel(&id).await?;
-        if !api.create(file, &id).await? {
-            // Someone created it again between our cancel and create: do not fight them.
-            return Err(ReplayError::Refused {
-                server: opts.server.clone(),
-                during: format!("creating match {id} after cancelling it"),
-                status: StatusCode::CONFLICT,
-                message: "it was created again in the meantime".into(),
-            });
+    let total = file.events().count();
+    // The seq the match is at before our first event, the file's events already on the server
+    // and the steps still to play: 0, none and all of them unless resumed.
+    let (mut last_seq, mut skipped, mut steps) = (0, 0, &file.steps[..]);
+    if api.create(file, &id).await? {
+        progress(Progress::Created { id: &id });
+    } else {
+        match opts.if_exists {
+            IfExists::Fail => return Err(ReplayError::Exists { id, server: opts.server.clone() }),
+            IfExists::Replace => {
+                progress(Progress::Replacing { id: &id });
+                api.cancel(&id).await?;
+                if !api.create(file, &id).await? {
+                    // Someone created it again between our cancel and create: do not fight them.
+                    return Err(ReplayError::Refused {
+                        server: opts.server.clone(),
+                        during: format!("creating match {id} after cancelling it"),
+                        status: StatusCode::CONFLICT,
+                        message: "it was created again in the meantime".into(),
+                    });
+                }
+                progress(Progress::Created { id: &id });
+            }
+            IfExists::Resume => {
+                last_seq = api.seq(&id).await?;
+                skipped = usize::try_from(last_seq).unwrap_or(usize::MAX).min(total);
+                steps = after_events(steps, skipped);
+                progress(Progress::Resuming { id: &id, seq: last_seq });
+            }
         }
     }
-    progress(Progress::Created { id: &id });
 
-    let total = file.events().count();
-    let mut index = 0;
-    let mut last_seq = 0;
-    for step in &file.steps {
+    let mut index = skipped;
+    for step in steps {
         match step {
             Step::Sleep(ms) => {
                 // Checked above: speed is finite and positive, so only overflow can fail here.
@@ -140,7 +175,16 @@ pub async fn replay(
             }
         }
     }
-    Ok(Summary { id, events: index, last_seq })
+    Ok(Summary { id, events: index - skipped, last_seq })
+}
+
+/// The steps from the (`n`+1)-th event on: the first `n` events and every pause before the
+/// next one are left out. A resumed match gets its next event at once: the pause before it
+/// was waited for by whoever published the events before (or, for a match created ahead of
+/// time, the audience is already there). Empty if the file has no more than `n` events.
+fn after_events(steps: &[Step], n: usize) -> &[Step] {
+    let next = steps.iter().enumerate().filter(|(_, s)| matches!(s, Step::Event(_))).nth(n);
+    &steps[next.map_or(steps.len(), |(at, _)| at)..]
 }
 
 /// Attempts for one event that gets no answer (the server restarting, a lost answer). Safe
@@ -184,12 +228,7 @@ impl<'a> Api<'a> {
         body: Option<&Value>,
         during: &dyn Fn() -> String,
     ) -> Result<Answer, ReplayError> {
-        self.watcher.send(method, path, body).await.map_err(|e| match e {
-            WatcherError::Unreachable { server, reason }
-            | WatcherError::BadServer { server, reason } => {
-                ReplayError::Unreachable { server, during: during(), reason }
-            }
-        })
+        self.watcher.send(method, path, body).await.map_err(|e| unreachable(e, during()))
     }
 
     /// `POST /1/matches`: `Ok(true)` when created, `Ok(false)` when it already exists.
@@ -217,6 +256,28 @@ impl<'a> Api<'a> {
                 Err(self.bad_answer(during(), &answer, detail))
             }
         }
+    }
+
+    /// `GET /1/match/<id>` (SPEC 3): the number of events the match has applied, its `seq`.
+    async fn seq(&self, id: &MatchId) -> Result<Seq, ReplayError> {
+        let during = || format!("reading match {id} to resume it");
+        // The read API is public: no token, as any reader.
+        let answer = self
+            .watcher
+            .get(&format!("/1/match/{id}"))
+            .await
+            .map_err(|e| unreachable(e, during()))?;
+        if !answer.status.is_success() {
+            // A 404 here: it was cancelled since our create found it.
+            return Err(self.refused(during(), &answer));
+        }
+        #[derive(Deserialize)]
+        struct Snapshot {
+            seq: Seq,
+        }
+        serde_json::from_str::<Snapshot>(&answer.text).map(|m| m.seq).map_err(|e| {
+            self.bad_answer(during(), &answer, format!("{e} in {}", quote(&answer.text)))
+        })
     }
 
     /// `DELETE /1/match/<id>`.
@@ -296,6 +357,16 @@ impl<'a> Api<'a> {
             during,
             status: answer.status,
             detail,
+        }
+    }
+}
+
+/// A request that got no answer, `during` what.
+fn unreachable(e: WatcherError, during: String) -> ReplayError {
+    match e {
+        WatcherError::Unreachable { server, reason }
+        | WatcherError::BadServer { server, reason } => {
+            ReplayError::Unreachable { server, during, reason }
         }
     }
 }

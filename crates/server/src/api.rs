@@ -114,7 +114,9 @@ impl From<StoreError> for ApiError {
                 tracing::debug!(error = %e, "request refused: store unavailable");
                 ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
-                    "the store cannot take this now; nothing was changed, try again shortly",
+                    "the store cannot take this now: try again shortly (a write cut off by the \
+                     failure may or may not have landed; retry events with ?after=<seq> so they \
+                     are never applied twice)",
                 )
             }
             e => {
@@ -298,9 +300,14 @@ async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> 
 }
 
 async fn checkin(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
-    let port = state
-        .ports
-        .least_loaded()
-        .ok_or_else(|| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "no viewer port is open"))?;
-    Ok(Json(json!({ "host": port.advertised.0, "port": port.advertised.1 })))
+    // A node that is stopping names only the others.
+    let pick = if state.shutdown.is_cancelled() {
+        state.ports.other_node().map(|o| (o.host, o.port))
+    } else {
+        state.ports.pick_for_checkin()
+    };
+    let (host, port) = pick.ok_or_else(|| {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "no viewer port has room: try again later")
+    })?;
+    Ok(Json(json!({ "host": host, "port": port })))
 }

@@ -18,8 +18,15 @@ pub struct Config {
     /// One viewer listener per address. Several ports spread the accept load and let
     /// `/1/checkin` send viewers to the least-loaded one.
     pub viewers: Vec<SocketAddr>,
-    /// Where the embedded store keeps its files.
+    /// Where the embedded store keeps its files (unused with `redis`).
     pub data_dir: PathBuf,
+    /// The shared log of many nodes: `redis://host:port` or `redis+cluster://host:port,...`.
+    /// `None`: this node runs alone on its embedded store.
+    pub redis: Option<String>,
+    /// Replicas that must confirm each write to Redis (`WAIT`) before it is acknowledged.
+    pub redis_wait_replicas: u32,
+    /// Run on a Redis that may lose acknowledged writes (no `appendfsync always`, no replicas).
+    pub redis_volatile: bool,
     /// Bearer tokens that may publish. Empty: nobody can publish.
     pub watcher_tokens: Vec<String>,
     /// Host named by `/1/checkin` and in `try` hints; defaults to each listener's bound IP.
@@ -61,6 +68,9 @@ impl Default for Config {
             http: SocketAddr::from(([127, 0, 0, 1], 8888)),
             viewers: vec![SocketAddr::from(([127, 0, 0, 1], 9100))],
             data_dir: PathBuf::from("./data"),
+            redis: None,
+            redis_wait_replicas: 0,
+            redis_volatile: false,
             watcher_tokens: Vec::new(),
             public_host: None,
             max_viewers: 1_000_000,

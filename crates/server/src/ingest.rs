@@ -29,7 +29,9 @@ use crate::store::{Append, Expect, Incarnation, LogEntry, Store, StoreError, Sto
 
 /// How many times a request is validated and appended again after another writer got there
 /// first, before the watcher is told to retry.
-const MAX_ATTEMPTS: usize = 8;
+const MAX_ATTEMPTS: usize = 12;
+/// After the n-th conflict in a row, a request pauses up to n times this (jittered).
+const CONFLICT_PAUSE_US: u64 = 500;
 /// How long a request waits for this node's earlier appends to reach the log view before it
 /// reads the store itself.
 const OWN_APPENDS_WAIT: Duration = Duration::from_millis(200);
@@ -147,7 +149,9 @@ impl Ingest {
         after: Option<Seq>,
     ) -> Result<Vec<Accepted>, IngestError> {
         let slot = self.slot(id)?;
-        for _ in 0..MAX_ATTEMPTS {
+        // Whether this request has read the store to check `after` (see below).
+        let mut read_store = false;
+        for attempt in 0..MAX_ATTEMPTS {
             let (ticket, events, accepted) = {
                 let mut tip = slot.tip.lock().await;
                 let logged = slot.logged();
@@ -156,6 +160,14 @@ impl Ingest {
                 }
                 if let Some(after) = after.filter(|a| *a != tip.state.seq) {
                     if tip.state.seq == logged.seq {
+                        if after > logged.seq && !read_store {
+                            // The watcher has seen events this node has not learned yet
+                            // (another node wrote them): read the store before refusing.
+                            drop(tip);
+                            self.catch_up(&slot).await?;
+                            read_store = true;
+                            continue;
+                        }
                         return Err(IngestError::NotAt {
                             id: id.clone(),
                             after,
@@ -173,12 +185,31 @@ impl Ingest {
                 // Applied to a copy: a request is all or none.
                 let mut next = Match::clone(&tip.state);
                 let mut events = Vec::with_capacity(inputs.len());
+                let mut refused = None;
                 for (index, input) in inputs.iter().enumerate() {
                     let ts = now_ms();
-                    let data = next.apply(input.kind, &input.data, ts).map_err(|rejection| {
-                        IngestError::Rejected { index, kind: input.kind.as_str(), rejection }
-                    })?;
-                    events.push(Event { seq: next.seq, ts, kind: input.kind, data });
+                    match next.apply(input.kind, &input.data, ts) {
+                        Ok(data) => {
+                            events.push(Event { seq: next.seq, ts, kind: input.kind, data })
+                        }
+                        Err(rejection) => {
+                            let kind = input.kind.as_str();
+                            refused = Some(IngestError::Rejected { index, kind, rejection });
+                            break;
+                        }
+                    }
+                }
+                if let Some(refused) = refused {
+                    if !read_store {
+                        // Refused against this node's view: with a shared store, another node
+                        // may have written events it has not heard of yet (the `start` this
+                        // goal needs). Read the store once before refusing.
+                        drop(tip);
+                        self.catch_up(&slot).await?;
+                        read_store = true;
+                        continue;
+                    }
+                    return Err(refused);
                 }
                 let accepted: Vec<Accepted> =
                     events.iter().map(|e| Accepted { seq: e.seq, ts: e.ts }).collect();
@@ -207,6 +238,9 @@ impl Ingest {
                     slot.tip.lock().await.stale = true;
                     tracing::debug!(match_id = %id, current, "append conflicted; catching up");
                     self.catch_up(&slot).await?;
+                    // Two nodes racing for the same match take turns rather than collide again.
+                    let pause = rand::random_range(0..=CONFLICT_PAUSE_US * (attempt as u64 + 1));
+                    tokio::time::sleep(Duration::from_micros(pause)).await;
                 }
                 Err(StoreError::NotFound(_)) => {
                     slot.tip.lock().await.stale = true;
@@ -271,6 +305,15 @@ impl Ingest {
                 Some(slot) if slot.inc > inc => {}
                 _ => self.load(&id).await?,
             },
+            LogEntry::Behind { id, inc, seq } => match self.slot(&id).ok() {
+                Some(slot) if slot.inc == inc => {
+                    if slot.logged().seq < seq {
+                        self.catch_up(&slot).await?;
+                    }
+                }
+                Some(slot) if slot.inc > inc => {}
+                _ => self.load(&id).await?,
+            },
             LogEntry::Cancelled { id, inc } => {
                 if let Ok(slot) = self.slot(&id) {
                     if slot.inc == inc {
@@ -287,13 +330,14 @@ impl Ingest {
     /// Compares every match with the store's heads: loads new ones, drops cancelled ones,
     /// catches up those behind.
     async fn resync(&self) -> Result<(), StoreError> {
+        // Only what this node served before the heads were read can be missing from them
+        // because it was cancelled; a match created meanwhile may be missing for being new.
+        let before: Vec<(MatchId, Arc<Slot>)> =
+            read(&self.slots).iter().map(|(id, slot)| (id.clone(), slot.clone())).collect();
         let heads = self.store.heads().await?;
         let live: HashSet<&MatchId> = heads.iter().map(|h| &h.id).collect();
-        let gone: Vec<(MatchId, Arc<Slot>)> = read(&self.slots)
-            .iter()
-            .filter(|(id, _)| !live.contains(id))
-            .map(|(id, slot)| (id.clone(), slot.clone()))
-            .collect();
+        let gone: Vec<(MatchId, Arc<Slot>)> =
+            before.into_iter().filter(|(id, _)| !live.contains(id)).collect();
         for (id, slot) in gone {
             self.remove(&id, &slot);
         }
@@ -395,15 +439,15 @@ impl Ingest {
                     self.hub.publish(&slot.topic, &events, m.clone());
                     log.state = m;
                 }
-                Some(first) => {
-                    if log.early.len() < MAX_EARLY {
-                        log.early.insert(first, events);
-                    }
+                Some(first) if log.early.len() < MAX_EARLY => {
+                    log.early.insert(first, events);
                 }
+                // Too many waiting: the store has them; catching up reads them again.
+                Some(_) => {}
             }
             // Whatever waited for this.
             let head = log.state.seq;
-            while log.early.first_key_value().is_some_and(|(first, _)| *first <= head) {
+            while log.early.first_key_value().is_some_and(|(first, _)| *first <= head + 1) {
                 if let Some((_, events)) = log.early.pop_first() {
                     if events.last().is_some_and(|e| e.seq > head) {
                         next = Some(events);
@@ -465,3 +509,6 @@ fn apply_logged(m: &mut Match, ev: &Event) {
 pub fn now_ms() -> Millis {
     chrono::Utc::now().timestamp_millis()
 }
+
+#[cfg(test)]
+mod tests;

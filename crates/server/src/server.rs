@@ -14,10 +14,12 @@ use crate::api::{self, AppState};
 use crate::config::{Config, ConfigError};
 use crate::hub::Hub;
 use crate::ingest::Ingest;
+use crate::store::redis::nodes::{self, NodeLoad, NodesConn, PortLoad};
+use crate::store::redis::{RedisOptions, RedisStore};
 use crate::store::sqlite::SqliteStore;
 use crate::store::{Store, StoreError};
 use crate::transport::tcp::{self, ViewerContext};
-use crate::transport::ViewerPorts;
+use crate::transport::{OtherPort, ViewerPorts};
 
 /// Why a node could not start or stop cleanly.
 #[derive(Debug, thiserror::Error)]
@@ -48,16 +50,35 @@ pub struct Node {
     stop_http: CancellationToken,
 }
 
-/// Starts a node on its embedded SQLite store in `config.data_dir`.
+/// Starts a node: on a shared Redis with `config.redis`, else on its embedded SQLite store in
+/// `config.data_dir`.
 pub async fn start(config: Config) -> Result<Node, ServerError> {
     config.validate()?;
-    let store = SqliteStore::open(&config.data_dir)?;
-    start_with_store(config, Arc::new(store)).await
+    match &config.redis {
+        Some(url) => {
+            let opts = RedisOptions {
+                url: url.clone(),
+                wait_replicas: config.redis_wait_replicas,
+                volatile: config.redis_volatile,
+            };
+            let store = RedisStore::open(&opts).await?;
+            let nodes = store.conn_for_nodes();
+            start_with_store(config, Arc::new(store), Some(nodes)).await
+        }
+        None => {
+            let store = SqliteStore::open(&config.data_dir)?;
+            start_with_store(config, Arc::new(store), None).await
+        }
+    }
 }
 
-/// Starts a node on the given store. Every listener is bound before anything is spawned, so a
-/// node that returns is ready to serve.
-async fn start_with_store(config: Config, store: Arc<dyn Store>) -> Result<Node, ServerError> {
+/// Starts a node on the given store (`nodes`: the cluster's directory, with a shared store).
+/// Every listener is bound before anything is spawned, so a node that returns is ready to serve.
+async fn start_with_store(
+    config: Config,
+    store: Arc<dyn Store>,
+    nodes: Option<NodesConn>,
+) -> Result<Node, ServerError> {
     config.validate()?;
     let bind_err = |what, addr| move |source| ServerError::Bind { what, addr, source };
     let http_listener =
@@ -77,15 +98,22 @@ async fn start_with_store(config: Config, store: Arc<dyn Store>) -> Result<Node,
     let log = store.follow();
     let ingest = Arc::new(Ingest::restore(store.clone(), hub.clone()).await?);
     tracing::info!(matches = ingest.len(), "store restored");
+    let shutdown = CancellationToken::new();
     if let Some(entries) = log {
-        tokio::spawn(ingest.clone().follow(entries));
+        // Until the node stops: dropping `entries` then tells the store to stop following.
+        let (ingest, stopping) = (ingest.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = stopping.cancelled() => {}
+                _ = ingest.follow(entries) => {}
+            }
+        });
     }
     let ports = Arc::new(ViewerPorts::new(
         &viewer_addrs,
         config.public_host.as_deref(),
         config.max_viewers,
     ));
-    let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
 
     let ctx = Arc::new(ViewerContext::new(
@@ -95,6 +123,9 @@ async fn start_with_store(config: Config, store: Arc<dyn Store>) -> Result<Node,
         shutdown.clone(),
         tracker.clone(),
     ));
+    if let Some(nodes) = nodes {
+        tokio::spawn(report_load(nodes, ports.clone(), shutdown.clone()));
+    }
     for (index, listener) in viewer_listeners.into_iter().enumerate() {
         tracing::info!(addr = %viewer_addrs[index], "viewer listener ready");
         tracker.spawn(tcp::accept_loop(listener, index, ctx.clone()));
@@ -130,6 +161,50 @@ async fn start_with_store(config: Config, store: Arc<dyn Store>) -> Result<Node,
         http,
         stop_http,
     })
+}
+
+/// Tells the cluster, every second, which viewer ports this node has and how loaded they are,
+/// and learns the other live nodes' (for `/1/checkin`, `full` and `bye shutdown`). Leaves the
+/// cluster's view as soon as the node starts stopping.
+async fn report_load(nodes: NodesConn, ports: Arc<ViewerPorts>, shutdown: CancellationToken) {
+    let me = format!("{:016x}", rand::random::<u64>());
+    let mut tick = tokio::time::interval(nodes::REPORT_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        let load = NodeLoad {
+            node: me.clone(),
+            ports: ports
+                .snapshot()
+                .into_iter()
+                .map(|(host, port, viewers, capacity)| PortLoad { host, port, viewers, capacity })
+                .collect(),
+        };
+        // Failures show on /readyz through the store; the next tick tries again.
+        if nodes.report(&load).await.is_err() {
+            continue;
+        }
+        if let Ok(live) = nodes.live().await {
+            let others = live
+                .into_iter()
+                .filter(|n| n.node != me)
+                .flat_map(|n| n.ports)
+                .map(|p| OtherPort {
+                    host: p.host,
+                    port: p.port,
+                    viewers: p.viewers,
+                    capacity: p.capacity,
+                })
+                .collect();
+            ports.set_others(others);
+        }
+    }
+    if let Err(e) = nodes.leave(&me).await {
+        tracing::debug!(error = %e, "could not leave the cluster's view");
+    }
 }
 
 impl Node {

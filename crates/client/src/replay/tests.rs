@@ -1,11 +1,12 @@
 //! Replay against a fake watcher API (axum): the requests it sends, in order, with the token and
-//! `?after=`, and what it does on refusals, lost answers and bad servers.
+//! `?after=`, and what it does on existing matches (fail, replace, resume), refusals, lost
+//! answers and bad servers.
 use std::sync::{Arc, Mutex};
 
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, post};
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
 
@@ -23,6 +24,8 @@ struct Fake {
     auth: Vec<Option<String>>,
     exists: bool,
     seq: u64,
+    /// Answer `GET /1/match/<id>` with a 404 although it exists (cancelled in the meantime).
+    unreadable: bool,
     /// Refuse the event with this seq (1-based) with a 422.
     refuse: Option<u64>,
     /// Apply the event with this seq, then hang up without answering (a lost answer).
@@ -82,6 +85,17 @@ async fn cancel(
     StatusCode::NO_CONTENT.into_response()
 }
 
+/// `GET /1/match/<id>`: the public read API, no token needed; a part of the match object.
+async fn read(State(fake): State<Shared>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    record(&fake, &headers, format!("GET /1/match/{id}"));
+    let f = fake.lock().unwrap();
+    if !f.exists || f.unreadable {
+        let error = json!({ "error": format!("no match {id}") });
+        return (StatusCode::NOT_FOUND, Json(error)).into_response();
+    }
+    Json(json!({"home": "elp", "visit": "tig", "period": "first", "seq": f.seq})).into_response()
+}
+
 #[derive(serde::Deserialize)]
 struct After {
     after: Option<u64>,
@@ -122,7 +136,7 @@ async fn fake_server(fake: Fake) -> (String, Shared) {
     let shared = Arc::new(Mutex::new(fake));
     let app = Router::new()
         .route("/1/matches", post(create))
-        .route("/1/match/{id}", delete(cancel))
+        .route("/1/match/{id}", get(read).delete(cancel))
         .route("/1/match/{id}/events", post(events))
         .with_state(shared.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -143,7 +157,12 @@ fn small_file() -> MatchFile {
 }
 
 fn options(server: &str) -> ReplayOptions {
-    ReplayOptions { server: server.to_owned(), token: TOKEN.into(), speed: 1000.0, replace: false }
+    ReplayOptions {
+        server: server.to_owned(),
+        token: TOKEN.into(),
+        speed: 1000.0,
+        if_exists: IfExists::Fail,
+    }
 }
 
 /// Runs a replay, returning its result and its progress reports written out.
@@ -227,7 +246,7 @@ async fn an_existing_match_is_an_error_without_replace() {
         err.to_string(),
         format!(
             "match elp-tig-2011-09-10 already exists on {server}; \
-             pass --replace to cancel it and replay it anew"
+             pass --resume to continue it, or --replace to cancel it and replay it anew"
         )
     );
     assert_eq!(fake.lock().unwrap().seen, [CREATE]);
@@ -236,7 +255,7 @@ async fn an_existing_match_is_an_error_without_replace() {
 #[tokio::test]
 async fn replace_cancels_then_creates_anew() {
     let (server, fake) = fake_server(Fake { exists: true, seq: 40, ..Fake::default() }).await;
-    let opts = ReplayOptions { replace: true, ..options(&server) };
+    let opts = ReplayOptions { if_exists: IfExists::Replace, ..options(&server) };
     let (result, reports) = run(&small_file(), &opts).await;
     assert_eq!(result.unwrap().last_seq, 3);
     let seen = fake.lock().unwrap().seen.clone();
@@ -246,6 +265,88 @@ async fn replace_cancels_then_creates_anew() {
         reports[0].starts_with("Replacing") && reports[1].starts_with("Created"),
         "{reports:?}"
     );
+}
+
+const READ: &str = "GET /1/match/elp-tig-2011-09-10";
+const START: &str = r#"POST /1/match/elp-tig-2011-09-10/events?after=0 {"kind":"start","data":{}}"#;
+const GOAL: &str = r#"POST /1/match/elp-tig-2011-09-10/events?after=1 {"kind":"goal","data":{"team":"tig","player":7}}"#;
+const STOP: &str = r#"POST /1/match/elp-tig-2011-09-10/events?after=2 {"kind":"stop","data":{}}"#;
+
+fn resume(server: &str) -> ReplayOptions {
+    ReplayOptions { if_exists: IfExists::Resume, ..options(server) }
+}
+
+#[tokio::test]
+async fn resume_publishes_only_the_events_after_the_matchs_seq() {
+    let (server, fake) = fake_server(Fake { exists: true, seq: 1, ..Fake::default() }).await;
+    let (result, reports) = run(&small_file(), &resume(&server)).await;
+    let id = MatchId::parse("elp-tig-2011-09-10").unwrap();
+    assert_eq!(result.unwrap(), Summary { id: id.clone(), events: 2, last_seq: 3 });
+    let f = fake.lock().unwrap();
+    assert_eq!(f.seen, [CREATE, READ, GOAL, STOP]);
+    assert_eq!(f.seq, 3);
+    // The pause before the goal (the next event) is skipped: it goes out at once.
+    let published =
+        |index, kind, seq| format!("{:?}", Progress::Published { index, total: 3, kind, seq });
+    assert_eq!(
+        reports,
+        [
+            format!("{:?}", Progress::Resuming { id: &id, seq: 1 }),
+            published(2, "goal", 2),
+            published(3, "stop", 3),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn resume_of_a_match_created_ahead_starts_at_once_with_the_first_event() {
+    let (server, fake) = fake_server(Fake { exists: true, ..Fake::default() }).await;
+    let (result, reports) = run(&small_file(), &resume(&server)).await;
+    assert_eq!((result.unwrap().events, fake.lock().unwrap().seq), (3, 3));
+    assert_eq!(fake.lock().unwrap().seen, [CREATE, READ, START, GOAL, STOP]);
+    // The file's opening pause is skipped, the one between its events kept.
+    let waits: Vec<_> = reports.iter().filter(|r| r.starts_with("Waiting")).collect();
+    assert_eq!(waits, [&format!("{:?}", Progress::Waiting { ms: 1 })], "{reports:?}");
+    assert!(reports[1].starts_with("Published { index: 1,"), "{reports:?}");
+}
+
+#[tokio::test]
+async fn resume_of_a_match_that_does_not_exist_creates_it_and_publishes_all() {
+    let (server, fake) = fake_server(Fake::default()).await;
+    let (result, reports) = run(&small_file(), &resume(&server)).await;
+    let summary = result.unwrap();
+    assert_eq!((summary.events, summary.last_seq), (3, 3));
+    assert_eq!(fake.lock().unwrap().seen, [CREATE, START, GOAL, STOP]);
+    let id = MatchId::parse("elp-tig-2011-09-10").unwrap();
+    assert_eq!(reports[0], format!("{:?}", Progress::Created { id: &id }));
+    assert_eq!(reports.iter().filter(|r| r.starts_with("Waiting")).count(), 2, "{reports:?}");
+}
+
+#[tokio::test]
+async fn resume_at_or_past_the_files_end_publishes_nothing() {
+    let id = MatchId::parse("elp-tig-2011-09-10").unwrap();
+    for seq in [3, 40] {
+        let (server, fake) = fake_server(Fake { exists: true, seq, ..Fake::default() }).await;
+        let (result, reports) = run(&small_file(), &resume(&server)).await;
+        assert_eq!(result.unwrap(), Summary { id: id.clone(), events: 0, last_seq: seq });
+        assert_eq!(fake.lock().unwrap().seen, [CREATE, READ], "at seq {seq}");
+        assert_eq!(reports, [format!("{:?}", Progress::Resuming { id: &id, seq })]);
+    }
+}
+
+#[tokio::test]
+async fn resume_of_a_match_gone_before_it_is_read_is_refused() {
+    let fake = Fake { exists: true, seq: 1, unreadable: true, ..Fake::default() };
+    let (server, fake) = fake_server(fake).await;
+    let err = run(&small_file(), &resume(&server)).await.0.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "{server} refused reading match elp-tig-2011-09-10 to resume it: \
+             404 Not Found: no match elp-tig-2011-09-10"
+        )
+    );
+    assert_eq!(fake.lock().unwrap().seen, [CREATE, READ], "nothing published");
 }
 
 #[tokio::test]

@@ -17,7 +17,7 @@ use crate::model::{Event, MatchId, MatchInfo, Seq};
 
 #[cfg(test)]
 pub mod memory;
-// pub mod redis;
+pub mod redis;
 pub mod sqlite;
 
 /// Which creation of a match id this is: a match cancelled and created again under the same id
@@ -103,6 +103,12 @@ pub enum LogEntry {
     Cancelled {
         id: MatchId,
         inc: Incarnation,
+    },
+    /// The log of the match reaches `seq`: read what is missing from the store.
+    Behind {
+        id: MatchId,
+        inc: Incarnation,
+        seq: Seq,
     },
     /// Entries may have been missed: compare every match with the store.
     Resync,

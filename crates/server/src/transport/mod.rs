@@ -5,7 +5,9 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
+
+use crate::locks::{read, write};
 
 pub mod close;
 pub mod tcp;
@@ -24,6 +26,26 @@ pub struct ViewerPorts {
     ports: Vec<Port>,
     /// Most viewers one port holds: the node's limit shared evenly between its ports.
     per_port: usize,
+    /// The other live nodes' ports, with their load, as last reported through the shared
+    /// store (empty for a node on its own).
+    others: RwLock<Vec<OtherPort>>,
+}
+
+/// A viewer port of another node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OtherPort {
+    pub host: String,
+    pub port: u16,
+    pub viewers: usize,
+    /// Most viewers the port takes (its share of its node's limit).
+    pub capacity: usize,
+}
+
+impl OtherPort {
+    /// `host:port`.
+    pub fn addr_string(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
 }
 
 impl ViewerPorts {
@@ -40,12 +62,58 @@ impl ViewerPorts {
             })
             .collect::<Vec<_>>();
         let per_port = max_viewers.div_ceil(ports.len().max(1));
-        ViewerPorts { ports, per_port }
+        ViewerPorts { ports, per_port, others: RwLock::new(Vec::new()) }
     }
 
-    /// The port holding the fewest viewers.
+    /// The port holding the fewest viewers, on this node.
     pub fn least_loaded(&self) -> Option<&Port> {
         self.ports.iter().min_by_key(|p| p.viewers.load(Ordering::Relaxed))
+    }
+
+    /// The port `/1/checkin` names: one with room anywhere in the cluster, chosen at random in
+    /// proportion to its free room. Not simply the least loaded: the others' load is known as of
+    /// their last report (up to a second old), and every node would name the same port to a
+    /// whole crowd arriving within that second. `None` when no port has room.
+    pub fn pick_for_checkin(&self) -> Option<(String, u16)> {
+        let mut candidates: Vec<((String, u16), usize)> = self
+            .ports
+            .iter()
+            .map(|p| {
+                (
+                    p.advertised.clone(),
+                    self.per_port.saturating_sub(p.viewers.load(Ordering::Relaxed)),
+                )
+            })
+            .collect();
+        candidates.extend(
+            read(&self.others)
+                .iter()
+                .map(|o| ((o.host.clone(), o.port), o.capacity.saturating_sub(o.viewers))),
+        );
+        weighted_pick(candidates)
+    }
+
+    /// Another live node's port with room, chosen like `/1/checkin` chooses, to name in `try`.
+    pub fn other_node(&self) -> Option<OtherPort> {
+        let others = read(&self.others);
+        let candidates = others.iter().map(|o| (o, o.capacity.saturating_sub(o.viewers)));
+        weighted_pick(candidates.collect()).cloned()
+    }
+
+    /// Replaces what this node knows of the other nodes' ports.
+    pub fn set_others(&self, others: Vec<OtherPort>) {
+        *write(&self.others) = others;
+    }
+
+    /// This node's ports as `(host, port, viewers, capacity)`, for reporting to the cluster.
+    pub fn snapshot(&self) -> Vec<(String, u16, usize, usize)> {
+        self.ports
+            .iter()
+            .map(|p| {
+                let v = p.viewers.load(Ordering::Relaxed);
+                (p.advertised.0.clone(), p.advertised.1, v, self.per_port)
+            })
+            .collect()
     }
 
     /// Viewers on every port.
@@ -80,6 +148,22 @@ impl ViewerPorts {
         }
         PortGuard { ports: self.clone(), index }
     }
+}
+
+/// One of `candidates`, at random in proportion to its weight; `None` if all weigh 0.
+fn weighted_pick<T>(candidates: Vec<(T, usize)>) -> Option<T> {
+    let total: usize = candidates.iter().map(|(_, w)| w).sum();
+    if total == 0 {
+        return None;
+    }
+    let mut at = rand::random_range(0..total);
+    for (item, weight) in candidates {
+        if at < weight {
+            return Some(item);
+        }
+        at -= weight;
+    }
+    None
 }
 
 impl Port {

@@ -223,6 +223,7 @@ async fn follow(
                         let base = ctx.retry_after_ms;
                         bye.retry_after_ms =
                             Some(rand::rng().random_range(base..=base.saturating_mul(2)));
+                        bye.try_addr = ctx.ports.other_node().map(|o| o.addr_string());
                     }
                     // A viewer that was too slow gets a moment for its goodbye, not another
                     // full timeout.
@@ -422,7 +423,12 @@ async fn refuse(
 }
 
 async fn refuse_full(ctx: &ViewerContext, stream: &TcpStream, index: usize, version: Option<u8>) {
-    let other = ctx.ports.other_with_room(index).map(|p| p.addr_string());
+    // Another port of this node first, else another node's.
+    let other = ctx
+        .ports
+        .other_with_room(index)
+        .map(|p| p.addr_string())
+        .or_else(|| ctx.ports.other_node().map(|o| o.addr_string()));
     let frame = match version {
         Some(2) => v2::bye_frame(&Bye {
             reason: ByeReason::Full,

@@ -1,0 +1,599 @@
+//! `RedisStore`: the shared log of many nodes (SPEC 7), on one Redis server or a Redis Cluster.
+//! Keys and scripts are in `redis/keys.rs`; the writer that sends appends in order in
+//! `redis/append.rs`; following other nodes' writes in `redis/follow.rs`; the cluster's viewer
+//! ports (`/1/checkin`) in `redis/nodes.rs`.
+//!
+//! Each write is one Lua script on the match's own keys (one shard of a cluster), so it is
+//! atomic: an append checks the incarnation and the end of the log, adds the events to the
+//! match's stream and announces them on a pub/sub channel, or does nothing. Acknowledged means
+//! durable: the node refuses a Redis that does not fsync every write (`appendfsync always`, whose
+//! fsync Redis shares between every write of one event-loop turn: group commit) unless writes are
+//! confirmed by replicas (`WAIT`, `--redis-wait-replicas`) or the operator said
+//! `--redis-volatile`. While Redis is unreachable every call fails fast (`Backend`, a 503 to
+//! the watcher); the connection comes back by itself.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{
+    MultipleNodeRoutingInfo, ResponsePolicy, Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr,
+};
+use redis::{Cmd, RedisFuture, Script, Value};
+use tokio::sync::{mpsc, oneshot};
+
+use super::{
+    Append, AppendTicket, Head, Incarnation, LogEntry, Page, Store, StoreError, StoredMatch,
+};
+use crate::locks::lock;
+use crate::model::{Event, MatchId, MatchInfo, Seq};
+
+mod append;
+mod codec;
+mod follow;
+mod keys;
+pub mod nodes;
+
+/// How long a command may take before the call fails (Redis down or stuck).
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long `WAIT` waits for replicas before the append is reported as not durable.
+const WAIT_TIMEOUT_MS: u64 = 1_000;
+
+/// Where and how to reach Redis.
+#[derive(Debug, Clone)]
+pub struct RedisOptions {
+    /// `redis://host:port[/db]` (one server) or `redis+cluster://host:port,host:port,...`.
+    pub url: String,
+    /// Replicas that must confirm each write (`WAIT`) before it is acknowledged.
+    pub wait_replicas: u32,
+    /// Accept a Redis that may lose acknowledged writes.
+    pub volatile: bool,
+}
+
+/// The two ways to reach Redis, behind one connection type.
+#[derive(Clone)]
+enum Conn {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Conn::Single(c) => c.req_packed_command(cmd),
+            Conn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Conn::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Conn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Single(c) => c.get_db(),
+            Conn::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+/// The addresses to reach, parsed from the URL.
+#[derive(Debug, Clone)]
+enum Target {
+    Single(String),
+    Cluster(Vec<String>),
+}
+
+impl Target {
+    fn parse(url: &str) -> Result<Target, StoreError> {
+        if let Some(rest) = url.strip_prefix("redis+cluster://") {
+            let nodes: Vec<String> = rest
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|hp| format!("redis://{}", hp.trim_end_matches('/')))
+                .collect();
+            if nodes.is_empty() {
+                return Err(StoreError::Backend(format!(
+                    "--redis {url}: name at least one cluster node (redis+cluster://host:port,...)"
+                )));
+            }
+            Ok(Target::Cluster(nodes))
+        } else if url.starts_with("redis://") {
+            Ok(Target::Single(url.to_owned()))
+        } else {
+            Err(StoreError::Backend(format!(
+                "--redis {url}: expected redis://host:port or redis+cluster://host:port,..."
+            )))
+        }
+    }
+
+    /// Every address a pub/sub connection may use, in order of preference.
+    fn addresses(&self) -> Vec<String> {
+        match self {
+            Target::Single(url) => vec![url.clone()],
+            Target::Cluster(nodes) => nodes.clone(),
+        }
+    }
+}
+
+/// The shared store on Redis.
+pub struct RedisStore {
+    conn: Conn,
+    wait_replicas: u32,
+    /// Why the last call failed, while Redis cannot be reached or written.
+    failure: Arc<Mutex<Option<String>>>,
+    scripts: Scripts,
+    /// Appends, in the order they were submitted, to the writer (`append.rs`).
+    appends: mpsc::Sender<append::Queued>,
+    /// Taken by the node when it starts following.
+    follow: Mutex<Option<mpsc::Receiver<LogEntry>>>,
+    follower: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+struct Scripts {
+    create: Script,
+    cancel: Script,
+    read: Script,
+    heads: Script,
+}
+
+impl RedisStore {
+    /// Connects, checks that acknowledged writes will be durable, and starts following the log.
+    pub async fn open(opts: &RedisOptions) -> Result<RedisStore, StoreError> {
+        let target = Target::parse(&opts.url)?;
+        let conn = connect(&target).await?;
+        let failure = Arc::new(Mutex::new(None));
+        let (appends, queue) = mpsc::channel(append::QUEUE);
+        // Ends once the store is dropped and every queued append is answered.
+        tokio::spawn(append::run(queue, conn.clone(), opts.wait_replicas, failure.clone()));
+        let store = RedisStore {
+            conn,
+            wait_replicas: opts.wait_replicas,
+            failure,
+            appends,
+            scripts: Scripts {
+                create: Script::new(keys::CREATE),
+                cancel: Script::new(keys::CANCEL),
+                read: Script::new(keys::READ),
+                heads: Script::new(keys::HEADS),
+            },
+            follow: Mutex::new(None),
+            follower: Mutex::new(None),
+        };
+        store.check_durability(opts).await?;
+        let (tx, rx) = mpsc::channel(4096);
+        let follower = tokio::spawn(follow::run(target, tx, store.failure.clone()));
+        *lock(&store.follower) = Some(follower);
+        *lock(&store.follow) = Some(rx);
+        Ok(store)
+    }
+
+    /// The connection, to run commands on (a cheap clone of a multiplexed connection).
+    fn conn(&self) -> Conn {
+        self.conn.clone()
+    }
+
+    /// Refuses a Redis that may lose an acknowledged write, unless the operator accepts it.
+    async fn check_durability(&self, opts: &RedisOptions) -> Result<(), StoreError> {
+        if opts.wait_replicas > 0 {
+            tracing::info!(replicas = opts.wait_replicas, "each write waits for replicas (WAIT)");
+            return Ok(());
+        }
+        let settings = self.config_get(&["appendonly", "appendfsync"]).await;
+        let unsafe_because = match &settings {
+            Ok(pairs) => {
+                let bad: Vec<String> = pairs
+                    .iter()
+                    .filter(|(k, v)| match k.as_str() {
+                        "appendonly" => v != "yes",
+                        "appendfsync" => v != "always",
+                        _ => false,
+                    })
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect();
+                (!bad.is_empty()).then(|| bad.join(", "))
+            }
+            Err(e) => Some(format!("its persistence settings cannot be read ({e})")),
+        };
+        let Some(why) = unsafe_because else {
+            tracing::info!(url = %opts.url, "redis persists every write (appendfsync always)");
+            return Ok(());
+        };
+        if opts.volatile {
+            tracing::warn!(
+                url = %opts.url, %why,
+                "--redis-volatile: acknowledged events may be lost if Redis stops"
+            );
+            return Ok(());
+        }
+        Err(StoreError::Backend(format!(
+            "redis at {} may lose acknowledged events ({why}). Make it fsync every write \
+             (`redis-cli CONFIG SET appendonly yes` and `CONFIG SET appendfsync always`, and the \
+             same in redis.conf), or confirm writes on replicas with --redis-wait-replicas N, or \
+             accept the risk with --redis-volatile",
+            opts.url
+        )))
+    }
+
+    /// `CONFIG GET` of each name, on every master of a cluster.
+    async fn config_get(&self, names: &[&str]) -> Result<Vec<(String, String)>, StoreError> {
+        let mut out = Vec::new();
+        for name in names {
+            let mut cmd = redis::cmd("CONFIG");
+            cmd.arg("GET").arg(*name);
+            let value = match self.conn() {
+                Conn::Single(mut c) => cmd.query_async::<Value>(&mut c).await,
+                Conn::Cluster(mut c) => {
+                    let all = RoutingInfo::MultiNode((
+                        MultipleNodeRoutingInfo::AllMasters,
+                        Some(ResponsePolicy::CombineArrays),
+                    ));
+                    c.route_command(cmd, all).await
+                }
+            }
+            .map_err(redis_err)?;
+            let strings: Vec<String> =
+                redis::from_redis_value(flatten(value)).map_err(redis_err)?;
+            for pair in strings.chunks(2) {
+                if let [k, v] = pair {
+                    out.push((k.clone(), v.clone()));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Runs `f`, and keeps `failure` up to date with how it went (logged once per spell).
+    async fn track<T>(
+        &self,
+        f: impl std::future::Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        let result = f.await;
+        note_outcome(&self.failure, result.as_ref().err());
+        result
+    }
+
+    /// Waits for the configured replicas to confirm the writes so far on `id`'s shard.
+    async fn wait_replicas(&self, id: &MatchId) -> Result<(), StoreError> {
+        confirm(&mut self.conn(), self.wait_replicas, id).await
+    }
+
+    /// A match and its log from `first` (an entry id), `count` entries (-1: all), read at once.
+    async fn read(
+        &self,
+        id: &MatchId,
+        first: Seq,
+        count: i64,
+    ) -> Result<Option<(MatchInfo, Incarnation, Vec<Event>)>, StoreError> {
+        let value: Value = self
+            .scripts
+            .read
+            .key(keys::meta(id))
+            .key(keys::log(id))
+            .arg(format!("{first}-0"))
+            .arg(count)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(redis_err)?;
+        let Value::Array(parts) = value else {
+            return Err(StoreError::Backend(format!("read of {id} answered {value:?}")));
+        };
+        // Not live (cancelled, or never created): `None`, which `load_all` skips (the id stays
+        // in the set of matches after a cancel).
+        if parts.is_empty() {
+            return Ok(None);
+        }
+        let [info, inc, entries] = <[Value; 3]>::try_from(parts).map_err(|parts| {
+            StoreError::Backend(format!("read of {id} answered {} parts", parts.len()))
+        })?;
+        let info: String = redis::from_redis_value(info).map_err(redis_err)?;
+        let info: MatchInfo = serde_json::from_str(&info).map_err(|e| corrupt("match", e))?;
+        let inc: String = redis::from_redis_value(inc).map_err(redis_err)?;
+        let inc = inc.parse().map_err(|e| corrupt("incarnation", e))?;
+        let entries: Vec<(String, Vec<(String, String)>)> =
+            redis::from_redis_value(entries).map_err(redis_err)?;
+        let events: Result<Vec<Event>, StoreError> =
+            entries.into_iter().map(|(eid, f)| codec::event_from_entry(&eid, &f)).collect();
+        Ok(Some((info, inc, events?)))
+    }
+
+    async fn ids(&self) -> Result<Vec<MatchId>, StoreError> {
+        let ids: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(keys::MATCHES)
+            .query_async(&mut self.conn())
+            .await
+            .map_err(redis_err)?;
+        let mut ids: Vec<MatchId> = ids.iter().filter_map(|id| MatchId::parse(id).ok()).collect();
+        ids.sort();
+        Ok(ids)
+    }
+
+    /// The live viewer ports of the cluster, for `/1/checkin` and `try` (see `nodes.rs`).
+    pub fn conn_for_nodes(&self) -> nodes::NodesConn {
+        nodes::NodesConn::new(self.conn())
+    }
+}
+
+impl Drop for RedisStore {
+    fn drop(&mut self) {
+        if let Some(f) = lock(&self.follower).take() {
+            f.abort();
+        }
+    }
+}
+
+async fn connect(target: &Target) -> Result<Conn, StoreError> {
+    match target {
+        Target::Single(url) => {
+            let client = redis::Client::open(url.as_str()).map_err(redis_err)?;
+            let config = ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(CONNECT_TIMEOUT))
+                .set_response_timeout(Some(RESPONSE_TIMEOUT))
+                .set_number_of_retries(1)
+                .set_max_delay(Duration::from_secs(1));
+            let conn = client
+                .get_connection_manager_with_config(config)
+                .await
+                .map_err(|e| StoreError::Backend(format!("cannot reach redis at {url}: {e}")))?;
+            Ok(Conn::Single(conn))
+        }
+        Target::Cluster(nodes) => {
+            let client = redis::cluster::ClusterClient::builder(nodes.clone())
+                .connection_timeout(CONNECT_TIMEOUT)
+                .response_timeout(RESPONSE_TIMEOUT)
+                .retries(2)
+                .build()
+                .map_err(redis_err)?;
+            let conn = client.get_async_connection().await.map_err(|e| {
+                StoreError::Backend(format!("cannot reach the redis cluster {nodes:?}: {e}"))
+            })?;
+            Ok(Conn::Cluster(conn))
+        }
+    }
+}
+
+/// Waits for `replicas` replicas to confirm the writes so far on `id`'s shard (`WAIT`).
+async fn confirm(conn: &mut Conn, replicas: u32, id: &MatchId) -> Result<(), StoreError> {
+    let mut cmd = redis::cmd("WAIT");
+    cmd.arg(replicas).arg(WAIT_TIMEOUT_MS);
+    let acked: i64 = match conn {
+        Conn::Single(c) => cmd.query_async(c).await.map_err(redis_err)?,
+        Conn::Cluster(c) => {
+            let shard = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(
+                Route::with_key(keys::meta(id), SlotAddr::Master),
+            ));
+            let v = c.route_command(cmd, shard).await.map_err(redis_err)?;
+            redis::from_redis_value(v).map_err(redis_err)?
+        }
+    };
+    if acked < i64::from(replicas) {
+        return Err(StoreError::Backend(format!(
+            "only {acked} of {replicas} replicas confirmed the write within {WAIT_TIMEOUT_MS} ms"
+        )));
+    }
+    Ok(())
+}
+
+/// Records a call's outcome: the first failure of a spell is logged, and so is the recovery.
+fn note_outcome(failure: &Mutex<Option<String>>, error: Option<&StoreError>) {
+    match error {
+        Some(StoreError::Backend(why)) => {
+            if lock(failure).replace(why.clone()).is_none() {
+                tracing::error!(error = %why, "redis cannot be used");
+            }
+        }
+        // A refusal is an answer: Redis works.
+        _ => {
+            if lock(failure).take().is_some() {
+                tracing::warn!("redis works again");
+            }
+        }
+    }
+}
+
+/// The arrays of a multi-node answer, one after the other.
+fn flatten(value: Value) -> Value {
+    match value {
+        Value::Map(pairs) => {
+            Value::Array(pairs.into_iter().flat_map(|(k, v)| [k, flatten(v)]).collect())
+        }
+        v => v,
+    }
+}
+
+fn redis_err(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(format!("redis: {e}"))
+}
+
+fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(format!("stored {what} cannot be read: {e}"))
+}
+
+#[async_trait]
+impl Store for RedisStore {
+    async fn create_match(&self, info: &MatchInfo) -> Result<Incarnation, StoreError> {
+        self.track(async {
+            let id = &info.id;
+            // Listed first: a match is never live without being listed (a listed id without a
+            // live match is skipped by every reader).
+            redis::cmd("SADD")
+                .arg(keys::MATCHES)
+                .arg(id.as_str())
+                .query_async::<i64>(&mut self.conn())
+                .await
+                .map_err(redis_err)?;
+            let json = serde_json::to_string(info).map_err(|e| corrupt("match", e))?;
+            let prefix = format!(r#"{{"t":"c","id":"{id}","inc":"#);
+            let inc: i64 = self
+                .scripts
+                .create
+                .key(keys::meta(id))
+                .key(keys::inc(id))
+                .key(keys::log(id))
+                .arg(json)
+                .arg(keys::CHANNEL)
+                .arg(prefix)
+                .invoke_async(&mut self.conn())
+                .await
+                .map_err(redis_err)?;
+            if inc < 0 {
+                return Err(StoreError::Exists(id.clone()));
+            }
+            if self.wait_replicas > 0 {
+                self.wait_replicas(id).await?;
+            }
+            Ok(inc as Incarnation)
+        })
+        .await
+    }
+
+    async fn submit_append(
+        &self,
+        id: &MatchId,
+        append: Append,
+    ) -> Result<AppendTicket, StoreError> {
+        // Queued in the caller's order; the writer sends them in that order (see `append.rs`).
+        let (done, outcome) = oneshot::channel();
+        let queued = append::Queued { id: id.clone(), append, done };
+        self.appends
+            .send(queued)
+            .await
+            .map_err(|_| StoreError::Backend("the redis writer has stopped".into()))?;
+        Ok(AppendTicket(Box::pin(async move {
+            outcome
+                .await
+                .unwrap_or_else(|_| Err(StoreError::Backend("the redis writer has stopped".into())))
+        })))
+    }
+
+    async fn cancel_match(&self, id: &MatchId, inc: Incarnation) -> Result<(), StoreError> {
+        self.track(async {
+            let message = codec::announcement_cancelled(id, inc)?;
+            let done: i64 = self
+                .scripts
+                .cancel
+                .key(keys::meta(id))
+                .key(keys::log(id))
+                .arg(inc)
+                .arg(keys::CHANNEL)
+                .arg(message)
+                .invoke_async(&mut self.conn())
+                .await
+                .map_err(redis_err)?;
+            if done == 0 {
+                return Err(StoreError::NotFound(id.clone()));
+            }
+            if self.wait_replicas > 0 {
+                self.wait_replicas(id).await?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn load_all(&self) -> Result<Vec<StoredMatch>, StoreError> {
+        self.track(async {
+            let mut all = Vec::new();
+            for id in self.ids().await? {
+                if let Some((info, inc, events)) = self.read(&id, 0, -1).await? {
+                    all.push(StoredMatch { info, inc, events });
+                }
+            }
+            all.sort_by_key(|m| m.info.id.clone());
+            Ok(all)
+        })
+        .await
+    }
+
+    async fn load(&self, id: &MatchId) -> Result<Option<StoredMatch>, StoreError> {
+        self.track(async {
+            Ok(self.read(id, 0, -1).await?.map(|(info, inc, events)| StoredMatch {
+                info,
+                inc,
+                events,
+            }))
+        })
+        .await
+    }
+
+    async fn heads(&self) -> Result<Vec<Head>, StoreError> {
+        self.track(async {
+            let ids = self.ids().await?;
+            let mut heads = Vec::with_capacity(ids.len());
+            for id in ids {
+                // One script per match: in a cluster each match's keys are on their own shard.
+                let v: Vec<String> = self
+                    .scripts
+                    .heads
+                    .key(keys::meta(&id))
+                    .invoke_async::<Vec<Vec<String>>>(&mut self.conn())
+                    .await
+                    .map_err(redis_err)?
+                    .pop()
+                    .unwrap_or_default();
+                if let [inc, seq] = v.as_slice() {
+                    heads.push(Head {
+                        id,
+                        inc: inc.parse().map_err(|e| corrupt("incarnation", e))?,
+                        seq: seq.parse().map_err(|e| corrupt("seq", e))?,
+                    });
+                }
+            }
+            Ok(heads)
+        })
+        .await
+    }
+
+    async fn history(&self, id: &MatchId, after: Seq, limit: usize) -> Result<Page, StoreError> {
+        self.track(async {
+            // COUNT 0 would mean "all" to some Redis versions: read one and drop it.
+            let count = i64::try_from(limit.max(1)).unwrap_or(i64::MAX);
+            let (_, inc, mut events) = self
+                .read(id, after + 1, count)
+                .await?
+                .ok_or_else(|| StoreError::NotFound(id.clone()))?;
+            events.truncate(limit);
+            Ok(Page { inc, events })
+        })
+        .await
+    }
+
+    async fn flush(&self) -> Result<(), StoreError> {
+        // Every acknowledged write is already durable in Redis.
+        Ok(())
+    }
+
+    fn health(&self) -> Result<(), StoreError> {
+        let Some(why) = lock(&self.failure).clone() else { return Ok(()) };
+        // Ask Redis, so that recovery shows without waiting for a watcher; the next look sees
+        // the outcome.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let mut conn = self.conn();
+            let failure = self.failure.clone();
+            runtime.spawn(async move {
+                let pong = redis::cmd("PING").query_async::<String>(&mut conn).await;
+                note_outcome(&failure, pong.map_err(redis_err).err().as_ref());
+            });
+        }
+        Err(StoreError::Backend(why))
+    }
+
+    fn follow(&self) -> Option<mpsc::Receiver<LogEntry>> {
+        lock(&self.follow).take()
+    }
+}
+
+#[cfg(test)]
+mod tests;

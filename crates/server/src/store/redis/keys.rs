@@ -1,0 +1,115 @@
+//! Every key and script MatchStream uses in Redis (README, "How MatchStream uses Redis", lists
+//! them for operators). A match's keys carry its id as a `{hash tag}`, so a Redis Cluster keeps
+//! each match on one shard (its scripts touch only that shard) and spreads matches over shards.
+
+use crate::model::MatchId;
+
+/// Set of match ids that may be live. Members whose meta hash is gone are cancelled matches;
+/// nodes skip them.
+pub(super) const MATCHES: &str = "ms:matches";
+/// Hash of node id -> `<reported at, Redis ms>|<load JSON>`: the cluster's viewer ports.
+pub(super) const NODES: &str = "ms:nodes";
+/// Pub/sub channel (not a key) on which every change to the log is announced.
+pub(super) const CHANNEL: &str = "ms:log";
+
+/// Counter of the match id's incarnations (never deleted: an incarnation is never reused).
+pub(super) fn inc(id: &MatchId) -> String {
+    format!("ms:{{{id}}}:inc")
+}
+
+/// Hash: `info` (JSON), `inc`, `seq` (last in the log), `tag` (of the append that wrote it).
+pub(super) fn meta(id: &MatchId) -> String {
+    format!("ms:{{{id}}}:meta")
+}
+
+/// Stream: one entry per event, entry id `<seq>-0`, fields `ts`, `k` (kind), `d` (data JSON).
+pub(super) fn log(id: &MatchId) -> String {
+    format!("ms:{{{id}}}:log")
+}
+
+/// Creates a match unless one is live. KEYS: meta, inc, log. ARGV: info, channel, message
+/// prefix (the script appends the incarnation and `}`). Returns the incarnation, or -1.
+pub(super) const CREATE: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 1 then return -1 end
+local inc = redis.call('INCR', KEYS[2])
+redis.call('DEL', KEYS[3])
+redis.call('HSET', KEYS[1], 'info', ARGV[1], 'inc', inc, 'seq', 0, 'tag', '')
+redis.call('PUBLISH', ARGV[2], ARGV[3] .. inc .. '}')
+return inc
+";
+
+/// Appends events if the log ends as expected. KEYS: meta, log. ARGV: inc, expected seq,
+/// expected tag ('' = any), new tag, channel, message ('' = announce later), then ts, kind,
+/// data per event. Returns {0, new last seq}, {-1} (no such incarnation) or {-2, last seq}.
+pub(super) const APPEND: &str = r"
+local m = redis.call('HMGET', KEYS[1], 'inc', 'seq', 'tag')
+if not m[1] or m[1] ~= ARGV[1] then return {-1} end
+local seq = tonumber(m[2])
+if tonumber(ARGV[2]) ~= seq or (ARGV[3] ~= '' and ARGV[3] ~= m[3]) then return {-2, seq} end
+for i = 7, #ARGV, 3 do
+  seq = seq + 1
+  redis.call('XADD', KEYS[2], seq .. '-0', 'ts', ARGV[i], 'k', ARGV[i + 1], 'd', ARGV[i + 2])
+end
+redis.call('HSET', KEYS[1], 'seq', seq, 'tag', ARGV[4])
+if ARGV[6] ~= '' then redis.call('PUBLISH', ARGV[5], ARGV[6]) end
+return {0, seq}
+";
+
+/// Cancels an incarnation. KEYS: meta, log. ARGV: inc, channel, message. Returns 1, or 0.
+pub(super) const CANCEL: &str = r"
+if redis.call('HGET', KEYS[1], 'inc') ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[1], KEYS[2])
+redis.call('PUBLISH', ARGV[2], ARGV[3])
+return 1
+";
+
+/// A match and its log (or a page of it), read at one moment. KEYS: meta, log. ARGV: first
+/// entry id, count (-1 = all). Returns {info, inc, entries} or {} when not live.
+pub(super) const READ: &str = r"
+local m = redis.call('HMGET', KEYS[1], 'info', 'inc')
+if not m[1] then return {} end
+local entries
+if tonumber(ARGV[2]) < 0 then
+  entries = redis.call('XRANGE', KEYS[2], ARGV[1], '+')
+else
+  entries = redis.call('XRANGE', KEYS[2], ARGV[1], '+', 'COUNT', ARGV[2])
+end
+return {m[1], m[2], entries}
+";
+
+/// Where each match's log ends. KEYS: meta of each. Returns {inc, seq} per key ({} if gone).
+pub(super) const HEADS: &str = r"
+local out = {}
+for i, k in ipairs(KEYS) do
+  local m = redis.call('HMGET', k, 'inc', 'seq')
+  if m[1] then out[i] = {m[1], m[2]} else out[i] = {} end
+end
+return out
+";
+
+/// A node's report. KEYS: nodes hash. ARGV: node id, load JSON. Stamped with Redis's clock.
+pub(super) const REPORT: &str = r"
+local t = redis.call('TIME')
+local now = t[1] * 1000 + math.floor(t[2] / 1000)
+redis.call('HSET', KEYS[1], ARGV[1], now .. '|' .. ARGV[2])
+return now
+";
+
+/// Nodes that reported within ARGV[1] ms; entries silent for ARGV[2] ms are deleted.
+/// KEYS: nodes hash. Returns the live entries' load JSON.
+pub(super) const LIVE_NODES: &str = r"
+local t = redis.call('TIME')
+local now = t[1] * 1000 + math.floor(t[2] / 1000)
+local all = redis.call('HGETALL', KEYS[1])
+local out = {}
+for i = 1, #all, 2 do
+  local bar = string.find(all[i + 1], '|', 1, true)
+  local at = tonumber(string.sub(all[i + 1], 1, bar - 1))
+  if now - at <= tonumber(ARGV[1]) then
+    table.insert(out, string.sub(all[i + 1], bar + 1))
+  elseif now - at > tonumber(ARGV[2]) then
+    redis.call('HDEL', KEYS[1], all[i])
+  end
+end
+return out
+";
