@@ -65,7 +65,9 @@ struct EngineArgs {
 
 #[derive(Args)]
 struct SimViewerArgs {
-    /// Base URL of the node's HTTP API (for /1/checkin).
+    /// Base URL of the node's HTTP API (for /1/checkin); with several nodes, their URLs
+    /// separated by commas: each viewer starts at a different one and moves on from one that
+    /// does not answer.
     #[arg(long, env = "MATCHSTREAM_SERVER", default_value = "http://127.0.0.1:8888")]
     server: String,
     /// The match to watch.
@@ -89,6 +91,11 @@ struct SimViewerArgs {
     /// Milliseconds `slow` viewers sleep between small reads.
     #[arg(long, env = "MATCHSTREAM_SIM_SLOW_READ_MS", default_value_t = 20)]
     slow_read_ms: u64,
+    /// v2 viewers that lose their node (closed or reset without `bye match_over`, or `bye
+    /// shutdown`) come back with FROM through /1/checkin (or the bye's `try`), retrying for up
+    /// to 30 s, instead of failing; the summary tells how many resumed and how fast.
+    #[arg(long, env = "MATCHSTREAM_SIM_RESUME")]
+    resume: bool,
     #[command(flatten)]
     engine: EngineArgs,
 }
@@ -275,7 +282,7 @@ pub(crate) async fn run_sim(args: SimArgs) -> Result<()> {
         None => {
             let a = args.viewers;
             let target = sim::Target::Matchstream {
-                server: a.server.trim_end_matches('/').to_owned(),
+                server: sim::servers(&a.server)?.join(","),
                 match_id: a.match_id.context("--match is required")?,
                 protocol: a.protocol,
                 viewers: a.viewers,
@@ -284,6 +291,7 @@ pub(crate) async fn run_sim(args: SimArgs) -> Result<()> {
                 late_within_ms: secs("--late-within", a.late_within)?.as_millis() as u64,
                 act_after_max_events: a.act_after,
                 slow_read_ms: a.slow_read_ms,
+                resume: a.resume,
                 ..sim::Behaviour::default()
             };
             sim_engine(target, a.engine, a.mix, behaviour).await

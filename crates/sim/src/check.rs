@@ -26,6 +26,18 @@ impl Checker {
         }
     }
 
+    /// Forgets the stream so far, the end it saw included (a `bye shutdown` the viewer resumes
+    /// after): [`Checker::new_connection`] then sets what comes next, `FROM` telling the seq.
+    pub fn restart(&mut self) {
+        *self = match self {
+            Checker::Matchstream(matchstream_client::check::Checker::V1(_)) => {
+                Checker::for_protocol(Protocol::V1)
+            }
+            Checker::Matchstream(_) => Checker::for_protocol(Protocol::V2),
+            Checker::Redis(_) => Checker::Redis(RedisChecker::default()),
+        };
+    }
+
     /// Checks the next bytes, appending what they complete to `seen`.
     pub fn feed(&mut self, data: &[u8], seen: &mut Vec<Seen>) -> Result<State, Violation> {
         match self {

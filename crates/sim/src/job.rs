@@ -12,7 +12,8 @@ use super::{PathKind, Protocol, SimError};
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Target {
     /// MatchStream viewers of one match. With `viewers` empty, each connect asks
-    /// `<server>/1/checkin` for a port, like a real client; otherwise they take turns.
+    /// `<server>/1/checkin` for a port, like a real client; otherwise they take turns. `server`
+    /// may list the HTTP base URLs of several nodes, separated by commas (see checkin.rs).
     Matchstream { server: String, match_id: String, protocol: Protocol, viewers: Vec<String> },
     /// Redis pub/sub subscribers of one channel at `addr` (`host:port`).
     Redis { addr: String, channel: String },
@@ -48,6 +49,11 @@ pub struct Behaviour {
     /// TCP connect, connect line and first byte must take less than this (ms); `/1/checkin`
     /// too.
     pub connect_timeout_ms: u64,
+    /// v2 viewers that lose their connection without `bye match_over` (their node was killed:
+    /// EOF or a reset; or it said `bye shutdown`) come back with `FROM` through checkin (or the
+    /// `bye`'s `try`) instead of failing, like real clients (see resume.rs).
+    #[serde(default)]
+    pub resume: bool,
 }
 
 impl Default for Behaviour {
@@ -57,6 +63,7 @@ impl Default for Behaviour {
             act_after_max_events: 20,
             slow_read_ms: 20,
             connect_timeout_ms: 10_000,
+            resume: false,
         }
     }
 }
@@ -171,12 +178,23 @@ impl Job {
             return usage("-c must be at least 1");
         }
         let reconnecting = self.paths.0[PathKind::Reconnect as usize] > 0;
+        if let Target::Matchstream { server, viewers, .. } = &self.target {
+            if viewers.is_empty() {
+                super::checkin::servers(server)?;
+            }
+        }
         match &self.target {
             Target::Matchstream { protocol: Protocol::V1, .. } if reconnecting => {
                 usage("--mix reconnect needs --protocol v2 (v1 cannot resume with FROM)")
             }
+            Target::Matchstream { protocol: Protocol::V1, .. } if self.behaviour.resume => {
+                usage("--resume needs --protocol v2 (v1 cannot resume with FROM)")
+            }
             Target::Redis { .. } if self.paths.0[0] != self.paths.total() => {
                 usage("Redis subscribers only watch: leave out --mix")
+            }
+            Target::Redis { .. } if self.behaviour.resume => {
+                usage("Redis subscribers cannot resume: leave out --resume")
             }
             _ => Ok(()),
         }
@@ -262,6 +280,54 @@ mod tests {
         let back: Job = serde_json::from_str(&serde_json::to_string(&job).unwrap()).unwrap();
         assert_eq!(back.paths, job.paths);
         assert!(matches!(back.target, Target::Matchstream { protocol: Protocol::V1, .. }));
+        assert!(!back.behaviour.resume);
         assert!(job.validate().is_err());
+    }
+
+    #[test]
+    fn resume_travels_to_workers_and_needs_v2() {
+        let mut job = Job {
+            worker: 0,
+            target: Target::Matchstream {
+                server: "http://127.0.0.1:1,http://127.0.0.1:2".into(),
+                match_id: "elp-tig-2011-09-10".into(),
+                protocol: Protocol::V2,
+                viewers: vec![],
+            },
+            first_viewer: 0,
+            paths: PathCounts([3, 0, 0, 0, 0]),
+            concurrency: 2,
+            behaviour: Behaviour { resume: true, ..Behaviour::default() },
+            hold: true,
+            duration_limit_ms: None,
+            seed: 1,
+        };
+        job.validate().unwrap();
+        let line = serde_json::to_string(&job).unwrap();
+        let back: Job = serde_json::from_str(&line).unwrap();
+        assert!(back.behaviour.resume);
+        assert!(matches!(&back.target, Target::Matchstream { server, .. } if server.contains(',')));
+        // A job written without the field (an older parent) does not resume.
+        let mut value: serde_json::Value = serde_json::from_str(&line).unwrap();
+        value["behaviour"].as_object_mut().unwrap().remove("resume");
+        assert!(!serde_json::from_value::<Job>(value).unwrap().behaviour.resume);
+
+        let refused = |job: &Job| match job.validate() {
+            Err(SimError::Usage(why)) => why,
+            other => panic!("{other:?}"),
+        };
+        if let Target::Matchstream { server, .. } = &mut job.target {
+            *server = "http://127.0.0.1:1,".into();
+        }
+        assert!(refused(&job).contains("empty"));
+        job.target = Target::Matchstream {
+            server: "http://127.0.0.1:1".into(),
+            match_id: "elp-tig-2011-09-10".into(),
+            protocol: Protocol::V1,
+            viewers: vec![],
+        };
+        assert!(refused(&job).contains("--resume needs --protocol v2"));
+        job.target = Target::Redis { addr: "127.0.0.1:1".into(), channel: "c".into() };
+        assert!(refused(&job).contains("--resume"));
     }
 }

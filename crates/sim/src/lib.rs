@@ -5,6 +5,8 @@
 //! ```text
 //!  run::run_viewers ──job (JSON on stdin)──▶ `matchstream sim-worker` × W ──▶ worker::serve
 //!        ▲                                        viewer.rs: connect, read, check.rs / redis.rs
+//!        │                                        checkin.rs: where to connect
+//!        │                                        resume.rs: back after a lost node (--resume)
 //!        └──progress and final report (JSON lines on stdout)──┘
 //!  report.rs: counts, causes, histograms, the summary    display.rs: progress on stderr
 //!  http.rs: `sim http`   publish.rs: `sim publish`   redis.rs: `sim redis`, `sim redis-publish`
@@ -22,6 +24,7 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 mod check;
+mod checkin;
 mod display;
 pub mod http;
 mod job;
@@ -29,10 +32,12 @@ mod pace;
 pub mod publish;
 pub mod redis;
 mod report;
+mod resume;
 mod run;
 mod viewer;
 pub mod worker;
 
+pub use checkin::servers;
 pub use display::{Display, UiMode};
 pub use job::{Behaviour, Job, Mix, PathCounts, Target};
 pub use matchstream_client::check::{Cause, Protocol, Violation};

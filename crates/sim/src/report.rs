@@ -179,6 +179,12 @@ pub struct WorkerReport {
     /// The run was stopped (duration limit or told to) before every viewer was done.
     pub stopped: bool,
     pub samples: Vec<String>,
+    /// `--resume`: reconnects after a lost connection, the viewers that made them, the Unix ms
+    /// of the first drop and of the moment the last resumed viewer had caught up.
+    pub resumes: u64,
+    pub resumed_viewers: u64,
+    pub drop_first_ms: Option<i64>,
+    pub resume_last_ms: Option<i64>,
 }
 
 /// What describes a run besides its measurements.
@@ -225,6 +231,15 @@ pub struct Summary {
     pub elapsed_ms: u64,
     /// The run was stopped (duration limit, signal, end of hold) before every viewer was done.
     pub stopped: bool,
+    /// `--resume`: reconnects after a lost connection (without `bye match_over`).
+    pub resumes: u64,
+    /// Viewers that resumed at least once.
+    pub resumed_viewers: u64,
+    /// Unix ms of the first lost connection seen.
+    pub drop_first_ms: Option<i64>,
+    /// Unix ms at which the last resumed viewer had caught up: its first frame after the
+    /// reconnect arrived, or it reconnected, if it was at the live edge then.
+    pub resume_last_ms: Option<i64>,
     pub failure_samples: Vec<String>,
 }
 
@@ -238,6 +253,7 @@ impl Summary {
         let mut counters = Counters::default();
         let mut samples = Vec::new();
         let (mut connects, mut stopped) = (0, false);
+        let (mut resumes, mut resumed_viewers) = (0, 0);
         let span = |f: fn(&WorkerReport) -> Option<i64>, min: bool| {
             let it = reports.iter().filter_map(f);
             if min {
@@ -254,6 +270,8 @@ impl Summary {
             counters.add(&r.counters);
             connects += r.connects;
             stopped |= r.stopped;
+            resumes += r.resumes;
+            resumed_viewers += r.resumed_viewers;
             samples.extend(
                 r.samples.iter().take(MAX_SAMPLES - samples.len().min(MAX_SAMPLES)).cloned(),
             );
@@ -298,6 +316,10 @@ impl Summary {
             all_connected_after_ms: info.all_connected_after_ms,
             elapsed_ms: info.elapsed_ms,
             stopped,
+            resumes,
+            resumed_viewers,
+            drop_first_ms: span(|r| r.drop_first_ms, true),
+            resume_last_ms: span(|r| r.resume_last_ms, false),
             failure_samples: samples,
         }
     }
@@ -350,6 +372,18 @@ impl Summary {
                 ""
             }
         );
+        if let Some(first) = self.drop_first_ms {
+            out += &match self.resume_last_ms {
+                Some(last) => format!(
+                    "  resumed {} viewers ({} reconnects); the last caught up {} ms after the \
+                     first drop\n",
+                    self.resumed_viewers,
+                    self.resumes,
+                    (last - first).max(0)
+                ),
+                None => "  connections were lost, and no viewer resumed\n".to_owned(),
+            };
+        }
         if self.stopped {
             out += "  stopped before every viewer was done\n";
         }
@@ -449,5 +483,68 @@ mod tests {
         assert!(s.text().contains("duplicate 2, worker_lost 5"), "{}", s.text());
         let back: CauseCounts = serde_json::from_value(json["failures"].clone()).unwrap();
         assert_eq!(back, s.failures);
+        assert_eq!(json["resumes"], 0);
+        assert!(json["drop_first_ms"].is_null() && json["resume_last_ms"].is_null());
+        assert!(!s.text().contains("resumed"), "{}", s.text());
+    }
+
+    #[test]
+    fn resumes_add_up_from_the_first_drop_to_the_last_catch_up() {
+        let info = || RunInfo {
+            system: "matchstream",
+            protocol: "v2",
+            viewers: 30,
+            workers: 2,
+            concurrency: 8,
+            hold: true,
+            latency_resolution_ms: 1,
+            elapsed_ms: 9000,
+            all_connected_after_ms: Some(100),
+        };
+        let r1 = WorkerReport {
+            resumes: 12,
+            resumed_viewers: 10,
+            drop_first_ms: Some(5_000),
+            resume_last_ms: Some(5_900),
+            ..Default::default()
+        };
+        let r2 = WorkerReport {
+            worker: 1,
+            resumes: 5,
+            resumed_viewers: 5,
+            drop_first_ms: Some(5_010),
+            resume_last_ms: Some(6_250),
+            ..Default::default()
+        };
+        let quiet = WorkerReport { worker: 2, ..Default::default() };
+        let s = Summary::build(info(), &[r1, r2, quiet], &[]);
+        assert_eq!((s.resumes, s.resumed_viewers), (17, 15));
+        assert_eq!((s.drop_first_ms, s.resume_last_ms), (Some(5_000), Some(6_250)));
+        let text = s.text();
+        assert!(
+            text.contains(
+                "resumed 15 viewers (17 reconnects); the last caught up 1250 ms after the first drop"
+            ),
+            "{text}"
+        );
+        let json = serde_json::to_value(&s).unwrap();
+        assert_eq!(json["resumes"], 17);
+        assert_eq!(json["drop_first_ms"], 5_000);
+        assert_eq!(json["resume_last_ms"], 6_250);
+        // Reports travel between processes as JSON.
+        let back: WorkerReport = serde_json::from_str(
+            &serde_json::to_string(&WorkerReport {
+                resumes: 3,
+                drop_first_ms: Some(1),
+                ..Default::default()
+            })
+            .unwrap(),
+        )
+        .unwrap();
+        assert_eq!((back.resumes, back.drop_first_ms, back.resume_last_ms), (3, Some(1), None));
+        // Drops that no viewer came back from say so.
+        let lost = WorkerReport { drop_first_ms: Some(5_000), ..Default::default() };
+        let text = Summary::build(info(), &[lost], &[]).text();
+        assert!(text.contains("no viewer resumed"), "{text}");
     }
 }

@@ -1,19 +1,21 @@
-//! One simulated viewer's life, as a user who knows only the protocol: find a port (checkin or a
-//! given list), connect while holding a connect slot, send the line, then read and check its own
-//! stream until the end, acting out its path (late, leave, reconnect with `FROM`, slow). The
+//! One simulated viewer's life, as a user who knows only the protocol: find a port (checkin.rs),
+//! connect while holding a connect slot, send the line, then read and check its own stream until
+//! the end, acting out its path (late, leave, reconnect with `FROM`, slow) and, with `--resume`,
+//! coming back with `FROM` when its node is lost (when and how long to wait: resume.rs). The
 //! same loop drives Redis subscribers, so both systems are measured by one engine.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use matchstream_proto::ConnectLine;
-use serde::Deserialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::check::{Checker, Seen, State};
+use super::checkin;
 use super::job::Target;
 use super::redis::{self, RedisChecker};
+use super::resume::{self, Away, LineTail, Lost};
 use super::worker::Shared;
 
 use super::{unix_ms, Cause, PathKind, Protocol, Violation};
@@ -105,26 +107,62 @@ async fn live(sh: &Shared, spec: Spec, connected: &AtomicBool) -> Outcome {
     let (mut from, mut events, mut first_time) = (None, 0u64, true);
     let mut seen = Vec::new();
     let mut buf = vec![0u8; READ_BUF];
+    // `--resume`: a connection lost without `bye match_over` is resumed, not a failure.
+    let resuming = sh.job.behaviour.resume;
+    let mut tail = LineTail::default();
+    let mut away: Option<Away> = None;
+    let mut resumed_before = false;
     'connection: loop {
-        let (mut stream, mut n) = match connect(sh, spec.id, from, &mut buf).await {
+        let got = match away.as_mut() {
+            None => connect(sh, spec.id, from, None, &mut buf).await,
+            Some(a) => reconnect(sh, spec.id, from, a, &mut buf).await,
+        };
+        let (mut stream, mut n) = match got {
             Ok(got) => got,
             Err(v) => return Outcome::Failed(v),
         };
         let _connected = Connected::enter(sh, connected, std::mem::replace(&mut first_time, false));
         checker.new_connection(from);
+        tail.clear();
+        let since = Instant::now();
         // Events replayed on a resumed connection are old: they count as deliveries, but their
-        // age is the time the viewer was away, not a delivery latency.
-        let measure = from.is_none();
+        // age is the time the viewer was away, not a delivery latency. After a lost node, the
+        // events accepted once the viewer is back are live again and measured.
+        let mut measure = from.is_none().then_some(i64::MIN);
+        let mut catching_up = None;
+        if away.is_some() {
+            let at = unix_ms();
+            sh.resume.resumed(at, !std::mem::replace(&mut resumed_before, true));
+            measure = Some(at);
+            catching_up = Some(at);
+        }
+        let mut got_frame = false;
         let mut closing = false;
-        loop {
+        let lost = loop {
             seen.clear();
             let state = checker.feed(&buf[..n], &mut seen);
             events += record(sh, &seen, measure);
+            got_frame |= !seen.is_empty();
+            if let Some(at) = catching_up.filter(|_| !seen.is_empty() || state == Ok(State::Ended))
+            {
+                sh.resume.first_frames(&seen, at);
+                catching_up = None;
+            }
             match state {
-                Err(v) => return Outcome::Failed(v),
+                Err(v) => match resuming.then(|| Lost::of_bye(&v, tail.bye_in(&buf[..n]))) {
+                    Some(Some(lost)) => break lost,
+                    _ => return Outcome::Failed(v),
+                },
                 Ok(State::Ended) if !checker.needs_close() => return Outcome::Complete,
                 Ok(State::Ended) => closing = true,
                 Ok(State::Open) => {}
+            }
+            if resuming {
+                tail.push(&buf[..n]);
+            }
+            if got_frame {
+                // Back for good: a later drop starts afresh.
+                away = None;
             }
             if act_at.is_some_and(|at| events >= at) && !closing {
                 if spec.path == PathKind::Leave {
@@ -132,6 +170,7 @@ async fn live(sh: &Shared, spec: Spec, connected: &AtomicBool) -> Outcome {
                 }
                 // Reconnect: drop this connection and resume after the last seq seen.
                 act_at = None;
+                away = None;
                 from = checker.resume_from();
                 continue 'connection;
             }
@@ -151,21 +190,56 @@ async fn live(sh: &Shared, spec: Spec, connected: &AtomicBool) -> Outcome {
                 read.await
             };
             n = match read {
-                Ok(0) => {
-                    return match checker.at_eof() {
-                        Ok(()) => Outcome::Complete,
-                        Err(v) => Outcome::Failed(v),
-                    }
-                }
+                Ok(0) => match checker.at_eof() {
+                    Ok(()) => return Outcome::Complete,
+                    Err(v) if resuming => break Lost::connection(v),
+                    Err(v) => return Outcome::Failed(v),
+                },
                 Ok(n) => n,
-                Err(e) => return Outcome::Failed(Violation::new(Cause::of_io(&e), e.to_string())),
+                Err(e) => {
+                    let v = Violation::new(Cause::of_io(&e), e.to_string());
+                    if resuming {
+                        break Lost::connection(v);
+                    }
+                    return Outcome::Failed(v);
+                }
             };
+        };
+        // The node is gone (or going away): come back after the last seq seen. A connection
+        // that was not back for good continues the attempt it came from.
+        sh.resume.dropped();
+        let before = away.take().filter(|_| !resume::stable(since, got_frame));
+        away = Some(Away::after(lost, before));
+        from = checker.resume_from();
+        // A checker that read `bye shutdown` holds the stream as ended; the next connection
+        // starts from `from` alone, which still lets no seq through twice.
+        checker.restart();
+    }
+}
+
+/// Comes back after a lost connection: waits, then connects again with `FROM` (to the address
+/// the `bye` named first, then wherever checkin says), waiting longer after each failed attempt
+/// until the time to resume is up.
+async fn reconnect(
+    sh: &Shared,
+    id: u64,
+    from: Option<u64>,
+    away: &mut Away,
+    buf: &mut [u8],
+) -> Result<(TcpStream, usize), Violation> {
+    loop {
+        let wait = away.next_wait().ok_or_else(|| away.give_up())?;
+        tokio::time::sleep(wait).await;
+        match connect(sh, id, from, away.try_addr.take(), buf).await {
+            Ok(got) => return Ok(got),
+            Err(v) => away.failed(v),
         }
     }
 }
 
-/// Counts what a chunk delivered and records its latencies; returns the number of events.
-fn record(sh: &Shared, seen: &[Seen], measure: bool) -> u64 {
+/// Counts what a chunk delivered and records the latencies of the events accepted at or after
+/// `measure` (Unix ms; `None`: of none); returns the number of events.
+fn record(sh: &Shared, seen: &[Seen], measure: Option<i64>) -> u64 {
     let events = seen.iter().filter(|s| matches!(s, Seen::Event { .. })).count() as u64;
     if events == 0 {
         return 0;
@@ -174,12 +248,15 @@ fn record(sh: &Shared, seen: &[Seen], measure: bool) -> u64 {
     sh.deliveries.fetch_add(events, Ordering::Relaxed);
     sh.first_delivery_ms.fetch_min(now, Ordering::Relaxed);
     sh.last_delivery_ms.fetch_max(now, Ordering::Relaxed);
-    if measure {
+    if let Some(since) = measure {
         // One lock per chunk, not per event: a burst arrives in few chunks.
         let mut hist = sh.latency.lock().unwrap_or_else(|p| p.into_inner());
         for s in seen {
-            if let Seen::Event { ts_ms, .. } = s {
-                hist.record((now - ts_ms).max(0) as u64);
+            match s {
+                Seen::Event { ts_ms, .. } if *ts_ms >= since => {
+                    hist.record((now - ts_ms).max(0) as u64)
+                }
+                _ => {}
             }
         }
     }
@@ -238,11 +315,13 @@ fn set_bind_address_no_port(socket: &tokio::net::TcpSocket) -> std::io::Result<(
 }
 
 /// Connects (holding a connect slot), sends the connect line and waits for the first bytes,
-/// which land in `buf`. `from`: resume after this seq (v2).
+/// which land in `buf`. `from`: resume after this seq (v2); `via`: the viewer address to use
+/// instead of finding one (a `bye`'s `try`).
 async fn connect(
     sh: &Shared,
     id: u64,
     from: Option<u64>,
+    via: Option<String>,
     buf: &mut [u8],
 ) -> Result<(TcpStream, usize), Violation> {
     let _slot = sh
@@ -253,11 +332,10 @@ async fn connect(
     sh.first_connect_start_ms.fetch_min(unix_ms(), Ordering::Relaxed);
     let timeout = Duration::from_millis(sh.job.behaviour.connect_timeout_ms);
     let (addr, line) = match &sh.job.target {
-        Target::Matchstream { server, match_id, protocol, viewers } => {
-            let addr = if viewers.is_empty() {
-                checkin(sh, server, timeout).await?
-            } else {
-                viewers[sh.next_addr.fetch_add(1, Ordering::Relaxed) % viewers.len()].clone()
+        Target::Matchstream { match_id, protocol, viewers, .. } => {
+            let addr = match via {
+                Some(addr) => addr,
+                None => checkin::viewer_addr(sh, id, viewers, timeout).await?,
             };
             let user = format!("sim{id}").into_bytes();
             let match_id = match_id.clone();
@@ -295,32 +373,4 @@ async fn connect(
     sh.last_connect_done_ms.fetch_max(unix_ms(), Ordering::Relaxed);
     sh.connect_time.lock().unwrap_or_else(|p| p.into_inner()).record(took.as_micros() as u64);
     Ok((stream, n))
-}
-
-/// `GET /1/checkin` answer.
-#[derive(Deserialize)]
-struct Checkin {
-    host: String,
-    port: u16,
-}
-
-/// Asks the server for the least-loaded viewer port, like a real client before each connect.
-async fn checkin(sh: &Shared, server: &str, timeout: Duration) -> Result<String, Violation> {
-    let fail = |e: String| Violation::new(Cause::Checkin, format!("/1/checkin: {e}"));
-    let resp = sh
-        .http
-        .get(format!("{server}/1/checkin"))
-        .timeout(timeout)
-        .send()
-        .await
-        .map_err(|e| fail(e.to_string()))?;
-    if !resp.status().is_success() {
-        return Err(fail(format!("status {}", resp.status())));
-    }
-    let c: Checkin = resp.json().await.map_err(|e| fail(e.to_string()))?;
-    Ok(if c.host.contains(':') {
-        format!("[{}]:{}", c.host, c.port)
-    } else {
-        format!("{}:{}", c.host, c.port)
-    })
 }

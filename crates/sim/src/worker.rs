@@ -15,8 +15,10 @@ use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::job::{Counters, Job, WorkerMsg};
+use super::checkin;
+use super::job::{Counters, Job, Target, WorkerMsg};
 use super::report::{Hist, WorkerReport, MAX_SAMPLES};
+use super::resume;
 use super::viewer::{self, Outcome, Spec};
 use super::{Cause, PathKind, SimError, Violation};
 
@@ -36,6 +38,8 @@ pub(crate) struct Shared {
     pub stop: CancellationToken,
     /// For `/1/checkin`.
     pub http: reqwest::Client,
+    /// The nodes' HTTP base URLs to ask `/1/checkin` (none with `--viewers`).
+    pub servers: Vec<String>,
     /// Round-robin over `--viewers`.
     pub next_addr: AtomicUsize,
     pub started: AtomicU64,
@@ -52,6 +56,8 @@ pub(crate) struct Shared {
     pub latency: Mutex<Hist>,
     /// Woken when every viewer of this worker is connected at once.
     pub all_connected: Notify,
+    /// Drops and resumes (`--resume`).
+    pub resume: resume::Stats,
 }
 
 /// Reads the job from `input` (one line), then watches `input` for its end, which stops the
@@ -99,11 +105,18 @@ pub async fn run<W: AsyncWrite + Unpin>(
         });
     }
     let specs = plan(&job);
+    let servers = match &job.target {
+        Target::Matchstream { server, viewers, .. } if viewers.is_empty() => {
+            checkin::servers(server)?
+        }
+        _ => Vec::new(),
+    };
     let sh = Arc::new(Shared {
         viewers: job.paths.total(),
         slots: Semaphore::new(job.concurrency),
         stop,
         http,
+        servers,
         next_addr: AtomicUsize::new(job.worker),
         started: AtomicU64::new(0),
         connected: AtomicU64::new(0),
@@ -117,6 +130,7 @@ pub async fn run<W: AsyncWrite + Unpin>(
         connect_time: Mutex::new(Hist::default()),
         latency: Mutex::new(Hist::default()),
         all_connected: Notify::new(),
+        resume: resume::Stats::default(),
         job,
     });
     let mut report = WorkerReport { worker: sh.job.worker, ..Default::default() };
@@ -232,6 +246,7 @@ fn finish(report: &mut WorkerReport, sh: &Shared) {
     report.last_delivery_ms = some(sh.last_delivery_ms.load(Ordering::Relaxed));
     report.connect_us = sh.connect_time.lock().unwrap_or_else(|p| p.into_inner()).pairs();
     report.latency_ms = sh.latency.lock().unwrap_or_else(|p| p.into_inner()).pairs();
+    sh.resume.report(report);
 }
 
 async fn write<W: AsyncWrite + Unpin>(out: &mut W, msg: &WorkerMsg) -> Result<(), SimError> {
@@ -244,7 +259,7 @@ async fn write<W: AsyncWrite + Unpin>(out: &mut W, msg: &WorkerMsg) -> Result<()
 
 #[cfg(test)]
 mod tests {
-    use super::super::job::{Behaviour, Mix, Target};
+    use super::super::job::{Behaviour, Mix};
     use super::*;
 
     #[test]
