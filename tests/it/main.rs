@@ -3,10 +3,12 @@
 mod api;
 mod cli;
 mod close;
+mod cluster;
 mod durability;
 mod fanout;
 mod golden;
 mod lifecycle;
+mod redis;
 mod resume;
 mod sim;
 mod support;

@@ -10,6 +10,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
 
+use crate::redis::RedisServer;
 use crate::support::*;
 
 const BIN: &str = env!("CARGO_BIN_EXE_matchstream");
@@ -253,6 +254,40 @@ async fn a_mix_of_paths_with_reconnects_completes_without_gap_or_duplicate() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resuming_viewers_come_back_when_their_node_restarts_and_miss_nothing() {
+    // The node goes away with `bye shutdown` and comes back on the same store and HTTP port;
+    // the first URL of the list is a node that is gone (its port refuses).
+    let s = TestServer::start_with(|c| c.retry_after_ms = 50).await;
+    let id = s.started_match().await;
+    let http = s.node.as_ref().expect("node").http_addr;
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).unwrap();
+    let mut sim = SimRun::spawn(&format!(
+        "--server http://{dead},{} --match {id} -n 40 --workers 2 -c 20 --resume --json",
+        s.base
+    ));
+    sim.wait_for("connected 40").await;
+    let corners = || Value::Array(vec![json!({"kind": "corner", "data": {"team": "elp"}}); 5]);
+    let (st, b) = s.post_events(&id, corners()).await;
+    assert_eq!(st, reqwest::StatusCode::CREATED, "{b}");
+    let dir = s.stop().await;
+    let s = TestServer::start_in(dir, |c| c.http = http).await;
+    let (st, b) = s.post_events(&id, corners()).await;
+    assert_eq!(st, reqwest::StatusCode::CREATED, "{b}");
+    s.publish(&id, "stop", json!({})).await;
+    let (status, summary, stderr) = sim.finish().await;
+    assert!(status.success(), "{summary:#}\n{stderr}");
+    // Every event after the snapshot exactly once (the checker fails a viewer on a gap or a
+    // duplicate): 5 corners before the restart, 5 after, and the stop.
+    assert_eq!(summary["complete"], 40, "{summary:#}");
+    assert_eq!(summary["deliveries"], 40 * 11, "{summary:#}");
+    assert_eq!(summary["resumes"], 40, "{summary:#}");
+    assert_eq!(summary["resumed_viewers"], 40, "{summary:#}");
+    assert_eq!(summary["connects"], 80, "{summary:#}");
+    let (first, last) = (&summary["drop_first_ms"], &summary["resume_last_ms"]);
+    assert!(first.as_i64().unwrap() <= last.as_i64().unwrap(), "{summary:#}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn held_viewers_stay_until_released_and_a_duration_limit_bounds_a_run() {
     let s = TestServer::start().await;
     let id = s.started_match().await;
@@ -311,85 +346,6 @@ async fn sim_http_reads_the_api_on_kept_alive_and_new_connections() {
     .await;
     assert!(!st.success());
     assert_eq!(summary["status"], json!({"404": 10}));
-}
-
-/// A redis-server of this test on a free port, stopped when dropped.
-struct RedisServer {
-    _child: Child,
-    addr: String,
-}
-
-/// Ports tried before a test gives up on starting redis-server.
-const REDIS_ATTEMPTS: usize = 10;
-
-impl RedisServer {
-    /// Starts redis-server on a random high port; when another process holds that port (the
-    /// server logs the bind error and exits) it tries another. Ready is the server's own "Ready
-    /// to accept connections" line: a connection could reach whoever holds the port.
-    async fn start() -> RedisServer {
-        let found = std::process::Command::new("redis-server").arg("--version").output();
-        if !found.is_ok_and(|o| o.status.success()) {
-            panic!(
-                "redis-server is not installed: the Redis comparison tests need it. \
-                 Run scripts/test (it installs it) or `apt-get install -y redis-server`."
-            );
-        }
-        let mut log = Vec::new();
-        for _ in 0..REDIS_ATTEMPTS {
-            let port: u16 = rand::random_range(20_000..60_000);
-            if let Some(server) = RedisServer::start_on(port, &mut log).await {
-                return server;
-            }
-        }
-        panic!("redis-server did not start on {REDIS_ATTEMPTS} ports:\n{}", log.join("\n"));
-    }
-
-    /// `None` if redis-server exited (its log lines are added to `log`).
-    async fn start_on(port: u16, log: &mut Vec<String>) -> Option<RedisServer> {
-        let mut child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                // The simulator connects from many 127.x addresses, which protected mode refuses.
-                "--protected-mode",
-                "no",
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start redis-server");
-        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-        let ready = tokio::time::timeout(PATIENCE, async {
-            while let Ok(Some(line)) = lines.next_line().await {
-                let ready = line.contains("Ready to accept connections");
-                log.push(format!("port {port}: {line}"));
-                if ready {
-                    return true;
-                }
-            }
-            false
-        })
-        .await;
-        match ready {
-            Ok(true) => {
-                // Keep reading its log so that it never blocks on a full pipe.
-                tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-                Some(RedisServer { _child: child, addr: format!("127.0.0.1:{port}") })
-            }
-            Ok(false) => {
-                let _ = child.wait().await;
-                None
-            }
-            Err(_) => panic!("redis-server on port {port} not ready:\n{}", log.join("\n")),
-        }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -250,11 +250,18 @@ pub struct NodeProcess {
     pub child: std::process::Child,
     pub base: String,
     pub viewers: Vec<SocketAddr>,
+    /// Its log lines up to "http listener ready".
+    pub log: Vec<String>,
 }
 
 impl NodeProcess {
     /// Starts `matchstream serve` on free ports over `dir` and waits for its "ready" log lines.
     pub fn start(dir: &Path) -> NodeProcess {
+        NodeProcess::start_with(dir, &[])
+    }
+
+    /// Like [`NodeProcess::start`], with more arguments for `serve` (`--redis <url>`).
+    pub fn start_with(dir: &Path, extra: &[&str]) -> NodeProcess {
         use std::io::BufRead;
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_matchstream"))
             .args([
@@ -268,6 +275,7 @@ impl NodeProcess {
             ])
             .arg("--data")
             .arg(dir)
+            .args(extra)
             .env("RUST_LOG", "info")
             .stderr(std::process::Stdio::piped())
             .stdout(std::process::Stdio::null())
@@ -275,13 +283,14 @@ impl NodeProcess {
             .expect("spawn matchstream serve");
         let stderr = child.stderr.take().expect("stderr");
         let mut lines = std::io::BufReader::new(stderr).lines();
-        let (mut base, mut viewers) = (None, Vec::new());
+        let (mut base, mut viewers, mut log) = (None, Vec::new(), Vec::new());
         let addr_of = |line: &str| -> SocketAddr {
             let at = line.find("addr=").expect("addr field") + 5;
             line[at..].split_whitespace().next().unwrap().parse().expect("address")
         };
         for line in lines.by_ref() {
             let line = line.expect("log line");
+            log.push(line.clone());
             if line.contains("viewer listener ready") {
                 viewers.push(addr_of(&line));
             } else if line.contains("http listener ready") {
@@ -293,7 +302,8 @@ impl NodeProcess {
         }
         // Keep draining the log so the node never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
-        NodeProcess { child, base: base.expect("the node reported its HTTP address"), viewers }
+        let base = base.unwrap_or_else(|| panic!("the node did not start:\n{}", log.join("\n")));
+        NodeProcess { child, base, viewers, log }
     }
 
     pub fn kill9(&mut self) {

@@ -1,0 +1,253 @@
+//! Redis for the tests, started by each test that needs it: a `redis-server` on a free port
+//! (durable by default: an append-only file fsync'd on every write, in a temp dir of its own) and
+//! a three-master Redis Cluster. Every process is stopped by its PID when its helper is dropped.
+//! A missing `redis-server` or `redis-cli` fails the test loudly.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use tempfile::TempDir;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+use crate::support::PATIENCE;
+
+/// Ports tried before a test gives up on starting redis-server.
+const ATTEMPTS: usize = 10;
+/// How long a stopping redis-server gets to exit after SIGTERM before it is killed.
+const STOP_GRACE: Duration = Duration::from_secs(10);
+
+/// A redis-server of this test, stopped when dropped.
+pub struct RedisServer {
+    child: Option<Child>,
+    pub port: u16,
+    /// `127.0.0.1:<port>`.
+    pub addr: String,
+    /// Everything after `--port N` on its command line.
+    args: Vec<String>,
+    /// Its working directory: the append-only file (and a cluster node's `nodes.conf`).
+    dir: TempDir,
+}
+
+impl RedisServer {
+    /// A durable server: `appendonly yes`, `appendfsync always` (what a node requires).
+    pub async fn start() -> RedisServer {
+        RedisServer::start_with(&["--appendonly", "yes", "--appendfsync", "always"]).await
+    }
+
+    /// A server that may lose acknowledged writes (no append-only file), which a node refuses.
+    pub async fn start_volatile() -> RedisServer {
+        RedisServer::start_with(&["--appendonly", "no"]).await
+    }
+
+    /// `redis://127.0.0.1:<port>`, as `--redis` takes it.
+    pub fn url(&self) -> String {
+        format!("redis://{}", self.addr)
+    }
+
+    /// Starts with `args` (after the port, bind address and directory) on a random free port;
+    /// when another process holds that port (the server logs the bind error and exits) it tries
+    /// another.
+    async fn start_with(args: &[&str]) -> RedisServer {
+        require("redis-server");
+        let mut log = Vec::new();
+        for _ in 0..ATTEMPTS {
+            let port = free_port();
+            let args = args.iter().map(|a| a.to_string()).collect();
+            let dir = tempfile::tempdir().expect("temp dir for redis");
+            let mut server =
+                RedisServer { child: None, port, addr: format!("127.0.0.1:{port}"), args, dir };
+            if server.spawn(&mut log).await {
+                return server;
+            }
+        }
+        panic!("redis-server did not start on {ATTEMPTS} ports:\n{}", log.join("\n"));
+    }
+
+    /// Stops the server gracefully (SIGTERM, by PID) and waits until it exited. Its append-only
+    /// file stays for [`RedisServer::start_again`].
+    pub async fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else { return };
+        if let Some(pid) = child.id() {
+            // SAFETY: a signal to a process this helper started and has not reaped.
+            unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
+        }
+        if tokio::time::timeout(STOP_GRACE, child.wait()).await.is_err() {
+            let _ = child.start_kill();
+            let _ = child.wait().await;
+            panic!("redis-server on port {} did not stop within {STOP_GRACE:?}", self.port);
+        }
+    }
+
+    /// Starts the server again on the same port and directory (so with the same data).
+    pub async fn start_again(&mut self) {
+        assert!(self.child.is_none(), "redis-server on port {} is running", self.port);
+        let mut log = Vec::new();
+        // The port was free a moment ago; a few tries ride out a client's connection attempt.
+        for _ in 0..ATTEMPTS {
+            if self.spawn(&mut log).await {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("redis-server did not start again on port {}:\n{}", self.port, log.join("\n"));
+    }
+
+    /// Stops the server and starts it again on the same port, keeping its data.
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        self.start_again().await;
+    }
+
+    /// Spawns redis-server and waits for its own "Ready to accept connections" line (a
+    /// connection could reach whoever else holds the port). False if it exited first (its log
+    /// lines are added to `log`).
+    async fn spawn(&mut self, log: &mut Vec<String>) -> bool {
+        let port = self.port;
+        let mut child = Command::new("redis-server")
+            .arg("--port")
+            .arg(port.to_string())
+            .args(["--bind", "127.0.0.1", "--save", ""])
+            // The simulator connects from many 127.x addresses, which protected mode refuses.
+            .args(["--protected-mode", "no"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start redis-server");
+        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+        let ready = tokio::time::timeout(PATIENCE, async {
+            while let Ok(Some(line)) = lines.next_line().await {
+                let ready = line.contains("Ready to accept connections");
+                log.push(format!("port {port}: {line}"));
+                if ready {
+                    return true;
+                }
+            }
+            false
+        })
+        .await;
+        match ready {
+            Ok(true) => {
+                // Keep reading its log so that it never blocks on a full pipe.
+                tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+                self.child = Some(child);
+                true
+            }
+            Ok(false) => {
+                let _ = child.wait().await;
+                false
+            }
+            Err(_) => panic!("redis-server on port {port} not ready:\n{}", log.join("\n")),
+        }
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.child {
+            // SIGKILL by PID; tokio reaps it.
+            let _ = child.start_kill();
+        }
+    }
+}
+
+/// A Redis Cluster of three masters (no replicas), each durable like [`RedisServer::start`].
+pub struct RedisCluster {
+    pub nodes: Vec<RedisServer>,
+}
+
+impl RedisCluster {
+    pub async fn start() -> RedisCluster {
+        require("redis-cli");
+        let mut nodes = Vec::new();
+        while nodes.len() < 3 {
+            // Each node also listens on port + 10000 for the cluster bus; `free_port` keeps
+            // that below 65536 and checks it is free too.
+            let node = RedisServer::start_with(&[
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                "nodes.conf",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+            ])
+            .await;
+            nodes.push(node);
+        }
+        let cluster = RedisCluster { nodes };
+        let mut create = Command::new("redis-cli");
+        create.arg("--cluster").arg("create");
+        for node in &cluster.nodes {
+            create.arg(&node.addr);
+        }
+        create.args(["--cluster-replicas", "0", "--cluster-yes"]).stdin(Stdio::null());
+        let out = tokio::time::timeout(PATIENCE, create.output())
+            .await
+            .expect("redis-cli --cluster create ends in time")
+            .expect("run redis-cli");
+        assert!(
+            out.status.success(),
+            "redis-cli --cluster create failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // Every node must see the whole cluster before a client may use any of them.
+        for node in &cluster.nodes {
+            wait_cluster_ok(node.port).await;
+        }
+        cluster
+    }
+
+    /// `redis+cluster://127.0.0.1:p1,127.0.0.1:p2,127.0.0.1:p3`, as `--redis` takes it.
+    pub fn url(&self) -> String {
+        let addrs: Vec<&str> = self.nodes.iter().map(|n| n.addr.as_str()).collect();
+        format!("redis+cluster://{}", addrs.join(","))
+    }
+}
+
+/// Polls `CLUSTER INFO` on `port` until it says `cluster_state:ok`.
+async fn wait_cluster_ok(port: u16) {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let mut last = String::new();
+    while tokio::time::Instant::now() < deadline {
+        let out = Command::new("redis-cli")
+            .args(["-p", &port.to_string(), "cluster", "info"])
+            .stdin(Stdio::null())
+            .output()
+            .await
+            .expect("run redis-cli");
+        last = String::from_utf8_lossy(&out.stdout).into_owned();
+        if last.contains("cluster_state:ok") {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the cluster node on port {port} never said cluster_state:ok:\n{last}");
+}
+
+/// A random port whose cluster-bus twin (port + 10000) exists too, both free right now.
+fn free_port() -> u16 {
+    loop {
+        let port: u16 = rand::random_range(20_000..55_000);
+        let free = |p: u16| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok();
+        if free(port) && free(port + 10_000) {
+            return port;
+        }
+    }
+}
+
+fn require(program: &str) {
+    let found = std::process::Command::new(program).arg("--version").output();
+    if !found.is_ok_and(|o| o.status.success()) {
+        panic!(
+            "{program} is not installed: the Redis tests need it. Run scripts/test (it installs \
+             it) or `apt-get install -y redis-server`."
+        );
+    }
+}
