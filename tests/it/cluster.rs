@@ -205,9 +205,9 @@ async fn two_watchers_on_two_nodes(url: String) {
                 let body =
                     json!({"kind": "comment", "data": {"text": format!("watcher {w}: {i}")}});
                 let mut answer = http.send(Method::POST, &path, Some(&body)).await.expect("POST");
-                // Ingest tries a conflicting append 8 times without a pause: a request that
-                // loses the race to the other node every time is refused with 503, nothing
-                // stored (about 1 request in 400 here). The watcher tries again, as told.
+                // Ingest retries a conflicting append (12 times, with a growing jittered
+                // pause); a request that still loses the race to the other node every time is
+                // refused with 503, nothing stored. A watcher then tries again, as told.
                 for _ in 0..10 {
                     if answer.status != StatusCode::SERVICE_UNAVAILABLE {
                         break;

@@ -103,6 +103,15 @@ impl Config {
         if self.ring_events == 0 {
             return fail("--ring-events must be at least 1");
         }
+        if self.redis.is_some()
+            && self.public_host.is_none()
+            && self.viewers.iter().any(|a| a.ip().is_unspecified())
+        {
+            return fail(
+                "with --redis, other nodes send viewers to this node's ports: a listener on \
+                 0.0.0.0 or [::] needs --public-host naming the address they should dial",
+            );
+        }
         if self.watcher_tokens.iter().any(|t| t.is_empty() || t.chars().any(char::is_whitespace)) {
             return fail("a watcher token must be non-empty and contain no whitespace");
         }

@@ -162,10 +162,21 @@ pub struct Hub {
     catch_up_reads: Semaphore,
     /// History chunks being read, by match, incarnation and first seq (exclusive).
     reads: Mutex<HashMap<(MatchId, Incarnation, Seq), SharedRead>>,
+    /// Other nodes write the same matches: a viewer may know of a match or an event this node
+    /// has not heard of yet.
+    shared: bool,
 }
+
+/// How long a viewer of a shared store waits for this node to learn of the match, or of the
+/// events it resumes after, before it is told `not_found` or given a snapshot.
+const WAIT_FOR_THE_LOG: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Concurrent history reads for catch-up.
 const CATCH_UP_READS: usize = 4;
+/// A viewer whose catch-up read fails tries again after this, doubled up to 16 times it, for
+/// this many tries (about half a minute), then is told to come back (`bye shutdown`).
+const CATCH_UP_RETRY: std::time::Duration = std::time::Duration::from_millis(100);
+const CATCH_UP_TRIES: u32 = 20;
 
 /// Why a viewer cannot join.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -185,6 +196,36 @@ impl Hub {
             max_lag_events,
             catch_up_reads: Semaphore::new(CATCH_UP_READS),
             reads: Mutex::new(HashMap::new()),
+            shared: false,
+        }
+    }
+
+    /// Marks the matches as shared with other nodes (see [`Hub::wait_ready`]).
+    pub fn shared(mut self, shared: bool) -> Hub {
+        self.shared = shared;
+        self
+    }
+
+    /// With other nodes, waits (at most [`WAIT_FOR_THE_LOG`]) until this node serves match `id`
+    /// and, for a viewer resuming after `from`, has reached `from`: a viewer sent here by
+    /// `/1/checkin` after its node died may have seen events (or a match) this node has not
+    /// heard of yet, and must get what follows them, not an older snapshot. Alone, a node
+    /// knows everything already and this returns at once.
+    pub async fn wait_ready(&self, id: &str, from: Option<Seq>) {
+        if !self.shared {
+            return;
+        }
+        let Ok(id) = MatchId::parse(id) else { return };
+        let deadline = tokio::time::Instant::now() + WAIT_FOR_THE_LOG;
+        loop {
+            let ready = self.topic(&id).is_some_and(|t| {
+                let state = &lock(&t.current).snapshot.state;
+                from.is_none_or(|n| state.seq >= n || state.is_over())
+            });
+            if ready || tokio::time::Instant::now() >= deadline {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
     }
 
@@ -225,6 +266,11 @@ impl Hub {
             current.recent.push_back(frame.clone());
             // An error only means nobody is subscribed right now.
             let _ = topic.tx.send(frame);
+        }
+        if current.snapshot.state.is_over() {
+            // Nothing more comes: the few still catching up read the store (shared reads);
+            // an ended match keeps no events in memory.
+            current.recent = VecDeque::new();
         }
     }
 
@@ -322,6 +368,7 @@ impl Hub {
             pending: VecDeque::new(),
             held: None,
             ended: cancelled.then_some(ByeReason::Cancelled),
+            failed_reads: 0,
         };
         (sub, snapshot)
     }
@@ -369,6 +416,8 @@ pub struct Subscription {
     held: Option<Arc<Frame>>,
     /// Set once the stream is over; `next` then returns it.
     ended: Option<ByeReason>,
+    /// Catch-up reads that failed in a row.
+    failed_reads: u32,
 }
 
 /// What a viewer gets next.
@@ -420,12 +469,21 @@ impl Subscription {
                 return Next::End(reason);
             }
             if self.last < self.target {
-                if let Err(e) = self.catch_up().await {
-                    if let StoreError::NotFound(_) = e {
-                        return Next::End(ByeReason::Cancelled);
+                match self.catch_up().await {
+                    Ok(()) => self.failed_reads = 0,
+                    Err(StoreError::NotFound(_)) => return Next::End(ByeReason::Cancelled),
+                    Err(e) => {
+                        // The store is down (Redis restarting, a disk): the viewer waits for
+                        // it, as viewers at the live edge do, and after long enough is sent
+                        // to try again (another node, or this one later).
+                        self.failed_reads += 1;
+                        if self.failed_reads > CATCH_UP_TRIES {
+                            tracing::warn!(match_id = %self.topic.id, error = %e, "catch-up failed");
+                            return Next::End(ByeReason::Shutdown);
+                        }
+                        let pause = CATCH_UP_RETRY.saturating_mul(1 << self.failed_reads.min(4));
+                        tokio::time::sleep(pause).await;
                     }
-                    tracing::warn!(match_id = %self.topic.id, error = %e, "catch-up failed");
-                    return Next::End(ByeReason::TooSlow);
                 }
                 continue;
             }
@@ -631,3 +689,6 @@ impl Feed {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

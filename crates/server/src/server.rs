@@ -14,12 +14,12 @@ use crate::api::{self, AppState};
 use crate::config::{Config, ConfigError};
 use crate::hub::Hub;
 use crate::ingest::Ingest;
-use crate::store::redis::nodes::{self, NodeLoad, NodesConn, PortLoad};
+use crate::store::redis::nodes::{self, NodeLoad, NodesConn};
 use crate::store::redis::{RedisOptions, RedisStore};
 use crate::store::sqlite::SqliteStore;
 use crate::store::{Store, StoreError};
 use crate::transport::tcp::{self, ViewerContext};
-use crate::transport::{OtherPort, ViewerPorts};
+use crate::transport::ViewerPorts;
 
 /// Why a node could not start or stop cleanly.
 #[derive(Debug, thiserror::Error)]
@@ -92,16 +92,21 @@ async fn start_with_store(
         viewer_listeners.push(l);
     }
 
-    let hub = Arc::new(Hub::new(store.clone(), config.ring_events, config.max_lag_events));
+    let hub = Arc::new(
+        Hub::new(store.clone(), config.ring_events, config.max_lag_events).shared(nodes.is_some()),
+    );
     // Subscribed before the restore, so nothing written meanwhile by another node is missed
     // (what the restore already holds is skipped).
     let log = store.follow();
     let ingest = Arc::new(Ingest::restore(store.clone(), hub.clone()).await?);
     tracing::info!(matches = ingest.len(), "store restored");
     let shutdown = CancellationToken::new();
+    // Following other nodes' writes ends with HTTP, after the viewers' goodbyes (while they
+    // drain, viewers not yet told goodbye still get events published elsewhere).
+    let stop_http = CancellationToken::new();
     if let Some(entries) = log {
         // Until the node stops: dropping `entries` then tells the store to stop following.
-        let (ingest, stopping) = (ingest.clone(), shutdown.clone());
+        let (ingest, stopping) = (ingest.clone(), stop_http.clone());
         tokio::spawn(async move {
             tokio::select! {
                 _ = stopping.cancelled() => {}
@@ -141,7 +146,6 @@ async fn start_with_store(
     });
     // HTTP outlives the viewers' goodbyes: while they drain, /readyz says so (503) and
     // requests in flight finish. `stopped` ends it after the viewers.
-    let stop_http = CancellationToken::new();
     let http_stopping = stop_http.clone();
     let http = tokio::spawn(async move {
         axum::serve(http_listener, app)
@@ -175,30 +179,15 @@ async fn report_load(nodes: NodesConn, ports: Arc<ViewerPorts>, shutdown: Cancel
             _ = shutdown.cancelled() => break,
             _ = tick.tick() => {}
         }
-        let load = NodeLoad {
-            node: me.clone(),
-            ports: ports
-                .snapshot()
-                .into_iter()
-                .map(|(host, port, viewers, capacity)| PortLoad { host, port, viewers, capacity })
-                .collect(),
-        };
-        // Failures show on /readyz through the store; the next tick tries again.
+        let load = NodeLoad { node: me.clone(), ports: ports.snapshot() };
+        // Failures show on /readyz through the store; the next tick tries again. Meanwhile
+        // this node cannot tell which others are alive: it names none.
         if nodes.report(&load).await.is_err() {
+            ports.set_others(Vec::new());
             continue;
         }
         if let Ok(live) = nodes.live().await {
-            let others = live
-                .into_iter()
-                .filter(|n| n.node != me)
-                .flat_map(|n| n.ports)
-                .map(|p| OtherPort {
-                    host: p.host,
-                    port: p.port,
-                    viewers: p.viewers,
-                    capacity: p.capacity,
-                })
-                .collect();
+            let others = live.into_iter().filter(|n| n.node != me).flat_map(|n| n.ports).collect();
             ports.set_others(others);
         }
     }

@@ -279,7 +279,10 @@ pub(crate) mod tests {
         ));
         store.cancel_match(&a.id, ia).await.unwrap();
         assert!(matches!(store.history(&a.id, 0, 10).await, Err(StoreError::NotFound(_))));
-        assert!(matches!(store.cancel_match(&a.id, ia).await, Err(StoreError::NotFound(_))));
+        // Cancelling it again: NotFound, or Ok from a store that takes it for the same cancel
+        // sent again after a lost answer (Redis); never anything else.
+        let again = store.cancel_match(&a.id, ia).await;
+        assert!(matches!(again, Ok(()) | Err(StoreError::NotFound(_))), "{again:?}");
         assert!(matches!(
             append(store, &a.id, after_seq(ia, events(6..=6))).await,
             Err(StoreError::NotFound(_))

@@ -41,6 +41,8 @@ const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long `WAIT` waits for replicas before the append is reported as not durable.
 const WAIT_TIMEOUT_MS: u64 = 1_000;
+/// Matches whose heads are read at once.
+const HEADS_PER_PIPELINE: usize = 1_000;
 
 /// Where and how to reach Redis.
 #[derive(Debug, Clone)]
@@ -146,7 +148,6 @@ struct Scripts {
     create: Script,
     cancel: Script,
     read: Script,
-    heads: Script,
 }
 
 impl RedisStore {
@@ -167,7 +168,6 @@ impl RedisStore {
                 create: Script::new(keys::CREATE),
                 cancel: Script::new(keys::CANCEL),
                 read: Script::new(keys::READ),
-                heads: Script::new(keys::HEADS),
             },
             follow: Mutex::new(None),
             follower: Mutex::new(None),
@@ -445,6 +445,8 @@ impl Store for RedisStore {
                 .arg(json)
                 .arg(keys::CHANNEL)
                 .arg(prefix)
+                // Names this create: sent again after a lost answer, it is recognised.
+                .arg(format!("{:016x}", rand::random::<u64>()))
                 .invoke_async(&mut self.conn())
                 .await
                 .map_err(redis_err)?;
@@ -486,6 +488,7 @@ impl Store for RedisStore {
                 .cancel
                 .key(keys::meta(id))
                 .key(keys::log(id))
+                .key(keys::inc(id))
                 .arg(inc)
                 .arg(keys::CHANNEL)
                 .arg(message)
@@ -532,23 +535,31 @@ impl Store for RedisStore {
         self.track(async {
             let ids = self.ids().await?;
             let mut heads = Vec::with_capacity(ids.len());
-            for id in ids {
-                // One script per match: in a cluster each match's keys are on their own shard.
-                let v: Vec<String> = self
-                    .scripts
-                    .heads
-                    .key(keys::meta(&id))
-                    .invoke_async::<Vec<Vec<String>>>(&mut self.conn())
-                    .await
-                    .map_err(redis_err)?
-                    .pop()
-                    .unwrap_or_default();
-                if let [inc, seq] = v.as_slice() {
-                    heads.push(Head {
-                        id,
-                        inc: inc.parse().map_err(|e| corrupt("incarnation", e))?,
-                        seq: seq.parse().map_err(|e| corrupt("seq", e))?,
-                    });
+            // A thousand reads at a time on the multiplexed connection (in a cluster each to
+            // its match's shard), not a round trip per match: this runs on every node every few
+            // seconds.
+            for chunk in ids.chunks(HEADS_PER_PIPELINE) {
+                let reads = chunk.iter().map(|id| {
+                    let mut conn = self.conn();
+                    async move {
+                        redis::cmd("HMGET")
+                            .arg(keys::meta(id))
+                            .arg("inc")
+                            .arg("seq")
+                            .query_async::<(Option<String>, Option<String>)>(&mut conn)
+                            .await
+                    }
+                });
+                let rows = futures_util::future::try_join_all(reads).await.map_err(redis_err)?;
+                for (id, row) in chunk.iter().zip(rows) {
+                    // Not live (a cancelled match's id stays listed): skipped.
+                    if let (Some(inc), Some(seq)) = row {
+                        heads.push(Head {
+                            id: id.clone(),
+                            inc: inc.parse().map_err(|e| corrupt("incarnation", e))?,
+                            seq: seq.parse().map_err(|e| corrupt("seq", e))?,
+                        });
+                    }
                 }
             }
             Ok(heads)

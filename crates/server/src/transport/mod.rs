@@ -28,12 +28,12 @@ pub struct ViewerPorts {
     per_port: usize,
     /// The other live nodes' ports, with their load, as last reported through the shared
     /// store (empty for a node on its own).
-    others: RwLock<Vec<OtherPort>>,
+    others: RwLock<Vec<PortLoad>>,
 }
 
-/// A viewer port of another node.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OtherPort {
+/// A viewer port and its load, as nodes report them to each other.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PortLoad {
     pub host: String,
     pub port: u16,
     pub viewers: usize,
@@ -41,7 +41,7 @@ pub struct OtherPort {
     pub capacity: usize,
 }
 
-impl OtherPort {
+impl PortLoad {
     /// `host:port`.
     pub fn addr_string(&self) -> String {
         format!("{}:{}", self.host, self.port)
@@ -63,11 +63,6 @@ impl ViewerPorts {
             .collect::<Vec<_>>();
         let per_port = max_viewers.div_ceil(ports.len().max(1));
         ViewerPorts { ports, per_port, others: RwLock::new(Vec::new()) }
-    }
-
-    /// The port holding the fewest viewers, on this node.
-    pub fn least_loaded(&self) -> Option<&Port> {
-        self.ports.iter().min_by_key(|p| p.viewers.load(Ordering::Relaxed))
     }
 
     /// The port `/1/checkin` names: one with room anywhere in the cluster, chosen at random in
@@ -94,24 +89,26 @@ impl ViewerPorts {
     }
 
     /// Another live node's port with room, chosen like `/1/checkin` chooses, to name in `try`.
-    pub fn other_node(&self) -> Option<OtherPort> {
+    pub fn other_node(&self) -> Option<PortLoad> {
         let others = read(&self.others);
         let candidates = others.iter().map(|o| (o, o.capacity.saturating_sub(o.viewers)));
         weighted_pick(candidates.collect()).cloned()
     }
 
     /// Replaces what this node knows of the other nodes' ports.
-    pub fn set_others(&self, others: Vec<OtherPort>) {
+    pub fn set_others(&self, others: Vec<PortLoad>) {
         *write(&self.others) = others;
     }
 
-    /// This node's ports as `(host, port, viewers, capacity)`, for reporting to the cluster.
-    pub fn snapshot(&self) -> Vec<(String, u16, usize, usize)> {
+    /// This node's ports and their load, for reporting to the cluster.
+    pub fn snapshot(&self) -> Vec<PortLoad> {
         self.ports
             .iter()
-            .map(|p| {
-                let v = p.viewers.load(Ordering::Relaxed);
-                (p.advertised.0.clone(), p.advertised.1, v, self.per_port)
+            .map(|p| PortLoad {
+                host: p.advertised.0.clone(),
+                port: p.advertised.1,
+                viewers: p.viewers.load(Ordering::Relaxed),
+                capacity: self.per_port,
             })
             .collect()
     }
@@ -184,5 +181,43 @@ impl Drop for PortGuard {
         if let Some(p) = self.ports.ports.get(self.index) {
             p.viewers.fetch_sub(1, Ordering::Relaxed);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_weighted_pick_follows_the_weights_and_never_picks_a_zero() {
+        assert_eq!(weighted_pick::<u8>(vec![]), None);
+        assert_eq!(weighted_pick(vec![('a', 0), ('b', 0)]), None);
+        let mut counts = [0u32; 3];
+        for _ in 0..40_000 {
+            let i = weighted_pick(vec![(0usize, 1), (1, 0), (2, 3)]).unwrap();
+            counts[i] += 1;
+        }
+        assert_eq!(counts[1], 0);
+        // Expected 10,000 and 30,000: six standard deviations is ~520.
+        assert!((9_400..=10_600).contains(&counts[0]), "{counts:?}");
+        assert!((29_400..=30_600).contains(&counts[2]), "{counts:?}");
+    }
+
+    #[test]
+    fn checkin_weighs_this_node_and_the_others_by_free_room() {
+        let bound = [SocketAddr::from(([127, 0, 0, 1], 9100))];
+        let ports = ViewerPorts::new(&bound, None, 100);
+        let other =
+            |port, viewers| PortLoad { host: "10.0.0.2".into(), port, viewers, capacity: 100 };
+        // This node's port has 100 free, the other node's two 50 and 0.
+        ports.set_others(vec![other(9200, 50), other(9201, 100)]);
+        let mut named = std::collections::HashMap::new();
+        for _ in 0..15_000 {
+            *named.entry(ports.pick_for_checkin().unwrap().1).or_insert(0u32) += 1;
+        }
+        assert_eq!(named.get(&9201), None, "a full port is never named");
+        assert!((9_500..=10_500).contains(&named[&9100]), "{named:?}");
+        assert!((4_500..=5_500).contains(&named[&9200]), "{named:?}");
+        assert_eq!(ports.other_node().map(|o| o.port), Some(9200));
     }
 }

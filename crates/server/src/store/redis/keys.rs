@@ -28,12 +28,18 @@ pub(super) fn log(id: &MatchId) -> String {
 }
 
 /// Creates a match unless one is live. KEYS: meta, inc, log. ARGV: info, channel, message
-/// prefix (the script appends the incarnation and `}`). Returns the incarnation, or -1.
+/// prefix (the script appends the incarnation and `}`), a random token naming this create.
+/// Returns the incarnation, or -1. The same create sent again (a client resending after a lost
+/// answer) answers the incarnation it created.
 pub(super) const CREATE: &str = r"
-if redis.call('EXISTS', KEYS[1]) == 1 then return -1 end
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  local m = redis.call('HMGET', KEYS[1], 'ctag', 'inc')
+  if m[1] == ARGV[4] then return tonumber(m[2]) end
+  return -1
+end
 local inc = redis.call('INCR', KEYS[2])
 redis.call('DEL', KEYS[3])
-redis.call('HSET', KEYS[1], 'info', ARGV[1], 'inc', inc, 'seq', 0, 'tag', '')
+redis.call('HSET', KEYS[1], 'info', ARGV[1], 'inc', inc, 'seq', 0, 'tag', '', 'ctag', ARGV[4])
 redis.call('PUBLISH', ARGV[2], ARGV[3] .. inc .. '}')
 return inc
 ";
@@ -41,23 +47,47 @@ return inc
 /// Appends events if the log ends as expected. KEYS: meta, log. ARGV: inc, expected seq,
 /// expected tag ('' = any), new tag, channel, message ('' = announce later), then ts, kind,
 /// data per event. Returns {0, new last seq}, {-1} (no such incarnation) or {-2, last seq}.
+/// The first event of each append carries the append's tag (`g`): the same append sent again
+/// (a client resending a pipeline after a lost answer) finds itself and answers as it did,
+/// instead of being taken for someone else's write.
 pub(super) const APPEND: &str = r"
 local m = redis.call('HMGET', KEYS[1], 'inc', 'seq', 'tag')
 if not m[1] or m[1] ~= ARGV[1] then return {-1} end
 local seq = tonumber(m[2])
-if tonumber(ARGV[2]) ~= seq or (ARGV[3] ~= '' and ARGV[3] ~= m[3]) then return {-2, seq} end
+local expected = tonumber(ARGV[2])
+if expected ~= seq or (ARGV[3] ~= '' and ARGV[3] ~= m[3]) then
+  if expected < seq then
+    local e = redis.call('XRANGE', KEYS[2], (expected + 1) .. '-0', (expected + 1) .. '-0')
+    if e[1] then
+      local f = e[1][2]
+      for i = 1, #f, 2 do
+        if f[i] == 'g' and f[i + 1] == ARGV[4] then return {0, expected + (#ARGV - 6) / 3} end
+      end
+    end
+  end
+  return {-2, seq}
+end
 for i = 7, #ARGV, 3 do
   seq = seq + 1
-  redis.call('XADD', KEYS[2], seq .. '-0', 'ts', ARGV[i], 'k', ARGV[i + 1], 'd', ARGV[i + 2])
+  if i == 7 then
+    redis.call('XADD', KEYS[2], seq .. '-0', 'ts', ARGV[i], 'k', ARGV[i + 1], 'd', ARGV[i + 2],
+      'g', ARGV[4])
+  else
+    redis.call('XADD', KEYS[2], seq .. '-0', 'ts', ARGV[i], 'k', ARGV[i + 1], 'd', ARGV[i + 2])
+  end
 end
 redis.call('HSET', KEYS[1], 'seq', seq, 'tag', ARGV[4])
 if ARGV[6] ~= '' then redis.call('PUBLISH', ARGV[5], ARGV[6]) end
 return {0, seq}
 ";
 
-/// Cancels an incarnation. KEYS: meta, log. ARGV: inc, channel, message. Returns 1, or 0.
+/// Cancels an incarnation. KEYS: meta, log, inc. ARGV: inc, channel, message. Returns 1, or 0
+/// when that incarnation is not live. The latest incarnation, no longer live, was cancelled
+/// already (by this same request sent again, or by another): that answers 1 too.
 pub(super) const CANCEL: &str = r"
-if redis.call('HGET', KEYS[1], 'inc') ~= ARGV[1] then return 0 end
+local live = redis.call('HGET', KEYS[1], 'inc')
+if not live and redis.call('GET', KEYS[3]) == ARGV[1] then return 1 end
+if live ~= ARGV[1] then return 0 end
 redis.call('DEL', KEYS[1], KEYS[2])
 redis.call('PUBLISH', ARGV[2], ARGV[3])
 return 1
@@ -75,16 +105,6 @@ else
   entries = redis.call('XRANGE', KEYS[2], ARGV[1], '+', 'COUNT', ARGV[2])
 end
 return {m[1], m[2], entries}
-";
-
-/// Where each match's log ends. KEYS: meta of each. Returns {inc, seq} per key ({} if gone).
-pub(super) const HEADS: &str = r"
-local out = {}
-for i, k in ipairs(KEYS) do
-  local m = redis.call('HMGET', k, 'inc', 'seq')
-  if m[1] then out[i] = {m[1], m[2]} else out[i] = {} end
-end
-return out
 ";
 
 /// A node's report. KEYS: nodes hash. ARGV: node id, load JSON. Stamped with Redis's clock.

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{keys, redis_err, Conn};
 use crate::store::StoreError;
+pub use crate::transport::PortLoad;
 
 /// How often a node reports.
 pub const REPORT_EVERY: Duration = Duration::from_secs(1);
@@ -17,16 +18,6 @@ pub const REPORT_EVERY: Duration = Duration::from_secs(1);
 pub const LIVE_FOR: Duration = Duration::from_secs(3);
 /// ... and its entry is deleted after this long.
 const FORGET_AFTER: Duration = Duration::from_secs(60);
-
-/// One viewer port of a node and its load.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PortLoad {
-    pub host: String,
-    pub port: u16,
-    pub viewers: usize,
-    /// Its share of the node's limit.
-    pub capacity: usize,
-}
 
 /// What a node reports.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -287,3 +287,37 @@ async fn nodes_report_their_ports_and_read_each_other() {
     nodes.leave("b").await.unwrap();
     assert_eq!(nodes.live().await.unwrap(), vec![a]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_sent_again_after_a_lost_answer_is_recognised_not_applied_twice() {
+    // What a client that resends a pipeline after a timeout does: the same append (same tag,
+    // same expected end), the same cancel.
+    let server = Server::start(DURABLE);
+    let store = open(&server.url()).await;
+    let m = info("again", "tig");
+    let inc = store.create_match(&m).await.unwrap();
+    let first = after_seq(inc, vec![event(1), event(2)]);
+    let second = Append {
+        expect: Expect { seq: 2, tag: Some(first.tag) },
+        ..after_seq(inc, vec![event(3)])
+    };
+    append(&store, &m.id, first.clone()).await.unwrap();
+    append(&store, &m.id, second.clone()).await.unwrap();
+    // Both sent again, in order: each answers as it did.
+    append(&store, &m.id, first.clone()).await.unwrap();
+    append(&store, &m.id, second).await.unwrap();
+    let page = store.history(&m.id, 0, 100).await.unwrap();
+    assert_eq!(page.events, (1..=3).map(event).collect::<Vec<_>>());
+    // Someone else's append expecting the same end is still refused.
+    let other = Append { tag: rand::random(), ..first };
+    assert!(matches!(
+        append(&store, &m.id, other).await,
+        Err(StoreError::SeqConflict { expected: 0, current: 3, .. })
+    ));
+    // A cancel sent again answers as it did; an older incarnation is still not found.
+    store.cancel_match(&m.id, inc).await.unwrap();
+    store.cancel_match(&m.id, inc).await.unwrap();
+    let inc2 = store.create_match(&m).await.unwrap();
+    assert!(matches!(store.cancel_match(&m.id, inc).await, Err(StoreError::NotFound(_))));
+    store.cancel_match(&m.id, inc2).await.unwrap();
+}

@@ -282,6 +282,8 @@ async fn handshake(
         refuse_full(ctx, stream, index, version).await;
         return None;
     }
+    // With other nodes, this one may not have heard yet of what the viewer has seen elsewhere.
+    ctx.hub.wait_ready(&match_id, from).await;
     match ctx.hub.join(&match_id, format, from, now_ms()) {
         Ok((sub, snapshot)) => {
             let not_live = matches!(snapshot.state.period, Period::NotStarted | Period::Ended);

@@ -344,8 +344,6 @@ fn back_to_task(ctx: &Arc<ViewerContext>, sub: Subscription, m: Member, rest: Ve
 fn say_goodbye(ctx: &ViewerContext, members: Vec<Member>, reason: ByeReason) {
     let shared = (reason != ByeReason::Shutdown).then(|| v2::bye_frame(&Bye::new(reason)));
     let mut rng = rand::rng();
-    // With other nodes, every goodbye names the least-loaded one (as of its last report).
-    let try_addr = ctx.ports.other_node().map(|o| o.addr_string());
     for m in &members {
         if m.format != Format::V2 {
             continue;
@@ -356,7 +354,9 @@ fn say_goodbye(ctx: &ViewerContext, members: Vec<Member>, reason: ByeReason) {
                 let base = ctx.retry_after_ms;
                 let mut bye = Bye::new(reason);
                 bye.retry_after_ms = Some(rng.random_range(base..=base.saturating_mul(2)));
-                bye.try_addr.clone_from(&try_addr);
+                // With other nodes, each goodbye names one, chosen like /1/checkin chooses
+                // (so a shard's viewers spread over the others rather than all go to one).
+                bye.try_addr = ctx.ports.other_node().map(|o| o.addr_string());
                 v2::bye_frame(&bye)
             }
         };
