@@ -17,13 +17,21 @@ use tower_http::cors::CorsLayer;
 
 use crate::hub::Hub;
 use crate::ingest::{Ingest, IngestError};
-use crate::model::{Event, EventInput, MatchId, NewMatch, Seq};
+use crate::locks::lock;
+use crate::model::{EventInput, MatchId, NewMatch, Seq};
 use crate::state::RejectKind;
 use crate::store::{Store, StoreError};
 use crate::transport::ViewerPorts;
 
+mod pages;
+
+use pages::{At, Encoded, PageCache};
+
 /// Most events one history request returns; a client pages on with `after`.
 pub const MAX_HISTORY_LIMIT: usize = 10_000;
+
+/// `/1/matches` as encoded for the hub's generation of the list.
+type MatchList = (u64, Arc<Encoded>);
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -35,6 +43,33 @@ pub struct AppState {
     pub watcher_tokens: Arc<Vec<String>>,
     /// Cancelled when the node begins to stop.
     pub shutdown: CancellationToken,
+    /// History pages, encoded once.
+    pub pages: Arc<PageCache>,
+    /// `/1/matches`, encoded once per change of the list (the hub's generation).
+    pub matches: Arc<std::sync::Mutex<Option<MatchList>>>,
+}
+
+impl AppState {
+    /// The handlers' state over these parts.
+    pub fn new(
+        ingest: Arc<Ingest>,
+        hub: Arc<Hub>,
+        store: Arc<dyn Store>,
+        ports: Arc<ViewerPorts>,
+        watcher_tokens: Vec<String>,
+        shutdown: CancellationToken,
+    ) -> AppState {
+        AppState {
+            ingest,
+            hub,
+            store,
+            ports,
+            watcher_tokens: Arc::new(watcher_tokens),
+            shutdown,
+            pages: Arc::new(PageCache::default()),
+            matches: Arc::default(),
+        }
+    }
 }
 
 /// Every route of the node.
@@ -242,20 +277,45 @@ async fn finish_even_if_client_leaves<T: Send + 'static>(
     })
 }
 
-async fn list_matches(State(state): State<AppState>) -> Json<Vec<MatchId>> {
-    Json(state.hub.ids())
+async fn list_matches(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let generation = state.hub.generation();
+    let cached = lock(&state.matches).as_ref().filter(|(g, _)| *g == generation).cloned();
+    let encoded = match cached {
+        Some((_, encoded)) => encoded,
+        None => {
+            let body: Bytes = serde_json::to_vec(&state.hub.ids()).unwrap_or_default().into();
+            // Named by its content, so that every node gives the same list the same tag.
+            let etag = format!("l{:016x}", fnv1a(&body));
+            let encoded = Arc::new(Encoded::new(body, &etag, pages::LIVE, false));
+            *lock(&state.matches) = Some((generation, encoded.clone()));
+            encoded
+        }
+    };
+    encoded.respond(&headers)
+}
+
+/// FNV-1a: a stable hash of a body, for its `ETag`.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes
+        .iter()
+        .fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3))
 }
 
 async fn get_match(
     State(state): State<AppState>,
     Path(raw): Path<String>,
+    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let id = match_id(&raw)?;
-    let snapshot = state
+    let (inc, snapshot) = state
         .hub
-        .snapshot(&id)
+        .current(&id)
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no match {id}")))?;
-    Ok(Json(&*snapshot.state).into_response())
+    let over = snapshot.state.is_over();
+    let etag = format!("m{inc}-{}", snapshot.state.seq);
+    // An ended match does not change (unless cancelled): an hour; a live one: a moment.
+    let cache_control = if over { "public, max-age=3600" } else { pages::LIVE };
+    Ok(Encoded::new(snapshot.json(), &etag, cache_control, false).respond(&headers))
 }
 
 #[derive(Deserialize)]
@@ -268,19 +328,21 @@ async fn history(
     State(state): State<AppState>,
     Path(raw): Path<String>,
     query: Result<Query<HistoryQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<Vec<Value>>, ApiError> {
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
     let Query(q) = query.map_err(|e| {
         ApiError::bad_request(format!("bad query: {e} (after and limit are whole numbers)"))
     })?;
     let id = match_id(&raw)?;
     let limit = q.limit.unwrap_or(MAX_HISTORY_LIMIT).min(MAX_HISTORY_LIMIT);
-    let page = state.store.history(&id, q.after.unwrap_or(0), limit).await?;
-    Ok(Json(page.events.iter().map(history_entry).collect()))
-}
-
-/// One event as the history shows it (the original's `timestamp` key).
-fn history_entry(e: &Event) -> Value {
-    json!({ "seq": e.seq, "timestamp": e.ts, "kind": e.kind, "data": e.data })
+    let (inc, snapshot) = state
+        .hub
+        .current(&id)
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no match {id}")))?;
+    let at = At { inc, head: snapshot.state.seq, over: snapshot.state.is_over() };
+    let after = q.after.unwrap_or(0);
+    let page = state.pages.page(&*state.store, &id, at, after, limit).await?;
+    Ok(page.respond(&headers))
 }
 
 /// `GET /healthz`: the process runs (SPEC 9).

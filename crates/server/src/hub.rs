@@ -79,11 +79,20 @@ pub enum Frame {
 pub struct Snapshot {
     pub state: Arc<Match>,
     v2: OnceLock<Bytes>,
+    /// The match as `GET /1/match/<id>` shows it.
+    json: OnceLock<Bytes>,
 }
 
 impl Snapshot {
     fn new(state: Arc<Match>) -> Arc<Snapshot> {
-        Arc::new(Snapshot { state, v2: OnceLock::new() })
+        Arc::new(Snapshot { state, v2: OnceLock::new(), json: OnceLock::new() })
+    }
+
+    /// The match object of `GET /1/match/<id>`, encoded once per snapshot.
+    pub fn json(&self) -> Bytes {
+        self.json
+            .get_or_init(|| serde_json::to_vec(&*self.state).unwrap_or_default().into())
+            .clone()
     }
 
     /// The v2 `status` frame of this snapshot.
@@ -162,6 +171,8 @@ pub struct Hub {
     catch_up_reads: Semaphore,
     /// History chunks being read, by match, incarnation and first seq (exclusive).
     reads: Mutex<HashMap<(MatchId, Incarnation, Seq), SharedRead>>,
+    /// Moves whenever a match is added or removed (what `/1/matches` lists).
+    generation: std::sync::atomic::AtomicU64,
     /// Other nodes write the same matches: a viewer may know of a match or an event this node
     /// has not heard of yet.
     shared: bool,
@@ -196,6 +207,7 @@ impl Hub {
             max_lag_events,
             catch_up_reads: Semaphore::new(CATCH_UP_READS),
             reads: Mutex::new(HashMap::new()),
+            generation: std::sync::atomic::AtomicU64::new(0),
             shared: false,
         }
     }
@@ -244,7 +256,9 @@ impl Hub {
                 cancelled: false,
             }),
         });
-        if let Some(old) = write(&self.topics).insert(state.id().clone(), topic.clone()) {
+        let old = write(&self.topics).insert(state.id().clone(), topic.clone());
+        self.generation.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        if let Some(old) = old {
             Hub::say_cancelled(&old);
         }
         TopicHandle(topic)
@@ -279,6 +293,7 @@ impl Hub {
         let mut topics = write(&self.topics);
         if topics.get(&handle.0.id).is_some_and(|t| Arc::ptr_eq(t, &handle.0)) {
             topics.remove(&handle.0.id);
+            self.generation.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         }
         drop(topics);
         Hub::say_cancelled(&handle.0);
@@ -293,9 +308,14 @@ impl Hub {
         }
     }
 
-    /// The current state of a match.
-    pub fn snapshot(&self, id: &MatchId) -> Option<Arc<Snapshot>> {
-        self.topic(id).map(|t| lock(&t.current).snapshot.clone())
+    /// The incarnation served under `id` and its current state.
+    pub fn current(&self, id: &MatchId) -> Option<(Incarnation, Arc<Snapshot>)> {
+        self.topic(id).map(|t| (t.inc, lock(&t.current).snapshot.clone()))
+    }
+
+    /// A number that changes whenever the list of matches does.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Every match's id, sorted.

@@ -136,14 +136,14 @@ async fn start_with_store(
         tracker.spawn(tcp::accept_loop(listener, index, ctx.clone()));
     }
 
-    let app = api::router(AppState {
+    let app = api::router(AppState::new(
         ingest,
-        hub: hub.clone(),
-        store: store.clone(),
-        ports: ports.clone(),
-        watcher_tokens: Arc::new(config.watcher_tokens.clone()),
-        shutdown: shutdown.clone(),
-    });
+        hub.clone(),
+        store.clone(),
+        ports.clone(),
+        config.watcher_tokens.clone(),
+        shutdown.clone(),
+    ));
     // HTTP outlives the viewers' goodbyes: while they drain, /readyz says so (503) and
     // requests in flight finish. `stopped` ends it after the viewers.
     let http_stopping = stop_http.clone();

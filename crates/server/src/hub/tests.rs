@@ -2,60 +2,13 @@
 //! store reads when a crowd resumes from further back, and a viewer resuming ahead of a node
 //! that has not heard of its events yet.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
-
 use super::*;
 use crate::model::MatchInfo;
-use crate::store::memory::tests::{after_seq, append, event, info};
-use crate::store::memory::MemoryStore;
-use crate::store::{Append, AppendTicket, Head, LogEntry, Page, StoredMatch};
-
-/// A store that counts history reads, and makes each take a while so that readers overlap.
-#[derive(Default)]
-struct Counting {
-    inner: MemoryStore,
-    reads: AtomicUsize,
-}
-
-#[async_trait]
-impl Store for Counting {
-    async fn create_match(&self, info: &MatchInfo) -> Result<Incarnation, StoreError> {
-        self.inner.create_match(info).await
-    }
-    async fn submit_append(&self, id: &MatchId, a: Append) -> Result<AppendTicket, StoreError> {
-        self.inner.submit_append(id, a).await
-    }
-    async fn cancel_match(&self, id: &MatchId, inc: Incarnation) -> Result<(), StoreError> {
-        self.inner.cancel_match(id, inc).await
-    }
-    async fn load_all(&self) -> Result<Vec<StoredMatch>, StoreError> {
-        self.inner.load_all().await
-    }
-    async fn load(&self, id: &MatchId) -> Result<Option<StoredMatch>, StoreError> {
-        self.inner.load(id).await
-    }
-    async fn heads(&self) -> Result<Vec<Head>, StoreError> {
-        self.inner.heads().await
-    }
-    async fn history(&self, id: &MatchId, after: Seq, limit: usize) -> Result<Page, StoreError> {
-        self.reads.fetch_add(1, Ordering::Relaxed);
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        self.inner.history(id, after, limit).await
-    }
-    async fn flush(&self) -> Result<(), StoreError> {
-        Ok(())
-    }
-    fn health(&self) -> Result<(), StoreError> {
-        Ok(())
-    }
-    fn follow(&self) -> Option<tokio::sync::mpsc::Receiver<LogEntry>> {
-        None
-    }
-}
+use crate::store::memory::tests::{after_seq, append, event, info, Counting};
 
 /// A hub over a store holding one match with events 1..=n, all published to the hub.
 async fn hub_with_events(ring: usize, n: Seq) -> (Arc<Hub>, Arc<Counting>, MatchId, TopicHandle) {

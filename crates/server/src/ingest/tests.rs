@@ -316,7 +316,7 @@ impl Node {
     }
 
     fn snapshot(&self) -> Arc<Match> {
-        self.hub.snapshot(&self.id).unwrap().state.clone()
+        self.hub.current(&self.id).unwrap().1.state.clone()
     }
 
     async fn stored(&self) -> Vec<Event> {

@@ -143,7 +143,57 @@ pub(crate) mod tests {
     use super::*;
     use crate::model::Event;
     use crate::model::{Date, EventData, EventKind, Player, Team, TeamId};
-    use crate::store::{check_seqs, Expect};
+    use crate::store::{check_seqs, Expect, LogEntry};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    /// A store that counts history reads, and makes each take a while so that readers overlap.
+    #[derive(Default)]
+    pub(crate) struct Counting {
+        inner: MemoryStore,
+        pub(crate) reads: AtomicUsize,
+    }
+
+    #[async_trait]
+    impl Store for Counting {
+        async fn create_match(&self, info: &MatchInfo) -> Result<Incarnation, StoreError> {
+            self.inner.create_match(info).await
+        }
+        async fn submit_append(&self, id: &MatchId, a: Append) -> Result<AppendTicket, StoreError> {
+            self.inner.submit_append(id, a).await
+        }
+        async fn cancel_match(&self, id: &MatchId, inc: Incarnation) -> Result<(), StoreError> {
+            self.inner.cancel_match(id, inc).await
+        }
+        async fn load_all(&self) -> Result<Vec<StoredMatch>, StoreError> {
+            self.inner.load_all().await
+        }
+        async fn load(&self, id: &MatchId) -> Result<Option<StoredMatch>, StoreError> {
+            self.inner.load(id).await
+        }
+        async fn heads(&self) -> Result<Vec<Head>, StoreError> {
+            self.inner.heads().await
+        }
+        async fn history(
+            &self,
+            id: &MatchId,
+            after: Seq,
+            limit: usize,
+        ) -> Result<Page, StoreError> {
+            self.reads.fetch_add(1, Ordering::Relaxed);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            self.inner.history(id, after, limit).await
+        }
+        async fn flush(&self) -> Result<(), StoreError> {
+            Ok(())
+        }
+        fn health(&self) -> Result<(), StoreError> {
+            Ok(())
+        }
+        fn follow(&self) -> Option<tokio::sync::mpsc::Receiver<LogEntry>> {
+            None
+        }
+    }
 
     pub(crate) fn info(home: &str, visit: &str) -> MatchInfo {
         let home = TeamId::parse(home).unwrap();

@@ -1,0 +1,360 @@
+//! Read-API answers encoded once and served to everyone who asks, with HTTP caching: an `ETag`
+//! that names the content, `304` for an `If-None-Match` that matches it, `Cache-Control` (a
+//! year and `immutable` for an ended match's history, a couple of seconds for a live one), and
+//! gzip or brotli for large pages, each compressed once per page and encoding.
+//!
+//! History pages are kept in a [`PageCache`] (bounded: [`PAGE_BUDGET`] bytes of pages, oldest
+//! built first out). A match's events never change once stored, so a page is identified by the
+//! match's incarnation, its `after` and the last seq it holds: a page of an ended match, or a
+//! full one, stays valid; a page of a live match is built again once the match has moved, by one
+//! request while the others wait for it (one store read, on SQLite or Redis alike).
+
+use std::collections::{HashMap, VecDeque};
+use std::io::Write;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use axum::body::{Body, Bytes};
+use axum::http::header::{
+    ACCEPT_ENCODING, CACHE_CONTROL, CONTENT_ENCODING, CONTENT_TYPE, ETAG, IF_NONE_MATCH, VARY,
+};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::Response;
+use serde::Serialize;
+use tokio::sync::OnceCell;
+
+use crate::locks::lock;
+use crate::model::{Event, EventData, EventKind, MatchId, Seq};
+use crate::store::{Incarnation, Store, StoreError};
+
+/// Bytes of history pages kept (their identity encoding; compressed copies come on top and are
+/// smaller). 64 MiB holds the whole history of ~14,000 matches of 31 events, or ~150 of 3,000.
+pub const PAGE_BUDGET: usize = 64 * 1024 * 1024;
+/// Pages smaller than this are not worth compressing.
+const COMPRESS_FROM: usize = 1024;
+/// How long a browser or a CDN may keep what can still change (a live match).
+pub const LIVE: &str = "public, max-age=2";
+/// ... and what cannot (the history of an ended match).
+pub const FOREVER: &str = "public, max-age=31536000, immutable";
+
+/// One answer, encoded once: its bytes, their `ETag` and `Cache-Control`, and compressed
+/// copies made the first time someone asks for them.
+pub struct Encoded {
+    body: Bytes,
+    etag: HeaderValue,
+    cache_control: HeaderValue,
+    compressible: bool,
+    gzip: OnceLock<Bytes>,
+    br: OnceLock<Bytes>,
+}
+
+impl Encoded {
+    /// `etag` without quotes; `compressible`: offer gzip/br (for pages kept, not per request).
+    pub fn new(body: Bytes, etag: &str, cache_control: &'static str, compressible: bool) -> Self {
+        Encoded {
+            body,
+            etag: HeaderValue::from_str(&format!("\"{etag}\""))
+                .unwrap_or_else(|_| HeaderValue::from_static("\"-\"")),
+            cache_control: HeaderValue::from_static(cache_control),
+            compressible,
+            gzip: OnceLock::new(),
+            br: OnceLock::new(),
+        }
+    }
+
+    /// The answer to a request with these headers: `304` when its `If-None-Match` names this
+    /// content, else the bytes, compressed if the client accepts it and the page is large.
+    pub fn respond(&self, request: &HeaderMap) -> Response {
+        let mut response = Response::new(Body::empty());
+        let headers = response.headers_mut();
+        headers.insert(ETAG, self.etag.clone());
+        headers.insert(CACHE_CONTROL, self.cache_control.clone());
+        if self.compressible {
+            headers.insert(VARY, HeaderValue::from_static("accept-encoding"));
+        }
+        if none_match(request, &self.etag) {
+            *response.status_mut() = StatusCode::NOT_MODIFIED;
+            return response;
+        }
+        response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        let compress = self.compressible && self.body.len() >= COMPRESS_FROM;
+        let body = if compress && accepts(request, "br") {
+            set_encoding(&mut response, "br");
+            self.br.get_or_init(|| brotli(&self.body)).clone()
+        } else if compress && accepts(request, "gzip") {
+            set_encoding(&mut response, "gzip");
+            self.gzip.get_or_init(|| gzip(&self.body)).clone()
+        } else {
+            self.body.clone()
+        };
+        *response.body_mut() = Body::from(body);
+        response
+    }
+
+    /// Bytes held (identity encoding).
+    fn len(&self) -> usize {
+        self.body.len()
+    }
+}
+
+fn set_encoding(response: &mut Response, coding: &'static str) {
+    response.headers_mut().insert(CONTENT_ENCODING, HeaderValue::from_static(coding));
+}
+
+/// Does `If-None-Match` name `etag` (weakly compared, as RFC 9110 says for this header), or `*`?
+fn none_match(request: &HeaderMap, etag: &HeaderValue) -> bool {
+    let ours = etag.to_str().unwrap_or_default();
+    request.get_all(IF_NONE_MATCH).iter().filter_map(|v| v.to_str().ok()).any(|v| {
+        v.split(',').map(str::trim).any(|tag| tag == "*" || tag.trim_start_matches("W/") == ours)
+    })
+}
+
+/// Does `Accept-Encoding` accept `coding` (listed, or `*`, and not with `q=0`)?
+fn accepts(request: &HeaderMap, coding: &str) -> bool {
+    request.get_all(ACCEPT_ENCODING).iter().filter_map(|v| v.to_str().ok()).any(|v| {
+        v.split(',').any(|item| {
+            let mut parts = item.split(';').map(str::trim);
+            let name = parts.next().unwrap_or_default();
+            let refused = parts.any(|p| {
+                p.strip_prefix("q=").and_then(|q| q.parse::<f32>().ok()).is_some_and(|q| q <= 0.0)
+            });
+            (name.eq_ignore_ascii_case(coding) || name == "*") && !refused
+        })
+    })
+}
+
+fn gzip(body: &[u8]) -> Bytes {
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    // Writing to a Vec cannot fail.
+    let _ = enc.write_all(body);
+    enc.finish().unwrap_or_default().into()
+}
+
+fn brotli(body: &[u8]) -> Bytes {
+    let mut out = Vec::new();
+    {
+        // Quality 6 of 11: most of the gain at a fraction of the time, and it is paid once.
+        let mut w = brotli::CompressorWriter::new(&mut out, 4096, 6, 22);
+        let _ = w.write_all(body);
+    }
+    out.into()
+}
+
+/// One event as the history shows it (the original's `timestamp` key).
+#[derive(Serialize)]
+struct HistoryEntry<'a> {
+    seq: Seq,
+    timestamp: i64,
+    kind: EventKind,
+    data: &'a EventData,
+}
+
+/// The JSON array of a history page.
+pub fn history_json(events: &[Event]) -> Bytes {
+    let entries: Vec<HistoryEntry<'_>> = events
+        .iter()
+        .map(|e| HistoryEntry { seq: e.seq, timestamp: e.ts, kind: e.kind, data: &e.data })
+        .collect();
+    serde_json::to_vec(&entries).unwrap_or_default().into()
+}
+
+/// Which page: the match's incarnation, `after` and `limit`.
+type PageKey = (MatchId, Incarnation, Seq, usize);
+
+/// A page being built or built, for a given head of its match.
+struct Slot {
+    /// The match's last seq when the page was asked for.
+    head: Seq,
+    page: OnceCell<Arc<Built>>,
+}
+
+struct Built {
+    encoded: Arc<Encoded>,
+    /// The page cannot change any more: its match is over, or the page is full.
+    complete: bool,
+}
+
+/// History pages, encoded once, bounded by [`PAGE_BUDGET`].
+#[derive(Default)]
+pub struct PageCache {
+    inner: Mutex<Pages>,
+}
+
+#[derive(Default)]
+struct Pages {
+    slots: HashMap<PageKey, Arc<Slot>>,
+    /// Pages in the order they were built, with their size: the oldest leave first.
+    built: VecDeque<(PageKey, usize)>,
+    bytes: usize,
+}
+
+/// Where a match stands when its history is asked for.
+pub struct At {
+    pub inc: Incarnation,
+    pub head: Seq,
+    pub over: bool,
+}
+
+impl PageCache {
+    /// The page of `id`'s history after `after` (at most `limit` events), from memory when it is
+    /// still what the store holds, else read once from `store` and kept.
+    pub async fn page(
+        &self,
+        store: &dyn Store,
+        id: &MatchId,
+        at: At,
+        after: Seq,
+        limit: usize,
+    ) -> Result<Arc<Encoded>, StoreError> {
+        let key = (id.clone(), at.inc, after, limit);
+        let slot = {
+            let mut pages = lock(&self.inner);
+            let usable = pages
+                .slots
+                .get(&key)
+                .filter(|s| s.head == at.head || s.page.get().is_some_and(|b| b.complete));
+            match usable {
+                Some(slot) => slot.clone(),
+                None => {
+                    let slot = Arc::new(Slot { head: at.head, page: OnceCell::new() });
+                    pages.slots.insert(key.clone(), slot.clone());
+                    slot
+                }
+            }
+        };
+        let mut fresh = false;
+        let built = slot
+            .page
+            .get_or_try_init(|| async {
+                fresh = true;
+                let page = store.history(id, after, limit).await?;
+                let last = page.events.last().map_or(after, |e| e.seq);
+                let complete = at.over || page.events.len() == limit;
+                let etag = format!("h{}-{after}-{last}", page.inc);
+                let cache_control = if at.over { FOREVER } else { LIVE };
+                let body = history_json(&page.events);
+                let encoded = Arc::new(Encoded::new(body, &etag, cache_control, true));
+                Ok::<_, StoreError>(Arc::new(Built { encoded, complete }))
+            })
+            .await?
+            .clone();
+        if fresh {
+            self.account(key, built.encoded.len());
+        }
+        Ok(built.encoded.clone())
+    }
+
+    /// Counts a page just built, and lets the oldest go while over budget.
+    fn account(&self, key: PageKey, size: usize) {
+        let mut pages = lock(&self.inner);
+        pages.bytes += size;
+        pages.built.push_back((key, size));
+        while pages.bytes > PAGE_BUDGET {
+            let Some((old, size)) = pages.built.pop_front() else { break };
+            pages.bytes -= size;
+            // A slot built again since is listed again further on: only its last entry (the
+            // one still listed) may drop it.
+            if !pages.built.iter().any(|(k, _)| *k == old) {
+                pages.slots.remove(&old);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(*k, HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    #[test]
+    fn if_none_match_compares_weakly_and_knows_star() {
+        let tag = HeaderValue::from_static("\"h1-0-31\"");
+        assert!(none_match(&headers(&[("if-none-match", "\"h1-0-31\"")]), &tag));
+        assert!(none_match(&headers(&[("if-none-match", "W/\"h1-0-31\"")]), &tag));
+        assert!(none_match(&headers(&[("if-none-match", "\"x\", \"h1-0-31\"")]), &tag));
+        assert!(none_match(&headers(&[("if-none-match", "*")]), &tag));
+        assert!(!none_match(&headers(&[("if-none-match", "\"h1-0-30\"")]), &tag));
+        assert!(!none_match(&headers(&[]), &tag));
+    }
+
+    #[test]
+    fn accept_encoding_is_read_with_its_weights() {
+        assert!(accepts(&headers(&[("accept-encoding", "gzip, deflate, br")]), "br"));
+        assert!(accepts(&headers(&[("accept-encoding", "GZIP;q=0.5")]), "gzip"));
+        assert!(!accepts(&headers(&[("accept-encoding", "gzip;q=0, br")]), "gzip"));
+        assert!(accepts(&headers(&[("accept-encoding", "*")]), "br"));
+        assert!(!accepts(&headers(&[("accept-encoding", "identity")]), "gzip"));
+        assert!(!accepts(&headers(&[]), "gzip"));
+    }
+
+    #[test]
+    fn a_large_page_is_compressed_once_per_encoding_and_a_small_one_never() {
+        let big = Encoded::new(Bytes::from(vec![b'a'; 5000]), "t", LIVE, true);
+        let r = big.respond(&headers(&[("accept-encoding", "gzip")]));
+        assert_eq!(r.headers()[CONTENT_ENCODING], "gzip");
+        assert_eq!(r.headers()[VARY], "accept-encoding");
+        let first = big.gzip.get().unwrap().clone();
+        big.respond(&headers(&[("accept-encoding", "gzip")]));
+        assert_eq!(big.gzip.get().unwrap().as_ptr(), first.as_ptr(), "compressed once");
+        let mut d = flate2::read::GzDecoder::new(&first[..]);
+        let mut back = Vec::new();
+        std::io::Read::read_to_end(&mut d, &mut back).unwrap();
+        assert_eq!(back, vec![b'a'; 5000]);
+        assert!(big.br.get().is_none());
+        let small = Encoded::new(Bytes::from_static(b"[]"), "t", LIVE, true);
+        let r = small.respond(&headers(&[("accept-encoding", "gzip, br")]));
+        assert!(r.headers().get(CONTENT_ENCODING).is_none());
+        let r = small.respond(&headers(&[("if-none-match", "\"t\"")]));
+        assert_eq!(r.status(), StatusCode::NOT_MODIFIED);
+        assert_eq!(r.headers()[ETAG], "\"t\"");
+        assert_eq!(r.headers()[CACHE_CONTROL], LIVE);
+    }
+}
+
+#[cfg(test)]
+mod cache_tests {
+    use std::sync::atomic::Ordering;
+
+    use super::*;
+    use crate::store::memory::tests::{after_seq, append, event, info, Counting};
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_page_is_read_once_for_everyone_and_again_only_when_its_match_moved() {
+        let store = Arc::new(Counting::default());
+        let m = info("page", "tig");
+        let inc = store.create_match(&m).await.unwrap();
+        append(&*store, &m.id, after_seq(inc, (1..=3).map(event).collect())).await.unwrap();
+        let cache = Arc::new(PageCache::default());
+        let ask = |head, over| {
+            let (cache, store, id) = (cache.clone(), store.clone(), m.id.clone());
+            tokio::spawn(async move {
+                let at = At { inc, head, over };
+                cache.page(&*store, &id, at, 0, 100).await.unwrap()
+            })
+        };
+        // 50 readers at once: one store read, the same bytes for all.
+        let pages: Vec<_> = (0..50).map(|_| ask(3, false)).collect();
+        let mut bodies = Vec::new();
+        for p in pages {
+            bodies.push(p.await.unwrap().body.clone());
+        }
+        assert_eq!(store.reads.load(Ordering::Relaxed), 1);
+        assert!(bodies.iter().all(|b| b.as_ptr() == bodies[0].as_ptr()));
+        // The match moves: read again, once.
+        append(&*store, &m.id, after_seq(inc, vec![event(4)])).await.unwrap();
+        let moved = ask(4, true).await.unwrap();
+        assert_eq!(store.reads.load(Ordering::Relaxed), 2);
+        let entries: serde_json::Value = serde_json::from_slice(&moved.body).unwrap();
+        assert_eq!(entries.as_array().unwrap().len(), 4);
+        assert_eq!(moved.cache_control, FOREVER);
+        // Ended: kept whatever head a later request names.
+        ask(4, true).await.unwrap();
+        assert_eq!(store.reads.load(Ordering::Relaxed), 2);
+    }
+}
