@@ -33,9 +33,11 @@ pub const MAX_HISTORY_LIMIT: usize = 10_000;
 /// `/1/matches` as encoded for the hub's generation of the list.
 type MatchList = (u64, Arc<Encoded>);
 
-/// What the handlers share.
-#[derive(Clone)]
-pub struct AppState {
+/// What the handlers share: one `Arc`, so that a request clones one pointer, not eight.
+pub type AppState = Arc<Shared>;
+
+/// The parts behind [`AppState`].
+pub struct Shared {
     pub ingest: Arc<Ingest>,
     pub hub: Arc<Hub>,
     pub store: Arc<dyn Store>,
@@ -49,7 +51,7 @@ pub struct AppState {
     pub matches: Arc<std::sync::Mutex<Option<MatchList>>>,
 }
 
-impl AppState {
+impl Shared {
     /// The handlers' state over these parts.
     pub fn new(
         ingest: Arc<Ingest>,
@@ -59,7 +61,7 @@ impl AppState {
         watcher_tokens: Vec<String>,
         shutdown: CancellationToken,
     ) -> AppState {
-        AppState {
+        Arc::new(Shared {
             ingest,
             hub,
             store,
@@ -68,7 +70,7 @@ impl AppState {
             shutdown,
             pages: Arc::new(PageCache::default()),
             matches: Arc::default(),
-        }
+        })
     }
 }
 

@@ -10,7 +10,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::api::{self, AppState};
+use crate::api;
 use crate::config::{Config, ConfigError};
 use crate::hub::Hub;
 use crate::ingest::Ingest;
@@ -136,7 +136,7 @@ async fn start_with_store(
         tracker.spawn(tcp::accept_loop(listener, index, ctx.clone()));
     }
 
-    let app = api::router(AppState::new(
+    let app = api::router(api::Shared::new(
         ingest,
         hub.clone(),
         store.clone(),

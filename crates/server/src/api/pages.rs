@@ -40,7 +40,9 @@ pub const FOREVER: &str = "public, max-age=31536000, immutable";
 /// copies made the first time someone asks for them.
 pub struct Encoded {
     body: Bytes,
-    etag: HeaderValue,
+    /// The tag without quotes; each encoding has its own (`-gzip`, `-br` appended), as strong
+    /// tags must differ between representations (RFC 9110, 8.8.3).
+    etag: String,
     cache_control: HeaderValue,
     compressible: bool,
     gzip: OnceLock<Bytes>,
@@ -52,8 +54,7 @@ impl Encoded {
     pub fn new(body: Bytes, etag: &str, cache_control: &'static str, compressible: bool) -> Self {
         Encoded {
             body,
-            etag: HeaderValue::from_str(&format!("\"{etag}\""))
-                .unwrap_or_else(|_| HeaderValue::from_static("\"-\"")),
+            etag: etag.to_owned(),
             cache_control: HeaderValue::from_static(cache_control),
             compressible,
             gzip: OnceLock::new(),
@@ -64,28 +65,42 @@ impl Encoded {
     /// The answer to a request with these headers: `304` when its `If-None-Match` names this
     /// content, else the bytes, compressed if the client accepts it and the page is large.
     pub fn respond(&self, request: &HeaderMap) -> Response {
+        let compress = self.compressible && self.body.len() >= COMPRESS_FROM;
+        let coding = if compress && accepts(request, "br") {
+            Some("br")
+        } else if compress && accepts(request, "gzip") {
+            Some("gzip")
+        } else {
+            None
+        };
+        let etag = match coding {
+            Some(c) => format!("\"{}-{c}\"", self.etag),
+            None => format!("\"{}\"", self.etag),
+        };
         let mut response = Response::new(Body::empty());
         let headers = response.headers_mut();
-        headers.insert(ETAG, self.etag.clone());
+        if let Ok(v) = HeaderValue::from_str(&etag) {
+            headers.insert(ETAG, v);
+        }
         headers.insert(CACHE_CONTROL, self.cache_control.clone());
         if self.compressible {
             headers.insert(VARY, HeaderValue::from_static("accept-encoding"));
         }
+        // Any representation's tag stands for the content: a client that cached the gzip copy
+        // and now asks without gzip has the same events.
         if none_match(request, &self.etag) {
             *response.status_mut() = StatusCode::NOT_MODIFIED;
             return response;
         }
-        response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        let compress = self.compressible && self.body.len() >= COMPRESS_FROM;
-        let body = if compress && accepts(request, "br") {
-            set_encoding(&mut response, "br");
-            self.br.get_or_init(|| brotli(&self.body)).clone()
-        } else if compress && accepts(request, "gzip") {
-            set_encoding(&mut response, "gzip");
-            self.gzip.get_or_init(|| gzip(&self.body)).clone()
-        } else {
-            self.body.clone()
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        let body = match coding {
+            Some("br") => self.br.get_or_init(|| brotli(&self.body)).clone(),
+            Some(_) => self.gzip.get_or_init(|| gzip(&self.body)).clone(),
+            None => self.body.clone(),
         };
+        if let Some(c) = coding {
+            set_encoding(&mut response, c);
+        }
         *response.body_mut() = Body::from(body);
         response
     }
@@ -100,11 +115,18 @@ fn set_encoding(response: &mut Response, coding: &'static str) {
     response.headers_mut().insert(CONTENT_ENCODING, HeaderValue::from_static(coding));
 }
 
-/// Does `If-None-Match` name `etag` (weakly compared, as RFC 9110 says for this header), or `*`?
-fn none_match(request: &HeaderMap, etag: &HeaderValue) -> bool {
-    let ours = etag.to_str().unwrap_or_default();
+/// Does `If-None-Match` name this content (`etag` unquoted, in any of its encodings; weakly
+/// compared, as RFC 9110 says for this header), or `*`?
+fn none_match(request: &HeaderMap, etag: &str) -> bool {
     request.get_all(IF_NONE_MATCH).iter().filter_map(|v| v.to_str().ok()).any(|v| {
-        v.split(',').map(str::trim).any(|tag| tag == "*" || tag.trim_start_matches("W/") == ours)
+        v.split(',').map(str::trim).any(|tag| {
+            let Some(tag) = tag.trim_start_matches("W/").strip_prefix('"') else {
+                return tag == "*";
+            };
+            let tag = tag.strip_suffix('"').unwrap_or(tag);
+            let tag = tag.strip_suffix("-gzip").or_else(|| tag.strip_suffix("-br")).unwrap_or(tag);
+            tag == etag
+        })
     })
 }
 
@@ -273,14 +295,17 @@ mod tests {
     }
 
     #[test]
-    fn if_none_match_compares_weakly_and_knows_star() {
-        let tag = HeaderValue::from_static("\"h1-0-31\"");
-        assert!(none_match(&headers(&[("if-none-match", "\"h1-0-31\"")]), &tag));
-        assert!(none_match(&headers(&[("if-none-match", "W/\"h1-0-31\"")]), &tag));
-        assert!(none_match(&headers(&[("if-none-match", "\"x\", \"h1-0-31\"")]), &tag));
-        assert!(none_match(&headers(&[("if-none-match", "*")]), &tag));
-        assert!(!none_match(&headers(&[("if-none-match", "\"h1-0-30\"")]), &tag));
-        assert!(!none_match(&headers(&[]), &tag));
+    fn if_none_match_compares_weakly_knows_star_and_every_encoding() {
+        let tag = "h1-0-31";
+        assert!(none_match(&headers(&[("if-none-match", "\"h1-0-31\"")]), tag));
+        assert!(none_match(&headers(&[("if-none-match", "W/\"h1-0-31\"")]), tag));
+        assert!(none_match(&headers(&[("if-none-match", "\"x\", \"h1-0-31\"")]), tag));
+        assert!(none_match(&headers(&[("if-none-match", "\"h1-0-31-gzip\"")]), tag));
+        assert!(none_match(&headers(&[("if-none-match", "\"h1-0-31-br\"")]), tag));
+        assert!(none_match(&headers(&[("if-none-match", "*")]), tag));
+        assert!(!none_match(&headers(&[("if-none-match", "\"h1-0-30\"")]), tag));
+        assert!(!none_match(&headers(&[("if-none-match", "\"h1-0-3\"")]), tag));
+        assert!(!none_match(&headers(&[]), tag));
     }
 
     #[test]
