@@ -337,12 +337,17 @@ async fn history(
     })?;
     let id = match_id(&raw)?;
     let limit = q.limit.unwrap_or(MAX_HISTORY_LIMIT).min(MAX_HISTORY_LIMIT);
-    let (inc, snapshot) = state
-        .hub
-        .current(&id)
-        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no match {id}")))?;
-    let at = At { inc, head: snapshot.state.seq, over: snapshot.state.is_over() };
     let after = q.after.unwrap_or(0);
+    let Some((inc, snapshot)) = state.hub.current(&id) else {
+        // Not (yet) known here: with other nodes, a match created elsewhere a moment ago is
+        // in the store before this node hears of it. Read there, keep nothing.
+        let page = state.store.history(&id, after, limit).await?;
+        let last = page.events.last().map_or(after, |e| e.seq);
+        let etag = format!("h{}-{after}-{last}", page.inc);
+        let body = pages::history_json(&page.events);
+        return Ok(Encoded::new(body, &etag, pages::LIVE, false).respond(&headers));
+    };
+    let at = At { inc, head: snapshot.state.seq, over: snapshot.state.is_over() };
     let page = state.pages.page(&*state.store, &id, at, after, limit).await?;
     Ok(page.respond(&headers))
 }

@@ -86,9 +86,7 @@ impl Encoded {
         if self.compressible {
             headers.insert(VARY, HeaderValue::from_static("accept-encoding"));
         }
-        // Any representation's tag stands for the content: a client that cached the gzip copy
-        // and now asks without gzip has the same events.
-        if none_match(request, &self.etag) {
+        if none_match(request, &etag) {
             *response.status_mut() = StatusCode::NOT_MODIFIED;
             return response;
         }
@@ -115,33 +113,36 @@ fn set_encoding(response: &mut Response, coding: &'static str) {
     response.headers_mut().insert(CONTENT_ENCODING, HeaderValue::from_static(coding));
 }
 
-/// Does `If-None-Match` name this content (`etag` unquoted, in any of its encodings; weakly
-/// compared, as RFC 9110 says for this header), or `*`?
+/// Does `If-None-Match` name the selected representation (`etag`, quoted; weakly compared, as
+/// RFC 9110 says for this header), or `*`?
 fn none_match(request: &HeaderMap, etag: &str) -> bool {
     request.get_all(IF_NONE_MATCH).iter().filter_map(|v| v.to_str().ok()).any(|v| {
-        v.split(',').map(str::trim).any(|tag| {
-            let Some(tag) = tag.trim_start_matches("W/").strip_prefix('"') else {
-                return tag == "*";
-            };
-            let tag = tag.strip_suffix('"').unwrap_or(tag);
-            let tag = tag.strip_suffix("-gzip").or_else(|| tag.strip_suffix("-br")).unwrap_or(tag);
-            tag == etag
-        })
+        v.split(',').map(str::trim).any(|tag| tag == "*" || tag.trim_start_matches("W/") == etag)
     })
 }
 
-/// Does `Accept-Encoding` accept `coding` (listed, or `*`, and not with `q=0`)?
+/// Does `Accept-Encoding` accept `coding`: named with a weight above 0, or, when not named at
+/// all, `*` with a weight above 0?
 fn accepts(request: &HeaderMap, coding: &str) -> bool {
-    request.get_all(ACCEPT_ENCODING).iter().filter_map(|v| v.to_str().ok()).any(|v| {
-        v.split(',').any(|item| {
+    let (mut named, mut star) = (None, None);
+    for value in request.get_all(ACCEPT_ENCODING).iter().filter_map(|v| v.to_str().ok()) {
+        for item in value.split(',') {
             let mut parts = item.split(';').map(str::trim);
             let name = parts.next().unwrap_or_default();
-            let refused = parts.any(|p| {
-                p.strip_prefix("q=").and_then(|q| q.parse::<f32>().ok()).is_some_and(|q| q <= 0.0)
-            });
-            (name.eq_ignore_ascii_case(coding) || name == "*") && !refused
-        })
-    })
+            let weight = parts
+                .find_map(|p| {
+                    let (k, q) = p.split_once('=')?;
+                    k.trim().eq_ignore_ascii_case("q").then(|| q.trim().parse::<f32>().ok())?
+                })
+                .unwrap_or(1.0);
+            if name.eq_ignore_ascii_case(coding) {
+                named = Some(weight > 0.0);
+            } else if name == "*" {
+                star = Some(weight > 0.0);
+            }
+        }
+    }
+    named.or(star).unwrap_or(false)
 }
 
 fn gzip(body: &[u8]) -> Bytes {
@@ -182,11 +183,19 @@ pub fn history_json(events: &[Event]) -> Bytes {
 /// Which page: the match's incarnation, `after` and `limit`.
 type PageKey = (MatchId, Incarnation, Seq, usize);
 
+/// What one kept page is counted as besides its body: its key (twice), slot and headers, and
+/// its compressed copies (at most half the body for JSON, usually far less).
+const PAGE_OVERHEAD: usize = 512;
+/// Pages kept at most, whatever their size.
+const MAX_PAGES: usize = 100_000;
+
 /// A page being built or built, for a given head of its match.
 struct Slot {
     /// The match's last seq when the page was asked for.
     head: Seq,
     page: OnceCell<Arc<Built>>,
+    /// What the page is counted as in the budget; 0 until built, and once no longer counted.
+    counted: std::sync::atomic::AtomicUsize,
 }
 
 struct Built {
@@ -195,17 +204,24 @@ struct Built {
     complete: bool,
 }
 
-/// History pages, encoded once, bounded by [`PAGE_BUDGET`].
-#[derive(Default)]
+/// History pages, encoded once, bounded by a budget of bytes ([`PAGE_BUDGET`] by default) and
+/// [`MAX_PAGES`].
 pub struct PageCache {
     inner: Mutex<Pages>,
+    budget: usize,
+}
+
+impl Default for PageCache {
+    fn default() -> Self {
+        PageCache::with_budget(PAGE_BUDGET)
+    }
 }
 
 #[derive(Default)]
 struct Pages {
     slots: HashMap<PageKey, Arc<Slot>>,
-    /// Pages in the order they were built, with their size: the oldest leave first.
-    built: VecDeque<(PageKey, usize)>,
+    /// Pages in the order they were built: the oldest leave first.
+    built: VecDeque<(PageKey, Arc<Slot>)>,
     bytes: usize,
 }
 
@@ -217,8 +233,14 @@ pub struct At {
 }
 
 impl PageCache {
+    /// A cache that keeps at most `budget` bytes of pages.
+    pub fn with_budget(budget: usize) -> PageCache {
+        PageCache { inner: Mutex::default(), budget }
+    }
+
     /// The page of `id`'s history after `after` (at most `limit` events), from memory when it is
-    /// still what the store holds, else read once from `store` and kept.
+    /// still what the store holds, else read once from `store` and kept. An empty page (after
+    /// the last event, or `limit` 0) is answered without being kept.
     pub async fn page(
         &self,
         store: &dyn Store,
@@ -227,6 +249,16 @@ impl PageCache {
         after: Seq,
         limit: usize,
     ) -> Result<Arc<Encoded>, StoreError> {
+        if limit == 0 || after >= at.head {
+            let etag = format!("h{}-{after}-{after}", at.inc);
+            let cache_control = if at.over { FOREVER } else { LIVE };
+            return Ok(Arc::new(Encoded::new(
+                Bytes::from_static(b"[]"),
+                &etag,
+                cache_control,
+                true,
+            )));
+        }
         let key = (id.clone(), at.inc, after, limit);
         let slot = {
             let mut pages = lock(&self.inner);
@@ -237,8 +269,16 @@ impl PageCache {
             match usable {
                 Some(slot) => slot.clone(),
                 None => {
-                    let slot = Arc::new(Slot { head: at.head, page: OnceCell::new() });
-                    pages.slots.insert(key.clone(), slot.clone());
+                    let slot = Arc::new(Slot {
+                        head: at.head,
+                        page: OnceCell::new(),
+                        counted: Default::default(),
+                    });
+                    if let Some(old) = pages.slots.insert(key.clone(), slot.clone()) {
+                        // Replaced (its match moved): it no longer counts.
+                        let size = old.counted.swap(0, std::sync::atomic::Ordering::AcqRel);
+                        pages.bytes -= size;
+                    }
                     slot
                 }
             }
@@ -250,35 +290,59 @@ impl PageCache {
                 fresh = true;
                 let page = store.history(id, after, limit).await?;
                 let last = page.events.last().map_or(after, |e| e.seq);
-                let complete = at.over || page.events.len() == limit;
+                // The store may already hold a newer incarnation than the hub served (the id
+                // re-created meanwhile): such a page is shown, but as live and not kept for good.
+                let same = page.inc == at.inc;
+                let complete = same && (at.over || page.events.len() == limit);
                 let etag = format!("h{}-{after}-{last}", page.inc);
-                let cache_control = if at.over { FOREVER } else { LIVE };
+                let cache_control = if same && at.over { FOREVER } else { LIVE };
                 let body = history_json(&page.events);
                 let encoded = Arc::new(Encoded::new(body, &etag, cache_control, true));
                 Ok::<_, StoreError>(Arc::new(Built { encoded, complete }))
             })
-            .await?
-            .clone();
+            .await;
+        let built = match built {
+            Ok(b) => b.clone(),
+            Err(e) => {
+                // Not kept: the next request tries the store again.
+                let mut pages = lock(&self.inner);
+                if pages.slots.get(&key).is_some_and(|s| Arc::ptr_eq(s, &slot)) {
+                    pages.slots.remove(&key);
+                }
+                return Err(e);
+            }
+        };
         if fresh {
-            self.account(key, built.encoded.len());
+            self.account(key, &slot, built.encoded.len() + built.encoded.len() / 2 + PAGE_OVERHEAD);
         }
         Ok(built.encoded.clone())
     }
 
     /// Counts a page just built, and lets the oldest go while over budget.
-    fn account(&self, key: PageKey, size: usize) {
+    fn account(&self, key: PageKey, slot: &Arc<Slot>, size: usize) {
+        use std::sync::atomic::Ordering;
         let mut pages = lock(&self.inner);
+        // Replaced before it was built: nothing to count.
+        if !pages.slots.get(&key).is_some_and(|s| Arc::ptr_eq(s, slot)) {
+            return;
+        }
+        slot.counted.store(size, Ordering::Release);
         pages.bytes += size;
-        pages.built.push_back((key, size));
-        while pages.bytes > PAGE_BUDGET {
-            let Some((old, size)) = pages.built.pop_front() else { break };
-            pages.bytes -= size;
-            // A slot built again since is listed again further on: only its last entry (the
-            // one still listed) may drop it.
-            if !pages.built.iter().any(|(k, _)| *k == old) {
+        pages.built.push_back((key, slot.clone()));
+        while pages.bytes > self.budget || pages.built.len() > MAX_PAGES {
+            let Some((old, old_slot)) = pages.built.pop_front() else { break };
+            pages.bytes -= old_slot.counted.swap(0, Ordering::AcqRel);
+            if pages.slots.get(&old).is_some_and(|s| Arc::ptr_eq(s, &old_slot)) {
                 pages.slots.remove(&old);
             }
         }
+    }
+
+    /// Pages kept and the bytes they count as (for tests).
+    #[cfg(test)]
+    fn usage(&self) -> (usize, usize) {
+        let pages = lock(&self.inner);
+        (pages.slots.len(), pages.bytes)
     }
 }
 
@@ -295,16 +359,15 @@ mod tests {
     }
 
     #[test]
-    fn if_none_match_compares_weakly_knows_star_and_every_encoding() {
-        let tag = "h1-0-31";
+    fn if_none_match_compares_weakly_and_knows_star() {
+        let tag = "\"h1-0-31\"";
         assert!(none_match(&headers(&[("if-none-match", "\"h1-0-31\"")]), tag));
         assert!(none_match(&headers(&[("if-none-match", "W/\"h1-0-31\"")]), tag));
         assert!(none_match(&headers(&[("if-none-match", "\"x\", \"h1-0-31\"")]), tag));
-        assert!(none_match(&headers(&[("if-none-match", "\"h1-0-31-gzip\"")]), tag));
-        assert!(none_match(&headers(&[("if-none-match", "\"h1-0-31-br\"")]), tag));
         assert!(none_match(&headers(&[("if-none-match", "*")]), tag));
+        // Another representation (the gzip copy) is another tag.
+        assert!(!none_match(&headers(&[("if-none-match", "\"h1-0-31-gzip\"")]), tag));
         assert!(!none_match(&headers(&[("if-none-match", "\"h1-0-30\"")]), tag));
-        assert!(!none_match(&headers(&[("if-none-match", "\"h1-0-3\"")]), tag));
         assert!(!none_match(&headers(&[]), tag));
     }
 
@@ -313,6 +376,8 @@ mod tests {
         assert!(accepts(&headers(&[("accept-encoding", "gzip, deflate, br")]), "br"));
         assert!(accepts(&headers(&[("accept-encoding", "GZIP;q=0.5")]), "gzip"));
         assert!(!accepts(&headers(&[("accept-encoding", "gzip;q=0, br")]), "gzip"));
+        assert!(!accepts(&headers(&[("accept-encoding", "br;Q=0, *")]), "br"));
+        assert!(accepts(&headers(&[("accept-encoding", "br;q=0, *")]), "gzip"));
         assert!(accepts(&headers(&[("accept-encoding", "*")]), "br"));
         assert!(!accepts(&headers(&[("accept-encoding", "identity")]), "gzip"));
         assert!(!accepts(&headers(&[]), "gzip"));
@@ -325,8 +390,6 @@ mod tests {
         assert_eq!(r.headers()[CONTENT_ENCODING], "gzip");
         assert_eq!(r.headers()[VARY], "accept-encoding");
         let first = big.gzip.get().unwrap().clone();
-        big.respond(&headers(&[("accept-encoding", "gzip")]));
-        assert_eq!(big.gzip.get().unwrap().as_ptr(), first.as_ptr(), "compressed once");
         let mut d = flate2::read::GzDecoder::new(&first[..]);
         let mut back = Vec::new();
         std::io::Read::read_to_end(&mut d, &mut back).unwrap();
@@ -335,7 +398,7 @@ mod tests {
         let small = Encoded::new(Bytes::from_static(b"[]"), "t", LIVE, true);
         let r = small.respond(&headers(&[("accept-encoding", "gzip, br")]));
         assert!(r.headers().get(CONTENT_ENCODING).is_none());
-        let r = small.respond(&headers(&[("if-none-match", "\"t\"")]));
+        let r = small.respond(&headers(&[("if-none-match", "\"t\""), ("accept-encoding", "br")]));
         assert_eq!(r.status(), StatusCode::NOT_MODIFIED);
         assert_eq!(r.headers()[ETAG], "\"t\"");
         assert_eq!(r.headers()[CACHE_CONTROL], LIVE);
@@ -378,8 +441,45 @@ mod cache_tests {
         let entries: serde_json::Value = serde_json::from_slice(&moved.body).unwrap();
         assert_eq!(entries.as_array().unwrap().len(), 4);
         assert_eq!(moved.cache_control, FOREVER);
-        // Ended: kept whatever head a later request names.
-        ask(4, true).await.unwrap();
+        // Ended and complete: kept whatever head a later request names.
+        ask(5, true).await.unwrap();
         assert_eq!(store.reads.load(Ordering::Relaxed), 2);
+        // Nothing after the last event, or no room: answered without the store, not kept.
+        let cache2 = PageCache::default();
+        let empty = cache2.page(&*store, &m.id, At { inc, head: 4, over: true }, 4, 10).await;
+        assert_eq!(&empty.unwrap().body[..], b"[]");
+        assert_eq!(store.reads.load(Ordering::Relaxed), 2);
+        assert_eq!(cache2.usage(), (0, 0));
+    }
+
+    #[tokio::test]
+    async fn the_oldest_pages_leave_once_over_budget_and_a_failed_read_keeps_nothing() {
+        let store = Arc::new(Counting::default());
+        let m = info("budget", "tig");
+        let inc = store.create_match(&m).await.unwrap();
+        append(&*store, &m.id, after_seq(inc, (1..=20).map(event).collect())).await.unwrap();
+        // Room for about two one-event pages.
+        let one = history_json(&[event(1)]).len();
+        let cache = PageCache::with_budget(2 * (one + one / 2 + PAGE_OVERHEAD) + 10);
+        let at = || At { inc, head: 20, over: true };
+        for after in 0..5 {
+            cache.page(&*store, &m.id, at(), after, 1).await.unwrap();
+        }
+        let (pages, bytes) = cache.usage();
+        assert_eq!(pages, 2);
+        assert!(bytes <= 2 * (one + one / 2 + PAGE_OVERHEAD) + 10, "{bytes}");
+        // The newest two are still kept; the first left.
+        let reads = store.reads.load(Ordering::Relaxed);
+        cache.page(&*store, &m.id, at(), 4, 1).await.unwrap();
+        assert_eq!(store.reads.load(Ordering::Relaxed), reads);
+        cache.page(&*store, &m.id, at(), 0, 1).await.unwrap();
+        assert_eq!(store.reads.load(Ordering::Relaxed), reads + 1);
+        // A match the store does not have (cancelled meanwhile): an error, nothing kept.
+        let gone = info("gone", "tig");
+        let before = cache.usage().0;
+        let failed =
+            cache.page(&*store, &gone.id, At { inc: 9, head: 3, over: false }, 0, 10).await;
+        assert!(matches!(failed, Err(StoreError::NotFound(_))));
+        assert_eq!(cache.usage().0, before);
     }
 }
