@@ -276,16 +276,10 @@ async fn checkin_stops_naming_a_dead_node() {
         .await;
 
     b.kill9();
-    // B's last report ages past 3 s, and A reads the cluster every second.
-    eventually("A stops naming B", Duration::from_secs(8), async || {
-        for _ in 0..20 {
-            if checkin().await != a_port {
-                return None;
-            }
-        }
-        Some(())
-    })
-    .await;
+    // B's last report ages past 3 s, and A reads the cluster every second: from then on A never
+    // names B. (Before that it may, and may not: A counts the viewers it sent B since B's last
+    // report, so that a crowd does not all go to the least loaded port at once.)
+    tokio::time::sleep(Duration::from_millis(4_500)).await;
     let since = tokio::time::Instant::now();
     while since.elapsed() < Duration::from_millis(1500) {
         assert_eq!(checkin().await, a_port, "B is named again");

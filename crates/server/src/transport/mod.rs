@@ -28,7 +28,25 @@ pub struct ViewerPorts {
     per_port: usize,
     /// The other live nodes' ports, with their load, as last reported through the shared
     /// store (empty for a node on its own).
-    others: RwLock<Vec<PortLoad>>,
+    others: RwLock<Vec<Other>>,
+}
+
+/// Another node's port: its last report, and how many viewers this node has sent it since.
+#[derive(Debug)]
+struct Other {
+    load: PortLoad,
+    sent: AtomicUsize,
+}
+
+impl Other {
+    /// Its load as best known: the report plus what this node named it for since.
+    fn load(&self) -> usize {
+        self.load.viewers + self.sent.load(Ordering::Relaxed)
+    }
+
+    fn has_room(&self) -> bool {
+        self.load() < self.load.capacity
+    }
 }
 
 /// A viewer port and its load, as nodes report them to each other.
@@ -65,39 +83,45 @@ impl ViewerPorts {
         ViewerPorts { ports, per_port, others: RwLock::new(Vec::new()) }
     }
 
-    /// The port `/1/checkin` names: one with room anywhere in the cluster, chosen at random in
-    /// proportion to its free room. Not simply the least loaded: the others' load is known as of
-    /// their last report (up to a second old), and every node would name the same port to a
-    /// whole crowd arriving within that second. `None` when no port has room.
+    /// The port `/1/checkin` names: the least loaded with room in the whole cluster (this
+    /// node's ports win ties). Another node's load is its last report (up to a second old) plus
+    /// the viewers this node has named it for since, so that a crowd arriving within one
+    /// report spreads instead of all going to the same port. `None` when no port has room.
     pub fn pick_for_checkin(&self) -> Option<(String, u16)> {
-        let mut candidates: Vec<((String, u16), usize)> = self
+        let mine = self
             .ports
             .iter()
-            .map(|p| {
-                (
-                    p.advertised.clone(),
-                    self.per_port.saturating_sub(p.viewers.load(Ordering::Relaxed)),
-                )
-            })
-            .collect();
-        candidates.extend(
-            read(&self.others)
-                .iter()
-                .map(|o| ((o.host.clone(), o.port), o.capacity.saturating_sub(o.viewers))),
-        );
-        weighted_pick(candidates)
+            .map(|p| (p.viewers.load(Ordering::Relaxed), p))
+            .filter(|(load, _)| *load < self.per_port)
+            .min_by_key(|(load, _)| *load);
+        let others = read(&self.others);
+        let other = others.iter().filter(|o| o.has_room()).min_by_key(|o| o.load());
+        match (mine, other) {
+            (Some((load, _)), Some(o)) if o.load() < load => Some(Self::send_to(o)),
+            (Some((_, p)), _) => Some(p.advertised.clone()),
+            (None, Some(o)) => Some(Self::send_to(o)),
+            (None, None) => None,
+        }
     }
 
-    /// Another live node's port with room, chosen like `/1/checkin` chooses, to name in `try`.
+    fn send_to(other: &Other) -> (String, u16) {
+        other.sent.fetch_add(1, Ordering::Relaxed);
+        (other.load.host.clone(), other.load.port)
+    }
+
+    /// The least-loaded port of another live node with room, to name in `try` (counted as sent
+    /// there, like a checkin).
     pub fn other_node(&self) -> Option<PortLoad> {
         let others = read(&self.others);
-        let candidates = others.iter().map(|o| (o, o.capacity.saturating_sub(o.viewers)));
-        weighted_pick(candidates.collect()).cloned()
+        let other = others.iter().filter(|o| o.has_room()).min_by_key(|o| o.load())?;
+        Self::send_to(other);
+        Some(other.load.clone())
     }
 
-    /// Replaces what this node knows of the other nodes' ports.
+    /// Replaces what this node knows of the other nodes' ports (a new report).
     pub fn set_others(&self, others: Vec<PortLoad>) {
-        *write(&self.others) = others;
+        *write(&self.others) =
+            others.into_iter().map(|load| Other { load, sent: AtomicUsize::new(0) }).collect();
     }
 
     /// This node's ports and their load, for reporting to the cluster.
@@ -147,22 +171,6 @@ impl ViewerPorts {
     }
 }
 
-/// One of `candidates`, at random in proportion to its weight; `None` if all weigh 0.
-fn weighted_pick<T>(candidates: Vec<(T, usize)>) -> Option<T> {
-    let total: usize = candidates.iter().map(|(_, w)| w).sum();
-    if total == 0 {
-        return None;
-    }
-    let mut at = rand::random_range(0..total);
-    for (item, weight) in candidates {
-        if at < weight {
-            return Some(item);
-        }
-        at -= weight;
-    }
-    None
-}
-
 impl Port {
     /// `host:port`.
     pub fn addr_string(&self) -> String {
@@ -189,35 +197,36 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_weighted_pick_follows_the_weights_and_never_picks_a_zero() {
-        assert_eq!(weighted_pick::<u8>(vec![]), None);
-        assert_eq!(weighted_pick(vec![('a', 0), ('b', 0)]), None);
-        let mut counts = [0u32; 3];
-        for _ in 0..40_000 {
-            let i = weighted_pick(vec![(0usize, 1), (1, 0), (2, 3)]).unwrap();
-            counts[i] += 1;
-        }
-        assert_eq!(counts[1], 0);
-        // Expected 10,000 and 30,000: six standard deviations is ~520.
-        assert!((9_400..=10_600).contains(&counts[0]), "{counts:?}");
-        assert!((29_400..=30_600).contains(&counts[2]), "{counts:?}");
+    fn checkin_names_the_least_loaded_port_of_the_cluster_counting_what_it_sent() {
+        let bound = [SocketAddr::from(([127, 0, 0, 1], 9100))];
+        let ports = Arc::new(ViewerPorts::new(&bound, None, 100));
+        let other =
+            |port, viewers| PortLoad { host: "10.0.0.2".into(), port, viewers, capacity: 100 };
+        // This node's port holds 5; the other node's reported 3 and 100 (full).
+        let _held: Vec<PortGuard> = (0..5).map(|_| ports.enter(0)).collect();
+        ports.set_others(vec![other(9200, 3), other(9201, 100)]);
+        // 9200 is the least loaded until this node has sent it 2 (3 + 2 = 5: a tie, which this
+        // node's own port wins); then they take turns as each grows.
+        let named: Vec<u16> = (0..4).map(|_| ports.pick_for_checkin().unwrap().1).collect();
+        assert_eq!(
+            named,
+            [9200, 9200, 9100, 9100],
+            "own port's load does not grow without a connect"
+        );
+        // `try` names the other node's least-loaded port with room (never the full 9201).
+        assert_eq!(ports.other_node().map(|o| o.port), Some(9200));
+        // A new report replaces the counts.
+        ports.set_others(vec![other(9300, 0)]);
+        assert_eq!(ports.pick_for_checkin().unwrap().1, 9300);
     }
 
     #[test]
-    fn checkin_weighs_this_node_and_the_others_by_free_room() {
+    fn no_port_with_room_names_nothing() {
         let bound = [SocketAddr::from(([127, 0, 0, 1], 9100))];
-        let ports = ViewerPorts::new(&bound, None, 100);
-        let other =
-            |port, viewers| PortLoad { host: "10.0.0.2".into(), port, viewers, capacity: 100 };
-        // This node's port has 100 free, the other node's two 50 and 0.
-        ports.set_others(vec![other(9200, 50), other(9201, 100)]);
-        let mut named = std::collections::HashMap::new();
-        for _ in 0..15_000 {
-            *named.entry(ports.pick_for_checkin().unwrap().1).or_insert(0u32) += 1;
-        }
-        assert_eq!(named.get(&9201), None, "a full port is never named");
-        assert!((9_500..=10_500).contains(&named[&9100]), "{named:?}");
-        assert!((4_500..=5_500).contains(&named[&9200]), "{named:?}");
-        assert_eq!(ports.other_node().map(|o| o.port), Some(9200));
+        let ports = Arc::new(ViewerPorts::new(&bound, None, 1));
+        let _held = ports.enter(0);
+        ports.set_others(vec![PortLoad { host: "h".into(), port: 1, viewers: 7, capacity: 7 }]);
+        assert_eq!(ports.pick_for_checkin(), None);
+        assert_eq!(ports.other_node(), None);
     }
 }
