@@ -183,12 +183,13 @@ async fn report_load(nodes: NodesConn, ports: Arc<ViewerPorts>, shutdown: Cancel
         // Failures show on /readyz through the store; the next tick tries again. Meanwhile
         // this node cannot tell which others are alive: it names none.
         if nodes.report(&load).await.is_err() {
-            ports.set_others(Vec::new());
+            ports.set_others(Vec::new(), 1);
             continue;
         }
         if let Ok(live) = nodes.live().await {
+            let count = live.len();
             let others = live.into_iter().filter(|n| n.node != me).flat_map(|n| n.ports).collect();
-            ports.set_others(others);
+            ports.set_others(others, count);
         }
     }
     if let Err(e) = nodes.leave(&me).await {

@@ -29,6 +29,8 @@ pub struct ViewerPorts {
     /// The other live nodes' ports, with their load, as last reported through the shared
     /// store (empty for a node on its own).
     others: RwLock<Vec<Other>>,
+    /// Live nodes, this one included, as of the last report.
+    nodes: AtomicUsize,
 }
 
 /// Another node's port: its last report, and how many viewers this node has sent it since.
@@ -39,13 +41,14 @@ struct Other {
 }
 
 impl Other {
-    /// Its load as best known: the report plus what this node named it for since.
-    fn load(&self) -> usize {
-        self.load.viewers + self.sent.load(Ordering::Relaxed)
+    /// Its load as best known: the report, plus what this node named it for since times the
+    /// number of nodes (every node is as likely to be sending it viewers from the same report).
+    fn load(&self, nodes: usize) -> usize {
+        self.load.viewers + self.sent.load(Ordering::Relaxed) * nodes
     }
 
-    fn has_room(&self) -> bool {
-        self.load() < self.load.capacity
+    fn has_room(&self, nodes: usize) -> bool {
+        self.load(nodes) < self.load.capacity
     }
 }
 
@@ -80,7 +83,7 @@ impl ViewerPorts {
             })
             .collect::<Vec<_>>();
         let per_port = max_viewers.div_ceil(ports.len().max(1));
-        ViewerPorts { ports, per_port, others: RwLock::new(Vec::new()) }
+        ViewerPorts { ports, per_port, others: RwLock::new(Vec::new()), nodes: AtomicUsize::new(1) }
     }
 
     /// The port `/1/checkin` names: the least loaded with room in the whole cluster (this
@@ -94,10 +97,11 @@ impl ViewerPorts {
             .map(|p| (p.viewers.load(Ordering::Relaxed), p))
             .filter(|(load, _)| *load < self.per_port)
             .min_by_key(|(load, _)| *load);
+        let nodes = self.nodes.load(Ordering::Relaxed);
         let others = read(&self.others);
-        let other = others.iter().filter(|o| o.has_room()).min_by_key(|o| o.load());
+        let other = others.iter().filter(|o| o.has_room(nodes)).min_by_key(|o| o.load(nodes));
         match (mine, other) {
-            (Some((load, _)), Some(o)) if o.load() < load => Some(Self::send_to(o)),
+            (Some((load, _)), Some(o)) if o.load(nodes) < load => Some(Self::send_to(o)),
             (Some((_, p)), _) => Some(p.advertised.clone()),
             (None, Some(o)) => Some(Self::send_to(o)),
             (None, None) => None,
@@ -112,14 +116,17 @@ impl ViewerPorts {
     /// The least-loaded port of another live node with room, to name in `try` (counted as sent
     /// there, like a checkin).
     pub fn other_node(&self) -> Option<PortLoad> {
+        let nodes = self.nodes.load(Ordering::Relaxed);
         let others = read(&self.others);
-        let other = others.iter().filter(|o| o.has_room()).min_by_key(|o| o.load())?;
+        let other = others.iter().filter(|o| o.has_room(nodes)).min_by_key(|o| o.load(nodes))?;
         Self::send_to(other);
         Some(other.load.clone())
     }
 
     /// Replaces what this node knows of the other nodes' ports (a new report).
-    pub fn set_others(&self, others: Vec<PortLoad>) {
+    /// `nodes`: how many are live, this one included.
+    pub fn set_others(&self, others: Vec<PortLoad>, nodes: usize) {
+        self.nodes.store(nodes.max(1), Ordering::Relaxed);
         *write(&self.others) =
             others.into_iter().map(|load| Other { load, sent: AtomicUsize::new(0) }).collect();
     }
@@ -204,19 +211,15 @@ mod tests {
             |port, viewers| PortLoad { host: "10.0.0.2".into(), port, viewers, capacity: 100 };
         // This node's port holds 5; the other node's reported 3 and 100 (full).
         let _held: Vec<PortGuard> = (0..5).map(|_| ports.enter(0)).collect();
-        ports.set_others(vec![other(9200, 3), other(9201, 100)]);
-        // 9200 is the least loaded until this node has sent it 2 (3 + 2 = 5: a tie, which this
-        // node's own port wins); then they take turns as each grows.
-        let named: Vec<u16> = (0..4).map(|_| ports.pick_for_checkin().unwrap().1).collect();
-        assert_eq!(
-            named,
-            [9200, 9200, 9100, 9100],
-            "own port's load does not grow without a connect"
-        );
+        ports.set_others(vec![other(9200, 3), other(9201, 100)], 2);
+        // 9200 is the least loaded until this node has sent it 1 (3 + 1 sent × 2 nodes = 5: a
+        // tie, which this node's own port wins; its own load grows only as viewers connect).
+        let named: Vec<u16> = (0..3).map(|_| ports.pick_for_checkin().unwrap().1).collect();
+        assert_eq!(named, [9200, 9100, 9100]);
         // `try` names the other node's least-loaded port with room (never the full 9201).
         assert_eq!(ports.other_node().map(|o| o.port), Some(9200));
         // A new report replaces the counts.
-        ports.set_others(vec![other(9300, 0)]);
+        ports.set_others(vec![other(9300, 0)], 2);
         assert_eq!(ports.pick_for_checkin().unwrap().1, 9300);
     }
 
@@ -225,7 +228,7 @@ mod tests {
         let bound = [SocketAddr::from(([127, 0, 0, 1], 9100))];
         let ports = Arc::new(ViewerPorts::new(&bound, None, 1));
         let _held = ports.enter(0);
-        ports.set_others(vec![PortLoad { host: "h".into(), port: 1, viewers: 7, capacity: 7 }]);
+        ports.set_others(vec![PortLoad { host: "h".into(), port: 1, viewers: 7, capacity: 7 }], 2);
         assert_eq!(ports.pick_for_checkin(), None);
         assert_eq!(ports.other_node(), None);
     }
