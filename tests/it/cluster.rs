@@ -106,6 +106,24 @@ async fn viewer_to_bye(
     })
 }
 
+/// A match created on the first node and started there, known to every node, with a v2 viewer
+/// on each node that joined before the start: the match id and the viewers.
+async fn started_with_a_viewer_per_node(
+    nodes: &[TestServer],
+) -> (String, Vec<tokio::task::JoinHandle<(Vec<u64>, Value)>>) {
+    let id = nodes[0].create_match("elp", "tig", "2011-09-10").await;
+    agreed(nodes, &format!("/1/match/{id}"), |m| m["seq"] == 0).await;
+    let mut viewers = Vec::new();
+    for (i, node) in nodes.iter().enumerate() {
+        viewers.push(viewer_to_bye(node.viewer(), &v2_line(&format!("v{i}"), &id)).await);
+    }
+    assert_eq!(nodes[0].publish(&id, "start", start_data()).await, 1);
+    for node in &nodes[1..] {
+        reaches(node, &id, 1).await;
+    }
+    (id, viewers)
+}
+
 /// Same seqs and the same bytes from every node: three nodes, a viewer on each, events published
 /// to each in turn.
 async fn same_seqs_and_bytes_on_every_node(url: String) {
@@ -186,14 +204,7 @@ async fn same_seqs_and_bytes_on_every_node_redis_cluster() {
 async fn two_watchers_on_two_nodes(url: String) {
     const EACH: u64 = 50;
     let nodes = nodes(&url, 2).await;
-    let id = nodes[0].create_match("elp", "tig", "2011-09-10").await;
-    agreed(&nodes, &format!("/1/match/{id}"), |m| m["seq"] == 0).await;
-    let mut viewers = Vec::new();
-    for (i, node) in nodes.iter().enumerate() {
-        viewers.push(viewer_to_bye(node.viewer(), &v2_line(&format!("v{i}"), &id)).await);
-    }
-    assert_eq!(nodes[0].publish(&id, "start", start_data()).await, 1);
-    reaches(&nodes[1], &id, 1).await;
+    let (id, viewers) = started_with_a_viewer_per_node(&nodes).await;
 
     let mut watchers = Vec::new();
     for (w, node) in nodes.iter().enumerate() {

@@ -15,7 +15,7 @@
 //! memory is its small [`Subscription`] plus at most one history chunk while catching up.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use bytes::Bytes;
 use tokio::sync::broadcast::{self, error::RecvError, error::TryRecvError};
@@ -24,91 +24,17 @@ use tokio::sync::{OnceCell, Semaphore};
 use crate::locks::{lock, read, write};
 use crate::model::{Event, EventKind, Match, MatchId, Millis, Seq};
 use crate::store::{Incarnation, Store, StoreError};
-use crate::wire::{v1, v2, ByeReason};
+use crate::wire::ByeReason;
+
+mod encoded;
+mod feed;
+
+pub use encoded::{EncodedEvent, Format, Frame, Snapshot};
+pub use feed::{Feed, FeedItem};
 
 /// How many events one history read brings while catching a viewer up. Reads start at a
 /// multiple of it, so viewers a few events apart share one.
 const CATCH_UP_CHUNK: u64 = 256;
-
-/// The wire format a viewer speaks; the hub hands it bytes already in that format.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Format {
-    V1,
-    V2,
-}
-
-/// One event, encoded once per wire format.
-#[derive(Debug, Clone)]
-pub struct EncodedEvent {
-    pub seq: Seq,
-    pub kind: EventKind,
-    pub v1: Bytes,
-    pub v2: Bytes,
-}
-
-impl EncodedEvent {
-    fn new(ev: &Event) -> EncodedEvent {
-        EncodedEvent {
-            seq: ev.seq,
-            kind: ev.kind,
-            v1: v1::event_block(ev),
-            v2: v2::event_frame(ev),
-        }
-    }
-
-    /// The bytes of this event in `format`.
-    pub fn bytes(&self, format: Format) -> &Bytes {
-        match format {
-            Format::V1 => &self.v1,
-            Format::V2 => &self.v2,
-        }
-    }
-}
-
-/// What travels through a match's ring.
-#[derive(Debug)]
-pub enum Frame {
-    Event(EncodedEvent),
-    /// The match was cancelled: every viewer says goodbye.
-    Cancelled,
-}
-
-/// A match as of some `seq`, shared by every reader of that moment; its v2 `status` frame is
-/// encoded at most once.
-#[derive(Debug)]
-pub struct Snapshot {
-    pub state: Arc<Match>,
-    v2: OnceLock<Bytes>,
-    /// The match as `GET /1/match/<id>` shows it.
-    json: OnceLock<Bytes>,
-}
-
-impl Snapshot {
-    fn new(state: Arc<Match>) -> Arc<Snapshot> {
-        Arc::new(Snapshot { state, v2: OnceLock::new(), json: OnceLock::new() })
-    }
-
-    /// The match object of `GET /1/match/<id>`, encoded once per snapshot.
-    pub fn json(&self) -> Bytes {
-        self.json
-            .get_or_init(|| serde_json::to_vec(&*self.state).unwrap_or_default().into())
-            .clone()
-    }
-
-    /// The v2 `status` frame of this snapshot.
-    pub fn v2_frame(&self) -> Bytes {
-        self.v2.get_or_init(|| v2::status_frame(&self.state)).clone()
-    }
-
-    /// The snapshot as sent to a viewer of `format` at time `now` (v1 headers carry the time
-    /// of sending).
-    pub fn frame(&self, format: Format, now: Millis) -> Bytes {
-        match format {
-            Format::V1 => v1::status_block(&self.state, now),
-            Format::V2 => self.v2_frame(),
-        }
-    }
-}
 
 /// A match's topic, as its publisher holds it.
 pub struct TopicHandle(Arc<Topic>);
@@ -395,7 +321,7 @@ impl Hub {
 
     /// Every frame of a match from now on, for a group of parked viewers.
     pub fn feed(&self, id: &MatchId) -> Option<Feed> {
-        self.topic(id).map(|topic| Feed { rx: topic.tx.subscribe(), key: TopicKey(topic) })
+        self.topic(id).map(|topic| Feed::new(topic.tx.subscribe(), TopicKey(topic)))
     }
 
     /// Hands a caught-up viewer over to a group fed by a [`Feed`] created before this call:
@@ -664,49 +590,6 @@ impl Hub {
             reads.remove(&key);
         }
         result
-    }
-}
-
-/// Every frame of one match, in order, for a group of viewers at the live edge.
-pub struct Feed {
-    rx: broadcast::Receiver<Arc<Frame>>,
-    key: TopicKey,
-}
-
-/// What a [`Feed`] yields.
-#[derive(Debug)]
-pub enum FeedItem {
-    Frame(Arc<Frame>),
-    /// Frames were lost because the group fell a whole ring behind: its viewers must catch up
-    /// one by one (through a [`Subscription`]).
-    Lagged,
-    /// The match is gone (cancelled).
-    Closed,
-}
-
-impl Feed {
-    /// The incarnation of the match this feed follows.
-    pub fn key(&self) -> TopicKey {
-        self.key.clone()
-    }
-
-    /// The next frame. Cancel-safe.
-    pub async fn recv(&mut self) -> FeedItem {
-        match self.rx.recv().await {
-            Ok(f) => FeedItem::Frame(f),
-            Err(RecvError::Lagged(_)) => FeedItem::Lagged,
-            Err(RecvError::Closed) => FeedItem::Closed,
-        }
-    }
-
-    /// The next frame if one is ready.
-    pub fn try_recv(&mut self) -> Option<FeedItem> {
-        match self.rx.try_recv() {
-            Ok(f) => Some(FeedItem::Frame(f)),
-            Err(TryRecvError::Lagged(_)) => Some(FeedItem::Lagged),
-            Err(TryRecvError::Closed) => Some(FeedItem::Closed),
-            Err(TryRecvError::Empty) => None,
-        }
     }
 }
 

@@ -11,7 +11,10 @@ use matchstream_client::{ViewerError, Watcher};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
-use super::{agreed, eventually, nodes, reaches, seqs_of, v2_line, viewer_to_bye, PROPAGATION};
+use super::{
+    agreed, eventually, nodes, reaches, seqs_of, started_with_a_viewer_per_node, v2_line,
+    PROPAGATION,
+};
 use crate::redis::RedisServer;
 use crate::support::*;
 
@@ -192,14 +195,7 @@ async fn readyz(node: &TestServer) -> StatusCode {
 async fn redis_restarted_mid_match_loses_nothing() {
     let mut redis = RedisServer::start().await;
     let nodes = nodes(&redis.url(), 2).await;
-    let id = nodes[0].create_match("elp", "tig", "2011-09-10").await;
-    agreed(&nodes, &format!("/1/match/{id}"), |m| m["seq"] == 0).await;
-    let mut viewers = Vec::new();
-    for (i, node) in nodes.iter().enumerate() {
-        viewers.push(viewer_to_bye(node.viewer(), &v2_line(&format!("v{i}"), &id)).await);
-    }
-    assert_eq!(nodes[0].publish(&id, "start", start_data()).await, 1);
-    reaches(&nodes[1], &id, 1).await;
+    let (id, viewers) = started_with_a_viewer_per_node(&nodes).await;
     assert_eq!(nodes[1].publish(&id, "comment", json!({"text": "before"})).await, 2);
 
     redis.stop().await;

@@ -13,15 +13,12 @@
 //! the watcher); the connection comes back by itself.
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use async_trait::async_trait;
-use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
-use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{
     MultipleNodeRoutingInfo, ResponsePolicy, Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr,
 };
-use redis::{Cmd, RedisFuture, Script, Value};
+use redis::{Script, Value};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
@@ -32,13 +29,13 @@ use crate::model::{Event, MatchId, MatchInfo, Seq};
 
 mod append;
 mod codec;
+mod conn;
 mod follow;
 mod keys;
+
+use conn::{connect, Conn, Target};
 pub mod nodes;
 
-/// How long a command may take before the call fails (Redis down or stuck).
-const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long `WAIT` waits for replicas before the append is reported as not durable.
 const WAIT_TIMEOUT_MS: u64 = 1_000;
 /// Matches whose heads are read at once.
@@ -53,81 +50,6 @@ pub struct RedisOptions {
     pub wait_replicas: u32,
     /// Accept a Redis that may lose acknowledged writes.
     pub volatile: bool,
-}
-
-/// The two ways to reach Redis, behind one connection type.
-#[derive(Clone)]
-enum Conn {
-    Single(ConnectionManager),
-    Cluster(ClusterConnection),
-}
-
-impl ConnectionLike for Conn {
-    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-        match self {
-            Conn::Single(c) => c.req_packed_command(cmd),
-            Conn::Cluster(c) => c.req_packed_command(cmd),
-        }
-    }
-
-    fn req_packed_commands<'a>(
-        &'a mut self,
-        pipeline: &'a redis::Pipeline,
-        offset: usize,
-        count: usize,
-    ) -> RedisFuture<'a, Vec<Value>> {
-        match self {
-            Conn::Single(c) => c.req_packed_commands(pipeline, offset, count),
-            Conn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
-        }
-    }
-
-    fn get_db(&self) -> i64 {
-        match self {
-            Conn::Single(c) => c.get_db(),
-            Conn::Cluster(c) => c.get_db(),
-        }
-    }
-}
-
-/// The addresses to reach, parsed from the URL.
-#[derive(Debug, Clone)]
-enum Target {
-    Single(String),
-    Cluster(Vec<String>),
-}
-
-impl Target {
-    fn parse(url: &str) -> Result<Target, StoreError> {
-        if let Some(rest) = url.strip_prefix("redis+cluster://") {
-            let nodes: Vec<String> = rest
-                .split(',')
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(|hp| format!("redis://{}", hp.trim_end_matches('/')))
-                .collect();
-            if nodes.is_empty() {
-                return Err(StoreError::Backend(format!(
-                    "--redis {url}: name at least one cluster node (redis+cluster://host:port,...)"
-                )));
-            }
-            Ok(Target::Cluster(nodes))
-        } else if url.starts_with("redis://") {
-            Ok(Target::Single(url.to_owned()))
-        } else {
-            Err(StoreError::Backend(format!(
-                "--redis {url}: expected redis://host:port or redis+cluster://host:port,..."
-            )))
-        }
-    }
-
-    /// Every address a pub/sub connection may use, in order of preference.
-    fn addresses(&self) -> Vec<String> {
-        match self {
-            Target::Single(url) => vec![url.clone()],
-            Target::Cluster(nodes) => nodes.clone(),
-        }
-    }
 }
 
 /// The shared store on Redis.
@@ -330,36 +252,6 @@ impl Drop for RedisStore {
     fn drop(&mut self) {
         if let Some(f) = lock(&self.follower).take() {
             f.abort();
-        }
-    }
-}
-
-async fn connect(target: &Target) -> Result<Conn, StoreError> {
-    match target {
-        Target::Single(url) => {
-            let client = redis::Client::open(url.as_str()).map_err(redis_err)?;
-            let config = ConnectionManagerConfig::new()
-                .set_connection_timeout(Some(CONNECT_TIMEOUT))
-                .set_response_timeout(Some(RESPONSE_TIMEOUT))
-                .set_number_of_retries(1)
-                .set_max_delay(Duration::from_secs(1));
-            let conn = client
-                .get_connection_manager_with_config(config)
-                .await
-                .map_err(|e| StoreError::Backend(format!("cannot reach redis at {url}: {e}")))?;
-            Ok(Conn::Single(conn))
-        }
-        Target::Cluster(nodes) => {
-            let client = redis::cluster::ClusterClient::builder(nodes.clone())
-                .connection_timeout(CONNECT_TIMEOUT)
-                .response_timeout(RESPONSE_TIMEOUT)
-                .retries(2)
-                .build()
-                .map_err(redis_err)?;
-            let conn = client.get_async_connection().await.map_err(|e| {
-                StoreError::Backend(format!("cannot reach the redis cluster {nodes:?}: {e}"))
-            })?;
-            Ok(Conn::Cluster(conn))
         }
     }
 }

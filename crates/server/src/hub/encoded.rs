@@ -1,0 +1,89 @@
+//! What the hub hands out, encoded once: an event in every wire format, a match's snapshot,
+//! and the frames of a match's ring.
+
+use std::sync::{Arc, OnceLock};
+
+use bytes::Bytes;
+
+use crate::model::{Event, EventKind, Match, Millis, Seq};
+use crate::wire::{v1, v2};
+
+/// The wire format a viewer speaks; the hub hands it bytes already in that format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    V1,
+    V2,
+}
+
+/// One event, encoded once per wire format.
+#[derive(Debug, Clone)]
+pub struct EncodedEvent {
+    pub seq: Seq,
+    pub kind: EventKind,
+    pub v1: Bytes,
+    pub v2: Bytes,
+}
+
+impl EncodedEvent {
+    pub(super) fn new(ev: &Event) -> EncodedEvent {
+        EncodedEvent {
+            seq: ev.seq,
+            kind: ev.kind,
+            v1: v1::event_block(ev),
+            v2: v2::event_frame(ev),
+        }
+    }
+
+    /// The bytes of this event in `format`.
+    pub fn bytes(&self, format: Format) -> &Bytes {
+        match format {
+            Format::V1 => &self.v1,
+            Format::V2 => &self.v2,
+        }
+    }
+}
+
+/// What travels through a match's ring.
+#[derive(Debug)]
+pub enum Frame {
+    Event(EncodedEvent),
+    /// The match was cancelled: every viewer says goodbye.
+    Cancelled,
+}
+
+/// A match as of some `seq`, shared by every reader of that moment; its v2 `status` frame is
+/// encoded at most once.
+#[derive(Debug)]
+pub struct Snapshot {
+    pub state: Arc<Match>,
+    v2: OnceLock<Bytes>,
+    /// The match as `GET /1/match/<id>` shows it.
+    json: OnceLock<Bytes>,
+}
+
+impl Snapshot {
+    pub(super) fn new(state: Arc<Match>) -> Arc<Snapshot> {
+        Arc::new(Snapshot { state, v2: OnceLock::new(), json: OnceLock::new() })
+    }
+
+    /// The match object of `GET /1/match/<id>`, encoded once per snapshot.
+    pub fn json(&self) -> Bytes {
+        self.json
+            .get_or_init(|| serde_json::to_vec(&*self.state).unwrap_or_default().into())
+            .clone()
+    }
+
+    /// The v2 `status` frame of this snapshot.
+    pub fn v2_frame(&self) -> Bytes {
+        self.v2.get_or_init(|| v2::status_frame(&self.state)).clone()
+    }
+
+    /// The snapshot as sent to a viewer of `format` at time `now` (v1 headers carry the time
+    /// of sending).
+    pub fn frame(&self, format: Format, now: Millis) -> Bytes {
+        match format {
+            Format::V1 => v1::status_block(&self.state, now),
+            Format::V2 => self.v2_frame(),
+        }
+    }
+}
