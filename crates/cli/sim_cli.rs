@@ -65,21 +65,26 @@ struct EngineArgs {
 
 #[derive(Args)]
 struct SimViewerArgs {
-    /// Base URL of the node's HTTP API (for /1/checkin); with several nodes, their URLs
-    /// separated by commas: each viewer starts at a different one and moves on from one that
-    /// does not answer.
+    /// Base URL of the node's HTTP API (for /1/checkin, and where WebSocket and SSE viewers
+    /// connect); with several nodes, their URLs separated by commas: each viewer starts at a
+    /// different one and moves on from one that does not answer.
     #[arg(long, env = "MATCHSTREAM_SERVER", default_value = "http://127.0.0.1:8888")]
     server: String,
     /// The match to watch.
     #[arg(long = "match", env = "MATCHSTREAM_MATCH", required = true)]
     match_id: Option<String>,
-    /// Viewer protocol.
+    /// Viewer protocol: v1 or v2 (alias tcp) on a viewer port, or ws (WebSocket,
+    /// /1/match/<id>/ws) or sse (Server-Sent Events, /1/match/<id>/stream) on the node's HTTP
+    /// port of --server. Every protocol's stream is checked alike: gapless seq, the bye.
     #[arg(long, env = "MATCHSTREAM_SIM_PROTOCOL", default_value = "v2")]
     protocol: sim::Protocol,
-    /// Viewer addresses to take in turn instead of asking /1/checkin: host:port,host:port.
+    /// TCP viewer addresses to take in turn instead of asking /1/checkin: host:port,host:port.
     #[arg(long, env = "MATCHSTREAM_SIM_VIEWERS", value_delimiter = ',')]
     viewers: Vec<String>,
-    /// Interaction paths in percent: watch=70,late=10,leave=10,reconnect=5,slow=5.
+    /// Interaction paths in percent (watch=70,late=10,leave=10,reconnect=5,slow=5; default all
+    /// watch) and/or protocols in percent (tcp:50,ws:30,sse:20 with v1, v2 or tcp, ws, sse;
+    /// default all --protocol), in one list: watch=90,slow=10,tcp:50,ws:50. With several
+    /// protocols the summary has a line (JSON: `protocols`) per protocol.
     #[arg(long, env = "MATCHSTREAM_SIM_MIX", default_value = "watch=100")]
     mix: sim::Mix,
     /// Seconds within which `late` viewers connect.
@@ -91,9 +96,10 @@ struct SimViewerArgs {
     /// Milliseconds `slow` viewers sleep between small reads.
     #[arg(long, env = "MATCHSTREAM_SIM_SLOW_READ_MS", default_value_t = 20)]
     slow_read_ms: u64,
-    /// v2 viewers that lose their node (closed or reset without `bye match_over`, or `bye
-    /// shutdown`) come back with FROM through /1/checkin (or the bye's `try`), retrying for up
-    /// to 30 s, instead of failing; the summary tells how many resumed and how fast.
+    /// v2, ws and sse viewers that lose their node (closed or reset without `bye match_over`,
+    /// or `bye shutdown`) come back with FROM (ws, sse: from=) through /1/checkin (or the bye's
+    /// `try`; ws, sse: the next --server), retrying for up to 30 s, instead of failing; the
+    /// summary tells how many resumed and how fast.
     #[arg(long, env = "MATCHSTREAM_SIM_RESUME")]
     resume: bool,
     #[command(flatten)]

@@ -49,7 +49,8 @@ impl Checker {
     pub fn for_protocol(p: Protocol) -> Checker {
         match p {
             Protocol::V1 => Checker::V1(V1Checker::default()),
-            Protocol::V2 => Checker::V2(V2Checker::default()),
+            // WebSocket and SSE carry exactly the v2 frames (SPEC 5), one per message or event.
+            Protocol::V2 | Protocol::Ws | Protocol::Sse => Checker::V2(V2Checker::default()),
         }
     }
 
@@ -382,6 +383,10 @@ mod tests {
         assert_eq!(Cause::of_io(&e), Cause::Io);
         assert_eq!(serde_json::to_string(&Cause::ClosedEarly).unwrap(), "\"closed_early\"");
         assert_eq!("v1".parse::<Protocol>(), Ok(Protocol::V1));
+        assert_eq!("tcp".parse::<Protocol>(), Ok(Protocol::V2));
+        for p in Protocol::ALL {
+            assert_eq!(p.as_str().parse::<Protocol>(), Ok(p));
+        }
         assert!("v3".parse::<Protocol>().is_err());
     }
 

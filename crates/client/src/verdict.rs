@@ -6,20 +6,37 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-/// Which viewer protocol a MatchStream viewer speaks (SPEC 4).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// Which viewer protocol a MatchStream viewer speaks: v1 or v2 over TCP (SPEC 4), or v2's
+/// frames over WebSocket or Server-Sent Events (SPEC 5).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Protocol {
     V1,
     V2,
+    Ws,
+    Sse,
 }
 
 impl Protocol {
+    pub const ALL: [Protocol; 4] = [Protocol::V1, Protocol::V2, Protocol::Ws, Protocol::Sse];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Protocol::V1 => "v1",
             Protocol::V2 => "v2",
+            Protocol::Ws => "ws",
+            Protocol::Sse => "sse",
         }
+    }
+
+    /// Spoken on a viewer port (TCP, SPEC 4) rather than the HTTP port (SPEC 5).
+    pub fn is_tcp(self) -> bool {
+        matches!(self, Protocol::V1 | Protocol::V2)
+    }
+
+    /// Carries `seq`s, and so can resume after one (`FROM`, `from`, `Last-Event-ID`).
+    pub fn resumes(self) -> bool {
+        self != Protocol::V1
     }
 }
 
@@ -28,8 +45,10 @@ impl std::str::FromStr for Protocol {
     fn from_str(s: &str) -> Result<Self, String> {
         match s {
             "v1" | "1" => Ok(Protocol::V1),
-            "v2" | "2" => Ok(Protocol::V2),
-            _ => Err(format!("unknown protocol {s:?} (v1 or v2)")),
+            "v2" | "2" | "tcp" => Ok(Protocol::V2),
+            "ws" | "websocket" => Ok(Protocol::Ws),
+            "sse" => Ok(Protocol::Sse),
+            _ => Err(format!("unknown protocol {s:?} (v1, v2 or tcp, ws, sse)")),
         }
     }
 }

@@ -1,6 +1,6 @@
 //! What the parent tells a worker process (the [`Job`], one JSON line on its stdin) and what the
 //! worker answers (progress and final [`WorkerMsg`] lines on its stdout), plus the `--mix` of
-//! interaction paths and how it is split between workers.
+//! interaction paths and of protocols, and how each is split between workers.
 
 use serde::{Deserialize, Serialize};
 
@@ -11,9 +11,11 @@ use super::{PathKind, Protocol, SimError};
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Target {
-    /// MatchStream viewers of one match. With `viewers` empty, each connect asks
+    /// MatchStream viewers of one match. With `viewers` empty, each TCP viewer asks
     /// `<server>/1/checkin` for a port, like a real client; otherwise they take turns. `server`
-    /// may list the HTTP base URLs of several nodes, separated by commas (see checkin.rs).
+    /// may list the HTTP base URLs of several nodes, separated by commas (see checkin.rs);
+    /// WebSocket and SSE viewers connect to those HTTP addresses. `protocol` is every viewer's
+    /// unless the job's `protocols` share them out.
     Matchstream { server: String, match_id: String, protocol: Protocol, viewers: Vec<String> },
     /// Redis pub/sub subscribers of one channel at `addr` (`host:port`).
     Redis { addr: String, channel: String },
@@ -68,43 +70,82 @@ impl Default for Behaviour {
     }
 }
 
-/// Percentages of viewers per path (`--mix watch=70,late=10,...`), adding up to 100.
+/// Percentages of viewers per path (`--mix watch=70,late=10,...`), adding up to 100, and,
+/// if given, per protocol (`--mix tcp:50,ws:30,sse:20`), adding up to 100 too.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Mix {
     pub percent: [u32; 5],
+    /// Indexed like [`Protocol::ALL`]; all 0: every viewer speaks `--protocol`.
+    pub protocols: [u32; 4],
 }
 
 impl Default for Mix {
     fn default() -> Self {
-        Mix { percent: [100, 0, 0, 0, 0] }
+        Mix { percent: [100, 0, 0, 0, 0], protocols: [0; 4] }
     }
 }
 
 impl std::str::FromStr for Mix {
     type Err = String;
-    /// `watch=70,late=10,leave=10,reconnect=5,slow=5`; paths left out get 0.
+    /// `watch=70,late=10,leave=10,reconnect=5,slow=5` (paths left out get 0; none: all watch)
+    /// and `tcp:50,ws:30,sse:20` (protocols: `v1`, `v2` or its alias `tcp`, `ws`, `sse`; none:
+    /// all `--protocol`), in one list or either alone.
     fn from_str(s: &str) -> Result<Mix, String> {
-        let mut percent = [0u32; 5];
+        let (mut percent, mut protocols) = ([0u32; 5], [0u32; 4]);
+        let (mut any_path, mut any_protocol) = (false, false);
         for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-            let (name, value) =
-                part.split_once('=').ok_or_else(|| format!("{part:?}: expected path=percent"))?;
+            let number = |v: &str| {
+                v.trim().parse::<u32>().map_err(|_| format!("{part:?}: not a percentage"))
+            };
+            if let Some((name, value)) = part.split_once(':') {
+                let p: Protocol = name.trim().parse()?;
+                protocols[p as usize] += number(value)?;
+                any_protocol = true;
+                continue;
+            }
+            let (name, value) = part
+                .split_once('=')
+                .ok_or_else(|| format!("{part:?}: expected path=percent or protocol:percent"))?;
             let i =
                 PathKind::ALL.iter().position(|p| p.as_str() == name.trim()).ok_or_else(|| {
                     format!("unknown path {name:?} (watch, late, leave, reconnect, slow)")
                 })?;
-            percent[i] = value.trim().parse().map_err(|_| format!("{part:?}: not a percentage"))?;
+            percent[i] = number(value)?;
+            any_path = true;
+        }
+        if !any_path {
+            percent = Mix::default().percent;
         }
         let total: u32 = percent.iter().sum();
         if total != 100 {
-            return Err(format!("the mix adds up to {total}, not 100"));
+            return Err(format!("the mix of paths adds up to {total}, not 100"));
         }
-        Ok(Mix { percent })
+        let total: u32 = protocols.iter().sum();
+        if any_protocol && total != 100 {
+            return Err(format!("the mix of protocols adds up to {total}, not 100"));
+        }
+        Ok(Mix { percent, protocols })
     }
 }
 
 impl Mix {
     pub fn get(&self, p: PathKind) -> u32 {
         self.percent[p as usize]
+    }
+
+    /// How many of `n` viewers speak each protocol, `default` (`--protocol`) for all without a
+    /// mix of protocols: each its share rounded down, the rest to the first protocol named.
+    pub fn protocol_counts(&self, n: u64, default: Protocol) -> ProtocolCounts {
+        let mut c = [0u64; 4];
+        let Some(first) = self.protocols.iter().position(|&p| p > 0) else {
+            c[default as usize] = n;
+            return ProtocolCounts(c);
+        };
+        for (i, pct) in self.protocols.iter().enumerate() {
+            c[i] = n * u64::from(*pct) / 100;
+        }
+        c[first] += n - c.iter().sum::<u64>();
+        ProtocolCounts(c)
     }
 
     /// How many of `n` viewers take each path: each path its share rounded down, the rest
@@ -149,6 +190,54 @@ impl PathCounts {
     }
 }
 
+/// Viewers per protocol, indexed like [`Protocol::ALL`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProtocolCounts(pub [u64; 4]);
+
+impl ProtocolCounts {
+    pub fn total(&self) -> u64 {
+        self.0.iter().sum()
+    }
+
+    /// The protocols with viewers.
+    pub fn present(&self) -> impl Iterator<Item = Protocol> + '_ {
+        Protocol::ALL.into_iter().filter(|p| self.0[*p as usize] > 0)
+    }
+
+    /// Splits these counts between workers of `sizes` viewers (adding up to the total), each
+    /// worker getting every protocol's share as nearly in proportion as whole viewers allow.
+    pub fn split_like(&self, sizes: &[u64]) -> Vec<ProtocolCounts> {
+        let mut left = self.0;
+        let mut left_total = self.total();
+        let mut out = Vec::with_capacity(sizes.len());
+        for &size in sizes {
+            let size = size.min(left_total);
+            let mut share = [0u64; 4];
+            for (s, l) in share.iter_mut().zip(left) {
+                *s = (l * size).checked_div(left_total).unwrap_or(0);
+            }
+            // The viewers the rounding left go to the protocols with the most left over.
+            let mut short = size - share.iter().sum::<u64>();
+            while short > 0 {
+                let mut best = 0;
+                for i in 1..4 {
+                    if left[i] - share[i] > left[best] - share[best] {
+                        best = i;
+                    }
+                }
+                share[best] += 1;
+                short -= 1;
+            }
+            for (l, s) in left.iter_mut().zip(share) {
+                *l -= s;
+            }
+            left_total -= size;
+            out.push(ProtocolCounts(share));
+        }
+        out
+    }
+}
+
 /// One worker's share of a run.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Job {
@@ -158,6 +247,10 @@ pub struct Job {
     /// Global number of this worker's first viewer (user ids are `sim<number>`).
     pub first_viewer: u64,
     pub paths: PathCounts,
+    /// Its viewers per protocol (adding up to its paths' total); all 0: every viewer speaks the
+    /// target's protocol.
+    #[serde(default)]
+    pub protocols: ProtocolCounts,
     /// Viewers of this worker connecting at once.
     pub concurrency: usize,
     pub behaviour: Behaviour,
@@ -178,17 +271,22 @@ impl Job {
             return usage("-c must be at least 1");
         }
         let reconnecting = self.paths.0[PathKind::Reconnect as usize] > 0;
+        let protocols = self.protocols();
         if let Target::Matchstream { server, viewers, .. } = &self.target {
-            if viewers.is_empty() {
+            if viewers.is_empty() || protocols.present().any(|p| !p.is_tcp()) {
                 super::checkin::servers(server)?;
             }
-        }
-        match &self.target {
-            Target::Matchstream { protocol: Protocol::V1, .. } if reconnecting => {
-                usage("--mix reconnect needs --protocol v2 (v1 cannot resume with FROM)")
+            if protocols.total() != self.paths.total() {
+                return usage("the viewers per protocol do not add up to the viewers per path");
             }
-            Target::Matchstream { protocol: Protocol::V1, .. } if self.behaviour.resume => {
-                usage("--resume needs --protocol v2 (v1 cannot resume with FROM)")
+        }
+        let v1 = protocols.0[Protocol::V1 as usize] > 0;
+        match &self.target {
+            Target::Matchstream { .. } if v1 && reconnecting => {
+                usage("--mix reconnect needs v2, ws or sse viewers (v1 cannot resume with FROM)")
+            }
+            Target::Matchstream { .. } if v1 && self.behaviour.resume => {
+                usage("--resume needs v2, ws or sse viewers (v1 cannot resume with FROM)")
             }
             Target::Redis { .. } if self.paths.0[0] != self.paths.total() => {
                 usage("Redis subscribers only watch: leave out --mix")
@@ -197,6 +295,21 @@ impl Job {
                 usage("Redis subscribers cannot resume: leave out --resume")
             }
             _ => Ok(()),
+        }
+    }
+}
+
+impl Job {
+    /// Its viewers per protocol, the target's protocol for all when the job shares none out
+    /// (none for Redis).
+    pub fn protocols(&self) -> ProtocolCounts {
+        match &self.target {
+            Target::Matchstream { protocol, .. } if self.protocols.total() == 0 => {
+                let mut c = [0u64; 4];
+                c[*protocol as usize] = self.paths.total();
+                ProtocolCounts(c)
+            }
+            _ => self.protocols,
         }
     }
 }
@@ -260,6 +373,45 @@ mod tests {
     }
 
     #[test]
+    fn protocol_mixes_parse_count_and_split_exactly() {
+        let m: Mix = "tcp:50,ws:30,sse:20".parse().unwrap();
+        assert_eq!(m.percent, Mix::default().percent, "no paths: all watch");
+        assert_eq!(m.protocols, [0, 50, 30, 20]);
+        let both: Mix = "watch=90,slow=10, v1:10,v2:40,ws:50".parse().unwrap();
+        assert_eq!((both.get(PathKind::Slow), both.protocols), (10, [10, 40, 50, 0]));
+        assert!("ws:50".parse::<Mix>().unwrap_err().contains("protocols adds up to 50"));
+        assert!("ws:50,smoke:50".parse::<Mix>().unwrap_err().contains("smoke"));
+        assert!("ws:x".parse::<Mix>().is_err());
+
+        // Without a mix of protocols, everyone speaks --protocol.
+        assert_eq!(Mix::default().protocol_counts(7, Protocol::Sse).0, [0, 0, 0, 7]);
+        let c = m.protocol_counts(1001, Protocol::V1);
+        assert_eq!(c.0, [0, 501, 300, 200]);
+        assert_eq!(c.present().collect::<Vec<_>>(), [Protocol::V2, Protocol::Ws, Protocol::Sse]);
+        // Split like the paths were: every worker its size, every protocol its total.
+        let sizes: Vec<u64> = m.counts(1001).split(3).iter().map(PathCounts::total).collect();
+        let shares = c.split_like(&sizes);
+        for (share, size) in shares.iter().zip(&sizes) {
+            assert_eq!(share.total(), *size);
+            assert!(share.0[2].abs_diff(size * 30 / 100) <= 1, "{share:?} of {size}");
+        }
+        for p in 0..4 {
+            assert_eq!(shares.iter().map(|s| s.0[p]).sum::<u64>(), c.0[p]);
+        }
+        let odd = ProtocolCounts([0, 1, 1, 1]).split_like(&[1, 1, 1]);
+        assert!(odd.iter().all(|s| s.total() == 1));
+        assert_eq!(
+            odd.iter().map(|s| s.0).fold([0; 4], |a, b| [
+                a[0] + b[0],
+                a[1] + b[1],
+                a[2] + b[2],
+                a[3] + b[3]
+            ]),
+            [0, 1, 1, 1]
+        );
+    }
+
+    #[test]
     fn jobs_travel_as_json_and_refuse_v1_reconnects() {
         let job = Job {
             worker: 1,
@@ -271,6 +423,7 @@ mod tests {
             },
             first_viewer: 10,
             paths: PathCounts([1, 0, 0, 1, 0]),
+            protocols: ProtocolCounts::default(),
             concurrency: 4,
             behaviour: Behaviour::default(),
             hold: false,
@@ -296,6 +449,7 @@ mod tests {
             },
             first_viewer: 0,
             paths: PathCounts([3, 0, 0, 0, 0]),
+            protocols: ProtocolCounts::default(),
             concurrency: 2,
             behaviour: Behaviour { resume: true, ..Behaviour::default() },
             hold: true,
@@ -326,7 +480,7 @@ mod tests {
             protocol: Protocol::V1,
             viewers: vec![],
         };
-        assert!(refused(&job).contains("--resume needs --protocol v2"));
+        assert!(refused(&job).contains("--resume needs v2, ws or sse viewers"));
         job.target = Target::Redis { addr: "127.0.0.1:1".into(), channel: "c".into() };
         assert!(refused(&job).contains("--resume"));
     }

@@ -5,6 +5,7 @@
 //! ```text
 //!  run::run_viewers ──job (JSON on stdin)──▶ `matchstream sim-worker` × W ──▶ worker::serve
 //!        ▲                                        viewer.rs: connect, read, check.rs / redis.rs
+//!        │                                        conn.rs: TCP, WebSocket or SSE as v2 lines
 //!        │                                        checkin.rs: where to connect
 //!        │                                        resume.rs: back after a lost node (--resume)
 //!        └──progress and final report (JSON lines on stdout)──┘
@@ -25,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 mod check;
 mod checkin;
+mod conn;
 mod display;
 pub mod http;
 mod job;
@@ -39,7 +41,7 @@ pub mod worker;
 
 pub use checkin::servers;
 pub use display::{Display, UiMode};
-pub use job::{Behaviour, Job, Mix, PathCounts, Target};
+pub use job::{Behaviour, Job, Mix, PathCounts, ProtocolCounts, Target};
 pub use matchstream_client::check::{Cause, Protocol, Violation};
 pub use report::{Percentiles, Summary};
 pub use run::{run_viewers, ViewerSim};

@@ -1,6 +1,7 @@
 //! Counting and summing up: histograms (hdrhistogram, shipped between processes as
-//! `(value, count)` pairs), failures by cause, tallies per path, each worker's final report and
-//! the run's [`Summary`] (serialized for `--json`, or [`Summary::text`] for a person).
+//! `(value, count)` pairs), failures by cause, tallies per path and per protocol, each worker's
+//! final report and the run's [`Summary`] (serialized for `--json`, or [`Summary::text`] for a
+//! person).
 
 use std::collections::BTreeMap;
 
@@ -8,7 +9,7 @@ use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize, Serializer};
 
 use super::job::Counters;
-use super::{Cause, PathKind};
+use super::{Cause, PathKind, Protocol};
 
 /// Highest value a histogram keeps exactly enough (an hour in microseconds); above it values
 /// are clamped, which only a broken run reaches.
@@ -155,6 +156,85 @@ impl PathTallies {
     }
 }
 
+/// How the viewers of one protocol fared, as a worker counts them.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProtocolTally {
+    pub viewers: u64,
+    pub complete: u64,
+    pub failed: u64,
+    pub deliveries: u64,
+    /// Delivery latencies in milliseconds, as `(value, count)` pairs.
+    pub latency_ms: Vec<(u64, u64)>,
+}
+
+/// Tallies per protocol, indexed like [`Protocol::ALL`]; serialized as a map from protocol
+/// name, with only the protocols that had viewers.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(from = "BTreeMap<String, ProtocolTally>")]
+pub struct ProtocolTallies(pub [ProtocolTally; 4]);
+
+impl From<BTreeMap<String, ProtocolTally>> for ProtocolTallies {
+    fn from(mut m: BTreeMap<String, ProtocolTally>) -> Self {
+        let mut t = ProtocolTallies::default();
+        for p in Protocol::ALL {
+            t.0[p as usize] = m.remove(p.as_str()).unwrap_or_default();
+        }
+        t
+    }
+}
+
+impl Serialize for ProtocolTallies {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let present = Protocol::ALL.iter().filter(|p| self.0[**p as usize].viewers > 0);
+        s.collect_map(present.map(|p| (p.as_str(), &self.0[*p as usize])))
+    }
+}
+
+/// How the viewers of one protocol fared in a run.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct ProtocolSummary {
+    pub viewers: u64,
+    pub complete: u64,
+    pub failed: u64,
+    pub deliveries: u64,
+    pub latency_ms: Percentiles,
+}
+
+/// Results per protocol; serialized as a map from protocol name, with only the protocols that
+/// had viewers, in [`Protocol::ALL`] order.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ProtocolSummaries(pub [ProtocolSummary; 4]);
+
+impl Serialize for ProtocolSummaries {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let present = Protocol::ALL.iter().filter(|p| self.0[**p as usize].viewers > 0);
+        s.collect_map(present.map(|p| (p.as_str(), &self.0[*p as usize])))
+    }
+}
+
+impl ProtocolSummaries {
+    fn build(reports: &[WorkerReport]) -> ProtocolSummaries {
+        let mut out = ProtocolSummaries::default();
+        for p in Protocol::ALL {
+            let (sum, mut latency) = (&mut out.0[p as usize], Hist::default());
+            for t in reports.iter().map(|r| &r.protocols.0[p as usize]) {
+                sum.viewers += t.viewers;
+                sum.complete += t.complete;
+                sum.failed += t.failed;
+                sum.deliveries += t.deliveries;
+                latency.add_pairs(&t.latency_ms);
+            }
+            sum.latency_ms = latency.percentiles(1.0);
+        }
+        out
+    }
+
+    /// The protocols that had viewers.
+    fn present(&self) -> impl Iterator<Item = (Protocol, &ProtocolSummary)> {
+        Protocol::ALL.into_iter().map(|p| (p, &self.0[p as usize])).filter(|(_, s)| s.viewers > 0)
+    }
+}
+
 /// Most failure descriptions a worker keeps, to show what went wrong without flooding.
 pub const MAX_SAMPLES: usize = 10;
 
@@ -165,6 +245,9 @@ pub struct WorkerReport {
     pub counters: Counters,
     pub failures: CauseCounts,
     pub paths: PathTallies,
+    /// MatchStream viewers per protocol (none for Redis).
+    #[serde(default)]
+    pub protocols: ProtocolTallies,
     /// Connections made, reconnects included.
     pub connects: u64,
     /// Connect times in microseconds (TCP connect + line sent to first byte).
@@ -191,7 +274,8 @@ pub struct WorkerReport {
 #[derive(Clone, Debug)]
 pub struct RunInfo {
     pub system: &'static str,
-    pub protocol: &'static str,
+    /// The protocol, or the mix of them (`v2:50,ws:30,sse:20`).
+    pub protocol: String,
     pub viewers: u64,
     pub workers: usize,
     pub concurrency: usize,
@@ -206,8 +290,9 @@ pub struct RunInfo {
 pub struct Summary {
     /// `matchstream` or `redis`.
     pub system: &'static str,
-    /// `v1`, `v2` or `resp`.
-    pub protocol: &'static str,
+    /// `v1`, `v2`, `ws`, `sse` or `resp`; a mix of viewers' protocols as `v2:50,ws:30,sse:20`
+    /// (percentages).
+    pub protocol: String,
     pub viewers: u64,
     pub workers: usize,
     pub concurrency: usize,
@@ -216,6 +301,8 @@ pub struct Summary {
     pub failed: u64,
     pub failures: CauseCounts,
     pub paths: PathTallies,
+    /// MatchStream viewers per protocol (each protocol that had viewers; none for Redis).
+    pub protocols: ProtocolSummaries,
     pub connects: u64,
     pub connect_ms: Percentiles,
     pub latency_ms: Percentiles,
@@ -306,6 +393,7 @@ impl Summary {
             failed: failures.total(),
             failures,
             paths,
+            protocols: ProtocolSummaries::build(reports),
             connects,
             connect_ms: connect.percentiles(1000.0),
             latency_ms: latency.percentiles(1.0),
@@ -355,6 +443,20 @@ impl Summary {
         let pct = |p: &Percentiles| {
             format!("p50 {} p90 {} p99 {} p99.9 {} max {}", p.p50, p.p90, p.p99, p.p999, p.max)
         };
+        if self.protocols.present().count() > 1 {
+            for (p, s) in self.protocols.present() {
+                out += &format!(
+                    "  {}: {}/{} complete, {} deliveries, latency ms p50 {} p99 {} max {}\n",
+                    p.as_str(),
+                    s.complete,
+                    s.viewers,
+                    s.deliveries,
+                    s.latency_ms.p50,
+                    s.latency_ms.p99,
+                    s.latency_ms.max
+                );
+            }
+        }
         out += &format!(
             "  connect ms: {} ({} connects, {:.0}/s)\n",
             pct(&self.connect_ms),
@@ -460,7 +562,7 @@ mod tests {
         r2.last_delivery_ms = Some(3000);
         let info = RunInfo {
             system: "matchstream",
-            protocol: "v2",
+            protocol: "v2".into(),
             viewers: 25,
             workers: 3,
             concurrency: 8,
@@ -492,7 +594,7 @@ mod tests {
     fn resumes_add_up_from_the_first_drop_to_the_last_catch_up() {
         let info = || RunInfo {
             system: "matchstream",
-            protocol: "v2",
+            protocol: "v2".into(),
             viewers: 30,
             workers: 2,
             concurrency: 8,

@@ -14,9 +14,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::check::Checker;
 use super::display::Display;
+use super::job::ProtocolCounts;
 use super::job::{Behaviour, Counters, Job, Mix, Target, WorkerMsg};
 use super::report::{RunInfo, Summary, WorkerReport};
-use super::SimError;
+use super::{Protocol, SimError};
 
 /// Viewers per worker process by default: under the 20,000 open files a process may have here,
 /// and about what the independent Redis client the benchmarks were checked against read per
@@ -146,13 +147,27 @@ pub async fn run_viewers(
         }
     }
     display.finish();
-    let resolution = match &sim.target {
-        Target::Matchstream { protocol, .. } => Checker::for_protocol(*protocol).ts_resolution_ms(),
-        Target::Redis { .. } => 1,
+    let (protocol, resolution) = match &sim.target {
+        Target::Matchstream { protocol, .. } => {
+            let counts = sim.mix.protocol_counts(sim.viewers, *protocol);
+            let present: Vec<Protocol> = counts.present().collect();
+            let name = match present.as_slice() {
+                [one] => one.as_str().to_owned(),
+                _ => present
+                    .iter()
+                    .map(|p| format!("{}:{}", p.as_str(), sim.mix.protocols[*p as usize]))
+                    .collect::<Vec<_>>()
+                    .join(","),
+            };
+            // v1's header times have a resolution of one second.
+            let resolution = present.iter().map(|p| Checker::for_protocol(*p).ts_resolution_ms());
+            (name, resolution.max().unwrap_or(1))
+        }
+        Target::Redis { .. } => (sim.target.protocol().to_owned(), 1),
     };
     let info = RunInfo {
         system: sim.target.system(),
-        protocol: sim.target.protocol(),
+        protocol,
         viewers: sim.viewers,
         workers: jobs.len(),
         concurrency: sim.concurrency,
@@ -180,15 +195,26 @@ pub fn jobs(sim: &ViewerSim) -> Result<Vec<Job>, SimError> {
     .min(sim.viewers as usize)
     .max(1);
     let shares = sim.mix.counts(sim.viewers).split(w);
+    let sizes: Vec<u64> = shares.iter().map(|s| s.total()).collect();
+    let protocols = match &sim.target {
+        Target::Matchstream { protocol, .. } => {
+            sim.mix.protocol_counts(sim.viewers, *protocol).split_like(&sizes)
+        }
+        Target::Redis { .. } if sim.mix.protocols.iter().any(|&p| p > 0) => {
+            return Err(SimError::Usage("Redis subscribers have no protocol mix".into()));
+        }
+        Target::Redis { .. } => vec![ProtocolCounts::default(); w],
+    };
     let mut first = 0;
     let mut jobs = Vec::with_capacity(w);
-    for (i, paths) in shares.into_iter().enumerate() {
+    for (i, (paths, protocols)) in shares.into_iter().zip(protocols).enumerate() {
         let concurrency = (sim.concurrency / w + usize::from(i < sim.concurrency % w)).max(1);
         let job = Job {
             worker: i,
             target: sim.target.clone(),
             first_viewer: first,
             paths,
+            protocols,
             concurrency,
             behaviour: sim.behaviour.clone(),
             hold: sim.hold,

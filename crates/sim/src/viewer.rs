@@ -1,18 +1,21 @@
-//! One simulated viewer's life, as a user who knows only the protocol: find a port (checkin.rs),
-//! connect while holding a connect slot, send the line, then read and check its own stream until
-//! the end, acting out its path (late, leave, reconnect with `FROM`, slow) and, with `--resume`,
-//! coming back with `FROM` when its node is lost (when and how long to wait: resume.rs). The
-//! same loop drives Redis subscribers, so both systems are measured by one engine.
+//! One simulated viewer's life, as a user who knows only the protocol: find a port (checkin.rs;
+//! a WebSocket or SSE viewer goes to a node's HTTP port instead), connect while holding a
+//! connect slot, send the line (or the request: conn.rs), then read and check its own stream
+//! until the end, acting out its path (late, leave, reconnect with `FROM` / `from`, slow) and,
+//! with `--resume`, coming back the same way when its node is lost (when and how long to wait:
+//! resume.rs). The same loop drives Redis subscribers, so both systems are measured by one
+//! engine.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use matchstream_proto::ConnectLine;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use super::check::{Checker, Seen, State};
 use super::checkin;
+use super::conn::{self, Conn};
 use super::job::Target;
 use super::redis::{self, RedisChecker};
 use super::resume::{self, Away, LineTail, Lost};
@@ -32,6 +35,8 @@ pub(crate) struct Spec {
     /// Global viewer number: the user id is `sim<id>`.
     pub id: u64,
     pub path: PathKind,
+    /// What it speaks (for Redis subscribers: unused).
+    pub protocol: Protocol,
     /// `late`: wait this long before connecting.
     pub delay_ms: u64,
     /// `leave` / `reconnect`: act after this many events.
@@ -97,7 +102,7 @@ async fn live(sh: &Shared, spec: Spec, connected: &AtomicBool) -> Outcome {
     }
     sh.started.fetch_add(1, Ordering::Relaxed);
     let mut checker = match &sh.job.target {
-        Target::Matchstream { protocol, .. } => Checker::for_protocol(*protocol),
+        Target::Matchstream { .. } => Checker::for_protocol(spec.protocol),
         Target::Redis { .. } => Checker::Redis(RedisChecker::default()),
     };
     let slow = spec.path == PathKind::Slow;
@@ -114,8 +119,8 @@ async fn live(sh: &Shared, spec: Spec, connected: &AtomicBool) -> Outcome {
     let mut resumed_before = false;
     'connection: loop {
         let got = match away.as_mut() {
-            None => connect(sh, spec.id, from, None, &mut buf).await,
-            Some(a) => reconnect(sh, spec.id, from, a, &mut buf).await,
+            None => connect(sh, &spec, from, None, &mut buf).await,
+            Some(a) => reconnect(sh, &spec, from, a, &mut buf).await,
         };
         let (mut stream, mut n) = match got {
             Ok(got) => got,
@@ -141,7 +146,7 @@ async fn live(sh: &Shared, spec: Spec, connected: &AtomicBool) -> Outcome {
         let lost = loop {
             seen.clear();
             let state = checker.feed(&buf[..n], &mut seen);
-            events += record(sh, &seen, measure);
+            events += record(sh, spec.protocol, &seen, measure);
             got_frame |= !seen.is_empty();
             if let Some(at) = catching_up.filter(|_| !seen.is_empty() || state == Ok(State::Ended))
             {
@@ -222,15 +227,15 @@ async fn live(sh: &Shared, spec: Spec, connected: &AtomicBool) -> Outcome {
 /// until the time to resume is up.
 async fn reconnect(
     sh: &Shared,
-    id: u64,
+    spec: &Spec,
     from: Option<u64>,
     away: &mut Away,
     buf: &mut [u8],
-) -> Result<(TcpStream, usize), Violation> {
+) -> Result<(Conn, usize), Violation> {
     loop {
         let wait = away.next_wait().ok_or_else(|| away.give_up())?;
         tokio::time::sleep(wait).await;
-        match connect(sh, id, from, away.try_addr.take(), buf).await {
+        match connect(sh, spec, from, away.try_addr.take(), buf).await {
             Ok(got) => return Ok(got),
             Err(v) => away.failed(v),
         }
@@ -239,18 +244,20 @@ async fn reconnect(
 
 /// Counts what a chunk delivered and records the latencies of the events accepted at or after
 /// `measure` (Unix ms; `None`: of none); returns the number of events.
-fn record(sh: &Shared, seen: &[Seen], measure: Option<i64>) -> u64 {
+fn record(sh: &Shared, protocol: Protocol, seen: &[Seen], measure: Option<i64>) -> u64 {
     let events = seen.iter().filter(|s| matches!(s, Seen::Event { .. })).count() as u64;
     if events == 0 {
         return 0;
     }
     let now = unix_ms();
     sh.deliveries.fetch_add(events, Ordering::Relaxed);
+    sh.by_protocol[protocol as usize].deliveries.fetch_add(events, Ordering::Relaxed);
     sh.first_delivery_ms.fetch_min(now, Ordering::Relaxed);
     sh.last_delivery_ms.fetch_max(now, Ordering::Relaxed);
     if let Some(since) = measure {
         // One lock per chunk, not per event: a burst arrives in few chunks.
-        let mut hist = sh.latency.lock().unwrap_or_else(|p| p.into_inner());
+        let latency = &sh.by_protocol[protocol as usize].latency;
+        let mut hist = latency.lock().unwrap_or_else(|p| p.into_inner());
         for s in seen {
             match s {
                 Seen::Event { ts_ms, .. } if *ts_ms >= since => {
@@ -314,16 +321,17 @@ fn set_bind_address_no_port(socket: &tokio::net::TcpSocket) -> std::io::Result<(
     Ok(())
 }
 
-/// Connects (holding a connect slot), sends the connect line and waits for the first bytes,
-/// which land in `buf`. `from`: resume after this seq (v2); `via`: the viewer address to use
-/// instead of finding one (a `bye`'s `try`).
+/// Connects (holding a connect slot), sends the connect line (a WebSocket or SSE viewer: its
+/// request) and waits for the first bytes, which land in `buf`. `from`: resume after this seq;
+/// `via`: the viewer address to use instead of finding one (a `bye`'s `try`, for TCP).
 async fn connect(
     sh: &Shared,
-    id: u64,
+    spec: &Spec,
     from: Option<u64>,
     via: Option<String>,
     buf: &mut [u8],
-) -> Result<(TcpStream, usize), Violation> {
+) -> Result<(Conn, usize), Violation> {
+    let id = spec.id;
     let _slot = sh
         .slots
         .acquire()
@@ -331,17 +339,22 @@ async fn connect(
         .map_err(|_| Violation::new(Cause::Io, "the connect slots were closed"))?;
     sh.first_connect_start_ms.fetch_min(unix_ms(), Ordering::Relaxed);
     let timeout = Duration::from_millis(sh.job.behaviour.connect_timeout_ms);
+    let web = !spec.protocol.is_tcp() && matches!(sh.job.target, Target::Matchstream { .. });
     let (addr, line) = match &sh.job.target {
-        Target::Matchstream { match_id, protocol, viewers, .. } => {
+        // The nodes' HTTP ports: the request is written once one answers (`dial_web`).
+        Target::Matchstream { .. } if web => {
+            (sh.web[(id % sh.web.len().max(1) as u64) as usize].clone(), Vec::new())
+        }
+        Target::Matchstream { match_id, viewers, .. } => {
             let addr = match via {
                 Some(addr) => addr,
                 None => checkin::viewer_addr(sh, id, viewers, timeout).await?,
             };
             let user = format!("sim{id}").into_bytes();
             let match_id = match_id.clone();
-            let line = match protocol {
+            let line = match spec.protocol {
                 Protocol::V1 => ConnectLine::V1 { user, match_id },
-                Protocol::V2 => ConnectLine::V2 { user, match_id, from },
+                _ => ConnectLine::V2 { user, match_id, from },
             };
             (addr, line.encode())
         }
@@ -349,28 +362,51 @@ async fn connect(
     };
     let started = Instant::now();
     let attempt = async {
-        let mut stream = dial(&addr, id).await?;
-        stream.set_nodelay(true)?;
-        stream.write_all(&line).await?;
+        let io = |e: std::io::Error| Violation::new(Cause::of_io(&e), format!("{addr}: {e}"));
+        let mut conn = match &sh.job.target {
+            Target::Matchstream { match_id, .. } if web => {
+                let (stream, at) = dial_web(sh, id).await?;
+                conn::open_web(stream, &at, spec.protocol, match_id, from).await?
+            }
+            _ => {
+                let mut stream = dial(&addr, id).await.map_err(io)?;
+                stream.set_nodelay(true).map_err(io)?;
+                stream.write_all(&line).await.map_err(io)?;
+                Conn::Tcp(stream)
+            }
+        };
         // A viewer resuming at the live edge may rightly hear nothing until the next event:
         // only a first connection waits for its first byte here.
-        let n = if from.is_some() { 0 } else { stream.read(buf).await? };
-        Ok::<_, std::io::Error>((stream, n))
+        let n = if from.is_some() { 0 } else { conn.read(buf).await.map_err(io)? };
+        if n == 0 && from.is_none() {
+            return Err(Violation::new(Cause::ClosedEarly, format!("{addr} closed at once")));
+        }
+        Ok((conn, n))
     };
-    let (stream, n) = match tokio::time::timeout(timeout, attempt).await {
+    let (conn, n) = match tokio::time::timeout(timeout, attempt).await {
         Err(_) => {
             let detail = format!("no first byte from {addr} within {} ms", timeout.as_millis());
             return Err(Violation::new(Cause::Timeout, detail));
         }
-        Ok(Err(e)) => return Err(Violation::new(Cause::of_io(&e), format!("{addr}: {e}"))),
-        Ok(Ok((_, 0))) if from.is_none() => {
-            return Err(Violation::new(Cause::ClosedEarly, format!("{addr} closed at once")))
-        }
-        Ok(Ok(got)) => got,
+        Ok(got) => got?,
     };
     let took = started.elapsed();
     sh.connects.fetch_add(1, Ordering::Relaxed);
     sh.last_connect_done_ms.fetch_max(unix_ms(), Ordering::Relaxed);
     sh.connect_time.lock().unwrap_or_else(|p| p.into_inner()).record(took.as_micros() as u64);
-    Ok((stream, n))
+    Ok((conn, n))
+}
+
+/// Dials the nodes' HTTP ports for a WebSocket or SSE viewer: viewer `id` starts at node
+/// `id % nodes`, so that a crowd spreads, and moves on from one that refuses.
+async fn dial_web(sh: &Shared, id: u64) -> Result<(TcpStream, String), Violation> {
+    let mut last = None;
+    for i in 0..sh.web.len() as u64 {
+        let addr = &sh.web[((id + i) % sh.web.len() as u64) as usize];
+        match dial(addr, id).await.and_then(|s| s.set_nodelay(true).map(|()| s)) {
+            Ok(stream) => return Ok((stream, addr.clone())),
+            Err(e) => last = Some(Violation::new(Cause::of_io(&e), format!("{addr}: {e}"))),
+        }
+    }
+    Err(last.unwrap_or_else(|| Violation::new(Cause::Io, "no --server to connect to")))
 }

@@ -16,11 +16,12 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::checkin;
+use super::conn;
 use super::job::{Counters, Job, Target, WorkerMsg};
 use super::report::{Hist, WorkerReport, MAX_SAMPLES};
 use super::resume;
 use super::viewer::{self, Outcome, Spec};
-use super::{Cause, PathKind, SimError, Violation};
+use super::{Cause, PathKind, Protocol, SimError, Violation};
 
 /// How often a worker reports its counters.
 pub const PROGRESS_EVERY: Duration = Duration::from_millis(200);
@@ -40,6 +41,8 @@ pub(crate) struct Shared {
     pub http: reqwest::Client,
     /// The nodes' HTTP base URLs to ask `/1/checkin` (none with `--viewers`).
     pub servers: Vec<String>,
+    /// The nodes' HTTP addresses (`host:port`), for WebSocket and SSE viewers.
+    pub web: Vec<String>,
     /// Round-robin over `--viewers`.
     pub next_addr: AtomicUsize,
     pub started: AtomicU64,
@@ -51,13 +54,22 @@ pub(crate) struct Shared {
     pub last_connect_done_ms: AtomicI64,
     pub first_delivery_ms: AtomicI64,
     pub last_delivery_ms: AtomicI64,
-    /// Connect times (µs) and delivery latencies (ms).
+    /// Connect times (µs).
     pub connect_time: Mutex<Hist>,
-    pub latency: Mutex<Hist>,
+    /// Deliveries and their latencies, per protocol (indexed like [`Protocol::ALL`]).
+    pub by_protocol: [ProtocolStats; 4],
     /// Woken when every viewer of this worker is connected at once.
     pub all_connected: Notify,
     /// Drops and resumes (`--resume`).
     pub resume: resume::Stats,
+}
+
+/// What the viewers of one protocol received.
+#[derive(Default)]
+pub(crate) struct ProtocolStats {
+    pub deliveries: AtomicU64,
+    /// Delivery latencies (ms).
+    pub latency: Mutex<Hist>,
 }
 
 /// Reads the job from `input` (one line), then watches `input` for its end, which stops the
@@ -111,12 +123,22 @@ pub async fn run<W: AsyncWrite + Unpin>(
         }
         _ => Vec::new(),
     };
+    let web = match &job.target {
+        Target::Matchstream { server, .. } if job.protocols().present().any(|p| !p.is_tcp()) => {
+            let urls = checkin::servers(server)?;
+            let addrs: Result<Vec<String>, String> =
+                urls.iter().map(|u| conn::http_addr(u)).collect();
+            addrs.map_err(|e| SimError::Usage(format!("--server {e}")))?
+        }
+        _ => Vec::new(),
+    };
     let sh = Arc::new(Shared {
         viewers: job.paths.total(),
         slots: Semaphore::new(job.concurrency),
         stop,
         http,
         servers,
+        web,
         next_addr: AtomicUsize::new(job.worker),
         started: AtomicU64::new(0),
         connected: AtomicU64::new(0),
@@ -128,7 +150,7 @@ pub async fn run<W: AsyncWrite + Unpin>(
         first_delivery_ms: AtomicI64::new(i64::MAX),
         last_delivery_ms: AtomicI64::new(i64::MIN),
         connect_time: Mutex::new(Hist::default()),
-        latency: Mutex::new(Hist::default()),
+        by_protocol: Default::default(),
         all_connected: Notify::new(),
         resume: resume::Stats::default(),
         job,
@@ -165,8 +187,8 @@ pub async fn run<W: AsyncWrite + Unpin>(
     Ok(())
 }
 
-/// Every viewer of the job, its path and its random choices, in a shuffled order so that the
-/// paths are spread over the run.
+/// Every viewer of the job, its path, its protocol and its random choices, in a shuffled order
+/// so that the paths and the protocols are spread over the run and over each other.
 fn plan(job: &Job) -> Vec<Spec> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(job.seed ^ ((job.worker as u64) << 32));
     let mut paths: Vec<PathKind> = PathKind::ALL
@@ -174,13 +196,23 @@ fn plan(job: &Job) -> Vec<Spec> {
         .flat_map(|p| std::iter::repeat_n(*p, job.paths.0[*p as usize] as usize))
         .collect();
     paths.shuffle(&mut rng);
+    let counts = job.protocols();
+    let mut protocols: Vec<Protocol> = Protocol::ALL
+        .iter()
+        .flat_map(|p| std::iter::repeat_n(*p, counts.0[*p as usize] as usize))
+        .collect();
+    protocols.shuffle(&mut rng);
+    // Redis subscribers have no protocol of ours; the field is unused for them.
+    protocols.resize(paths.len(), Protocol::V2);
     let b = &job.behaviour;
     paths
         .into_iter()
+        .zip(protocols)
         .enumerate()
-        .map(|(i, path)| Spec {
+        .map(|(i, (path, protocol))| Spec {
             id: job.first_viewer + i as u64,
             path,
+            protocol,
             delay_ms: if path == PathKind::Late {
                 rng.random_range(0..=b.late_within_ms)
             } else {
@@ -194,6 +226,11 @@ fn plan(job: &Job) -> Vec<Spec> {
 fn tally(report: &mut WorkerReport, sh: &Shared, spec: Spec, outcome: Outcome) {
     let path = &mut report.paths.0[spec.path as usize];
     path.viewers += 1;
+    let by_protocol = matches!(sh.job.target, Target::Matchstream { .. });
+    let protocol = &mut report.protocols.0[spec.protocol as usize];
+    if by_protocol {
+        protocol.viewers += 1;
+    }
     let failure = match outcome {
         Outcome::Complete => None,
         // Holding viewers are meant to be stopped while connected: that is their success.
@@ -211,14 +248,24 @@ fn tally(report: &mut WorkerReport, sh: &Shared, spec: Spec, outcome: Outcome) {
     match failure {
         None => {
             path.complete += 1;
+            if by_protocol {
+                protocol.complete += 1;
+            }
             report.counters.complete += 1;
         }
         Some(v) => {
             path.failed += 1;
+            if by_protocol {
+                protocol.failed += 1;
+            }
             report.counters.failed += 1;
             report.failures.add(v.cause, 1);
             if report.samples.len() < MAX_SAMPLES {
-                report.samples.push(format!("viewer {} ({}): {v}", spec.id, spec.path.as_str()));
+                let what = match by_protocol {
+                    true => format!("{}, {}", spec.protocol.as_str(), spec.path.as_str()),
+                    false => spec.path.as_str().to_owned(),
+                };
+                report.samples.push(format!("viewer {} ({what}): {v}", spec.id));
             }
         }
     }
@@ -245,7 +292,15 @@ fn finish(report: &mut WorkerReport, sh: &Shared) {
     report.first_delivery_ms = some(sh.first_delivery_ms.load(Ordering::Relaxed));
     report.last_delivery_ms = some(sh.last_delivery_ms.load(Ordering::Relaxed));
     report.connect_us = sh.connect_time.lock().unwrap_or_else(|p| p.into_inner()).pairs();
-    report.latency_ms = sh.latency.lock().unwrap_or_else(|p| p.into_inner()).pairs();
+    let mut all = Hist::default();
+    for (p, stats) in sh.by_protocol.iter().enumerate() {
+        let pairs = stats.latency.lock().unwrap_or_else(|p| p.into_inner()).pairs();
+        all.add_pairs(&pairs);
+        let tally = &mut report.protocols.0[p];
+        tally.deliveries = stats.deliveries.load(Ordering::Relaxed);
+        tally.latency_ms = pairs;
+    }
+    report.latency_ms = all.pairs();
     sh.resume.report(report);
 }
 
@@ -272,6 +327,7 @@ mod tests {
                 .parse::<Mix>()
                 .unwrap()
                 .counts(50),
+            protocols: Default::default(),
             concurrency: 1,
             behaviour: Behaviour {
                 late_within_ms: 300,
@@ -292,5 +348,48 @@ mod tests {
         assert!(plan.iter().filter(|s| s.path != PathKind::Late).all(|s| s.delay_ms == 0));
         // Same seed, same plan.
         assert_eq!(format!("{:?}", plan), format!("{:?}", super::plan(&job)));
+    }
+
+    #[test]
+    fn a_plan_gives_each_protocol_its_count_spread_over_the_paths() {
+        let job = Job {
+            worker: 1,
+            target: Target::Matchstream {
+                server: "http://127.0.0.1:1".into(),
+                match_id: "elp-tig-2011-09-10".into(),
+                protocol: Protocol::V1,
+                viewers: vec![],
+            },
+            first_viewer: 0,
+            paths: "watch=50,slow=50".parse::<Mix>().unwrap().counts(100),
+            protocols: crate::ProtocolCounts([0, 50, 30, 20]),
+            concurrency: 1,
+            behaviour: Behaviour::default(),
+            hold: false,
+            duration_limit_ms: None,
+            seed: 3,
+        };
+        job.validate().unwrap();
+        let plan = plan(&job);
+        let count = |p: Protocol| plan.iter().filter(|s| s.protocol == p).count();
+        assert_eq!(
+            [Protocol::V1, Protocol::V2, Protocol::Ws, Protocol::Sse].map(count),
+            [0, 50, 30, 20]
+        );
+        let slow_ws =
+            plan.iter().filter(|s| s.protocol == Protocol::Ws && s.path == PathKind::Slow).count();
+        assert!(slow_ws > 0 && slow_ws < 30, "protocols spread over paths: {slow_ws}");
+        // Without a share-out, every viewer speaks the target's protocol.
+        let plain = Job { protocols: Default::default(), ..job.clone() };
+        assert!(super::plan(&plain).iter().all(|s| s.protocol == Protocol::V1));
+        // Shares that do not add up are refused, and so is v1 among reconnecting viewers.
+        let short = Job { protocols: crate::ProtocolCounts([0, 50, 30, 0]), ..job.clone() };
+        assert!(short.validate().is_err());
+        let reconnecting = Job {
+            paths: "watch=50,reconnect=50".parse::<Mix>().unwrap().counts(100),
+            protocols: crate::ProtocolCounts([1, 49, 30, 20]),
+            ..job
+        };
+        assert!(matches!(reconnecting.validate(), Err(SimError::Usage(w)) if w.contains("v1")));
     }
 }
