@@ -91,9 +91,11 @@ struct ServeArgs {
     /// A viewer more than this many events behind is closed as too slow.
     #[arg(long, env = "MATCHSTREAM_MAX_LAG_EVENTS", default_value_t = 10_000)]
     max_lag_events: u64,
-    /// Seconds between checks of parked (idle) viewers for having hung up.
-    #[arg(long, env = "MATCHSTREAM_IDLE_PROBE", default_value_t = 10)]
-    idle_probe: u64,
+    /// Milliseconds of silence after which an SSE viewer gets a `: ping` comment (at most
+    /// 15,000: SPEC 5 wants one at least every 15 s); a WebSocket viewer gets a ping after twice
+    /// this.
+    #[arg(long, env = "MATCHSTREAM_KEEPALIVE_MS", default_value_t = 15_000)]
+    keepalive_ms: u64,
     /// Seconds viewers and requests get to finish on shutdown.
     #[arg(long, env = "MATCHSTREAM_SHUTDOWN_GRACE", default_value_t = 5)]
     shutdown_grace: u64,
@@ -274,7 +276,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
         write_timeout: Duration::from_secs(args.write_timeout),
         ring_events: args.ring_events,
         max_lag_events: args.max_lag_events,
-        idle_probe: Duration::from_secs(args.idle_probe),
+        keepalive: Duration::from_millis(args.keepalive_ms),
         shutdown_grace: Duration::from_secs(args.shutdown_grace),
         ..Config::default()
     };

@@ -21,9 +21,11 @@ use crate::locks::lock;
 use crate::model::{EventInput, MatchId, NewMatch, Seq};
 use crate::state::RejectKind;
 use crate::store::{Store, StoreError};
+use crate::transport::viewer::ViewerContext;
 use crate::transport::ViewerPorts;
 
 mod pages;
+mod viewers;
 
 use pages::{At, Encoded, PageCache};
 
@@ -49,6 +51,8 @@ pub struct Shared {
     pub pages: Arc<PageCache>,
     /// `/1/matches`, encoded once per change of the list (the hub's generation).
     pub matches: Arc<std::sync::Mutex<Option<MatchList>>>,
+    /// What WebSocket and SSE viewers share with every other viewer.
+    pub viewers: Arc<ViewerContext>,
 }
 
 impl Shared {
@@ -59,8 +63,9 @@ impl Shared {
         store: Arc<dyn Store>,
         ports: Arc<ViewerPorts>,
         watcher_tokens: Vec<String>,
-        shutdown: CancellationToken,
+        viewers: Arc<ViewerContext>,
     ) -> AppState {
+        let shutdown = viewers.shutdown.clone();
         Arc::new(Shared {
             ingest,
             hub,
@@ -70,6 +75,7 @@ impl Shared {
             shutdown,
             pages: Arc::new(PageCache::default()),
             matches: Arc::default(),
+            viewers,
         })
     }
 }
@@ -81,6 +87,8 @@ pub fn router(state: AppState) -> Router {
         .route("/1/match/{id}/events", post(publish_events))
         .route("/1/match/{id}", delete(cancel_match).get(get_match))
         .route("/1/match/{id}/history", get(history))
+        .route("/1/match/{id}/ws", get(viewers::websocket))
+        .route("/1/match/{id}/stream", get(viewers::events))
         .route("/1/checkin", get(checkin))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))

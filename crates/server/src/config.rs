@@ -49,9 +49,10 @@ pub struct Config {
     /// A viewer further behind the live edge than this many events is closed as `too_slow`
     /// instead of being caught up from history.
     pub max_lag_events: u64,
-    /// How often a shard of parked viewers looks for viewers that hung up (between events a
-    /// parked socket is not watched at all).
-    pub idle_probe: Duration,
+    /// How long an SSE viewer may go without a byte before it gets a `: ping` comment (SPEC 5: at
+    /// least every 15 s), so that proxies and NATs do not drop a quiet stream; a WebSocket
+    /// viewer gets a ping frame after twice this (SPEC 5: at most every 30 s).
+    pub keepalive: Duration,
     /// On shutdown, how long viewers and requests get to finish.
     pub shutdown_grace: Duration,
     /// Base of the `retry_after_ms` sent with `bye shutdown`; each viewer gets a random value
@@ -79,7 +80,7 @@ impl Default for Config {
             write_timeout: Duration::from_secs(30),
             ring_events: 1024,
             max_lag_events: 10_000,
-            idle_probe: Duration::from_secs(10),
+            keepalive: Duration::from_secs(15),
             shutdown_grace: Duration::from_secs(5),
             retry_after_ms: 1000,
             listen_backlog: 65_535,
@@ -99,6 +100,9 @@ impl Config {
         }
         if self.max_connect_line < 64 {
             return fail("--max-connect-line must be at least 64 bytes");
+        }
+        if self.keepalive < Duration::from_millis(10) || self.keepalive > Duration::from_secs(15) {
+            return fail("--keepalive-ms must be between 10 and 15000");
         }
         if self.ring_events == 0 {
             return fail("--ring-events must be at least 1");

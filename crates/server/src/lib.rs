@@ -4,16 +4,18 @@
 //!  watcher --HTTP--> api --> ingest --(validate: state)--> store (durable, assigns order)
 //!                                  \--(once durable)-----> hub --(bytes encoded once per format)
 //!                                                           |--> transport::tcp (v1, v2)
+//!                                                           |--> transport::web (WebSocket, SSE)
 //!  reader  --HTTP--> api (matches, match, history) <-- hub snapshots + store history
 //! ```
 //!
 //! `model` is plain data, `state` the rules of a match, `wire` the encodings, `store` the durable
-//! log, `hub` the fan-out, `transport` the viewer listeners, `api` the HTTP routes, `server` the
+//! log, `hub` the fan-out, `transport` the viewer listeners and connections, `http` the HTTP listener, `api` the HTTP routes, `server` the
 //! wiring and lifecycle. The server only: clients (the replaying watcher, the test client) are
 //! `matchstream-client`, the load simulator `matchstream-sim`, the command line `matchstream`.
 
 mod api;
 pub mod config;
+mod http;
 mod hub;
 mod ingest;
 mod locks;

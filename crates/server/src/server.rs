@@ -18,7 +18,8 @@ use crate::store::redis::nodes::{self, NodeLoad, NodesConn};
 use crate::store::redis::{RedisOptions, RedisStore};
 use crate::store::sqlite::SqliteStore;
 use crate::store::{Store, StoreError};
-use crate::transport::tcp::{self, ViewerContext};
+use crate::transport::tcp;
+use crate::transport::viewer::ViewerContext;
 use crate::transport::ViewerPorts;
 
 /// Why a node could not start or stop cleanly.
@@ -30,8 +31,6 @@ pub enum ServerError {
     Bind { what: &'static str, addr: SocketAddr, source: io::Error },
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("the HTTP server failed: {0}")]
-    Http(io::Error),
 }
 
 /// A running node.
@@ -45,7 +44,7 @@ pub struct Node {
     tracker: TaskTracker,
     store: Arc<dyn Store>,
     grace: Duration,
-    http: JoinHandle<io::Result<()>>,
+    http: JoinHandle<()>,
     /// Ends the HTTP server, after the viewers (see `stopped`).
     stop_http: CancellationToken,
 }
@@ -142,16 +141,12 @@ async fn start_with_store(
         store.clone(),
         ports.clone(),
         config.watcher_tokens.clone(),
-        shutdown.clone(),
+        ctx.clone(),
     ));
     // HTTP outlives the viewers' goodbyes: while they drain, /readyz says so (503) and
     // requests in flight finish. `stopped` ends it after the viewers.
     let http_stopping = stop_http.clone();
-    let http = tokio::spawn(async move {
-        axum::serve(http_listener, app)
-            .with_graceful_shutdown(http_stopping.cancelled_owned())
-            .await
-    });
+    let http = tokio::spawn(crate::http::serve(http_listener, app, ctx, http_stopping));
     tracing::info!(addr = %http_addr, "http listener ready");
 
     Ok(Node {
@@ -221,10 +216,8 @@ impl Node {
             );
         }
         self.stop_http.cancel();
-        match tokio::time::timeout(self.grace, self.http).await {
-            Ok(Ok(Err(e))) => return Err(ServerError::Http(e)),
-            Ok(_) => {}
-            Err(_) => tracing::warn!("HTTP requests still running after the grace period"),
+        if tokio::time::timeout(self.grace, self.http).await.is_err() {
+            tracing::warn!("HTTP requests still running after the grace period");
         }
         self.store.flush().await?;
         tracing::info!("stopped");

@@ -6,32 +6,42 @@ use std::sync::{Arc, OnceLock};
 use bytes::Bytes;
 
 use crate::model::{Event, EventKind, Match, Millis, Seq};
-use crate::wire::{v1, v2};
+use crate::wire::{sse, v1, v2, ws};
 
 /// The wire format a viewer speaks; the hub hands it bytes already in that format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {
+    /// TCP v1 text blocks.
     V1,
+    /// TCP v2 JSON lines.
     V2,
+    /// v2 frames as WebSocket text messages (the whole frame, header included).
+    Ws,
+    /// v2 frames as Server-Sent Events.
+    Sse,
 }
 
-/// One event, encoded once per wire format.
+/// One event, encoded once per wire format. The TCP forms are built with the event; the
+/// WebSocket and SSE forms the first time a viewer of that format needs them, so a node with
+/// no browser viewer never builds them.
 #[derive(Debug, Clone)]
 pub struct EncodedEvent {
     pub seq: Seq,
     pub kind: EventKind,
     pub v1: Bytes,
     pub v2: Bytes,
+    ws: OnceLock<Bytes>,
+    sse: OnceLock<Bytes>,
 }
 
 impl EncodedEvent {
-    pub(super) fn new(ev: &Event) -> EncodedEvent {
-        EncodedEvent {
-            seq: ev.seq,
-            kind: ev.kind,
-            v1: v1::event_block(ev),
-            v2: v2::event_frame(ev),
-        }
+    pub(crate) fn new(ev: &Event) -> EncodedEvent {
+        EncodedEvent::from_parts(ev.seq, ev.kind, v1::event_block(ev), v2::event_frame(ev))
+    }
+
+    /// An event from its TCP forms (the others are derived from v2 when needed).
+    pub(crate) fn from_parts(seq: Seq, kind: EventKind, v1: Bytes, v2: Bytes) -> EncodedEvent {
+        EncodedEvent { seq, kind, v1, v2, ws: OnceLock::new(), sse: OnceLock::new() }
     }
 
     /// The bytes of this event in `format`.
@@ -39,6 +49,10 @@ impl EncodedEvent {
         match format {
             Format::V1 => &self.v1,
             Format::V2 => &self.v2,
+            Format::Ws => self.ws.get_or_init(|| ws::text(&self.v2)),
+            Format::Sse => {
+                self.sse.get_or_init(|| sse::event(Some(self.seq), self.kind.as_str(), &self.v2))
+            }
         }
     }
 }
@@ -51,19 +65,27 @@ pub enum Frame {
     Cancelled,
 }
 
-/// A match as of some `seq`, shared by every reader of that moment; its v2 `status` frame is
-/// encoded at most once.
+/// A match as of some `seq`, shared by every reader of that moment; its `status` frame is
+/// encoded at most once per format.
 #[derive(Debug)]
 pub struct Snapshot {
     pub state: Arc<Match>,
     v2: OnceLock<Bytes>,
+    ws: OnceLock<Bytes>,
+    sse: OnceLock<Bytes>,
     /// The match as `GET /1/match/<id>` shows it.
     json: OnceLock<Bytes>,
 }
 
 impl Snapshot {
     pub(super) fn new(state: Arc<Match>) -> Arc<Snapshot> {
-        Arc::new(Snapshot { state, v2: OnceLock::new(), json: OnceLock::new() })
+        Arc::new(Snapshot {
+            state,
+            v2: OnceLock::new(),
+            ws: OnceLock::new(),
+            sse: OnceLock::new(),
+            json: OnceLock::new(),
+        })
     }
 
     /// The match object of `GET /1/match/<id>`, encoded once per snapshot.
@@ -84,6 +106,11 @@ impl Snapshot {
         match format {
             Format::V1 => v1::status_block(&self.state, now),
             Format::V2 => self.v2_frame(),
+            Format::Ws => self.ws.get_or_init(|| ws::text(&self.v2_frame())).clone(),
+            Format::Sse => self
+                .sse
+                .get_or_init(|| sse::event(Some(self.state.seq), "status", &self.v2_frame()))
+                .clone(),
         }
     }
 }

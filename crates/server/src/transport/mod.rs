@@ -1,7 +1,9 @@
 //! Viewer transports: how viewers connect and receive their match. `tcp.rs` serves the plain TCP
-//! protocols v1 and v2 (SPEC 4); WebSocket and SSE come later beside it. Transports see the hub,
-//! never the store. This file keeps what they share: the viewer ports and their load;
-//! `close.rs` is how every transport closes a connection it ends (without a reset).
+//! protocols v1 and v2 (SPEC 4), `web.rs` WebSocket and SSE on the HTTP port (SPEC 5); once
+//! joined, every viewer is followed by `viewer.rs` and parked at the live edge by `park.rs`, and
+//! written to through `write.rs`. Transports see the hub, never the store. This file keeps the
+//! viewer ports and their load; `close.rs` is how every transport closes a connection it ends
+//! (without a reset).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -10,7 +12,11 @@ use std::sync::{Arc, RwLock};
 use crate::locks::{read, write};
 
 pub mod close;
+mod park;
 pub mod tcp;
+pub mod viewer;
+pub mod web;
+mod write;
 
 /// One viewer port and how many viewers it holds.
 #[derive(Debug)]
@@ -31,6 +37,9 @@ pub struct ViewerPorts {
     others: RwLock<Vec<Other>>,
     /// Live nodes, this one included, as of the last report.
     nodes: AtomicUsize,
+    /// WebSocket and SSE viewers (on the HTTP port): they count towards the node's limit, and
+    /// are reported spread over its viewer ports.
+    web: AtomicUsize,
 }
 
 /// Another node's port: its last report, and how many viewers this node has sent it since.
@@ -83,7 +92,13 @@ impl ViewerPorts {
             })
             .collect::<Vec<_>>();
         let per_port = max_viewers.div_ceil(ports.len().max(1));
-        ViewerPorts { ports, per_port, others: RwLock::new(Vec::new()), nodes: AtomicUsize::new(1) }
+        ViewerPorts {
+            ports,
+            per_port,
+            others: RwLock::new(Vec::new()),
+            nodes: AtomicUsize::new(1),
+            web: AtomicUsize::new(0),
+        }
     }
 
     /// The port `/1/checkin` names: the least loaded with room in the whole cluster (this
@@ -133,20 +148,22 @@ impl ViewerPorts {
 
     /// This node's ports and their load, for reporting to the cluster.
     pub fn snapshot(&self) -> Vec<PortLoad> {
+        let web = self.web.load(Ordering::Relaxed) / self.ports.len().max(1);
         self.ports
             .iter()
             .map(|p| PortLoad {
                 host: p.advertised.0.clone(),
                 port: p.advertised.1,
-                viewers: p.viewers.load(Ordering::Relaxed),
+                viewers: p.viewers.load(Ordering::Relaxed) + web,
                 capacity: self.per_port,
             })
             .collect()
     }
 
-    /// Viewers on every port.
+    /// Viewers of every transport.
     pub fn total(&self) -> usize {
-        self.ports.iter().map(|p| p.viewers.load(Ordering::Relaxed)).sum()
+        self.ports.iter().map(|p| p.viewers.load(Ordering::Relaxed)).sum::<usize>()
+            + self.web.load(Ordering::Relaxed)
     }
 
     /// Viewers on one port.
@@ -176,6 +193,12 @@ impl ViewerPorts {
         }
         PortGuard { ports: self.clone(), index }
     }
+
+    /// Counts a WebSocket or SSE viewer for as long as the guard lives.
+    pub fn enter_web(self: &Arc<Self>) -> PortGuard {
+        self.web.fetch_add(1, Ordering::Relaxed);
+        PortGuard { ports: self.clone(), index: WEB }
+    }
 }
 
 impl Port {
@@ -191,9 +214,14 @@ pub struct PortGuard {
     index: usize,
 }
 
+/// The index of a [`PortGuard`] that counts a viewer on the HTTP port.
+const WEB: usize = usize::MAX;
+
 impl Drop for PortGuard {
     fn drop(&mut self) {
-        if let Some(p) = self.ports.ports.get(self.index) {
+        if self.index == WEB {
+            self.ports.web.fetch_sub(1, Ordering::Relaxed);
+        } else if let Some(p) = self.ports.ports.get(self.index) {
             p.viewers.fetch_sub(1, Ordering::Relaxed);
         }
     }

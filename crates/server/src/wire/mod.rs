@@ -1,10 +1,13 @@
-//! The viewer wire formats, one file each: `v1.rs` (the original's text blocks) and `v2.rs` (JSON
-//! lines). Each event is encoded once per format by the hub and the bytes are shared by every
+//! The viewer wire formats, one file each: `v1.rs` (the original's text blocks), `v2.rs` (JSON
+//! lines), `ws.rs` (v2 frames as WebSocket messages) and `sse.rs` (v2 frames as Server-Sent
+//! Events). Each event is encoded once per format by the hub and the bytes are shared by every
 //! viewer. This file holds what the formats share: the goodbye (its reasons and the connect line are
 //! `matchstream_proto`'s, shared with the clients).
 
+pub mod sse;
 pub mod v1;
 pub mod v2;
+pub mod ws;
 
 pub use matchstream_proto::{parse_connect, sniff_version, ByeReason, ConnectLine};
 

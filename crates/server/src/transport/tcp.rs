@@ -1,81 +1,28 @@
-//! The plain TCP viewer protocols v1 and v2 (SPEC 4): accept loops, the connect line, and the
-//! per-viewer loop that writes what the hub hands out.
-//!
-//! A viewer has a task of its own only while it needs one: to send its connect line, to catch
-//! up, or while its socket is full. At the live edge it is parked (`park.rs`): one shard task
-//! writes each burst to hundreds of parked viewers. No per-viewer timer exists (write deadlines
-//! only while a write is blocked, a linger deadline only while closing) and no buffer once the
-//! connect line is read. Every close the server starts goes through `transport::close`.
+//! The plain TCP viewer protocols v1 and v2 (SPEC 4): accept loops, the connect line and the
+//! refusals; a viewer that joins is followed by `viewer.rs` like any other.
 
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use rand::Rng;
+use bytes::BytesMut;
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
-use crate::config::Config;
-use crate::hub::{Format, Hub, JoinError, Next, Subscription};
+use crate::hub::{Format, JoinError, Next, Subscription};
 use crate::ingest::now_ms;
 use crate::model::Period;
 use crate::transport::close::close;
-use crate::transport::{PortGuard, ViewerPorts};
-
-mod park;
-mod write;
-
-use self::park::{NotParked, Parking};
-use self::write::{write_all, MAX_BATCH};
+use crate::transport::viewer::{follow, ViewerContext};
+use crate::transport::write::write_all;
+use crate::transport::PortGuard;
 use crate::wire::{self, v1, v2, Bye, ByeReason, ConnectLine};
 
 /// Connections accepted past the node's limit only to be told `full`; past this, the accept
 /// loop pauses and the kernel's backlog holds the rest.
 const FULL_REPLY_SLACK: usize = 1024;
-
-/// What every viewer connection of a node shares.
-pub struct ViewerContext {
-    pub hub: Arc<Hub>,
-    pub ports: Arc<ViewerPorts>,
-    pub shutdown: CancellationToken,
-    pub tracker: TaskTracker,
-    pub max_viewers: usize,
-    pub connect_timeout: Duration,
-    pub max_connect_line: usize,
-    pub write_timeout: Duration,
-    pub retry_after_ms: u64,
-    pub idle_probe: Duration,
-    parking: Parking,
-}
-
-impl ViewerContext {
-    pub fn new(
-        config: &Config,
-        hub: Arc<Hub>,
-        ports: Arc<ViewerPorts>,
-        shutdown: CancellationToken,
-        tracker: TaskTracker,
-    ) -> ViewerContext {
-        ViewerContext {
-            hub,
-            ports,
-            shutdown,
-            tracker,
-            max_viewers: config.max_viewers,
-            connect_timeout: config.connect_timeout,
-            max_connect_line: config.max_connect_line,
-            write_timeout: config.write_timeout,
-            retry_after_ms: config.retry_after_ms,
-            idle_probe: config.idle_probe,
-            parking: Parking::default(),
-        }
-    }
-}
 
 /// Binds a viewer listener with a large accept backlog.
 pub fn bind(addr: SocketAddr, backlog: i32) -> io::Result<TcpListener> {
@@ -126,7 +73,7 @@ pub async fn accept_loop(listener: TcpListener, index: usize, ctx: Arc<ViewerCon
 }
 
 /// Accept errors that concern one connection only.
-fn is_transient(e: &io::Error) -> bool {
+pub(crate) fn is_transient(e: &io::Error) -> bool {
     matches!(
         e.kind(),
         io::ErrorKind::ConnectionAborted
@@ -170,75 +117,7 @@ async fn serve(
         close(stream, guard).await;
         return;
     }
-    follow(&ctx, stream, sub, guard, format, Vec::new()).await;
-}
-
-/// How a stretch of following a match in a task ended.
-enum Outcome {
-    /// Say goodbye for this reason and close.
-    Bye(ByeReason),
-    /// The viewer went away: nobody to tell.
-    Gone,
-    /// Caught up with the live edge: the viewer can be parked.
-    AtHead,
-}
-
-/// Follows a match in this task: first writes `rest` (what a shard could not), then whatever the
-/// subscription hands out, parking the viewer whenever it reaches the live edge.
-async fn follow(
-    ctx: &Arc<ViewerContext>,
-    mut stream: TcpStream,
-    mut sub: Subscription,
-    mut guard: PortGuard,
-    format: Format,
-    rest: Vec<Bytes>,
-) {
-    let mut outcome = match write_all(&stream, &rest, ctx.write_timeout).await {
-        Ok(()) => None,
-        Err(e) if e.kind() == io::ErrorKind::TimedOut => Some(Outcome::Bye(ByeReason::TooSlow)),
-        Err(_) => Some(Outcome::Gone),
-    };
-    drop(rest);
-    let mut may_park = true;
-    loop {
-        let reason = match outcome.take() {
-            Some(o) => o,
-            None => stream_to_viewer(ctx, &stream, &mut sub, may_park).await,
-        };
-        match reason {
-            Outcome::AtHead => match ctx.parking.park(ctx, sub, stream, guard, format) {
-                Ok(()) => return,
-                // Not parked (an event slipped in, the match ended, the node is stopping):
-                // wait for what comes next in this task before trying again.
-                Err(NotParked(s, st, g)) => {
-                    (sub, stream, guard) = (s, st, g);
-                    may_park = false;
-                }
-            },
-            Outcome::Gone => return,
-            Outcome::Bye(reason) => {
-                if format == Format::V2 {
-                    let mut bye = Bye::new(reason);
-                    if reason == ByeReason::Shutdown {
-                        let base = ctx.retry_after_ms;
-                        bye.retry_after_ms =
-                            Some(rand::rng().random_range(base..=base.saturating_mul(2)));
-                        bye.try_addr = ctx.ports.other_node().map(|o| o.addr_string());
-                    }
-                    // A viewer that was too slow gets a moment for its goodbye, not another
-                    // full timeout.
-                    let timeout = if reason == ByeReason::TooSlow {
-                        Duration::from_secs(1)
-                    } else {
-                        ctx.write_timeout
-                    };
-                    let _ = write_all(&stream, &[v2::bye_frame(&bye)], timeout).await;
-                }
-                close(stream, guard).await;
-                return;
-            }
-        }
-    }
+    follow(&ctx, stream, sub, guard, format, Vec::new(), BytesMut::new()).await;
 }
 
 /// Reads and checks the connect line and joins the match; answers and returns `None` when the
@@ -294,81 +173,6 @@ async fn handshake(
             refuse(ctx, stream, version, &reason, ByeReason::NotFound).await;
             None
         }
-    }
-}
-
-/// Writes what the subscription hands out until the viewer reaches the live edge (it can then
-/// be parked), its stream ends or the node stops (a reason for goodbye), or it goes away.
-/// With `may_park` false it hands out at least one item before reporting the live edge.
-async fn stream_to_viewer(
-    ctx: &ViewerContext,
-    stream: &TcpStream,
-    sub: &mut Subscription,
-    mut may_park: bool,
-) -> Outcome {
-    let mut batch: Vec<Bytes> = Vec::new();
-    loop {
-        if ctx.shutdown.is_cancelled() {
-            return Outcome::Bye(ByeReason::Shutdown);
-        }
-        if may_park && sub.at_head() {
-            return Outcome::AtHead;
-        }
-        may_park = true;
-        let next = tokio::select! {
-            biased;
-            _ = ctx.shutdown.cancelled() => return Outcome::Bye(ByeReason::Shutdown),
-            n = sub.next() => n,
-            r = std::future::poll_fn(|cx| stream.poll_read_ready(cx)) => {
-                match r.and_then(|_| discard_input(stream)) {
-                    // The viewer closed its side: like the original, that ends the session.
-                    Ok(Some(0)) | Err(_) => return Outcome::Gone,
-                    Ok(_) => {}
-                }
-                continue;
-            }
-        };
-        let mut end = None;
-        match next {
-            Next::Data(b) => batch.push(b),
-            Next::End(reason) => return Outcome::Bye(reason),
-        }
-        while batch.len() < MAX_BATCH {
-            match sub.try_next() {
-                Some(Next::Data(b)) => batch.push(b),
-                Some(Next::End(reason)) => {
-                    end = Some(reason);
-                    break;
-                }
-                None => break,
-            }
-        }
-        let written = write_all(stream, &batch, ctx.write_timeout).await;
-        batch.clear();
-        if batch.capacity() > MAX_BATCH {
-            batch = Vec::new();
-        }
-        match written {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::TimedOut => {
-                return Outcome::Bye(ByeReason::TooSlow)
-            }
-            Err(_) => return Outcome::Gone,
-        }
-        if let Some(reason) = end {
-            return Outcome::Bye(reason);
-        }
-    }
-}
-
-/// Reads and drops whatever a viewer sends after its connect line. `Ok(Some(0))`: the viewer
-/// closed its side.
-fn discard_input(stream: &TcpStream) -> io::Result<Option<usize>> {
-    let mut sink = [0u8; 256];
-    match stream.try_read(&mut sink) {
-        Ok(n) => Ok(Some(n)),
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
-        Err(e) => Err(e),
     }
 }
 

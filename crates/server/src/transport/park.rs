@@ -1,28 +1,35 @@
-//! Parked viewers: a viewer at the live edge of its match costs no task, no timer and no reactor
-//! registration, only a small entry in a shard. One task per shard (up to `PER_SHARD` viewers)
-//! takes each burst from the match's [`Feed`] and writes it to every member without waiting: a
-//! member whose socket cannot take the whole burst goes back to a task of its own (which catches
-//! up, or ends `too_slow`), so a slow viewer never holds up the others.
+//! Parked viewers, of every transport: a viewer at the live edge of its match costs no task, no
+//! timer and no buffer, only a small entry in a shard. One task per shard (up to `PER_SHARD`
+//! viewers) takes each burst from the match's [`Feed`] and writes it to every member without
+//! waiting: a member whose socket cannot take the whole burst goes back to a task of its own
+//! (which catches up, or ends `too_slow`), so a slow viewer never holds up the others.
+//!
+//! A shard watches its members' sockets for input through an epoll set of its own (mio), which
+//! its task waits on like any other source: a viewer that hangs up is dropped at once, and a
+//! WebSocket client that sends a frame (a ping, a close) goes back to a task that answers it.
+//! The kernel keeps that registration; the process keeps nothing per member for it. Every
+//! `keepalive` a shard that sent nothing pings its WebSocket and SSE members (one shared buffer).
 
 use std::collections::HashMap;
 use std::io::{self, IoSlice, Read, Write};
 use std::net::TcpStream as StdStream;
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
-use bytes::Bytes;
-use rand::Rng;
+use bytes::{Bytes, BytesMut};
+use mio::unix::SourceFd;
+use tokio::io::unix::AsyncFd;
 use tokio::net::TcpStream;
 
+use super::viewer::{follow, goodbye, keepalive, ViewerContext};
 use super::write::MAX_BATCH;
-use super::{follow, ViewerContext};
 use crate::hub::{EncodedEvent, Feed, FeedItem, Format, Frame, Subscription, TopicKey};
 use crate::locks::lock;
 use crate::model::{EventKind, MatchId, Seq};
 use crate::transport::close::close_all;
 use crate::transport::PortGuard;
-use crate::wire::{v2, Bye, ByeReason};
+use crate::wire::ByeReason;
 
 /// Viewers one shard task writes to: enough to make a task per viewer pointless, few enough
 /// that a burst reaches the last member of a shard within a few milliseconds.
@@ -39,6 +46,8 @@ struct Member {
 struct Shard {
     /// The match incarnation the shard's feed follows; only its viewers may join.
     key: TopicKey,
+    /// The shard's epoll set: members are added when parked, under the `incoming` lock.
+    registry: mio::Registry,
     /// Viewers handed over since the shard task last looked.
     incoming: Mutex<Vec<Member>>,
     /// Set (under the `incoming` lock) when the shard task ends; nobody may park here then.
@@ -88,6 +97,14 @@ impl Parking {
             let mut incoming = lock(&shard.incoming);
             if !shard.closed.load(Ordering::Relaxed) {
                 if let Some(m) = member.take() {
+                    // Registered before it is visible to the shard task, which looks at its
+                    // events only after taking `incoming`: no event finds it missing.
+                    let fd = m.stream.as_raw_fd();
+                    let _ = shard.registry.register(
+                        &mut SourceFd(&fd),
+                        mio::Token(fd as usize),
+                        mio::Interest::READABLE,
+                    );
                     incoming.push(m);
                     shard.size.fetch_add(1, Ordering::Relaxed);
                 }
@@ -98,7 +115,7 @@ impl Parking {
             (Ok(()), Some(m)) => {
                 // The shard closed between choosing it and parking: the match is over or the
                 // node is stopping. Follow on in a task, which will learn which.
-                resume_in_task(ctx, &key, m, Vec::new());
+                resume_in_task(ctx, &shard, m, Vec::new());
                 Ok(())
             }
             (Err(sub), Some(m)) => match TcpStream::from_std(m.stream) {
@@ -131,14 +148,35 @@ impl Parking {
             }
             return None;
         };
+        let poll = match mio::Poll::new().and_then(|p| Ok((p.registry().try_clone()?, p))) {
+            Ok(p) => p,
+            Err(e) => {
+                // Out of descriptors, most likely: the viewer stays in its task.
+                tracing::warn!(error = %e, "cannot create a parking shard");
+                return None;
+            }
+        };
+        let (registry, poll) = poll;
+        // SAFETY: `Polled` owns the epoll descriptor, which stays open for as long as the
+        // `AsyncFd` holds it (it is closed only when both are dropped together).
+        let watched =
+            unsafe { AsyncFd::register_with_interest(Polled(poll), tokio::io::Interest::READABLE) };
+        let poll = match watched {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch a parking shard");
+                return None;
+            }
+        };
         let shard = Arc::new(Shard {
             key: key.clone(),
+            registry,
             incoming: Mutex::new(Vec::new()),
             closed: AtomicBool::new(false),
             size: AtomicUsize::new(0),
         });
         list.push(shard.clone());
-        ctx.tracker.spawn(run_shard(ctx.clone(), shard.clone(), feed, id.clone()));
+        ctx.tracker.spawn(run_shard(ctx.clone(), shard.clone(), feed, poll, id.clone()));
         Some(shard)
     }
 
@@ -153,26 +191,62 @@ impl Parking {
     }
 }
 
+/// A shard's epoll set, as tokio watches it.
+struct Polled(mio::Poll);
+
+impl AsRawFd for Polled {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0.as_raw_fd()
+    }
+}
+
+/// Readiness events taken from a shard's epoll set at once.
+const EVENTS: usize = 256;
+
 /// One shard's task: writes each burst of its match to every member, until the match ends or
-/// the node stops. Every `idle_probe` it looks for members that hung up: a parked socket is out
-/// of the reactor, so a viewer that leaves would otherwise be noticed only at the next event.
-async fn run_shard(ctx: Arc<ViewerContext>, shard: Arc<Shard>, mut feed: Feed, id: MatchId) {
+/// the node stops; meanwhile answers its members' input (see the file's comment) and pings its
+/// WebSocket and SSE members when it has sent them nothing for `keepalive`.
+async fn run_shard(
+    ctx: Arc<ViewerContext>,
+    shard: Arc<Shard>,
+    mut feed: Feed,
+    mut poll: AsyncFd<Polled>,
+    id: MatchId,
+) {
     let mut members: Vec<Member> = Vec::new();
     let mut frames: Vec<Arc<Frame>> = Vec::with_capacity(MAX_BATCH);
-    let mut probe = tokio::time::interval(ctx.idle_probe.max(Duration::from_millis(10)));
-    probe.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut events = mio::Events::with_capacity(EVENTS);
+    // Reset by every burst: members hear something at least every `keepalive` (SSE) or every
+    // other one (WebSocket).
+    let ping = tokio::time::sleep(ctx.keepalive);
+    tokio::pin!(ping);
+    let mut quiet_ticks: u32 = 0;
     let end = loop {
         let item = tokio::select! {
             biased;
             _ = ctx.shutdown.cancelled() => break Some(ByeReason::Shutdown),
             item = feed.recv() => item,
-            _ = probe.tick() => {
+            ready = poll.readable_mut() => {
+                let Ok(mut ready) = ready else { continue };
+                let fds = take_events(ready.get_inner_mut(), &mut events);
+                if fds.len() < EVENTS {
+                    ready.clear_ready();
+                }
                 members.append(&mut lock(&shard.incoming));
-                members.retain(still_there);
+                answer_input(&ctx, &shard, &mut members, &fds);
                 shard.size.store(members.len(), Ordering::Relaxed);
                 continue;
             }
+            _ = &mut ping => {
+                ping.as_mut().reset(tokio::time::Instant::now() + ctx.keepalive);
+                quiet_ticks = quiet_ticks.wrapping_add(1);
+                members.append(&mut lock(&shard.incoming));
+                ping_members(&ctx, &shard, &mut members, quiet_ticks);
+                continue;
+            }
         };
+        ping.as_mut().reset(tokio::time::Instant::now() + ctx.keepalive);
+        quiet_ticks = 0;
         let mut lagged = false;
         let mut end = None;
         let mut next = Some(item);
@@ -193,7 +267,7 @@ async fn run_shard(ctx: Arc<ViewerContext>, shard: Arc<Shard>, mut feed: Feed, i
         // meanwhile may need any of them (it skips those it has).
         members.append(&mut lock(&shard.incoming));
         if !frames.is_empty() {
-            deliver(&ctx, &shard.key, &mut members, &frames);
+            deliver(&ctx, &shard, &mut members, &frames);
             if frames.iter().any(|f| is_stop(f)) {
                 end = Some(ByeReason::MatchOver);
             }
@@ -202,7 +276,7 @@ async fn run_shard(ctx: Arc<ViewerContext>, shard: Arc<Shard>, mut feed: Feed, i
         if lagged {
             // The whole shard fell a ring behind: each member catches up on its own.
             for m in members.drain(..) {
-                resume_in_task(&ctx, &shard.key, m, Vec::new());
+                resume_in_task(&ctx, &shard, m, Vec::new());
             }
         }
         shard.size.store(members.len() + lock(&shard.incoming).len(), Ordering::Relaxed);
@@ -222,16 +296,69 @@ async fn run_shard(ctx: Arc<ViewerContext>, shard: Arc<Shard>, mut feed: Feed, i
     }
 }
 
-/// Most a probe reads and drops from one viewer: a viewer has nothing to say after its connect
-/// line, so this only bounds the work a chatty one costs per probe.
-const PROBE_DRAIN: usize = 16 * 1024;
+/// The descriptors of the members that have input (or hung up), without waiting.
+fn take_events(poll: &mut Polled, events: &mut mio::Events) -> Vec<RawFd> {
+    if poll.0.poll(events, Some(std::time::Duration::ZERO)).is_err() {
+        return Vec::new();
+    }
+    events.iter().map(|e| e.token().0 as RawFd).collect()
+}
+
+/// Handles the members whose sockets have input: one that hung up is dropped; a WebSocket client
+/// goes back to a task, which reads its frames and answers them; what a TCP or SSE viewer sends
+/// is read and dropped (it has nothing to say).
+fn answer_input(ctx: &Arc<ViewerContext>, shard: &Shard, members: &mut Vec<Member>, fds: &[RawFd]) {
+    for fd in fds {
+        let Some(i) = members.iter().position(|m| m.stream.as_raw_fd() == *fd) else { continue };
+        if members[i].format == Format::Ws {
+            let m = members.swap_remove(i);
+            resume_in_task(ctx, shard, m, Vec::new());
+        } else if !still_there(&members[i]) {
+            members.swap_remove(i);
+        }
+    }
+}
+
+/// Pings the WebSocket and SSE members due for it after `quiet_ticks` keepalive periods
+/// without traffic (the same bytes for all of a format).
+fn ping_members(
+    ctx: &Arc<ViewerContext>,
+    shard: &Shard,
+    members: &mut Vec<Member>,
+    quiet_ticks: u32,
+) {
+    let mut i = 0;
+    while i < members.len() {
+        let Some(ping) = keepalive(members[i].format, quiet_ticks) else {
+            i += 1;
+            continue;
+        };
+        match (&members[i].stream).write(&ping) {
+            Ok(n) if n == ping.len() => i += 1,
+            Ok(n) => {
+                let m = members.swap_remove(i);
+                resume_in_task(ctx, shard, m, vec![ping.slice(n..)]);
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                let m = members.swap_remove(i);
+                resume_in_task(ctx, shard, m, vec![ping]);
+            }
+            Err(_) => {
+                members.swap_remove(i);
+            }
+        }
+    }
+}
+
+/// Most a shard reads and drops from one viewer at a time: a viewer has nothing to say after its
+/// connect line, so this only bounds the work a chatty one costs.
+const INPUT_DRAIN: usize = 16 * 1024;
 
 /// Has the viewer not hung up? End of stream or an error means it left, as in the original. What
-/// it sent is read and dropped, not peeked at: a peek would see those bytes at every probe and
-/// never the hang-up queued behind them.
+/// it sent is read and dropped (the shard is told again only when more arrives).
 fn still_there(m: &Member) -> bool {
     let mut sink = [0u8; 4096];
-    let mut left = PROBE_DRAIN;
+    let mut left = INPUT_DRAIN;
     while left > 0 {
         match (&m.stream).read(&mut sink) {
             Ok(0) => return false,
@@ -252,7 +379,7 @@ fn is_stop(f: &Frame) -> bool {
 /// match stay, for `say_goodbye`.
 fn deliver(
     ctx: &Arc<ViewerContext>,
-    key: &TopicKey,
+    shard: &Shard,
     members: &mut Vec<Member>,
     frames: &[Arc<Frame>],
 ) {
@@ -276,7 +403,7 @@ fn deliver(
             // Never expected (parking hands over at the live edge), but a gap must be filled
             // from history, never skipped.
             let m = members.swap_remove(i);
-            resume_in_task(ctx, key, m, Vec::new());
+            resume_in_task(ctx, shard, m, Vec::new());
             continue;
         }
         let mut slices = [IoSlice::new(&[]); MAX_BATCH];
@@ -302,7 +429,7 @@ fn deliver(
         }
         let m = members.swap_remove(i);
         let rest = unwritten(&events[from..], m.format, written);
-        resume_in_task(ctx, key, m, rest);
+        resume_in_task(ctx, shard, m, rest);
     }
 }
 
@@ -324,8 +451,10 @@ fn unwritten(events: &[&EncodedEvent], format: Format, mut written: usize) -> Ve
 /// could not take), then follows the match from `m.last` through a subscription.
 /// It follows the very incarnation of the match it was parked on: if that was cancelled, it
 /// is told so, even when a match of the same id was created since.
-fn resume_in_task(ctx: &Arc<ViewerContext>, key: &TopicKey, m: Member, rest: Vec<Bytes>) {
-    let sub = ctx.hub.rejoin(key, m.format, m.last);
+fn resume_in_task(ctx: &Arc<ViewerContext>, shard: &Shard, m: Member, rest: Vec<Bytes>) {
+    let sub = ctx.hub.rejoin(&shard.key, m.format, m.last);
+    // Out of the shard's epoll set before tokio's reactor takes the socket.
+    let _ = shard.registry.deregister(&mut SourceFd(&m.stream.as_raw_fd()));
     back_to_task(ctx, sub, m, rest);
 }
 
@@ -334,33 +463,33 @@ fn back_to_task(ctx: &Arc<ViewerContext>, sub: Subscription, m: Member, rest: Ve
     let ctx2 = ctx.clone();
     ctx.tracker.spawn(async move {
         let Ok(stream) = TcpStream::from_std(stream) else { return };
-        follow(&ctx2, stream, sub, guard, format, rest).await;
+        follow(&ctx2, stream, sub, guard, format, rest, BytesMut::new()).await;
     });
 }
 
-/// Says goodbye to every member (v2 gets a `bye`; both are closed), without waiting for anyone:
-/// the goodbye is best effort (a socket too full for it is being closed anyway), and the close
-/// lingers elsewhere.
+/// Says goodbye to every member in its format (v1 has none) and closes them all, without
+/// waiting for anyone: the goodbye is best effort (a socket too full for it is being closed
+/// anyway), and the close lingers elsewhere.
 fn say_goodbye(ctx: &ViewerContext, members: Vec<Member>, reason: ByeReason) {
-    let shared = (reason != ByeReason::Shutdown).then(|| v2::bye_frame(&Bye::new(reason)));
-    let mut rng = rand::rng();
+    // Every goodbye but `shutdown` is the same for all, encoded once per format (a `shutdown`
+    // one is jittered per viewer).
+    let mut shared: [Option<Bytes>; 4] = Default::default();
     for m in &members {
-        if m.format != Format::V2 {
+        if m.format == Format::V1 {
             continue;
         }
-        let frame = match &shared {
-            Some(f) => f.clone(),
-            None => {
-                let base = ctx.retry_after_ms;
-                let mut bye = Bye::new(reason);
-                bye.retry_after_ms = Some(rng.random_range(base..=base.saturating_mul(2)));
-                // With other nodes, each goodbye names one, chosen like /1/checkin chooses
-                // (so a shard's viewers spread over the others rather than all go to one).
-                bye.try_addr = ctx.ports.other_node().map(|o| o.addr_string());
-                v2::bye_frame(&bye)
+        let frame = if reason == ByeReason::Shutdown {
+            goodbye(m.format, &ctx.bye(reason))
+        } else {
+            let slot = &mut shared[m.format as usize];
+            if slot.is_none() {
+                *slot = goodbye(m.format, &ctx.bye(reason));
             }
+            slot.clone()
         };
-        let _ = (&m.stream).write(&frame);
+        if let Some(frame) = frame {
+            let _ = (&m.stream).write(&frame);
+        }
     }
     close_all(&ctx.tracker, members.into_iter().map(|m| (m.stream, m._counted)));
 }
@@ -378,11 +507,13 @@ mod tests {
 
     #[test]
     fn a_partial_write_leaves_exactly_the_unwritten_bytes() {
-        let ev = |seq, text: &'static str| EncodedEvent {
-            seq,
-            kind: EventKind::Comment,
-            v1: Bytes::from_static(b"v1"),
-            v2: Bytes::from_static(text.as_bytes()),
+        let ev = |seq, text: &'static str| {
+            EncodedEvent::from_parts(
+                seq,
+                EventKind::Comment,
+                Bytes::from_static(b"v1"),
+                Bytes::from_static(text.as_bytes()),
+            )
         };
         let (a, b, c) = (ev(1, "aaaa"), ev(2, "bbb"), ev(3, "cc"));
         let events = [&a, &b, &c];

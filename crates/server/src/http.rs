@@ -1,0 +1,112 @@
+//! The HTTP listener: hyper serves each connection (HTTP/1.1, keep-alive) with the API router,
+//! and hands a connection over to the viewer transports once a WebSocket or SSE answer is out
+//! (`transport::web`): the connection then leaves hyper, and its socket is a viewer's like any
+//! TCP viewer's, parked at the live edge. Everything else about the requests is `api`'s.
+
+use std::future::{poll_fn, Future};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tower_service::Service;
+
+use crate::transport::tcp::is_transient;
+use crate::transport::viewer::ViewerContext;
+use crate::transport::web::{self, Takeover};
+
+/// A client has this long to send a request's headers (on a new connection, or the next
+/// request of a kept-alive one), so that idle sockets do not hold descriptors.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Serves HTTP until `stop`, then lets requests in flight finish and returns once every
+/// connection is done (viewers taken over are the viewer transports' by then).
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    viewers: Arc<ViewerContext>,
+    stop: CancellationToken,
+) {
+    let conns = TaskTracker::new();
+    let mut backoff = Duration::from_millis(5);
+    loop {
+        let accepted = tokio::select! {
+            _ = stop.cancelled() => break,
+            a = listener.accept() => a,
+        };
+        match accepted {
+            Ok((stream, _peer)) => {
+                backoff = Duration::from_millis(5);
+                let _ = stream.set_nodelay(true);
+                conns.spawn(connection(stream, app.clone(), viewers.clone(), stop.clone()));
+            }
+            Err(e) if is_transient(&e) => {}
+            Err(e) => {
+                // Out of descriptors, most likely: wait rather than spin.
+                tracing::warn!(error = %e, backoff_ms = backoff.as_millis() as u64, "http accept failed; backing off");
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+            }
+        }
+    }
+    drop(listener);
+    conns.close();
+    conns.wait().await;
+}
+
+/// One connection: requests until the client or hyper ends it, or a handler takes it over.
+async fn connection(
+    stream: TcpStream,
+    app: Router,
+    viewers: Arc<ViewerContext>,
+    stop: CancellationToken,
+) {
+    let takeover = Takeover::default();
+    let service = {
+        let takeover = takeover.clone();
+        hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
+            req.extensions_mut().insert(takeover.clone());
+            let mut app = app.clone();
+            Box::pin(async move { app.call(req).await })
+        })
+    };
+    let mut conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .serve_connection(TokioIo::new(stream), service);
+    // Not shut down by hyper when done: the socket may be a viewer's from now on. Once the node
+    // stops, the request in flight finishes and a kept-alive connection ends.
+    let mut stopping = std::pin::pin!(stop.cancelled());
+    let mut graceful = false;
+    let done = poll_fn(|cx| {
+        if !graceful && stopping.as_mut().poll(cx).is_ready() {
+            graceful = true;
+            Pin::new(&mut conn).graceful_shutdown();
+        }
+        conn.poll_without_shutdown(cx)
+    })
+    .await;
+    if done.is_err() {
+        return;
+    }
+    let parts = conn.into_parts();
+    let mut stream = parts.io.into_inner();
+    match takeover.take() {
+        Some(handover) => {
+            let tracker = viewers.tracker.clone();
+            tracker.spawn(web::begin(viewers, stream, parts.read_buf, handover));
+        }
+        None => {
+            let _ = stream.shutdown().await;
+        }
+    }
+}

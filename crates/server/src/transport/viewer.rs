@@ -1,0 +1,303 @@
+//! A viewer following its match, whatever its transport: the task that writes what the hub hands
+//! out (joining, catching up, a full socket), the hand-over to a parking shard at the live edge,
+//! what the viewer sends (ignored for TCP and SSE; pings and closes for WebSocket) and its goodbye
+//! in its format. Each transport's handshake (`tcp.rs`, `web.rs`) ends in [`follow`].
+
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use rand::Rng;
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+use crate::hub::{Format, Hub, Next, Subscription};
+use crate::transport::close::close;
+use crate::transport::park::{NotParked, Parking};
+use crate::transport::write::{write_all, MAX_BATCH};
+use crate::transport::{PortGuard, ViewerPorts};
+use crate::wire::ws::{self, ClientFrame};
+use crate::wire::{sse, v2, Bye, ByeReason};
+
+/// What every viewer connection of a node shares.
+pub struct ViewerContext {
+    pub hub: Arc<Hub>,
+    pub ports: Arc<ViewerPorts>,
+    pub shutdown: CancellationToken,
+    pub tracker: TaskTracker,
+    pub max_viewers: usize,
+    pub connect_timeout: Duration,
+    pub max_connect_line: usize,
+    pub write_timeout: Duration,
+    pub retry_after_ms: u64,
+    /// How often an idle SSE viewer gets a `: ping` comment (SPEC 5: at least every 15 s); a
+    /// WebSocket viewer gets a ping every other period (SPEC 5: at most every 30 s).
+    pub keepalive: Duration,
+    pub(crate) parking: Parking,
+}
+
+impl ViewerContext {
+    pub fn new(
+        config: &Config,
+        hub: Arc<Hub>,
+        ports: Arc<ViewerPorts>,
+        shutdown: CancellationToken,
+        tracker: TaskTracker,
+    ) -> ViewerContext {
+        ViewerContext {
+            hub,
+            ports,
+            shutdown,
+            tracker,
+            max_viewers: config.max_viewers,
+            connect_timeout: config.connect_timeout,
+            max_connect_line: config.max_connect_line,
+            write_timeout: config.write_timeout,
+            retry_after_ms: config.retry_after_ms,
+            keepalive: config.keepalive,
+            parking: Parking::default(),
+        }
+    }
+
+    /// A `bye` for `reason`; a `shutdown` one carries a jittered `retry_after_ms` and, with
+    /// other nodes, one of theirs to `try` (chosen like `/1/checkin` chooses, so a crowd spreads).
+    pub fn bye(&self, reason: ByeReason) -> Bye {
+        let mut bye = Bye::new(reason);
+        if reason == ByeReason::Shutdown {
+            let base = self.retry_after_ms;
+            bye.retry_after_ms = Some(rand::rng().random_range(base..=base.saturating_mul(2)));
+            bye.try_addr = self.ports.other_node().map(|o| o.addr_string());
+        }
+        bye
+    }
+}
+
+/// The goodbye in `format` (v1 has none: the original just closes).
+pub fn goodbye(format: Format, bye: &Bye) -> Option<Bytes> {
+    match format {
+        Format::V1 => None,
+        Format::V2 => Some(v2::bye_frame(bye)),
+        Format::Ws => Some(ws::bye(bye)),
+        Format::Sse => Some(sse::bye(bye)),
+    }
+}
+
+/// The keepalive in `format` after `quiet` keepalive periods without traffic, if one is due:
+/// SSE every period, WebSocket every other one, TCP never.
+pub fn keepalive(format: Format, quiet: u32) -> Option<Bytes> {
+    match format {
+        Format::V1 | Format::V2 => None,
+        Format::Ws => quiet.is_multiple_of(2).then(ws::ping),
+        Format::Sse => Some(sse::ping()),
+    }
+}
+
+/// How a stretch of following a match in a task ended.
+enum Outcome {
+    /// Say goodbye for this reason and close.
+    Bye(ByeReason),
+    /// The viewer went away: nobody to tell.
+    Gone,
+    /// Caught up with the live edge: the viewer can be parked.
+    AtHead,
+    /// A WebSocket client closed, or broke the protocol: answer with a close frame of this
+    /// code, and close.
+    Close(u16),
+}
+
+/// Follows a match in this task: first writes `rest` (what a shard could not), then whatever the
+/// subscription hands out, parking the viewer whenever it reaches the live edge. `input`: what
+/// the viewer has sent and is still to be read (a WebSocket client's first frames).
+pub async fn follow(
+    ctx: &Arc<ViewerContext>,
+    mut stream: TcpStream,
+    mut sub: Subscription,
+    mut guard: PortGuard,
+    format: Format,
+    rest: Vec<Bytes>,
+    mut input: BytesMut,
+) {
+    let mut outcome = match write_all(&stream, &rest, ctx.write_timeout).await {
+        Ok(()) => None,
+        Err(e) if e.kind() == io::ErrorKind::TimedOut => Some(Outcome::Bye(ByeReason::TooSlow)),
+        Err(_) => Some(Outcome::Gone),
+    };
+    drop(rest);
+    if outcome.is_none() && !input.is_empty() {
+        outcome = answer_input(ctx, &stream, format, &mut input).await.err();
+    }
+    let mut may_park = true;
+    loop {
+        let reason = match outcome.take() {
+            Some(o) => o,
+            None => stream_to_viewer(ctx, &stream, &mut sub, may_park, format, &mut input).await,
+        };
+        match reason {
+            Outcome::AtHead => match ctx.parking.park(ctx, sub, stream, guard, format) {
+                Ok(()) => return,
+                // Not parked (an event slipped in, the match ended, the node is stopping):
+                // wait for what comes next in this task before trying again.
+                Err(NotParked(s, st, g)) => {
+                    (sub, stream, guard) = (s, st, g);
+                    may_park = false;
+                }
+            },
+            Outcome::Gone => return,
+            Outcome::Close(code) => {
+                let _ = write_all(&stream, &[ws::close(code)], Duration::from_secs(1)).await;
+                close(stream, guard).await;
+                return;
+            }
+            Outcome::Bye(reason) => {
+                let frame = (format != Format::V1).then(|| ctx.bye(reason));
+                if let Some(frame) = frame.and_then(|bye| goodbye(format, &bye)) {
+                    // A viewer that was too slow gets a moment for its goodbye, not another
+                    // full timeout.
+                    let timeout = if reason == ByeReason::TooSlow {
+                        Duration::from_secs(1)
+                    } else {
+                        ctx.write_timeout
+                    };
+                    let _ = write_all(&stream, &[frame], timeout).await;
+                }
+                close(stream, guard).await;
+                return;
+            }
+        }
+    }
+}
+
+/// Writes what the subscription hands out until the viewer reaches the live edge (it can then
+/// be parked), its stream ends or the node stops (a reason for goodbye), or it goes away.
+/// With `may_park` false it hands out at least one item before reporting the live edge.
+async fn stream_to_viewer(
+    ctx: &ViewerContext,
+    stream: &TcpStream,
+    sub: &mut Subscription,
+    mut may_park: bool,
+    format: Format,
+    input: &mut BytesMut,
+) -> Outcome {
+    let mut batch: Vec<Bytes> = Vec::new();
+    let ping = keepalive(format, 0);
+    let quiet = if format == Format::Ws { ctx.keepalive * 2 } else { ctx.keepalive };
+    loop {
+        if ctx.shutdown.is_cancelled() {
+            return Outcome::Bye(ByeReason::Shutdown);
+        }
+        // Half a WebSocket frame read cannot be parked (a shard keeps no buffer).
+        if may_park && input.is_empty() && sub.at_head() {
+            return Outcome::AtHead;
+        }
+        may_park = true;
+        let next = tokio::select! {
+            biased;
+            _ = ctx.shutdown.cancelled() => return Outcome::Bye(ByeReason::Shutdown),
+            n = sub.next() => n,
+            r = std::future::poll_fn(|cx| stream.poll_read_ready(cx)) => {
+                if r.is_err() {
+                    return Outcome::Gone;
+                }
+                if let Err(outcome) = answer_input(ctx, stream, format, input).await {
+                    return outcome;
+                }
+                continue;
+            }
+            // Only a viewer waiting in a task between events gets here; parked ones get their
+            // pings from their shard.
+            _ = tokio::time::sleep(quiet), if ping.is_some() => {
+                if let Some(p) = &ping {
+                    if let Err(e) = write_all(stream, std::slice::from_ref(p), ctx.write_timeout).await {
+                        return written_outcome(e);
+                    }
+                }
+                continue;
+            }
+        };
+        let mut end = None;
+        match next {
+            Next::Data(b) => batch.push(b),
+            Next::End(reason) => return Outcome::Bye(reason),
+        }
+        while batch.len() < MAX_BATCH {
+            match sub.try_next() {
+                Some(Next::Data(b)) => batch.push(b),
+                Some(Next::End(reason)) => {
+                    end = Some(reason);
+                    break;
+                }
+                None => break,
+            }
+        }
+        let written = write_all(stream, &batch, ctx.write_timeout).await;
+        batch.clear();
+        if batch.capacity() > MAX_BATCH {
+            batch = Vec::new();
+        }
+        if let Err(e) = written {
+            return written_outcome(e);
+        }
+        if let Some(reason) = end {
+            return Outcome::Bye(reason);
+        }
+    }
+}
+
+fn written_outcome(e: io::Error) -> Outcome {
+    if e.kind() == io::ErrorKind::TimedOut {
+        Outcome::Bye(ByeReason::TooSlow)
+    } else {
+        Outcome::Gone
+    }
+}
+
+/// Reads what the viewer sent, without waiting. TCP and SSE viewers have nothing to say: their
+/// bytes are dropped, and the end of their input ends the session (as in the original). A
+/// WebSocket client's frames are read whole: pings are answered, a close or a protocol error
+/// ends the viewer, messages are ignored.
+async fn answer_input(
+    ctx: &ViewerContext,
+    stream: &TcpStream,
+    format: Format,
+    input: &mut BytesMut,
+) -> Result<(), Outcome> {
+    let mut sink = [0u8; 1024];
+    loop {
+        match stream.try_read(&mut sink) {
+            Ok(0) => return Err(Outcome::Gone),
+            Ok(n) if format == Format::Ws => input.extend_from_slice(&sink[..n]),
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return Err(Outcome::Gone),
+        }
+        if input.len() > 2 * ws::MAX_CLIENT_FRAME as usize {
+            break;
+        }
+    }
+    if format != Format::Ws || input.is_empty() {
+        return Ok(());
+    }
+    let frames = ws::read_client(input).map_err(|e| Outcome::Close(e.code()))?;
+    if input.is_empty() && input.capacity() > 0 {
+        *input = BytesMut::new();
+    }
+    for frame in frames {
+        match frame {
+            ClientFrame::Ping(payload) => {
+                let pong = ws::pong(&payload);
+                write_all(stream, &[pong], ctx.write_timeout).await.map_err(written_outcome)?;
+            }
+            ClientFrame::Close(code) => {
+                // Echo a code the client may send back; anything else is answered with 1000.
+                let code = code.filter(|c| matches!(c, 1000..=1003 | 1007..=1011 | 3000..=4999));
+                return Err(Outcome::Close(code.unwrap_or(1000)));
+            }
+            ClientFrame::Ignored => {}
+        }
+    }
+    Ok(())
+}
