@@ -145,11 +145,13 @@ pub async fn run(
     say(
         &out,
         &format!(
-            "MatchStream demo: {where_}\n\
+            "Open the live page in a browser: {http}/?mid={id}\n\n\
+             MatchStream demo: {where_}\n\
              Replaying {id} at {speed}x; a v1 viewer prints the stream below once the match starts.\n\
              Watch it yourself from another terminal:\n\
              \x20 nc {vip} {vport}      then type: VERSION:1:CONNECT:me:MATCH:{id}\n\
              \x20 nc {vip} {vport}      or, resumable JSON: VERSION:2:CONNECT:me:MATCH:{id}:FROM:0\n\
+             \x20 curl -N {http}/1/match/{id}/stream      Server-Sent Events (WebSocket: /ws)\n\
              \x20 curl {http}/1/matches\n\
              \x20 curl {http}/1/match/{id}\n\
              \x20 curl {http}/1/match/{id}/history\n\n",
