@@ -460,11 +460,33 @@ fn resume_in_task(ctx: &Arc<ViewerContext>, shard: &Shard, m: Member, rest: Vec<
 
 fn back_to_task(ctx: &Arc<ViewerContext>, sub: Subscription, m: Member, rest: Vec<Bytes>) {
     let Member { stream, format, _counted: guard, .. } = m;
+    // What a WebSocket client sent is read here, before tokio's reactor has seen the socket
+    // (it would report no input until its next turn, and the task would park the viewer again
+    // at once, with the input still unread).
+    let mut input = BytesMut::new();
+    if format == Format::Ws && !read_input(&stream, &mut input) {
+        return;
+    }
     let ctx2 = ctx.clone();
     ctx.tracker.spawn(async move {
         let Ok(stream) = TcpStream::from_std(stream) else { return };
-        follow(&ctx2, stream, sub, guard, format, rest, BytesMut::new()).await;
+        follow(&ctx2, stream, sub, guard, format, rest, input).await;
     });
+}
+
+/// Reads what the peer sent so far, without waiting (at most [`INPUT_DRAIN`] bytes). False if
+/// it hung up.
+fn read_input(stream: &StdStream, input: &mut BytesMut) -> bool {
+    let mut chunk = [0u8; 1024];
+    while input.len() < INPUT_DRAIN {
+        match (&*stream).read(&mut chunk) {
+            Ok(0) => return false,
+            Ok(n) => input.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return e.kind() == io::ErrorKind::WouldBlock,
+        }
+    }
+    true
 }
 
 /// Says goodbye to every member in its format (v1 has none) and closes them all, without
