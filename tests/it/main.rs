@@ -14,3 +14,4 @@ mod resume;
 mod sim;
 mod support;
 mod viewers;
+mod web;

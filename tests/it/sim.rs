@@ -1,6 +1,7 @@
 //! `matchstream sim` as a harness runs it: viewers over worker processes against a real node
-//! (v1, v2, a mix of paths, a cancelled match), the HTTP load test, the benchmark watcher, and
-//! the same subscriber engine against a real redis-server.
+//! (v1, v2, WebSocket, SSE, a mix of protocols, a mix of paths, a cancelled match), the HTTP
+//! load test, the benchmark watcher, and the same subscriber engine against a real
+//! redis-server.
 
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
@@ -188,6 +189,71 @@ async fn v1_viewers_check_the_framing_and_the_close_after_stop() {
     assert_all_complete(&summary, 200, 200 * 41);
     assert_eq!(summary["protocol"], "v1");
     assert_eq!(summary["latency_resolution_ms"], 1000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ws_sse_and_a_mix_of_protocols_get_every_event_each_checked_alike() {
+    let s = TestServer::start().await;
+    let id = s.started_match().await;
+    // Three runs at once on one match: all WebSocket, all SSE, and a mix of the three
+    // protocols in which a fifth of the viewers drop and come back with FROM / from.
+    let mut ws =
+        SimRun::spawn(&format!("--server {} --match {id} -n 100 --protocol ws --json", s.base));
+    let mut sse =
+        SimRun::spawn(&format!("--server {} --match {id} -n 100 --protocol sse --json", s.base));
+    let mut mix = SimRun::spawn(&format!(
+        "--server {} --match {id} -n 100 --workers 2 --mix watch=80,reconnect=20,tcp:50,ws:30,sse:20 \
+         --act-after 20 --json",
+        s.base
+    ));
+    for run in [&mut ws, &mut sse, &mut mix] {
+        run.wait_for("connected 100").await;
+    }
+    let (st, published) = run_json(&format!(
+        "publish --server {} --token {TOKEN} --match {id} --rate 200 --duration 0.15 --json",
+        s.base
+    ))
+    .await;
+    assert!(st.success(), "{published}");
+    let (st, published) = run_json(&format!(
+        "publish --server {} --token {TOKEN} --match {id} --burst 30 --stop --json",
+        s.base
+    ))
+    .await;
+    assert!(st.success(), "{published}");
+    assert_eq!(published["stop_seq"], 62, "{published}");
+
+    for (run, protocol) in [(ws, "ws"), (sse, "sse")] {
+        let (status, summary, stderr) = run.finish().await;
+        assert!(status.success(), "{protocol}: {summary:#}\n{stderr}");
+        assert_all_complete(&summary, 100, 100 * 61);
+        assert_eq!(summary["protocol"], protocol);
+        assert_eq!(summary["latency_ms"]["count"], 100 * 61, "{summary:#}");
+        let only = &summary["protocols"][protocol];
+        assert_eq!(
+            (&only["viewers"], &only["complete"]),
+            (&json!(100), &json!(100)),
+            "{summary:#}"
+        );
+        assert_eq!(summary["protocols"].as_object().unwrap().len(), 1, "{summary:#}");
+    }
+    let (status, summary, stderr) = mix.finish().await;
+    assert!(status.success(), "{summary:#}\n{stderr}");
+    assert_eq!(summary["protocol"], "v2:50,ws:30,sse:20");
+    assert_eq!(summary["complete"], 100, "{summary:#}");
+    assert_eq!(summary["connects"], 120, "each reconnecting viewer came back once: {summary:#}");
+    let mut deliveries = 0;
+    for (protocol, n) in [("v2", 50), ("ws", 30), ("sse", 20)] {
+        let p = &summary["protocols"][protocol];
+        assert_eq!(
+            (&p["viewers"], &p["complete"], &p["failed"]),
+            (&json!(n), &json!(n), &json!(0)),
+            "{protocol}"
+        );
+        assert!(p["latency_ms"]["count"].as_u64().unwrap() > 0, "{protocol}: {summary:#}");
+        deliveries += p["deliveries"].as_u64().unwrap();
+    }
+    assert_eq!((summary["deliveries"].as_u64(), deliveries), (Some(100 * 61), 100 * 61));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
