@@ -9,6 +9,7 @@ mod durability;
 mod fanout;
 mod golden;
 mod lifecycle;
+mod metrics;
 mod redis;
 mod resume;
 mod sim;

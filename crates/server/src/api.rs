@@ -91,6 +91,7 @@ pub fn router(state: AppState) -> Router {
         .route("/1/match/{id}/stream", get(viewers::events))
         .route("/1/checkin", get(checkin))
         .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
         .route("/readyz", get(readyz))
         .fallback(|| async {
             ApiError::new(StatusCode::NOT_FOUND, "no such path (see SPEC section 3)")
@@ -255,9 +256,13 @@ async fn publish_events(
         return Err(ApiError::bad_request("an empty list publishes nothing"));
     }
     let ingest = state.ingest.clone();
+    let received = std::time::Instant::now();
     let accepted =
         finish_even_if_client_leaves(async move { ingest.publish(&id, &inputs, q.after).await })
             .await??;
+    let metrics = &state.ports.metrics;
+    metrics.publish_seconds.record(received.elapsed().as_secs_f64());
+    metrics.events_published.increment(accepted.len() as u64);
     let acks: Vec<Value> = accepted.iter().map(|a| json!({ "seq": a.seq, "ts": a.ts })).collect();
     let body =
         if is_batch { Value::Array(acks) } else { acks.into_iter().next().unwrap_or_default() };
@@ -285,6 +290,17 @@ async fn finish_even_if_client_leaves<T: Send + 'static>(
         tracing::error!(error = %e, "watcher request task failed");
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
     })
+}
+
+/// `GET /metrics`: the Prometheus text exposition (SPEC 9).
+async fn metrics(State(state): State<AppState>) -> Response {
+    let metrics = &state.ports.metrics;
+    metrics.matches_live.set(state.hub.live_count() as f64);
+    (
+        [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        metrics.render(),
+    )
+        .into_response()
 }
 
 async fn list_matches(State(state): State<AppState>, headers: HeaderMap) -> Response {

@@ -46,8 +46,9 @@ pub async fn serve(
                 let _ = stream.set_nodelay(true);
                 conns.spawn(connection(stream, app.clone(), viewers.clone(), stop.clone()));
             }
-            Err(e) if is_transient(&e) => {}
+            Err(e) if is_transient(&e) => viewers.ports.metrics.accept_errors.increment(1),
             Err(e) => {
+                viewers.ports.metrics.accept_errors.increment(1);
                 // Out of descriptors, most likely: wait rather than spin.
                 tracing::warn!(error = %e, backoff_ms = backoff.as_millis() as u64, "http accept failed; backing off");
                 tokio::select! {

@@ -239,6 +239,18 @@ impl Hub {
         self.topic(id).map(|t| (t.inc, lock(&t.current).snapshot.clone()))
     }
 
+    /// How many matches are under way (started, not over).
+    pub fn live_count(&self) -> usize {
+        let topics: Vec<Arc<Topic>> = read(&self.topics).values().cloned().collect();
+        topics
+            .iter()
+            .filter(|t| {
+                let state = &lock(&t.current).snapshot.state;
+                state.period != crate::model::Period::NotStarted && !state.is_over()
+            })
+            .count()
+    }
+
     /// A number that changes whenever the list of matches does.
     pub fn generation(&self) -> u64 {
         self.generation.load(std::sync::atomic::Ordering::Acquire)

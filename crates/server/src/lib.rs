@@ -23,5 +23,6 @@ mod model;
 pub mod server;
 mod state;
 mod store;
+mod telemetry;
 mod transport;
 mod wire;

@@ -117,6 +117,7 @@ async fn start_with_store(
         &viewer_addrs,
         config.public_host.as_deref(),
         config.max_viewers,
+        crate::telemetry::Metrics::new(),
     ));
     let tracker = TaskTracker::new();
 

@@ -27,6 +27,8 @@ pub enum Format {
 #[derive(Debug, Clone)]
 pub struct EncodedEvent {
     pub seq: Seq,
+    /// When the server accepted it (for the delivery lag).
+    pub ts: Millis,
     pub kind: EventKind,
     pub v1: Bytes,
     pub v2: Bytes,
@@ -36,12 +38,18 @@ pub struct EncodedEvent {
 
 impl EncodedEvent {
     pub(crate) fn new(ev: &Event) -> EncodedEvent {
-        EncodedEvent::from_parts(ev.seq, ev.kind, v1::event_block(ev), v2::event_frame(ev))
+        EncodedEvent::from_parts(ev.seq, ev.ts, ev.kind, v1::event_block(ev), v2::event_frame(ev))
     }
 
     /// An event from its TCP forms (the others are derived from v2 when needed).
-    pub(crate) fn from_parts(seq: Seq, kind: EventKind, v1: Bytes, v2: Bytes) -> EncodedEvent {
-        EncodedEvent { seq, kind, v1, v2, ws: OnceLock::new(), sse: OnceLock::new() }
+    pub(crate) fn from_parts(
+        seq: Seq,
+        ts: Millis,
+        kind: EventKind,
+        v1: Bytes,
+        v2: Bytes,
+    ) -> EncodedEvent {
+        EncodedEvent { seq, ts, kind, v1, v2, ws: OnceLock::new(), sse: OnceLock::new() }
     }
 
     /// The bytes of this event in `format`.

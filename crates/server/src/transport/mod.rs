@@ -9,7 +9,10 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 
+use crate::hub::Format;
 use crate::locks::{read, write};
+use crate::telemetry::{Left, Metrics};
+use crate::wire::ByeReason;
 
 pub mod close;
 mod park;
@@ -40,6 +43,8 @@ pub struct ViewerPorts {
     /// WebSocket and SSE viewers (on the HTTP port): they count towards the node's limit, and
     /// are reported spread over its viewer ports.
     web: AtomicUsize,
+    /// The node's metrics: viewers by transport are counted by their [`PortGuard`]s.
+    pub metrics: Arc<Metrics>,
 }
 
 /// Another node's port: its last report, and how many viewers this node has sent it since.
@@ -80,7 +85,12 @@ impl PortLoad {
 
 impl ViewerPorts {
     /// `bound`: the listeners' real addresses; `public_host` overrides the host named to viewers.
-    pub fn new(bound: &[SocketAddr], public_host: Option<&str>, max_viewers: usize) -> ViewerPorts {
+    pub fn new(
+        bound: &[SocketAddr],
+        public_host: Option<&str>,
+        max_viewers: usize,
+        metrics: Arc<Metrics>,
+    ) -> ViewerPorts {
         let ports = bound
             .iter()
             .map(|a| Port {
@@ -98,6 +108,7 @@ impl ViewerPorts {
             others: RwLock::new(Vec::new()),
             nodes: AtomicUsize::new(1),
             web: AtomicUsize::new(0),
+            metrics,
         }
     }
 
@@ -191,13 +202,13 @@ impl ViewerPorts {
         if let Some(p) = self.ports.get(index) {
             p.viewers.fetch_add(1, Ordering::Relaxed);
         }
-        PortGuard { ports: self.clone(), index }
+        PortGuard { ports: self.clone(), index: index as u32, joined: 0, why: HANGUP }
     }
 
     /// Counts a WebSocket or SSE viewer for as long as the guard lives.
     pub fn enter_web(self: &Arc<Self>) -> PortGuard {
         self.web.fetch_add(1, Ordering::Relaxed);
-        PortGuard { ports: self.clone(), index: WEB }
+        PortGuard { ports: self.clone(), index: WEB, joined: 0, why: HANGUP }
     }
 }
 
@@ -208,21 +219,46 @@ impl Port {
     }
 }
 
-/// Counts one connection on a port until dropped.
+/// Counts one connection on a port until dropped, and once it joined a match, one viewer of its
+/// transport (16 bytes: a parked viewer holds one).
 pub struct PortGuard {
     ports: Arc<ViewerPorts>,
-    index: usize,
+    index: u32,
+    /// `Format as u8 + 1` once the viewer joined a match; 0 before.
+    joined: u8,
+    /// Why it leaves, as [`Left::index`]: a hang-up unless told otherwise.
+    why: u8,
 }
 
+impl PortGuard {
+    /// The viewer joined a match over `format`.
+    pub fn joined(&mut self, format: Format) {
+        if self.joined == 0 {
+            self.joined = format as u8 + 1;
+            self.ports.metrics.joined(format);
+        }
+    }
+
+    /// The server ends this viewer for `reason` (counted when the connection is gone).
+    pub fn leaving(&mut self, reason: ByeReason) {
+        self.why = Left::Bye(reason).index() as u8;
+    }
+}
+
+const HANGUP: u8 = Left::Hangup.index() as u8;
+
 /// The index of a [`PortGuard`] that counts a viewer on the HTTP port.
-const WEB: usize = usize::MAX;
+const WEB: u32 = u32::MAX;
 
 impl Drop for PortGuard {
     fn drop(&mut self) {
         if self.index == WEB {
             self.ports.web.fetch_sub(1, Ordering::Relaxed);
-        } else if let Some(p) = self.ports.ports.get(self.index) {
+        } else if let Some(p) = self.ports.ports.get(self.index as usize) {
             p.viewers.fetch_sub(1, Ordering::Relaxed);
+        }
+        if self.joined > 0 {
+            self.ports.metrics.left(usize::from(self.joined - 1), usize::from(self.why));
         }
     }
 }
@@ -234,7 +270,7 @@ mod tests {
     #[test]
     fn checkin_names_the_least_loaded_port_of_the_cluster_counting_what_it_sent() {
         let bound = [SocketAddr::from(([127, 0, 0, 1], 9100))];
-        let ports = Arc::new(ViewerPorts::new(&bound, None, 100));
+        let ports = Arc::new(ViewerPorts::new(&bound, None, 100, Metrics::new()));
         let other =
             |port, viewers| PortLoad { host: "10.0.0.2".into(), port, viewers, capacity: 100 };
         // This node's port holds 5; the other node's reported 3 and 100 (full).
@@ -254,7 +290,7 @@ mod tests {
     #[test]
     fn no_port_with_room_names_nothing() {
         let bound = [SocketAddr::from(([127, 0, 0, 1], 9100))];
-        let ports = Arc::new(ViewerPorts::new(&bound, None, 1));
+        let ports = Arc::new(ViewerPorts::new(&bound, None, 1, Metrics::new()));
         let _held = ports.enter(0);
         ports.set_others(vec![PortLoad { host: "h".into(), port: 1, viewers: 7, capacity: 7 }], 2);
         assert_eq!(ports.pick_for_checkin(), None);

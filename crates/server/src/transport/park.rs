@@ -391,6 +391,9 @@ fn deliver(
         })
         .collect();
     let Some(newest) = events.last().map(|e| e.seq) else { return };
+    // Counted for the metrics once per burst: frames per format, and viewers reached per event.
+    let mut frames_by_format = [0u64; 4];
+    let mut reached = [0usize; MAX_BATCH];
     let mut i = 0;
     while i < members.len() {
         let m = &mut members[i];
@@ -423,6 +426,12 @@ fn deliver(
             }
         };
         m.last = newest;
+        // What the socket did not take is handed to the viewer's task below, and written
+        // there: every frame of the burst counts as delivered here.
+        frames_by_format[m.format as usize] += n as u64;
+        for r in &mut reached[from..from + n] {
+            *r += 1;
+        }
         if written == total {
             i += 1;
             continue;
@@ -430,6 +439,19 @@ fn deliver(
         let m = members.swap_remove(i);
         let rest = unwritten(&events[from..], m.format, written);
         resume_in_task(ctx, shard, m, rest);
+    }
+    let metrics = &ctx.ports.metrics;
+    for (format, frames) in
+        [Format::V1, Format::V2, Format::Ws, Format::Sse].into_iter().zip(frames_by_format)
+    {
+        if frames > 0 {
+            metrics.delivered(format, frames);
+        }
+    }
+    let now = crate::ingest::now_ms();
+    for (ev, count) in events.iter().zip(reached).filter(|(_, c)| *c > 0) {
+        let lag = now.saturating_sub(ev.ts).max(0) as f64 / 1000.0;
+        metrics.delivery_lag.record_many(lag, count);
     }
 }
 
@@ -492,11 +514,12 @@ fn read_input(stream: &StdStream, input: &mut BytesMut) -> bool {
 /// Says goodbye to every member in its format (v1 has none) and closes them all, without
 /// waiting for anyone: the goodbye is best effort (a socket too full for it is being closed
 /// anyway), and the close lingers elsewhere.
-fn say_goodbye(ctx: &ViewerContext, members: Vec<Member>, reason: ByeReason) {
+fn say_goodbye(ctx: &ViewerContext, mut members: Vec<Member>, reason: ByeReason) {
     // Every goodbye but `shutdown` is the same for all, encoded once per format (a `shutdown`
     // one is jittered per viewer).
     let mut shared: [Option<Bytes>; 4] = Default::default();
-    for m in &members {
+    for m in &mut members {
+        m._counted.leaving(reason);
         if m.format == Format::V1 {
             continue;
         }
@@ -532,6 +555,7 @@ mod tests {
         let ev = |seq, text: &'static str| {
             EncodedEvent::from_parts(
                 seq,
+                0,
                 EventKind::Comment,
                 Bytes::from_static(b"v1"),
                 Bytes::from_static(text.as_bytes()),

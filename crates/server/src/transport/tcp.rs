@@ -59,8 +59,9 @@ pub async fn accept_loop(listener: TcpListener, index: usize, ctx: Arc<ViewerCon
                 let guard = ctx.ports.enter(index);
                 ctx.tracker.spawn(serve(ctx.clone(), index, stream, peer, guard));
             }
-            Err(e) if is_transient(&e) => {}
+            Err(e) if is_transient(&e) => ctx.ports.metrics.accept_errors.increment(1),
             Err(e) => {
+                ctx.ports.metrics.accept_errors.increment(1);
                 tracing::warn!(error = %e, backoff_ms = backoff.as_millis() as u64, "accept failed; backing off");
                 tokio::select! {
                     _ = ctx.shutdown.cancelled() => return,
@@ -98,7 +99,7 @@ async fn serve(
 ) {
     let _ = stream.set_nodelay(true);
     // A parked viewer is out of the reactor; keepalive lets the kernel find peers that vanished
-    // without a word, and the shard's probe then drops them.
+    // without a word, and the shard's epoll set then reports them.
     let keepalive = socket2::TcpKeepalive::new()
         .with_time(Duration::from_secs(60))
         .with_interval(Duration::from_secs(10));
@@ -110,7 +111,11 @@ async fn serve(
         return;
     };
     tracing::debug!(%peer, match_id = %sub.match_id(), ?format, "viewer joined");
+    let mut guard = guard;
+    guard.joined(format);
     if v1_not_live {
+        // The original's way of saying the match is not on: its status, then a close.
+        guard.leaving(ByeReason::MatchOver);
         if let Next::Data(status) = sub.next().await {
             let _ = write_all(&stream, &[status], ctx.write_timeout).await;
         }
@@ -221,6 +226,7 @@ async fn refuse(
     bye: ByeReason,
 ) {
     tracing::debug!(reason, "viewer refused");
+    ctx.ports.metrics.refused(bye);
     let frame = match version {
         Some(2) => v2::bye_frame(&Bye::new(bye)),
         _ => v1::error_block(reason),
@@ -229,6 +235,7 @@ async fn refuse(
 }
 
 async fn refuse_full(ctx: &ViewerContext, stream: &TcpStream, index: usize, version: Option<u8>) {
+    ctx.ports.metrics.refused(ByeReason::Full);
     // Another port of this node first, else another node's.
     let other = ctx
         .ports

@@ -152,6 +152,7 @@ pub async fn follow(
                 return;
             }
             Outcome::Bye(reason) => {
+                guard.leaving(reason);
                 let frame = (format != Format::V1).then(|| ctx.bye(reason));
                 if let Some(frame) = frame.and_then(|bye| goodbye(format, &bye)) {
                     // A viewer that was too slow gets a moment for its goodbye, not another
@@ -233,6 +234,9 @@ async fn stream_to_viewer(
             }
         }
         let written = write_all(stream, &batch, ctx.write_timeout).await;
+        if written.is_ok() {
+            ctx.ports.metrics.delivered(format, batch.len() as u64);
+        }
         batch.clear();
         if batch.capacity() > MAX_BATCH {
             batch = Vec::new();

@@ -149,15 +149,19 @@ async fn join(
     ctx.hub.wait_ready(id, from).await;
     match ctx.hub.join(id, format, from, now_ms()) {
         Ok((sub, _)) => Ok(sub),
-        Err(JoinError::NotFound(_)) => Err(Refusal::NotFound(format!("unknown match {id}"))),
+        Err(JoinError::NotFound(_)) => {
+            ctx.ports.metrics.refused(ByeReason::NotFound);
+            Err(Refusal::NotFound(format!("unknown match {id}")))
+        }
     }
 }
 
 /// The viewer to hand the connection to, counted from now; past the node's limit it is told
 /// `full` (SPEC 5: after the upgrade, with the close code 1013), naming another node if any.
 fn handover(ctx: &ViewerContext, format: Format, sub: Subscription) -> Handover {
-    let guard = ctx.ports.enter_web();
+    let mut guard = ctx.ports.enter_web();
     let start = if ctx.ports.total() > ctx.max_viewers {
+        ctx.ports.metrics.refused(ByeReason::Full);
         let other = ctx.ports.other_node().map(|o| o.addr_string());
         Start::Refuse(Bye {
             reason: ByeReason::Full,
@@ -165,6 +169,7 @@ fn handover(ctx: &ViewerContext, format: Format, sub: Subscription) -> Handover 
             try_addr: other,
         })
     } else {
+        guard.joined(format);
         Start::Follow(sub)
     };
     Handover { format, start, guard }

@@ -1,0 +1,245 @@
+//! The node's metrics (SPEC 9), served as Prometheus text at `GET /metrics`. Names are constants
+//! here, and only here. Each node has its own recorder (not the process-wide one: a test runs
+//! several nodes in one process) and the parts that count hold plain handles (an atomic add):
+//! per-delivery counts are added once per burst, never per viewer write.
+
+use std::sync::Arc;
+
+use metrics::{Counter, Gauge, Histogram, Key, Label, Metadata, Recorder, Unit};
+use metrics_exporter_prometheus::{
+    Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
+};
+
+use crate::hub::Format;
+use crate::wire::ByeReason;
+
+/// Metric names (SPEC 9).
+pub mod names {
+    pub const VIEWERS: &str = "matchstream_viewers";
+    pub const MATCHES_LIVE: &str = "matchstream_matches_live";
+    pub const EVENTS_PUBLISHED: &str = "matchstream_events_published_total";
+    pub const DELIVERIES: &str = "matchstream_deliveries_total";
+    pub const VIEWER_CONNECTS: &str = "matchstream_viewer_connects_total";
+    pub const VIEWER_DISCONNECTS: &str = "matchstream_viewer_disconnects_total";
+    pub const ACCEPT_ERRORS: &str = "matchstream_accept_errors_total";
+    pub const PUBLISH_SECONDS: &str = "matchstream_publish_seconds";
+    pub const DELIVERY_LAG_SECONDS: &str = "matchstream_delivery_lag_seconds";
+    // And the standard process_* metrics of metrics-process (resident memory, open files and
+    // their limit, CPU seconds, threads...), without a prefix.
+}
+
+/// The `transport` label of each wire format, indexed by `Format as usize`.
+pub const TRANSPORTS: [&str; 4] = ["tcp_v1", "tcp_v2", "ws", "sse"];
+
+/// Why a viewer left: the `bye` reasons, plus `hangup` (it went away, or closed its side).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Left {
+    Bye(ByeReason),
+    Hangup,
+}
+
+impl Left {
+    pub(crate) const fn index(self) -> usize {
+        match self {
+            Left::Bye(r) => r as usize,
+            Left::Hangup => ByeReason::ALL.len(),
+        }
+    }
+}
+
+static META: Metadata<'static> =
+    Metadata::new(module_path!(), metrics::Level::INFO, Some(module_path!()));
+
+/// Latency buckets, in seconds: from a fast fsync to a viewer many seconds behind.
+const BUCKETS: [f64; 14] =
+    [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+
+/// Every metric of one node.
+pub struct Metrics {
+    recorder: PrometheusRecorder,
+    handle: PrometheusHandle,
+    process: metrics_process::Collector,
+    viewers: [Gauge; 4],
+    pub matches_live: Gauge,
+    pub events_published: Counter,
+    deliveries: [Counter; 4],
+    connects: [Counter; 4],
+    disconnects: [Counter; 8],
+    pub accept_errors: Counter,
+    pub publish_seconds: Histogram,
+    pub delivery_lag: Histogram,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Arc<Metrics> {
+        let mut builder = PrometheusBuilder::new();
+        for name in [names::PUBLISH_SECONDS, names::DELIVERY_LAG_SECONDS] {
+            builder = builder
+                .set_buckets_for_metric(Matcher::Full(name.to_owned()), &BUCKETS)
+                .expect("BUCKETS is not empty");
+        }
+        let recorder = builder.build_recorder();
+        let handle = recorder.handle();
+        let describe = |name: &'static str, unit: Unit, help: &'static str| {
+            recorder.describe_counter(name.into(), Some(unit), help.into());
+        };
+        describe(names::VIEWERS, Unit::Count, "Viewers connected now, by transport.");
+        describe(names::MATCHES_LIVE, Unit::Count, "Matches under way (started, not ended).");
+        describe(names::EVENTS_PUBLISHED, Unit::Count, "Events accepted and durable.");
+        describe(names::DELIVERIES, Unit::Count, "Frames written to viewers, by transport.");
+        describe(names::VIEWER_CONNECTS, Unit::Count, "Viewers that joined a match, by transport.");
+        describe(
+            names::VIEWER_DISCONNECTS,
+            Unit::Count,
+            "Viewers that left or were refused, by bye reason (or hangup).",
+        );
+        describe(names::ACCEPT_ERRORS, Unit::Count, "Failed accepts on viewer and HTTP ports.");
+        describe(names::PUBLISH_SECONDS, Unit::Seconds, "Publish request received to durable.");
+        describe(
+            names::DELIVERY_LAG_SECONDS,
+            Unit::Seconds,
+            "Event ts to written to a viewer's socket, for viewers at the live edge.",
+        );
+        let process = metrics_process::Collector::default();
+        metrics::with_local_recorder(&recorder, || process.describe());
+        let by_transport = |name: &'static str, f: &dyn Fn(&Key) -> Counter| -> [Counter; 4] {
+            TRANSPORTS.map(|t| f(&Key::from_parts(name, vec![Label::new("transport", t)])))
+        };
+        let counter = |key: &Key| recorder.register_counter(key, &META);
+        let viewers = TRANSPORTS.map(|t| {
+            recorder.register_gauge(
+                &Key::from_parts(names::VIEWERS, vec![Label::new("transport", t)]),
+                &META,
+            )
+        });
+        let mut reasons: Vec<&'static str> = ByeReason::ALL.iter().map(|r| r.as_str()).collect();
+        reasons.push("hangup");
+        let disconnects: [Counter; 8] = std::array::from_fn(|i| {
+            counter(&Key::from_parts(
+                names::VIEWER_DISCONNECTS,
+                vec![Label::new("reason", reasons[i])],
+            ))
+        });
+        let metrics = Metrics {
+            viewers,
+            matches_live: recorder.register_gauge(&Key::from_name(names::MATCHES_LIVE), &META),
+            events_published: counter(&Key::from_name(names::EVENTS_PUBLISHED)),
+            deliveries: by_transport(names::DELIVERIES, &counter),
+            connects: by_transport(names::VIEWER_CONNECTS, &counter),
+            disconnects,
+            accept_errors: counter(&Key::from_name(names::ACCEPT_ERRORS)),
+            publish_seconds: recorder
+                .register_histogram(&Key::from_name(names::PUBLISH_SECONDS), &META),
+            delivery_lag: recorder
+                .register_histogram(&Key::from_name(names::DELIVERY_LAG_SECONDS), &META),
+            recorder,
+            handle,
+            process,
+        };
+        // Every series exists from the start, at zero.
+        for c in metrics.disconnects.iter().chain(&metrics.deliveries).chain(&metrics.connects) {
+            c.increment(0);
+        }
+        metrics.events_published.increment(0);
+        metrics.accept_errors.increment(0);
+        for g in &metrics.viewers {
+            g.set(0.0);
+        }
+        metrics.matches_live.set(0.0);
+        Arc::new(metrics)
+    }
+
+    /// The Prometheus text exposition, with the process figures read now.
+    pub fn render(&self) -> String {
+        metrics::with_local_recorder(&self.recorder, || self.process.collect());
+        self.handle.render()
+    }
+
+    /// A viewer joined a match over `format`.
+    pub fn joined(&self, format: Format) {
+        self.connects[format as usize].increment(1);
+        self.viewers[format as usize].increment(1.0);
+    }
+
+    /// A viewer that had joined over `format` left (`why` as [`Left::index`]).
+    pub(crate) fn left(&self, format: usize, why: usize) {
+        if let (Some(g), Some(c)) = (self.viewers.get(format), self.disconnects.get(why)) {
+            g.decrement(1.0);
+            c.increment(1);
+        }
+    }
+
+    /// A viewer was refused before it joined (`bad_request`, `not_found`, `full`).
+    pub fn refused(&self, reason: ByeReason) {
+        self.disconnects[Left::Bye(reason).index()].increment(1);
+    }
+
+    /// `frames` frames were written to viewers of `format`.
+    pub fn delivered(&self, format: Format, frames: u64) {
+        self.deliveries[format as usize].increment(frames);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn value(text: &str, series: &str) -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
+            .unwrap_or_else(|| panic!("no {series} in:\n{text}"))
+    }
+
+    #[test]
+    fn every_documented_metric_is_exposed_from_the_start() {
+        let text = Metrics::new().render();
+        for name in [
+            names::VIEWERS,
+            names::MATCHES_LIVE,
+            names::EVENTS_PUBLISHED,
+            names::DELIVERIES,
+            names::VIEWER_CONNECTS,
+            names::VIEWER_DISCONNECTS,
+            names::ACCEPT_ERRORS,
+        ]
+        .into_iter()
+        .chain([
+            "process_resident_memory_bytes",
+            "process_open_fds",
+            "process_cpu_seconds_total",
+        ]) {
+            assert!(text.lines().any(|l| l.starts_with(name)), "{name} missing:\n{text}");
+        }
+        for t in TRANSPORTS {
+            assert_eq!(value(&text, &format!("{}{{transport=\"{t}\"}}", names::VIEWERS)), 0.0);
+        }
+        assert!(text.contains("reason=\"hangup\""));
+    }
+
+    #[test]
+    fn viewers_and_reasons_move() {
+        let m = Metrics::new();
+        m.joined(Format::Ws);
+        m.joined(Format::Ws);
+        m.left(Format::Ws as usize, Left::Bye(ByeReason::TooSlow).index());
+        m.refused(ByeReason::Full);
+        m.delivered(Format::Sse, 7);
+        m.publish_seconds.record(0.002);
+        m.delivery_lag.record_many(0.02, 3);
+        let text = m.render();
+        assert_eq!(value(&text, "matchstream_viewers{transport=\"ws\"}"), 1.0);
+        assert_eq!(value(&text, "matchstream_viewer_connects_total{transport=\"ws\"}"), 2.0);
+        assert_eq!(value(&text, "matchstream_viewer_disconnects_total{reason=\"too_slow\"}"), 1.0);
+        assert_eq!(value(&text, "matchstream_viewer_disconnects_total{reason=\"full\"}"), 1.0);
+        assert_eq!(value(&text, "matchstream_deliveries_total{transport=\"sse\"}"), 7.0);
+        assert_eq!(value(&text, "matchstream_publish_seconds_count"), 1.0);
+        assert_eq!(value(&text, "matchstream_delivery_lag_seconds_count"), 3.0);
+        assert_eq!(value(&text, "matchstream_delivery_lag_seconds_bucket{le=\"0.025\"}"), 3.0);
+    }
+}

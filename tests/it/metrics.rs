@@ -1,0 +1,137 @@
+//! `GET /metrics` (SPEC 9): every metric family exists, and moves when it should, as a
+//! Prometheus scrape sees it.
+
+use std::time::Duration;
+
+use matchstream_client::{SseViewer, WsViewer};
+use serde_json::json;
+
+use crate::support::{TestServer, Viewer, PATIENCE};
+
+/// One scrape, as text.
+async fn scrape(s: &TestServer) -> String {
+    let answer = reqwest::get(format!("{}/metrics", s.base)).await.expect("GET /metrics");
+    assert_eq!(answer.status(), reqwest::StatusCode::OK);
+    let kind = answer.headers().get("content-type").and_then(|t| t.to_str().ok()).unwrap_or("");
+    assert!(kind.starts_with("text/plain; version=0.0.4"), "{kind}");
+    answer.text().await.expect("a body")
+}
+
+/// The value of one series (name and labels exactly as exposed), 0 when absent.
+fn value(text: &str, series: &str) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
+        .unwrap_or(0.0)
+}
+
+/// Scrapes until `series` reaches `want` (the count of a viewer that left moves once its
+/// connection is closed, which may linger a moment).
+async fn until(s: &TestServer, series: &str, want: f64) -> String {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let text = scrape(s).await;
+        if value(&text, series) == want {
+            return text;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{series} is {} (want {want}):\n{text}",
+            value(&text, series)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn every_spec_metric_is_exposed_before_anything_happens() {
+    let s = TestServer::start().await;
+    let text = scrape(&s).await;
+    for name in [
+        "matchstream_viewers{transport=\"tcp_v1\"}",
+        "matchstream_viewers{transport=\"tcp_v2\"}",
+        "matchstream_viewers{transport=\"ws\"}",
+        "matchstream_viewers{transport=\"sse\"}",
+        "matchstream_matches_live",
+        "matchstream_events_published_total",
+        "matchstream_deliveries_total{transport=\"tcp_v2\"}",
+        "matchstream_viewer_connects_total{transport=\"ws\"}",
+        "matchstream_viewer_disconnects_total{reason=\"hangup\"}",
+        "matchstream_viewer_disconnects_total{reason=\"too_slow\"}",
+        "matchstream_accept_errors_total",
+        "# TYPE matchstream_publish_seconds histogram",
+        "# TYPE matchstream_delivery_lag_seconds histogram",
+        "process_resident_memory_bytes",
+        "process_open_fds",
+        "process_cpu_seconds_total",
+    ] {
+        assert!(text.lines().any(|l| l.starts_with(name)), "{name} missing:\n{text}");
+    }
+    assert!(value(&text, "process_resident_memory_bytes") > 1e6);
+    assert!(value(&text, "process_open_fds") > 3.0);
+}
+
+#[tokio::test]
+async fn publishing_and_watching_move_their_metrics() {
+    let s = TestServer::start().await;
+    let id = s.create_match("elp", "tig", "2011-09-10").await;
+    assert_eq!(value(&scrape(&s).await, "matchstream_matches_live"), 0.0);
+    s.publish(&id, "start", crate::support::start_data()).await;
+    let text = scrape(&s).await;
+    assert_eq!(value(&text, "matchstream_matches_live"), 1.0);
+    assert_eq!(value(&text, "matchstream_events_published_total"), 1.0);
+    assert_eq!(value(&text, "matchstream_publish_seconds_count"), 1.0);
+
+    let mut tcp = Viewer::connect(s.viewer(), &format!("VERSION:2:CONNECT:me:MATCH:{id}")).await;
+    assert_eq!(tcp.frame().await.unwrap()["kind"], "status");
+    let http = s.base.trim_start_matches("http://").to_owned();
+    let mut ws = WsViewer::watch(&http, &id, None).await.expect("ws");
+    let mut sse = SseViewer::watch(&http, &id, None).await.expect("sse");
+    assert_eq!(ws.frame().await.unwrap().unwrap()["kind"], "status");
+    assert_eq!(sse.frame().await.unwrap().unwrap()["kind"], "status");
+    let text = scrape(&s).await;
+    for t in ["tcp_v2", "ws", "sse"] {
+        assert_eq!(value(&text, &format!("matchstream_viewers{{transport=\"{t}\"}}")), 1.0, "{t}");
+        let connects = format!("matchstream_viewer_connects_total{{transport=\"{t}\"}}");
+        assert_eq!(value(&text, &connects), 1.0, "{t}");
+    }
+
+    // Live events reach the parked viewers: deliveries and their lag are counted.
+    for _ in 0..5 {
+        s.publish(&id, "comment", json!({"text": "on the ball"})).await;
+        assert_eq!(tcp.frame().await.unwrap()["kind"], "comment");
+        assert_eq!(ws.frame().await.unwrap().unwrap()["kind"], "comment");
+        assert_eq!(sse.frame().await.unwrap().unwrap()["kind"], "comment");
+    }
+    let text = scrape(&s).await;
+    assert_eq!(value(&text, "matchstream_events_published_total"), 6.0);
+    for t in ["tcp_v2", "ws", "sse"] {
+        // The snapshot and the 5 comments.
+        let series = format!("matchstream_deliveries_total{{transport=\"{t}\"}}");
+        assert_eq!(value(&text, &series), 6.0, "{t}:\n{text}");
+    }
+    assert!(value(&text, "matchstream_delivery_lag_seconds_count") >= 1.0, "{text}");
+
+    // A viewer that hangs up, and the rest told the match is over.
+    drop(tcp);
+    until(&s, "matchstream_viewer_disconnects_total{reason=\"hangup\"}", 1.0).await;
+    until(&s, "matchstream_viewers{transport=\"tcp_v2\"}", 0.0).await;
+    s.publish(&id, "stop", json!({})).await;
+    until(&s, "matchstream_viewer_disconnects_total{reason=\"match_over\"}", 2.0).await;
+    let text = until(&s, "matchstream_viewers{transport=\"ws\"}", 0.0).await;
+    assert_eq!(value(&text, "matchstream_viewers{transport=\"sse\"}"), 0.0);
+    assert_eq!(value(&text, "matchstream_matches_live"), 0.0);
+    drop((ws, sse));
+}
+
+#[tokio::test]
+async fn refusals_count_as_disconnects_with_their_reason() {
+    let s = TestServer::start().await;
+    let mut v =
+        Viewer::connect(s.viewer(), "VERSION:2:CONNECT:me:MATCH:nope-nope-2011-01-01").await;
+    assert_eq!(v.frame().await.unwrap()["reason"], "not_found");
+    let mut bad = Viewer::connect(s.viewer(), "HELLO").await;
+    bad.read_to_end().await;
+    until(&s, "matchstream_viewer_disconnects_total{reason=\"not_found\"}", 1.0).await;
+    until(&s, "matchstream_viewer_disconnects_total{reason=\"bad_request\"}", 1.0).await;
+}
