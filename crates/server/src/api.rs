@@ -24,6 +24,7 @@ use crate::store::{Store, StoreError};
 use crate::transport::viewer::ViewerContext;
 use crate::transport::ViewerPorts;
 
+mod page;
 mod pages;
 mod viewers;
 
@@ -93,6 +94,9 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/readyz", get(readyz))
+        .route("/", get(page::index))
+        .route("/assets/app.js", get(page::script))
+        .route("/assets/app.css", get(page::style))
         .fallback(|| async {
             ApiError::new(StatusCode::NOT_FOUND, "no such path (see SPEC section 3)")
         })

@@ -1,0 +1,109 @@
+//! The live page (SPEC 5): `GET /` and its script and style sheet, compiled into the binary and
+//! served from memory with an `ETag` computed once, `304` for a matching `If-None-Match`, and
+//! gzip or brotli made once (through the read API's [`Encoded`]). What the page shows and how it
+//! follows a match live is in `crates/server/assets/`; the API it reads lives elsewhere.
+
+use std::sync::LazyLock;
+
+use axum::body::Bytes;
+use axum::http::header::{CONTENT_SECURITY_POLICY, CONTENT_TYPE, X_CONTENT_TYPE_OPTIONS};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::Response;
+
+use super::pages::Encoded;
+
+const INDEX_HTML: &str = include_str!("../../assets/index.html");
+const APP_JS: &str = include_str!("../../assets/app.js");
+const APP_CSS: &str = include_str!("../../assets/app.css");
+
+/// The page is revalidated on every load (a `304` costs a round trip and no body), so that a new
+/// binary shows at once.
+const PAGE_CACHE: &str = "no-cache";
+/// The script and style sheet: a few minutes. The page names them with `?v=<their hash>`, so a
+/// new page never runs with an older script kept by the browser.
+const ASSET_CACHE: &str = "public, max-age=300";
+/// Nothing from another host, and nothing inline: the page's own script, style sheet and API
+/// (`'self'` covers `ws:`/`wss:` to the same host), and its inline icon.
+const POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
+    connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; \
+    frame-ancestors 'none'";
+
+/// One file of the page, encoded once.
+struct Asset {
+    encoded: Encoded,
+    content_type: HeaderValue,
+    /// Its content hash, as in its `ETag`.
+    hash: String,
+}
+
+impl Asset {
+    fn new(body: String, prefix: &str, content_type: &'static str, cache: &'static str) -> Asset {
+        let hash = format!("{:016x}", super::fnv1a(body.as_bytes()));
+        let encoded = Encoded::new(Bytes::from(body), &format!("{prefix}{hash}"), cache, true);
+        Asset { encoded, content_type: HeaderValue::from_static(content_type), hash }
+    }
+
+    fn respond(&self, request: &HeaderMap) -> Response {
+        let mut response = self.encoded.respond(request);
+        if response.status() != StatusCode::NOT_MODIFIED {
+            // `Encoded` speaks JSON; these bytes are not.
+            response.headers_mut().insert(CONTENT_TYPE, self.content_type.clone());
+            response
+                .headers_mut()
+                .insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+        }
+        response
+    }
+}
+
+static SCRIPT: LazyLock<Asset> = LazyLock::new(|| {
+    Asset::new(APP_JS.to_owned(), "js", "text/javascript; charset=utf-8", ASSET_CACHE)
+});
+
+static STYLE: LazyLock<Asset> =
+    LazyLock::new(|| Asset::new(APP_CSS.to_owned(), "css", "text/css; charset=utf-8", ASSET_CACHE));
+
+static INDEX: LazyLock<Asset> =
+    LazyLock::new(|| Asset::new(page_html(), "page", "text/html; charset=utf-8", PAGE_CACHE));
+
+/// The page, naming its script and style sheet by their hash.
+fn page_html() -> String {
+    INDEX_HTML
+        .replace("/assets/app.js\"", &format!("/assets/app.js?v={}\"", SCRIPT.hash))
+        .replace("/assets/app.css\"", &format!("/assets/app.css?v={}\"", STYLE.hash))
+}
+
+/// `GET /` (with any query: `/?mid=<id>` opens a match): the page.
+pub async fn index(headers: HeaderMap) -> Response {
+    let mut response = INDEX.respond(&headers);
+    response.headers_mut().insert(CONTENT_SECURITY_POLICY, HeaderValue::from_static(POLICY));
+    response
+}
+
+/// `GET /assets/app.js`.
+pub async fn script(headers: HeaderMap) -> Response {
+    SCRIPT.respond(&headers)
+}
+
+/// `GET /assets/app.css`.
+pub async fn style(headers: HeaderMap) -> Response {
+    STYLE.respond(&headers)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_page_names_its_assets_by_their_hash_and_fetches_nothing_elsewhere() {
+        let html = page_html();
+        assert!(html.contains(&format!("/assets/app.js?v={}\"", SCRIPT.hash)), "{html}");
+        assert!(html.contains(&format!("/assets/app.css?v={}\"", STYLE.hash)), "{html}");
+        for text in [html.as_str(), APP_JS, APP_CSS] {
+            // The inline icon's SVG namespace is a name, not a request.
+            let text = text.replace("http://www.w3.org/2000/svg", "");
+            assert!(!text.contains("http://") && !text.contains("https://"), "no other host");
+            assert!(!text.contains("@import") && !text.contains("url("), "no remote resources");
+        }
+    }
+}
