@@ -99,6 +99,10 @@ struct ServeArgs {
     /// Seconds viewers and requests get to finish on shutdown.
     #[arg(long, env = "MATCHSTREAM_SHUTDOWN_GRACE", default_value_t = 5)]
     shutdown_grace: u64,
+    /// Milliseconds over which a stopping node spreads its viewers' goodbyes (and the
+    /// `retry_after_ms` they carry), so that they do not all reconnect elsewhere at once.
+    #[arg(long, env = "MATCHSTREAM_DRAIN_WINDOW_MS", default_value_t = 10_000)]
+    drain_window_ms: u64,
 }
 
 #[derive(Args)]
@@ -278,6 +282,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
         max_lag_events: args.max_lag_events,
         keepalive: Duration::from_millis(args.keepalive_ms),
         shutdown_grace: Duration::from_secs(args.shutdown_grace),
+        drain_window: Duration::from_millis(args.drain_window_ms),
         ..Config::default()
     };
     if config.watcher_tokens.is_empty() {

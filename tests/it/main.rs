@@ -5,6 +5,7 @@ mod caching;
 mod cli;
 mod close;
 mod cluster;
+mod drain;
 mod durability;
 mod fanout;
 mod golden;

@@ -128,6 +128,8 @@ pub fn test_config(dir: &Path) -> Config {
         data_dir: dir.to_path_buf(),
         watcher_tokens: vec![TOKEN.to_owned()],
         shutdown_grace: Duration::from_secs(5),
+        // Goodbyes at once, or nearly: tests/it/drain.rs measures the spread.
+        drain_window: Duration::from_millis(100),
         ..Config::default()
     }
 }
@@ -272,6 +274,8 @@ impl NodeProcess {
                 "127.0.0.1:0",
                 "--watcher-token",
                 TOKEN,
+                "--drain-window-ms",
+                "100",
             ])
             .arg("--data")
             .arg(dir)

@@ -53,10 +53,14 @@ pub struct Config {
     /// least every 15 s), so that proxies and NATs do not drop a quiet stream; a WebSocket
     /// viewer gets a ping frame after twice this (SPEC 5: at most every 30 s).
     pub keepalive: Duration,
-    /// On shutdown, how long viewers and requests get to finish.
+    /// On shutdown, how long viewers and requests get to finish, after the drain window.
     pub shutdown_grace: Duration,
+    /// On shutdown, the goodbyes are spread over this window (SPEC 9), and so are the
+    /// `retry_after_ms` they carry: a crowd of viewers does not reconnect all at once elsewhere.
+    pub drain_window: Duration,
     /// Base of the `retry_after_ms` sent with `bye shutdown`; each viewer gets a random value
-    /// between it and twice it, so that reconnects do not arrive all at once.
+    /// between it and it plus the drain window (twice it with no window), so that reconnects do
+    /// not arrive all at once.
     pub retry_after_ms: u64,
     /// Accept backlog of each viewer listener: large, so that a crowd connecting at kick-off
     /// is queued by the kernel rather than refused (the original was stuck at 5).
@@ -82,6 +86,7 @@ impl Default for Config {
             max_lag_events: 10_000,
             keepalive: Duration::from_secs(15),
             shutdown_grace: Duration::from_secs(5),
+            drain_window: Duration::from_secs(10),
             retry_after_ms: 1000,
             listen_backlog: 65_535,
         }

@@ -157,7 +157,7 @@ async fn start_with_store(
         shutdown,
         tracker,
         store,
-        grace: config.shutdown_grace,
+        grace: config.shutdown_grace + config.drain_window,
         http,
         stop_http,
     })

@@ -221,10 +221,37 @@ async fn run_shard(
     let ping = tokio::time::sleep(ctx.keepalive);
     tokio::pin!(ping);
     let mut quiet_ticks: u32 = 0;
+    // Once the node stops: goodbyes spread over the drain window, a share at every tick, while
+    // the members not told yet still get the match.
+    let mut drain: Option<tokio::time::Interval> = None;
     let end = loop {
         let item = tokio::select! {
             biased;
-            _ = ctx.shutdown.cancelled() => break Some(ByeReason::Shutdown),
+            _ = ctx.shutdown.cancelled(), if drain.is_none() => {
+                let tick = (ctx.drain_window / 50).max(std::time::Duration::from_millis(20));
+                drain = Some(tokio::time::interval(tick));
+                continue;
+            }
+            _ = tick(&mut drain) => {
+                members.append(&mut lock(&shard.incoming));
+                let ends = ctx.drain_start() + ctx.drain_window;
+                let now = tokio::time::Instant::now();
+                let due = match ends.checked_duration_since(now) {
+                    Some(left) if !left.is_zero() => {
+                        let tick = drain.as_ref().map_or(left, |d| d.period());
+                        let share = tick.as_secs_f64() / left.as_secs_f64();
+                        ((members.len() as f64 * share).ceil() as usize).min(members.len())
+                    }
+                    _ => members.len(),
+                };
+                let leaving = members.split_off(members.len() - due);
+                say_goodbye(&ctx, leaving, ByeReason::Shutdown);
+                shard.size.store(members.len(), Ordering::Relaxed);
+                if members.is_empty() {
+                    break Some(ByeReason::Shutdown);
+                }
+                continue;
+            }
             item = feed.recv() => item,
             ready = poll.readable_mut() => {
                 let Ok(mut ready) = ready else { continue };
@@ -293,6 +320,16 @@ async fn run_shard(
     ctx.parking.forget(&id, &shard);
     if let Some(reason) = end {
         say_goodbye(&ctx, members, reason);
+    }
+}
+
+/// The next tick of the drain, once there is one.
+async fn tick(drain: &mut Option<tokio::time::Interval>) {
+    match drain {
+        Some(d) => {
+            d.tick().await;
+        }
+        None => std::future::pending().await,
     }
 }
 

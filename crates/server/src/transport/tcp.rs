@@ -162,7 +162,8 @@ async fn handshake(
         }
     };
     let version = Some(if format == Format::V1 { 1 } else { 2 });
-    if ctx.ports.is_full(index) {
+    // A draining node takes no new viewer: like a full one, it names another.
+    if ctx.ports.is_full(index) || ctx.shutdown.is_cancelled() {
         refuse_full(ctx, stream, index, version).await;
         return None;
     }

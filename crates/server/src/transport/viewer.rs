@@ -36,6 +36,10 @@ pub struct ViewerContext {
     /// How often an idle SSE viewer gets a `: ping` comment (SPEC 5: at least every 15 s); a
     /// WebSocket viewer gets a ping every other period (SPEC 5: at most every 30 s).
     pub keepalive: Duration,
+    /// On shutdown, goodbyes are spread over this long.
+    pub drain_window: Duration,
+    /// When the drain began (set by the first to see the shutdown).
+    drain_start: std::sync::OnceLock<tokio::time::Instant>,
     pub(crate) parking: Parking,
 }
 
@@ -58,20 +62,41 @@ impl ViewerContext {
             write_timeout: config.write_timeout,
             retry_after_ms: config.retry_after_ms,
             keepalive: config.keepalive,
+            drain_window: config.drain_window,
+            drain_start: std::sync::OnceLock::new(),
             parking: Parking::default(),
         }
     }
 
-    /// A `bye` for `reason`; a `shutdown` one carries a jittered `retry_after_ms` and, with
-    /// other nodes, one of theirs to `try` (chosen like `/1/checkin` chooses, so a crowd spreads).
+    /// A `bye` for `reason`; a `shutdown` one carries a `retry_after_ms` jittered over the
+    /// drain window (from `retry_after_ms` to that plus the window; with no window, up to twice
+    /// `retry_after_ms`) and, with other nodes, one of theirs to `try` (chosen like
+    /// `/1/checkin` chooses, so a crowd spreads).
     pub fn bye(&self, reason: ByeReason) -> Bye {
         let mut bye = Bye::new(reason);
         if reason == ByeReason::Shutdown {
             let base = self.retry_after_ms;
-            bye.retry_after_ms = Some(rand::rng().random_range(base..=base.saturating_mul(2)));
+            let spread = match self.drain_window.as_millis() as u64 {
+                0 => base,
+                window => window,
+            };
+            bye.retry_after_ms = Some(rand::rng().random_range(base..=base.saturating_add(spread)));
             bye.try_addr = self.ports.other_node().map(|o| o.addr_string());
         }
         bye
+    }
+
+    /// When the drain began: the first caller after the shutdown fixes it.
+    pub fn drain_start(&self) -> tokio::time::Instant {
+        *self.drain_start.get_or_init(tokio::time::Instant::now)
+    }
+
+    /// Once the node stops: waits until a moment drawn at random within the drain window (a
+    /// viewer in a task says goodbye then; parked ones are spread by their shard).
+    async fn goodbye_time(&self) {
+        self.shutdown.cancelled().await;
+        let at = self.drain_start() + self.drain_window.mul_f64(rand::rng().random::<f64>());
+        tokio::time::sleep_until(at).await;
     }
 }
 
@@ -185,10 +210,10 @@ async fn stream_to_viewer(
     let mut batch: Vec<Bytes> = Vec::new();
     let ping = keepalive(format, 0);
     let quiet = if format == Format::Ws { ctx.keepalive * 2 } else { ctx.keepalive };
+    // While the node drains, this viewer keeps getting events until its moment comes.
+    // Boxed: the timer exists only in this stretch, not in every viewer task's state.
+    let mut goodbye = Box::pin(ctx.goodbye_time());
     loop {
-        if ctx.shutdown.is_cancelled() {
-            return Outcome::Bye(ByeReason::Shutdown);
-        }
         // Half a WebSocket frame read cannot be parked (a shard keeps no buffer).
         if may_park && input.is_empty() && sub.at_head() {
             return Outcome::AtHead;
@@ -196,7 +221,7 @@ async fn stream_to_viewer(
         may_park = true;
         let next = tokio::select! {
             biased;
-            _ = ctx.shutdown.cancelled() => return Outcome::Bye(ByeReason::Shutdown),
+            _ = &mut goodbye => return Outcome::Bye(ByeReason::Shutdown),
             n = sub.next() => n,
             r = std::future::poll_fn(|cx| stream.poll_read_ready(cx)) => {
                 if r.is_err() {

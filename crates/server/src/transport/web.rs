@@ -156,11 +156,12 @@ async fn join(
     }
 }
 
-/// The viewer to hand the connection to, counted from now; past the node's limit it is told
-/// `full` (SPEC 5: after the upgrade, with the close code 1013), naming another node if any.
+/// The viewer to hand the connection to, counted from now; past the node's limit, or while the
+/// node drains, it is told `full` (SPEC 5: after the upgrade, with the close code 1013), naming
+/// another node if any.
 fn handover(ctx: &ViewerContext, format: Format, sub: Subscription) -> Handover {
     let mut guard = ctx.ports.enter_web();
-    let start = if ctx.ports.total() > ctx.max_viewers {
+    let start = if ctx.ports.total() > ctx.max_viewers || ctx.shutdown.is_cancelled() {
         ctx.ports.metrics.refused(ByeReason::Full);
         let other = ctx.ports.other_node().map(|o| o.addr_string());
         Start::Refuse(Bye {
