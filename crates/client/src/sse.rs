@@ -18,9 +18,9 @@ use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::check::{Cause, Checker, Protocol, Seen, Violation, MAX_LINE};
+use crate::check::{Cause, Checker, Protocol, Violation, MAX_LINE};
 use crate::http1::{self, Body, Framing, Head, WebError};
-use crate::viewer::ViewerError;
+use crate::viewer::{check_frame, ViewerError};
 
 /// How much a whole-event reader reads at a time.
 const READ_CHUNK: usize = 8 * 1024;
@@ -446,15 +446,7 @@ impl SseViewer {
             };
             if let Some(checker) = &mut self.checker {
                 check_framing(&ev).map_err(ViewerError::Violation)?;
-                let mut line = Vec::with_capacity(ev.data.len() + 1);
-                line.extend_from_slice(ev.data.as_bytes());
-                line.push(b'\n');
-                let mut seen: Vec<Seen> = Vec::new();
-                if let Err(v) = checker.feed(&line, &mut seen) {
-                    if matches!(v.cause, Cause::Duplicate | Cause::OutOfOrder | Cause::BadFrame) {
-                        return Err(ViewerError::Violation(v));
-                    }
-                }
+                check_frame(checker, ev.data.as_bytes())?;
             }
             return Ok(Some(ev));
         }

@@ -23,6 +23,21 @@ pub enum ViewerError {
     Violation(Violation),
 }
 
+/// Feeds one v2 frame that came without its line break (a WebSocket message, an SSE event's
+/// data) to `checker`, as the line a TCP viewer reads. A frame that breaks the stream's order is
+/// an error; a `bye` is not: its reason is the caller's to judge.
+pub(crate) fn check_frame(checker: &mut Checker, frame: &[u8]) -> Result<(), ViewerError> {
+    let mut line = Vec::with_capacity(frame.len() + 1);
+    line.extend_from_slice(frame);
+    line.push(b'\n');
+    match checker.feed(&line, &mut Vec::new()) {
+        Err(v) if matches!(v.cause, Cause::Duplicate | Cause::OutOfOrder | Cause::BadFrame) => {
+            Err(ViewerError::Violation(v))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// One viewer connection.
 pub struct Viewer {
     reader: BufReader<TcpStream>,

@@ -19,9 +19,9 @@ use tokio_tungstenite::WebSocketStream;
 
 pub use tokio_tungstenite::tungstenite::Message;
 
-use crate::check::{Cause, Checker, Protocol, Seen, Violation, MAX_LINE};
+use crate::check::{Cause, Checker, Protocol, Violation, MAX_LINE};
 use crate::http1::WebError;
-use crate::viewer::ViewerError;
+use crate::viewer::{check_frame, ViewerError};
 
 /// Bytes a connection reads at a time with [`lean_config`]: a few frames of a burst; a bigger
 /// message grows the buffer for as long as it takes.
@@ -149,17 +149,7 @@ impl WsViewer {
         Ok(Some(match msg {
             Message::Text(text) => {
                 if let Some(checker) = &mut self.checker {
-                    let mut line = Vec::with_capacity(text.len() + 1);
-                    line.extend_from_slice(text.as_bytes());
-                    line.push(b'\n');
-                    let mut seen: Vec<Seen> = Vec::new();
-                    if let Err(v) = checker.feed(&line, &mut seen) {
-                        // As for a TCP viewer: a bye is a frame like any other here.
-                        if matches!(v.cause, Cause::Duplicate | Cause::OutOfOrder | Cause::BadFrame)
-                        {
-                            return Err(ViewerError::Violation(v));
-                        }
-                    }
+                    check_frame(checker, text.as_bytes())?;
                 }
                 Incoming::Text(text.as_str().to_owned())
             }
