@@ -135,3 +135,36 @@ async fn refusals_count_as_disconnects_with_their_reason() {
     until(&s, "matchstream_viewer_disconnects_total{reason=\"not_found\"}", 1.0).await;
     until(&s, "matchstream_viewer_disconnects_total{reason=\"bad_request\"}", 1.0).await;
 }
+
+/// `ops/`: the shipped Grafana dashboard parses, and every metric it charts is one a node
+/// exposes; the Prometheus config scrapes the path nodes serve.
+#[tokio::test]
+async fn the_shipped_dashboard_names_only_metrics_a_node_exposes() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let text = std::fs::read_to_string(format!("{root}/ops/grafana-dashboard.json")).unwrap();
+    let dashboard: serde_json::Value = serde_json::from_str(&text).expect("the dashboard parses");
+    let exprs: Vec<&str> = dashboard["panels"]
+        .as_array()
+        .expect("panels")
+        .iter()
+        .flat_map(|p| p["targets"].as_array().expect("targets"))
+        .map(|t| t["expr"].as_str().expect("expr"))
+        .collect();
+    assert!(exprs.len() >= 10, "{exprs:?}");
+    let s = TestServer::start().await;
+    let exposed = scrape(&s).await;
+    let mut named = 0;
+    for expr in &exprs {
+        let words = expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'));
+        for name in words.filter(|w| w.starts_with("matchstream_") || w.starts_with("process_")) {
+            named += 1;
+            let present = exposed.lines().any(|l| {
+                l.strip_prefix(name).is_some_and(|rest| rest.starts_with(['{', ' ']))
+            });
+            assert!(present, "the dashboard charts {name}, which a node does not expose");
+        }
+    }
+    assert!(named >= 12, "{named}");
+    let prometheus = std::fs::read_to_string(format!("{root}/ops/prometheus.yml")).unwrap();
+    assert!(prometheus.contains("metrics_path: /metrics"), "{prometheus}");
+}
