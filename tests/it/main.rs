@@ -1,6 +1,7 @@
 //! Integration tests: each starts a real node and talks to it over sockets, as a user would.
 
 mod api;
+mod browser;
 mod caching;
 mod cli;
 mod close;
