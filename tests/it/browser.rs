@@ -315,11 +315,12 @@ async fn the_page_and_its_assets_come_from_the_binary_with_their_types_and_etags
             html.find(&format!("/assets/{name}?v=")).unwrap_or_else(|| panic!("{name} in {html}"));
         html[at..].split('"').next().unwrap_or_default().to_owned()
     };
-    let (script, style) = (asset("app.js"), asset("app.css"));
+    let (script, model, style) = (asset("app.js"), asset("model.js"), asset("app.css"));
     for (path, content_type, cache) in [
         ("/", "text/html; charset=utf-8", "no-cache"),
         ("/?mid=elp-tig-2011-09-10", "text/html; charset=utf-8", "no-cache"),
         (script.as_str(), "text/javascript; charset=utf-8", "public, max-age=300"),
+        (model.as_str(), "text/javascript; charset=utf-8", "public, max-age=300"),
         (style.as_str(), "text/css; charset=utf-8", "public, max-age=300"),
         ("/assets/app.js", "text/javascript; charset=utf-8", "public, max-age=300"),
     ] {
@@ -462,6 +463,110 @@ async fn a_red_card_takes_the_player_off_the_line_up_on_a_phone_over_sse() {
         check_basics(&c).await;
         s
     })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_kind_of_event_reads_in_words_through_to_full_time() {
+    run(
+        "every_kind_of_event_reads_in_words_through_to_full_time",
+        Screen::Desktop,
+        |c| async move {
+            let s = TestServer::start().await;
+            let new = json!({"home": "elp", "visit": "tig", "start_date": "2011-09-10",
+            "home_name": "Estudiantes"});
+            let (status, body) = s.send(reqwest::Method::POST, "/1/matches", Some(new)).await;
+            assert_eq!(status, reqwest::StatusCode::CREATED, "{body}");
+            let id = "elp-tig-2011-09-10";
+            s.publish(id, "comment", json!({"text": "Sunny in La Plata"})).await;
+            // Opened before kick-off: the rest arrives live.
+            open(&c, &format!("{}/?mid={id}", s.base)).await;
+            until_live(&c, "ws", 1).await;
+            assert_eq!(text_of(&c, "#period").await.to_lowercase(), "kick-off sat, sep 10, 2011");
+            assert_eq!(feed(&c).await, [(1, "Sunny in La Plata".to_owned())]);
+            let events = json!([
+                {"kind": "start", "data": start_data()},
+                {"kind": "shot", "data": {"team": "tig", "player": 7}},
+                {"kind": "save", "data": {"team": "elp", "player": 25}},
+                {"kind": "goal", "data": {"team": "tig", "player": 7}},
+                {"kind": "goal", "data": {"team": "elp", "player": 7, "player_team": "tig"}},
+                {"kind": "corner", "data": {"team": "elp"}},
+                {"kind": "goalkick", "data": {"team": "tig"}},
+                {"kind": "offside", "data": {"team": "tig", "player": 10}},
+                {"kind": "foul", "data": {"team": "elp", "player": 18}},
+                {"kind": "penalty", "data": {"team": "tig"}},
+                {"kind": "freekick", "data": {"team": "elp"}},
+                {"kind": "card", "data": {"team": "elp", "player": 18, "card": "yellow"}},
+                {"kind": "card", "data": {"team": "elp", "player": 25, "card": "red"}},
+                {"kind": "substitution", "data": {"team": "tig", "player_out": 7,
+                    "player_in": {"number": 9, "name": "Maggiolo"}}},
+                {"kind": "throwin", "data": {"team": "tig"}},
+                {"kind": "halftime_start"},
+                {"kind": "halftime_stop"},
+                {"kind": "extratime"},
+                {"kind": "halftime_start"},
+                {"kind": "halftime_stop"},
+                {"kind": "penalties"},
+                {"kind": "stop"},
+            ]);
+            let (status, body) = s.post_events(id, events).await;
+            assert_eq!(status, reqwest::StatusCode::CREATED, "{body}");
+            until(
+                &c,
+                "the final whistle",
+                "return document.getElementById('conn').dataset.state === 'ended'",
+            )
+            .await;
+            let shown = feed(&c).await;
+            let want = [
+                "Full time",
+                "Penalty shoot-out",
+                "Second half of extra time under way",
+                "Half-time in extra time",
+                "Extra time begins",
+                "Second half under way",
+                "Half-time",
+                "Throw-in for tig",
+                "Substitution for tig: Maggiolo (9) for Luna (7)",
+                "Red card: Albil (25), Estudiantes",
+                "Yellow card: Fernandez (18), Estudiantes",
+                "Free kick for Estudiantes",
+                "Penalty for tig",
+                "Foul by Estudiantes: Fernandez (18)",
+                "Offside against tig: Morales (10)",
+                "Goal kick for tig",
+                "Corner for Estudiantes",
+                "Goal for Estudiantes: own goal by Luna (7), tig",
+                "Goal for tig: Luna (7)",
+                "Save by Estudiantes: Albil (25)",
+                "Shot by tig: Luna (7)",
+                "Kick-off",
+                "Sunny in La Plata",
+            ];
+            let want: Vec<(u64, String)> = want
+                .iter()
+                .zip((1..=23).rev())
+                .map(|(text, seq)| (seq, text.to_string()))
+                .collect();
+            assert_eq!(shown, want);
+            // Each dated in match time (all within a minute of each period's start).
+            let minutes = js(
+                &c,
+                "return [...document.querySelectorAll('#feed .minute')].map(m => m.textContent);",
+            )
+            .await;
+            let mut want = vec!["FT", "Pens", "106'", "HT", "91'", "46'", "HT"];
+            want.extend(["1'"; 15]);
+            want.push("");
+            assert_eq!(minutes, json!(want));
+            assert_eq!(text_of(&c, "#period").await.to_lowercase(), "full time");
+            assert_eq!(text_of(&c, "#home-score").await, "1");
+            assert_eq!(text_of(&c, "#visit-score").await, "1");
+            assert_eq!(js(&c, "return document.getElementById('clock').hidden").await, true);
+            assert_eq!(text_of(&c, "#conn").await, "Ended");
+            s
+        },
+    )
     .await;
 }
 

@@ -96,6 +96,7 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .route("/", get(page::index))
         .route("/assets/app.js", get(page::script))
+        .route("/assets/model.js", get(page::model))
         .route("/assets/app.css", get(page::style))
         .fallback(|| async {
             ApiError::new(StatusCode::NOT_FOUND, "no such path (see SPEC section 3)")

@@ -1,4 +1,4 @@
-//! The live page (SPEC 5): `GET /` and its script and style sheet, compiled into the binary and
+//! The live page (SPEC 5): `GET /` and its scripts and style sheet, compiled into the binary and
 //! served from memory with an `ETag` computed once, `304` for a matching `If-None-Match`, and
 //! gzip or brotli made once (through the read API's [`Encoded`]). What the page shows and how it
 //! follows a match live is in `crates/server/assets/`; the API it reads lives elsewhere.
@@ -14,6 +14,7 @@ use super::pages::Encoded;
 
 const INDEX_HTML: &str = include_str!("../../assets/index.html");
 const APP_JS: &str = include_str!("../../assets/app.js");
+const MODEL_JS: &str = include_str!("../../assets/model.js");
 const APP_CSS: &str = include_str!("../../assets/app.css");
 
 /// The page is revalidated on every load (a `304` costs a round trip and no body), so that a new
@@ -60,6 +61,10 @@ static SCRIPT: LazyLock<Asset> = LazyLock::new(|| {
     Asset::new(APP_JS.to_owned(), "js", "text/javascript; charset=utf-8", ASSET_CACHE)
 });
 
+static MODEL: LazyLock<Asset> = LazyLock::new(|| {
+    Asset::new(MODEL_JS.to_owned(), "js", "text/javascript; charset=utf-8", ASSET_CACHE)
+});
+
 static STYLE: LazyLock<Asset> =
     LazyLock::new(|| Asset::new(APP_CSS.to_owned(), "css", "text/css; charset=utf-8", ASSET_CACHE));
 
@@ -70,6 +75,7 @@ static INDEX: LazyLock<Asset> =
 fn page_html() -> String {
     INDEX_HTML
         .replace("/assets/app.js\"", &format!("/assets/app.js?v={}\"", SCRIPT.hash))
+        .replace("/assets/model.js\"", &format!("/assets/model.js?v={}\"", MODEL.hash))
         .replace("/assets/app.css\"", &format!("/assets/app.css?v={}\"", STYLE.hash))
 }
 
@@ -80,9 +86,14 @@ pub async fn index(headers: HeaderMap) -> Response {
     response
 }
 
-/// `GET /assets/app.js`.
+/// `GET /assets/app.js`: the page's views and its connection.
 pub async fn script(headers: HeaderMap) -> Response {
     SCRIPT.respond(&headers)
+}
+
+/// `GET /assets/model.js`: the page's model of a match.
+pub async fn model(headers: HeaderMap) -> Response {
+    MODEL.respond(&headers)
 }
 
 /// `GET /assets/app.css`.
@@ -99,7 +110,8 @@ mod tests {
         let html = page_html();
         assert!(html.contains(&format!("/assets/app.js?v={}\"", SCRIPT.hash)), "{html}");
         assert!(html.contains(&format!("/assets/app.css?v={}\"", STYLE.hash)), "{html}");
-        for text in [html.as_str(), APP_JS, APP_CSS] {
+        assert!(html.contains(&format!("/assets/model.js?v={}\"", MODEL.hash)), "{html}");
+        for text in [html.as_str(), APP_JS, MODEL_JS, APP_CSS] {
             // The inline icon's SVG namespace is a name, not a request.
             let text = text.replace("http://www.w3.org/2000/svg", "");
             assert!(!text.contains("http://") && !text.contains("https://"), "no other host");
