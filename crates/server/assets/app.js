@@ -411,8 +411,10 @@
     el.querySelector('.conn-text').textContent = text;
   }
 
+  // The first connection starts from the server's snapshot (the match as the server has it, and
+  // the seq the feed must reach); every later one resumes after the last event applied.
   function streamUrl(kind) {
-    const query = lastSeq > 0 ? `?from=${lastSeq}` : '';
+    const query = conn.connects > 0 && lastSeq > 0 ? `?from=${lastSeq}` : '';
     if (kind === 'ws') {
       const scheme = location.protocol === 'https:' ? 'wss:' : 'ws:';
       return `${scheme}//${location.host}${matchPath(match.id)}/ws${query}`;
