@@ -31,6 +31,12 @@ enum SimCommand {
     Redis(SimRedisArgs),
     /// Publishes sized, timestamped messages to a Redis channel, then an end message.
     RedisPublish(SimRedisPublishArgs),
+    /// N WebSocket subscribers of one public channel of a Pusher-protocol server (Sockudo),
+    /// measured like viewers.
+    Pusher(SimPusherArgs),
+    /// Publishes sized, timestamped messages to a Pusher channel through the server's signed
+    /// HTTP API, then an end message.
+    PusherPublish(SimPusherPublishArgs),
 }
 
 /// What viewer runs and Redis subscriber runs share.
@@ -122,6 +128,48 @@ struct SimRedisArgs {
     redis: RedisArgs,
     #[command(flatten)]
     engine: EngineArgs,
+}
+
+#[derive(Args)]
+struct PusherArgs {
+    /// host:port of the Pusher-protocol server (its WebSockets and its HTTP API).
+    #[arg(long, env = "MATCHSTREAM_SIM_PUSHER", default_value = "127.0.0.1:6001")]
+    pusher: String,
+    /// The app's key.
+    #[arg(long, env = "MATCHSTREAM_SIM_PUSHER_KEY", default_value = "app-key")]
+    key: String,
+    /// The public channel.
+    #[arg(long, env = "MATCHSTREAM_SIM_CHANNEL", default_value = "sim")]
+    channel: String,
+}
+
+#[derive(Args)]
+struct SimPusherArgs {
+    #[command(flatten)]
+    pusher: PusherArgs,
+    #[command(flatten)]
+    engine: EngineArgs,
+}
+
+#[derive(Args)]
+struct SimPusherPublishArgs {
+    #[command(flatten)]
+    pusher: PusherArgs,
+    /// The app's id (in the API's path).
+    #[arg(long, env = "MATCHSTREAM_SIM_PUSHER_APP_ID", default_value = "app-id")]
+    app_id: String,
+    /// The app's secret, which signs each request.
+    #[arg(long, env = "MATCHSTREAM_SIM_PUSHER_SECRET", default_value = "app-secret")]
+    secret: String,
+    /// The event name of each message.
+    #[arg(long, env = "MATCHSTREAM_SIM_EVENT", default_value = "sim")]
+    event: String,
+    #[command(flatten)]
+    mode: PublishModeArgs,
+    /// Do not send the final `end` message (subscribers then wait to be released, as with
+    /// `redis-publish --no-end`).
+    #[arg(long, env = "MATCHSTREAM_SIM_NO_END")]
+    no_end: bool,
 }
 
 #[derive(Args)]
@@ -285,6 +333,30 @@ pub(crate) async fn run_sim(args: SimArgs) -> Result<()> {
             print_summary(a.mode.json, &report, || report.text());
             Ok(())
         }
+        Some(SimCommand::Pusher(a)) => {
+            let target = sim::Target::Pusher {
+                addr: a.pusher.pusher,
+                key: a.pusher.key,
+                channel: a.pusher.channel,
+            };
+            sim_engine(target, a.engine, sim::Mix::default(), sim::Behaviour::default()).await
+        }
+        Some(SimCommand::PusherPublish(a)) => {
+            let p = sim::pusher::PusherPublish {
+                addr: a.pusher.pusher,
+                app_id: a.app_id,
+                key: a.pusher.key,
+                secret: a.secret,
+                channel: a.pusher.channel,
+                event: a.event,
+                mode: a.mode.mode(),
+                payload: a.mode.payload,
+                end: !a.no_end,
+            };
+            let report = sim::pusher::publish(&p).await?;
+            print_summary(a.mode.json, &report, || report.text());
+            Ok(())
+        }
         None => {
             let a = args.viewers;
             let target = sim::Target::Matchstream {
@@ -305,7 +377,7 @@ pub(crate) async fn run_sim(args: SimArgs) -> Result<()> {
     }
 }
 
-/// Viewers or Redis subscribers: the one engine, the one summary.
+/// Viewers, Redis or Pusher subscribers: the one engine, the one summary.
 async fn sim_engine(
     target: sim::Target,
     e: EngineArgs,

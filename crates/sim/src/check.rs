@@ -1,8 +1,10 @@
 //! A simulated viewer's checker: the client's stream checkers for MatchStream viewers, the Redis
-//! one for Redis subscribers, behind one interface so that one viewer engine drives both.
+//! one for Redis subscribers, the Pusher one for Sockudo's, behind one interface so that one
+//! viewer engine drives them all.
 
 pub use matchstream_client::check::{Seen, State};
 
+use super::pusher::PusherChecker;
 use super::redis::RedisChecker;
 use super::{Protocol, Violation};
 
@@ -11,6 +13,7 @@ use super::{Protocol, Violation};
 pub enum Checker {
     Matchstream(matchstream_client::check::Checker),
     Redis(RedisChecker),
+    Pusher(PusherChecker),
 }
 
 impl Checker {
@@ -23,6 +26,7 @@ impl Checker {
         match self {
             Checker::Matchstream(c) => c.new_connection(from),
             Checker::Redis(c) => c.new_connection(),
+            Checker::Pusher(c) => c.new_connection(),
         }
     }
 
@@ -35,6 +39,7 @@ impl Checker {
             }
             Checker::Matchstream(_) => Checker::for_protocol(Protocol::V2),
             Checker::Redis(_) => Checker::Redis(RedisChecker::default()),
+            Checker::Pusher(_) => Checker::Pusher(PusherChecker::default()),
         };
     }
 
@@ -43,6 +48,7 @@ impl Checker {
         match self {
             Checker::Matchstream(c) => c.feed(data, seen),
             Checker::Redis(c) => c.feed(data, seen),
+            Checker::Pusher(c) => c.feed(data, seen),
         }
     }
 
@@ -56,6 +62,7 @@ impl Checker {
         match self {
             Checker::Matchstream(c) => c.at_eof(),
             Checker::Redis(c) => c.at_eof(),
+            Checker::Pusher(c) => c.at_eof(),
         }
     }
 
@@ -63,7 +70,7 @@ impl Checker {
     pub fn resume_from(&self) -> Option<u64> {
         match self {
             Checker::Matchstream(c) => c.resume_from(),
-            Checker::Redis(_) => None,
+            Checker::Redis(_) | Checker::Pusher(_) => None,
         }
     }
 
@@ -71,7 +78,7 @@ impl Checker {
     pub fn ts_resolution_ms(&self) -> u64 {
         match self {
             Checker::Matchstream(c) => c.ts_resolution_ms(),
-            Checker::Redis(_) => 1,
+            Checker::Redis(_) | Checker::Pusher(_) => 1,
         }
     }
 }

@@ -19,6 +19,9 @@ pub enum Target {
     Matchstream { server: String, match_id: String, protocol: Protocol, viewers: Vec<String> },
     /// Redis pub/sub subscribers of one channel at `addr` (`host:port`).
     Redis { addr: String, channel: String },
+    /// WebSocket subscribers of one public channel of a Pusher-protocol server (Sockudo) at
+    /// `addr` (`host:port`), app `key`.
+    Pusher { addr: String, key: String, channel: String },
 }
 
 impl Target {
@@ -27,6 +30,7 @@ impl Target {
         match self {
             Target::Matchstream { .. } => "matchstream",
             Target::Redis { .. } => "redis",
+            Target::Pusher { .. } => "pusher",
         }
     }
 
@@ -35,7 +39,13 @@ impl Target {
         match self {
             Target::Matchstream { protocol, .. } => protocol.as_str(),
             Target::Redis { .. } => "resp",
+            Target::Pusher { .. } => "pusher",
         }
+    }
+
+    /// Another system's subscribers (Redis, Pusher), which only watch, with no protocol of ours.
+    pub fn is_peer(&self) -> bool {
+        !matches!(self, Target::Matchstream { .. })
     }
 }
 
@@ -288,11 +298,11 @@ impl Job {
             Target::Matchstream { .. } if v1 && self.behaviour.resume => {
                 usage("--resume needs v2, ws or sse viewers (v1 cannot resume with FROM)")
             }
-            Target::Redis { .. } if self.paths.0[0] != self.paths.total() => {
-                usage("Redis subscribers only watch: leave out --mix")
+            t if t.is_peer() && self.paths.0[0] != self.paths.total() => {
+                usage("Redis and Pusher subscribers only watch: leave out --mix")
             }
-            Target::Redis { .. } if self.behaviour.resume => {
-                usage("Redis subscribers cannot resume: leave out --resume")
+            t if t.is_peer() && self.behaviour.resume => {
+                usage("Redis and Pusher subscribers cannot resume: leave out --resume")
             }
             _ => Ok(()),
         }

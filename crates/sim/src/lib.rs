@@ -1,6 +1,7 @@
 //! The load simulator (`matchstream sim`): many viewers that know only the protocol, spread over
 //! worker processes, each checking its own stream; plus an HTTP load test, a benchmark watcher,
-//! and the same subscriber engine against Redis pub/sub so that the two compare.
+//! and the same subscriber engine against Redis pub/sub and Pusher-protocol servers (Sockudo)
+//! so that they compare.
 //!
 //! ```text
 //!  run::run_viewers ──job (JSON on stdin)──▶ `matchstream sim-worker` × W ──▶ worker::serve
@@ -11,6 +12,7 @@
 //!        └──progress and final report (JSON lines on stdout)──┘
 //!  report.rs: counts, causes, histograms, the summary    display.rs: progress on stderr
 //!  http.rs: `sim http`   publish.rs: `sim publish`   redis.rs: `sim redis`, `sim redis-publish`
+//!  pusher.rs: `sim pusher`, `sim pusher-publish` (Sockudo: WebSockets, the signed HTTP API)
 //!  pace.rs: both publishers' schedule (open or closed loop)
 //! ```
 //!
@@ -32,6 +34,7 @@ pub mod http;
 mod job;
 mod pace;
 pub mod publish;
+pub mod pusher;
 pub mod redis;
 mod report;
 mod resume;

@@ -163,7 +163,7 @@ pub async fn run_viewers(
             let resolution = present.iter().map(|p| Checker::for_protocol(*p).ts_resolution_ms());
             (name, resolution.max().unwrap_or(1))
         }
-        Target::Redis { .. } => (sim.target.protocol().to_owned(), 1),
+        Target::Redis { .. } | Target::Pusher { .. } => (sim.target.protocol().to_owned(), 1),
     };
     let info = RunInfo {
         system: sim.target.system(),
@@ -200,10 +200,12 @@ pub fn jobs(sim: &ViewerSim) -> Result<Vec<Job>, SimError> {
         Target::Matchstream { protocol, .. } => {
             sim.mix.protocol_counts(sim.viewers, *protocol).split_like(&sizes)
         }
-        Target::Redis { .. } if sim.mix.protocols.iter().any(|&p| p > 0) => {
-            return Err(SimError::Usage("Redis subscribers have no protocol mix".into()));
+        _ if sim.mix.protocols.iter().any(|&p| p > 0) => {
+            return Err(SimError::Usage(
+                "Redis and Pusher subscribers have no protocol mix".into(),
+            ));
         }
-        Target::Redis { .. } => vec![ProtocolCounts::default(); w],
+        Target::Redis { .. } | Target::Pusher { .. } => vec![ProtocolCounts::default(); w],
     };
     let mut first = 0;
     let mut jobs = Vec::with_capacity(w);

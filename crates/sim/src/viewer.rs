@@ -3,8 +3,8 @@
 //! connect slot, send the line (or the request: conn.rs), then read and check its own stream
 //! until the end, acting out its path (late, leave, reconnect with `FROM` / `from`, slow) and,
 //! with `--resume`, coming back the same way when its node is lost (when and how long to wait:
-//! resume.rs). The same loop drives Redis subscribers, so both systems are measured by one
-//! engine.
+//! resume.rs). The same loop drives Redis and Pusher (Sockudo) subscribers, so every system is
+//! measured by one engine.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -17,6 +17,7 @@ use super::check::{Checker, Seen, State};
 use super::checkin;
 use super::conn::{self, Conn};
 use super::job::Target;
+use super::pusher::{self, PusherChecker};
 use super::redis::{self, RedisChecker};
 use super::resume::{self, Away, LineTail, Lost};
 use super::worker::Shared;
@@ -104,6 +105,7 @@ async fn live(sh: &Shared, spec: Spec, connected: &AtomicBool) -> Outcome {
     let mut checker = match &sh.job.target {
         Target::Matchstream { .. } => Checker::for_protocol(spec.protocol),
         Target::Redis { .. } => Checker::Redis(RedisChecker::default()),
+        Target::Pusher { .. } => Checker::Pusher(PusherChecker::default()),
     };
     let slow = spec.path == PathKind::Slow;
     let read_size = if slow { SLOW_READ } else { READ_BUF };
@@ -359,6 +361,8 @@ async fn connect(
             (addr, line.encode())
         }
         Target::Redis { addr, channel } => (addr.clone(), redis::subscribe_command(channel)),
+        // The subscription is sent once the server says the connection is established.
+        Target::Pusher { addr, .. } => (addr.clone(), Vec::new()),
     };
     let started = Instant::now();
     let attempt = async {
@@ -367,6 +371,12 @@ async fn connect(
             Target::Matchstream { match_id, .. } if web => {
                 let (stream, at) = dial_web(sh, id).await?;
                 conn::open_web(stream, &at, spec.protocol, match_id, from).await?
+            }
+            // Connected once subscribed: the confirmation is the first bytes.
+            Target::Pusher { key, channel, .. } => {
+                let stream = dial(&addr, id).await.map_err(io)?;
+                stream.set_nodelay(true).map_err(io)?;
+                return pusher::open(stream, &addr, key, channel, buf).await;
             }
             _ => {
                 let mut stream = dial(&addr, id).await.map_err(io)?;
