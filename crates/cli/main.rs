@@ -31,7 +31,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run a node: watcher and read API over HTTP, viewers over TCP (v1 and v2).
+    /// Run a node: watcher and read API over HTTP, viewers over TCP (v1 and v2), WebSocket and
+    /// SSE, the live page (/) and the operator's page (/ops).
     Serve(ServeArgs),
     /// Publish a match file (Erlang terms or JSON) to a node, keeping its pauses.
     Replay(ReplayArgs),
@@ -43,6 +44,9 @@ enum Command {
     /// Reads this machine's limits and says which would stop a node holding N viewers, and the
     /// command that lifts each. Exits 1 if any would.
     Doctor(DoctorArgs),
+    /// A node's figures and its cluster's, refreshed every second (q to quit), from its
+    /// /ops.json: one row per node and per live match.
+    Top(TopArgs),
     /// A worker process of `sim` (its job as JSON on stdin, reports as JSON lines on stdout).
     #[command(hide = true)]
     SimWorker,
@@ -174,6 +178,7 @@ fn main() -> ExitCode {
             Command::Demo(args) => run_demo(args).await,
             Command::Sim(args) => run_sim(args).await,
             Command::Doctor(args) => doctor(args),
+            Command::Top(args) => top(args).await,
             Command::SimWorker => run_sim_worker().await,
         }
     });
@@ -184,6 +189,27 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+#[derive(Args)]
+struct TopArgs {
+    /// Base URL of a node's HTTP API.
+    #[arg(long, env = "MATCHSTREAM_SERVER", default_value = "http://127.0.0.1:8888")]
+    server: String,
+    /// Print one screen as plain text and exit.
+    #[arg(long, env = "MATCHSTREAM_TOP_ONCE")]
+    once: bool,
+}
+
+/// `matchstream top`: live in the terminal, or `--once` on stdout.
+async fn top(args: TopArgs) -> Result<()> {
+    use matchstream_ops::top;
+    if args.once {
+        print!("{}", top::once(&args.server).await?);
+        return Ok(());
+    }
+    top::run(&args.server).await?;
+    Ok(())
 }
 
 /// `matchstream doctor`: the report on stdout; exit 1 (with the report still printed) when a

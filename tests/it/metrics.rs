@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use matchstream_client::{SseViewer, WsViewer};
 use serde_json::json;
 
@@ -158,13 +160,57 @@ async fn the_shipped_dashboard_names_only_metrics_a_node_exposes() {
         let words = expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'));
         for name in words.filter(|w| w.starts_with("matchstream_") || w.starts_with("process_")) {
             named += 1;
-            let present = exposed.lines().any(|l| {
-                l.strip_prefix(name).is_some_and(|rest| rest.starts_with(['{', ' ']))
-            });
+            let present = exposed
+                .lines()
+                .any(|l| l.strip_prefix(name).is_some_and(|rest| rest.starts_with(['{', ' '])));
             assert!(present, "the dashboard charts {name}, which a node does not expose");
         }
     }
     assert!(named >= 12, "{named}");
     let prometheus = std::fs::read_to_string(format!("{root}/ops/prometheus.yml")).unwrap();
     assert!(prometheus.contains("metrics_path: /metrics"), "{prometheus}");
+}
+
+/// `/ops` (SPEC 9): the page, the figures it reads, and `matchstream top --once` over them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ops_shows_this_node_and_its_live_match_and_top_prints_them() {
+    let s = TestServer::start().await;
+    let id = s.started_match().await;
+    let mut v = Viewer::connect(s.viewer(), &format!("VERSION:2:CONNECT:me:MATCH:{id}")).await;
+    assert_eq!(v.frame().await.unwrap()["kind"], "status");
+    let page = reqwest::get(format!("{}/ops", s.base)).await.expect("GET /ops");
+    assert_eq!(page.status(), reqwest::StatusCode::OK);
+    assert!(page.text().await.unwrap().contains("MatchStream operations"));
+    // A sample is the difference of two readings a second apart.
+    let deadline = Instant::now() + PATIENCE;
+    let ops = loop {
+        let ops: serde_json::Value = reqwest::get(format!("{}/ops.json", s.base))
+            .await
+            .expect("GET /ops.json")
+            .json()
+            .await
+            .expect("JSON");
+        if ops["latest"]["viewers"]["tcp_v2"] == 1 {
+            break ops;
+        }
+        assert!(Instant::now() < deadline, "{ops}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(ops["matches"][0]["id"], id.as_str(), "{ops}");
+    assert!(ops["latest"]["rss_bytes"].as_u64().unwrap() > 1_000_000, "{ops}");
+    assert!(ops["history"].as_array().is_some_and(|h| !h.is_empty()), "{ops}");
+    let base = s.base.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_matchstream"))
+            .args(["top", "--once", "--server", &base])
+            .output()
+            .expect("run top")
+    })
+    .await
+    .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text} {}", String::from_utf8_lossy(&out.stderr));
+    let here = text.lines().find(|l| l.contains("(here)")).unwrap_or_else(|| panic!("{text}"));
+    assert_eq!(here.split_whitespace().nth(2), Some("1"), "viewers column: {text}");
+    assert!(text.contains(&id), "{text}");
 }

@@ -24,6 +24,7 @@ use crate::store::{Store, StoreError};
 use crate::transport::viewer::ViewerContext;
 use crate::transport::ViewerPorts;
 
+mod ops;
 mod page;
 mod pages;
 mod viewers;
@@ -54,6 +55,8 @@ pub struct Shared {
     pub matches: Arc<std::sync::Mutex<Option<MatchList>>>,
     /// What WebSocket and SSE viewers share with every other viewer.
     pub viewers: Arc<ViewerContext>,
+    /// The operator's figures (`/ops`).
+    pub ops: Arc<crate::ops::Ops>,
 }
 
 impl Shared {
@@ -65,6 +68,7 @@ impl Shared {
         ports: Arc<ViewerPorts>,
         watcher_tokens: Vec<String>,
         viewers: Arc<ViewerContext>,
+        ops: Arc<crate::ops::Ops>,
     ) -> AppState {
         let shutdown = viewers.shutdown.clone();
         Arc::new(Shared {
@@ -77,6 +81,7 @@ impl Shared {
             pages: Arc::new(PageCache::default()),
             matches: Arc::default(),
             viewers,
+            ops,
         })
     }
 }
@@ -93,6 +98,10 @@ pub fn router(state: AppState) -> Router {
         .route("/1/checkin", get(checkin))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
+        .route("/ops", get(page::ops))
+        .route("/assets/ops.js", get(page::ops_script))
+        .route("/assets/ops.css", get(page::ops_style))
+        .route("/ops.json", get(ops::figures))
         .route("/readyz", get(readyz))
         .route("/", get(page::index))
         .route("/assets/app.js", get(page::script))

@@ -20,6 +20,7 @@ mod hub;
 mod ingest;
 mod locks;
 mod model;
+mod ops;
 pub mod server;
 mod state;
 mod store;

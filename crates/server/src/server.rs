@@ -14,6 +14,7 @@ use crate::api;
 use crate::config::{Config, ConfigError};
 use crate::hub::Hub;
 use crate::ingest::Ingest;
+use crate::ops::{NodeSample, Ops};
 use crate::store::redis::nodes::{self, NodeLoad, NodesConn};
 use crate::store::redis::{RedisOptions, RedisStore};
 use crate::store::sqlite::SqliteStore;
@@ -120,6 +121,9 @@ async fn start_with_store(
         crate::telemetry::Metrics::new(),
     ));
     let tracker = TaskTracker::new();
+    // The operator's figures, sampled every second until HTTP stops (they are read over HTTP).
+    let ops = Ops::new(format!("{:016x}", rand::random::<u64>()), http_addr.to_string());
+    tokio::spawn(ops.clone().run(ports.metrics.clone(), hub.clone(), stop_http.clone()));
 
     let ctx = Arc::new(ViewerContext::new(
         &config,
@@ -129,7 +133,7 @@ async fn start_with_store(
         tracker.clone(),
     ));
     if let Some(nodes) = nodes {
-        tokio::spawn(report_load(nodes, ports.clone(), shutdown.clone()));
+        tokio::spawn(report_load(nodes, ports.clone(), ops.clone(), shutdown.clone()));
     }
     for (index, listener) in viewer_listeners.into_iter().enumerate() {
         tracing::info!(addr = %viewer_addrs[index], "viewer listener ready");
@@ -143,6 +147,7 @@ async fn start_with_store(
         ports.clone(),
         config.watcher_tokens.clone(),
         ctx.clone(),
+        ops,
     ));
     // HTTP outlives the viewers' goodbyes: while they drain, /readyz says so (503) and
     // requests in flight finish. `stopped` ends it after the viewers.
@@ -166,8 +171,13 @@ async fn start_with_store(
 /// Tells the cluster, every second, which viewer ports this node has and how loaded they are,
 /// and learns the other live nodes' (for `/1/checkin`, `full` and `bye shutdown`). Leaves the
 /// cluster's view as soon as the node starts stopping.
-async fn report_load(nodes: NodesConn, ports: Arc<ViewerPorts>, shutdown: CancellationToken) {
-    let me = format!("{:016x}", rand::random::<u64>());
+async fn report_load(
+    nodes: NodesConn,
+    ports: Arc<ViewerPorts>,
+    ops: Arc<Ops>,
+    shutdown: CancellationToken,
+) {
+    let me = ops.node.clone();
     let mut tick = tokio::time::interval(nodes::REPORT_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -175,7 +185,12 @@ async fn report_load(nodes: NodesConn, ports: Arc<ViewerPorts>, shutdown: Cancel
             _ = shutdown.cancelled() => break,
             _ = tick.tick() => {}
         }
-        let load = NodeLoad { node: me.clone(), ports: ports.snapshot() };
+        let load = NodeLoad {
+            node: me.clone(),
+            ports: ports.snapshot(),
+            http: ops.http.clone(),
+            sample: ops.latest(),
+        };
         // Failures show on /readyz through the store; the next tick tries again. Meanwhile
         // this node cannot tell which others are alive: it names none.
         if nodes.report(&load).await.is_err() {
@@ -184,8 +199,17 @@ async fn report_load(nodes: NodesConn, ports: Arc<ViewerPorts>, shutdown: Cancel
         }
         if let Ok(live) = nodes.live().await {
             let count = live.len();
-            let others = live.into_iter().filter(|n| n.node != me).flat_map(|n| n.ports).collect();
-            ports.set_others(others, count);
+            let others: Vec<NodeLoad> = live.into_iter().filter(|n| n.node != me).collect();
+            ops.set_others(
+                others
+                    .iter()
+                    .filter_map(|n| {
+                        let sample = n.sample.clone()?;
+                        Some(NodeSample { node: n.node.clone(), http: n.http.clone(), sample })
+                    })
+                    .collect(),
+            );
+            ports.set_others(others.into_iter().flat_map(|n| n.ports).collect(), count);
         }
     }
     if let Err(e) = nodes.leave(&me).await {

@@ -1,5 +1,5 @@
-//! The live page (SPEC 5): `GET /` and its scripts and style sheet, compiled into the binary and
-//! served from memory with an `ETag` computed once, `304` for a matching `If-None-Match`, and
+//! The live page (SPEC 5): `GET /` and its scripts and style sheet, and the operator's page
+//! (SPEC 9): `GET /ops` and its own; compiled into the binary and served from memory with an `ETag` computed once, `304` for a matching `If-None-Match`, and
 //! gzip or brotli made once (through the read API's [`Encoded`]). What the page shows and how it
 //! follows a match live is in `crates/server/assets/`; the API it reads lives elsewhere.
 
@@ -16,6 +16,9 @@ const INDEX_HTML: &str = include_str!("../../assets/index.html");
 const APP_JS: &str = include_str!("../../assets/app.js");
 const MODEL_JS: &str = include_str!("../../assets/model.js");
 const APP_CSS: &str = include_str!("../../assets/app.css");
+const OPS_HTML: &str = include_str!("../../assets/ops.html");
+const OPS_JS: &str = include_str!("../../assets/ops.js");
+const OPS_CSS: &str = include_str!("../../assets/ops.css");
 
 /// The page is revalidated on every load (a `304` costs a round trip and no body), so that a new
 /// binary shows at once.
@@ -84,6 +87,33 @@ pub async fn index(headers: HeaderMap) -> Response {
     let mut response = INDEX.respond(&headers);
     response.headers_mut().insert(CONTENT_SECURITY_POLICY, HeaderValue::from_static(POLICY));
     response
+}
+
+static OPS: LazyLock<Asset> = LazyLock::new(|| {
+    Asset::new(OPS_HTML.to_owned(), "ops", "text/html; charset=utf-8", PAGE_CACHE)
+});
+static OPS_SCRIPT: LazyLock<Asset> = LazyLock::new(|| {
+    Asset::new(OPS_JS.to_owned(), "opsjs", "text/javascript; charset=utf-8", PAGE_CACHE)
+});
+static OPS_STYLE: LazyLock<Asset> = LazyLock::new(|| {
+    Asset::new(OPS_CSS.to_owned(), "opscss", "text/css; charset=utf-8", PAGE_CACHE)
+});
+
+/// `GET /ops`: the operator's page (SPEC 9), with its script and style sheet.
+pub async fn ops(headers: HeaderMap) -> Response {
+    let mut response = OPS.respond(&headers);
+    response.headers_mut().insert(CONTENT_SECURITY_POLICY, HeaderValue::from_static(POLICY));
+    response
+}
+
+/// `GET /assets/ops.js`.
+pub async fn ops_script(headers: HeaderMap) -> Response {
+    OPS_SCRIPT.respond(&headers)
+}
+
+/// `GET /assets/ops.css`.
+pub async fn ops_style(headers: HeaderMap) -> Response {
+    OPS_STYLE.respond(&headers)
 }
 
 /// `GET /assets/app.js`: the page's views and its connection.

@@ -20,11 +20,16 @@ pub const LIVE_FOR: Duration = Duration::from_secs(3);
 const FORGET_AFTER: Duration = Duration::from_secs(60);
 
 /// What a node reports.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NodeLoad {
     /// Random per process.
     pub node: String,
     pub ports: Vec<PortLoad>,
+    /// Its HTTP address and latest figures, for the operator's views (`/ops`, `top`).
+    #[serde(default)]
+    pub http: String,
+    #[serde(default)]
+    pub sample: Option<crate::ops::Sample>,
 }
 
 /// Reports this node and reads the others.

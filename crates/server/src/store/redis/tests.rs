@@ -277,8 +277,14 @@ async fn nodes_report_their_ports_and_read_each_other() {
     let store = open(&server.url()).await;
     let nodes = store.conn_for_nodes();
     let port = |port, viewers| PortLoad { host: "127.0.0.1".into(), port, viewers, capacity: 10 };
-    let a = NodeLoad { node: "a".into(), ports: vec![port(9100, 3)] };
-    let b = NodeLoad { node: "b".into(), ports: vec![port(9200, 0), port(9201, 1)] };
+    let node = |name: &str, ports| NodeLoad {
+        node: name.into(),
+        ports,
+        http: format!("{name}:8888"),
+        sample: Some(crate::ops::Sample { matches_live: 2, ..Default::default() }),
+    };
+    let a = node("a", vec![port(9100, 3)]);
+    let b = node("b", vec![port(9200, 0), port(9201, 1)]);
     nodes.report(&a).await.unwrap();
     nodes.report(&b).await.unwrap();
     let mut live = nodes.live().await.unwrap();

@@ -1,0 +1,231 @@
+//! The operator's view of a node (SPEC 9, `GET /ops` and `matchstream top`): every second the
+//! node reads its own metrics into a [`Sample`] (viewers by transport, events and deliveries per
+//! second, delivery lag p50/p99, `too_slow` cut-offs, accept errors, memory and open files),
+//! keeps the last ten minutes of them for the charts, and, with other nodes, shares its latest
+//! sample through the cluster's reports and keeps theirs. Served as JSON at `/ops.json`.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::hub::Hub;
+use crate::locks::{lock, read, write};
+use crate::telemetry::{names, Metrics, TRANSPORTS};
+
+/// How often a sample is taken.
+pub const EVERY: Duration = Duration::from_secs(1);
+/// Samples kept: ten minutes of charts.
+const KEPT: usize = 600;
+
+/// A node's figures over one second.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Sample {
+    /// When it was taken (Unix ms).
+    pub at_ms: i64,
+    /// Viewers connected, by transport (`tcp_v1`, `tcp_v2`, `ws`, `sse`).
+    pub viewers: BTreeMap<String, u64>,
+    pub matches_live: u64,
+    pub events_per_s: f64,
+    pub deliveries_per_s: f64,
+    /// Delivery lag of the second's live deliveries (bucket upper bounds), when there were any.
+    pub lag_p50_ms: Option<f64>,
+    pub lag_p99_ms: Option<f64>,
+    /// Since the node started.
+    pub too_slow_total: u64,
+    pub accept_errors_total: u64,
+    pub rss_bytes: u64,
+    /// Resident memory divided by viewers (everything the process holds, so an upper bound).
+    pub rss_per_viewer: Option<f64>,
+    pub open_fds: u64,
+    pub max_fds: u64,
+}
+
+/// Another node's latest sample, as it reported it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NodeSample {
+    pub node: String,
+    /// Its HTTP address, where its own `/ops` is.
+    pub http: String,
+    pub sample: Sample,
+}
+
+/// This node's samples and the other nodes' latest.
+pub struct Ops {
+    /// Random per process, the same as in the cluster's reports.
+    pub node: String,
+    pub http: String,
+    history: Mutex<VecDeque<Sample>>,
+    others: RwLock<Vec<NodeSample>>,
+}
+
+/// The figures of one exposition, by series (name with its labels).
+type Exposition = HashMap<String, f64>;
+
+impl Ops {
+    pub fn new(node: String, http: String) -> Arc<Ops> {
+        Arc::new(Ops {
+            node,
+            http,
+            history: Mutex::new(VecDeque::with_capacity(KEPT)),
+            others: RwLock::new(Vec::new()),
+        })
+    }
+
+    /// The last samples, oldest first.
+    pub fn history(&self) -> Vec<Sample> {
+        lock(&self.history).iter().cloned().collect()
+    }
+
+    /// The latest sample.
+    pub fn latest(&self) -> Option<Sample> {
+        lock(&self.history).back().cloned()
+    }
+
+    /// The other live nodes' latest samples.
+    pub fn others(&self) -> Vec<NodeSample> {
+        read(&self.others).clone()
+    }
+
+    pub fn set_others(&self, others: Vec<NodeSample>) {
+        *write(&self.others) = others;
+    }
+
+    /// Samples every [`EVERY`] until `stop`.
+    pub async fn run(
+        self: Arc<Self>,
+        metrics: Arc<Metrics>,
+        hub: Arc<Hub>,
+        stop: tokio_util::sync::CancellationToken,
+    ) {
+        let mut tick = tokio::time::interval(EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut before: Option<(tokio::time::Instant, Exposition)> = None;
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            metrics.matches_live.set(hub.live_count() as f64);
+            let now = parse(&metrics.render());
+            let at = tokio::time::Instant::now();
+            if let Some((then, prev)) = &before {
+                let sample = sample(prev, &now, (at - *then).as_secs_f64());
+                let mut history = lock(&self.history);
+                if history.len() == KEPT {
+                    history.pop_front();
+                }
+                history.push_back(sample);
+            }
+            before = Some((at, now));
+        }
+    }
+}
+
+/// The series of a Prometheus text exposition.
+fn parse(text: &str) -> Exposition {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            Some((series.to_owned(), value.parse().ok()?))
+        })
+        .collect()
+}
+
+/// One sample from two expositions `secs` apart.
+fn sample(prev: &Exposition, now: &Exposition, secs: f64) -> Sample {
+    let get = |e: &Exposition, s: &str| e.get(s).copied().unwrap_or(0.0);
+    let sum = |e: &Exposition, name: &str| -> f64 {
+        e.iter()
+            .filter(|(k, _)| k.starts_with(name) && k[name.len()..].starts_with('{'))
+            .map(|(_, v)| v)
+            .sum()
+    };
+    let rate = |name: &str| ((sum(now, name) - sum(prev, name)).max(0.0)) / secs.max(0.001);
+    let viewers: BTreeMap<String, u64> = TRANSPORTS
+        .iter()
+        .map(|t| {
+            (t.to_string(), get(now, &format!("{}{{transport=\"{t}\"}}", names::VIEWERS)) as u64)
+        })
+        .collect();
+    let total: u64 = viewers.values().sum();
+    let rss = get(now, "process_resident_memory_bytes") as u64;
+    let (lag_p50_ms, lag_p99_ms) = lag_quantiles(prev, now);
+    Sample {
+        at_ms: crate::ingest::now_ms(),
+        matches_live: get(now, names::MATCHES_LIVE) as u64,
+        events_per_s: rate_plain(prev, now, names::EVENTS_PUBLISHED, secs),
+        deliveries_per_s: rate(names::DELIVERIES),
+        lag_p50_ms,
+        lag_p99_ms,
+        too_slow_total: get(now, &format!("{}{{reason=\"too_slow\"}}", names::VIEWER_DISCONNECTS))
+            as u64,
+        accept_errors_total: get(now, names::ACCEPT_ERRORS) as u64,
+        rss_bytes: rss,
+        rss_per_viewer: (total > 0).then(|| rss as f64 / total as f64),
+        open_fds: get(now, "process_open_fds") as u64,
+        max_fds: get(now, "process_max_fds") as u64,
+        viewers,
+    }
+}
+
+fn rate_plain(prev: &Exposition, now: &Exposition, name: &str, secs: f64) -> f64 {
+    let get = |e: &Exposition| e.get(name).copied().unwrap_or(0.0);
+    (get(now) - get(prev)).max(0.0) / secs.max(0.001)
+}
+
+/// p50 and p99 of the delivery lag over the interval, from the histogram's bucket counts (each
+/// the bucket's upper bound, in ms; `None` when nothing was delivered).
+fn lag_quantiles(prev: &Exposition, now: &Exposition) -> (Option<f64>, Option<f64>) {
+    let prefix = format!("{}_bucket{{le=\"", names::DELIVERY_LAG_SECONDS);
+    let mut buckets: Vec<(f64, f64)> = now
+        .iter()
+        .filter_map(|(k, v)| {
+            let le = k.strip_prefix(&prefix)?.strip_suffix("\"}")?;
+            let bound = if le == "+Inf" { f64::INFINITY } else { le.parse().ok()? };
+            Some((bound, v - prev.get(k).copied().unwrap_or(0.0)))
+        })
+        .collect();
+    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let total = buckets.last().map_or(0.0, |b| b.1);
+    if total <= 0.0 {
+        return (None, None);
+    }
+    let quantile = |q: f64| {
+        buckets.iter().find(|(_, count)| *count >= q * total).map(|(bound, _)| bound * 1000.0)
+    };
+    (quantile(0.5), quantile(0.99))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hub::Format;
+
+    #[test]
+    fn a_sample_has_rates_and_lag_quantiles_between_two_expositions() {
+        let m = Metrics::new();
+        let before = parse(&m.render());
+        m.joined(Format::Ws);
+        m.joined(Format::V2);
+        m.delivered(Format::Ws, 300);
+        m.events_published.increment(10);
+        m.delivery_lag.record_many(0.004, 98);
+        m.delivery_lag.record_many(0.2, 2);
+        let s = sample(&before, &parse(&m.render()), 2.0);
+        assert_eq!(s.viewers["ws"], 1);
+        assert_eq!(s.viewers.values().sum::<u64>(), 2);
+        assert_eq!((s.events_per_s, s.deliveries_per_s), (5.0, 150.0));
+        assert_eq!((s.lag_p50_ms, s.lag_p99_ms), (Some(5.0), Some(250.0)));
+        assert!(s.rss_bytes > 0 && s.rss_per_viewer.is_some());
+    }
+
+    #[test]
+    fn no_deliveries_no_lag() {
+        let m = Metrics::new();
+        let e = parse(&m.render());
+        assert_eq!(sample(&e, &e, 1.0).lag_p99_ms, None);
+    }
+}
