@@ -406,3 +406,25 @@ async fn a_retry_with_after_on_another_node_is_not_applied_twice() {
     let m = agreed(&nodes, &format!("/1/match/{id}"), |m| m["seq"] == 2).await;
     assert_eq!(m["visit-score"], 1, "one goal");
 }
+
+/// `/ops.json` (SPEC 9) of one node shows every live node, with the figures each reported.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ops_on_one_node_shows_every_node() {
+    let redis = RedisServer::start().await;
+    let nodes = nodes(&redis.url(), 2).await;
+    let id = nodes[0].started_match().await;
+    reaches(&nodes[1], &id, 1).await;
+    let mut viewer = Viewer::connect(nodes[1].viewer(), &v2_line("me", &id)).await;
+    assert_eq!(viewer.frame().await.unwrap()["kind"], "status");
+    let other = nodes[1].base.trim_start_matches("http://").to_owned();
+    let ops_url = format!("{}/ops.json", nodes[0].base);
+    let row =
+        eventually("node 1's /ops.json shows node 2 with its viewer", PROPAGATION, async || {
+            let ops: Value = reqwest::get(&ops_url).await.ok()?.json().await.ok()?;
+            let row =
+                ops["nodes"].as_array()?.iter().find(|n| n["http"] == other.as_str())?.clone();
+            (row["sample"]["viewers"]["tcp_v2"] == 1).then_some(row)
+        })
+        .await;
+    assert!(row["sample"]["rss_bytes"].as_u64().is_some_and(|b| b > 0), "{row}");
+}

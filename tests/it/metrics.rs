@@ -214,3 +214,38 @@ async fn ops_shows_this_node_and_its_live_match_and_top_prints_them() {
     assert_eq!(here.split_whitespace().nth(2), Some("1"), "viewers column: {text}");
     assert!(text.contains(&id), "{text}");
 }
+
+/// `matchstream top` in a real terminal (tmux): it draws this node's row and quits on `q`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn top_draws_in_a_terminal_and_quits_on_q() {
+    let s = TestServer::start().await;
+    let id = s.started_match().await;
+    let socket = format!("matchstream-top-{}", std::process::id());
+    let tmux = move |args: &[&str]| {
+        std::process::Command::new("tmux")
+            .args(["-L", &socket])
+            .args(args)
+            .output()
+            .expect("tmux (scripts/test installs it)")
+    };
+    let command = format!("{} top --server {}", env!("CARGO_BIN_EXE_matchstream"), s.base);
+    let started = tmux(&["new-session", "-d", "-s", "top", "-x", "160", "-y", "30", &command]);
+    assert!(started.status.success(), "{}", String::from_utf8_lossy(&started.stderr));
+    let deadline = Instant::now() + PATIENCE;
+    let screen = loop {
+        let pane = tmux(&["capture-pane", "-p", "-t", "top"]);
+        let screen = String::from_utf8_lossy(&pane.stdout).into_owned();
+        if screen.contains("(here)") && screen.contains(&id) {
+            break screen;
+        }
+        assert!(Instant::now() < deadline, "top never drew its rows:\n{screen}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(screen.contains("live matches") && screen.contains("q to quit"), "{screen}");
+    tmux(&["send-keys", "-t", "top", "q"]);
+    while tmux(&["has-session", "-t", "top"]).status.success() {
+        assert!(Instant::now() < deadline, "top did not quit on q");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tmux(&["kill-server"]);
+}

@@ -226,7 +226,8 @@ mod tests {
         let text = text(&ops);
         let lines: Vec<&str> = text.lines().collect();
         assert!(lines[0].starts_with("node"), "{text}");
-        assert!(lines[1].starts_with("01234567 (here)  10"), "{text}");
+        let here: Vec<&str> = lines[1].split_whitespace().collect();
+        assert_eq!(here[..6], ["01234567", "(here)", "10", "3", "3", "4"], "{text}");
         assert!(lines[1].contains("900 B") && lines[1].contains("30/20000"), "{text}");
         assert!(lines[2].starts_with("fedcba98 10.0.0.2:8888"), "{text}");
         assert!(text.contains("elp-tig-2011-09-10  0–3    last    12"), "{text}");
