@@ -287,6 +287,43 @@ async fn ws_a_client_close_is_answered_and_ends_the_viewer() {
     assert_eq!(other.frame().await["kind"], "goal");
 }
 
+/// A client that sends its close frame and its FIN at once (some clients and proxies do) still
+/// gets its close answered, from a viewer parked at the live edge.
+#[tokio::test]
+async fn ws_a_close_sent_with_the_fin_is_answered() {
+    use tokio::io::AsyncReadExt;
+    let s = TestServer::start().await;
+    let id = s.started_match().await;
+    let http = s.base.trim_start_matches("http://").to_owned();
+    let mut tcp = TcpStream::connect(&http).await.expect("connect");
+    let request = format!(
+        "GET /1/match/{id}/ws HTTP/1.1\r\nHost: {http}\r\nUpgrade: websocket\r\n\
+         Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+         Sec-WebSocket-Version: 13\r\n\r\n"
+    );
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    // The 101 and the snapshot, then a moment for the viewer to be parked.
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !seen.windows(8).any(|w| w == b"\"status\"") {
+        let n = within("the snapshot", tcp.read(&mut buf)).await.unwrap();
+        assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&seen));
+        seen.extend_from_slice(&buf[..n]);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // A masked close frame (1000), then the FIN.
+    let mask = [1u8, 2, 3, 4];
+    let payload: Vec<u8> = [0x03u8, 0xE8].iter().enumerate().map(|(i, b)| b ^ mask[i]).collect();
+    let mut frame = vec![0x88, 0x82];
+    frame.extend_from_slice(&mask);
+    frame.extend_from_slice(&payload);
+    tcp.write_all(&frame).await.unwrap();
+    tcp.shutdown().await.unwrap();
+    let mut rest = Vec::new();
+    within("the answer and the close", tcp.read_to_end(&mut rest)).await.unwrap();
+    assert_eq!(rest, [0x88, 0x02, 0x03, 0xE8], "the close answered with 1000, then EOF");
+}
+
 #[tokio::test]
 async fn a_full_node_says_bye_full_after_the_upgrade_with_1013_and_on_the_event_stream() {
     let s = TestServer::start_with(|c| c.max_viewers = 1).await;

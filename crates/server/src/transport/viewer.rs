@@ -17,7 +17,7 @@ use crate::config::Config;
 use crate::hub::{Format, Hub, Next, Subscription};
 use crate::transport::close::close;
 use crate::transport::park::{NotParked, Parking};
-use crate::transport::write::{write_all, MAX_BATCH};
+use crate::transport::write::{cut_mid_frame, write_all, MAX_BATCH};
 use crate::transport::{PortGuard, ViewerPorts};
 use crate::wire::ws::{self, ClientFrame};
 use crate::wire::{sse, v2, Bye, ByeReason};
@@ -131,6 +131,9 @@ enum Outcome {
     /// A WebSocket client closed, or broke the protocol: answer with a close frame of this
     /// code, and close.
     Close(u16),
+    /// Too slow, and its stream was cut in the middle of a frame: nothing can follow (a goodbye
+    /// would read as the rest of that frame), so close.
+    Cut,
 }
 
 /// Follows a match in this task: first writes `rest` (what a shard could not), then whatever the
@@ -147,7 +150,8 @@ pub async fn follow(
 ) {
     let mut outcome = match write_all(&stream, &rest, ctx.write_timeout).await {
         Ok(()) => None,
-        Err(e) if e.kind() == io::ErrorKind::TimedOut => Some(Outcome::Bye(ByeReason::TooSlow)),
+        // `rest` begins with the end of a frame: stopping anywhere in it is mid-frame.
+        Err(e) if e.kind() == io::ErrorKind::TimedOut => Some(Outcome::Cut),
         Err(_) => Some(Outcome::Gone),
     };
     drop(rest);
@@ -171,6 +175,11 @@ pub async fn follow(
                 }
             },
             Outcome::Gone => return,
+            Outcome::Cut => {
+                guard.leaving(ByeReason::TooSlow);
+                close(stream, guard).await;
+                return;
+            }
             Outcome::Close(code) => {
                 let _ = write_all(&stream, &[ws::close(code)], Duration::from_secs(1)).await;
                 close(stream, guard).await;
@@ -276,7 +285,9 @@ async fn stream_to_viewer(
 }
 
 fn written_outcome(e: io::Error) -> Outcome {
-    if e.kind() == io::ErrorKind::TimedOut {
+    if cut_mid_frame(&e) {
+        Outcome::Cut
+    } else if e.kind() == io::ErrorKind::TimedOut {
         Outcome::Bye(ByeReason::TooSlow)
     } else {
         Outcome::Gone
@@ -294,8 +305,15 @@ async fn answer_input(
     input: &mut BytesMut,
 ) -> Result<(), Outcome> {
     let mut sink = [0u8; 1024];
+    let mut ended = false;
     loop {
         match stream.try_read(&mut sink) {
+            // A WebSocket client may send its close frame and its FIN together: the close
+            // is answered first.
+            Ok(0) if format == Format::Ws && !input.is_empty() => {
+                ended = true;
+                break;
+            }
             Ok(0) => return Err(Outcome::Gone),
             Ok(n) if format == Format::Ws => input.extend_from_slice(&sink[..n]),
             Ok(_) => {}
@@ -327,6 +345,9 @@ async fn answer_input(
             }
             ClientFrame::Ignored => {}
         }
+    }
+    if ended {
+        return Err(Outcome::Gone);
     }
     Ok(())
 }

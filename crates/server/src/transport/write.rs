@@ -36,12 +36,35 @@ pub async fn write_all(stream: &TcpStream, bufs: &[Bytes], timeout: Duration) ->
                 let at = *deadline.get_or_insert_with(|| Instant::now() + timeout);
                 // Boxed: the timer exists only while a viewer's socket is full, so it is not
                 // part of every idle viewer's task.
-                Box::pin(wait_writable(stream, at)).await?;
+                match Box::pin(wait_writable(stream, at)).await {
+                    Err(e) if e.kind() == io::ErrorKind::TimedOut && off > 0 => {
+                        return Err(io::Error::new(io::ErrorKind::TimedOut, MidFrame));
+                    }
+                    r => r?,
+                }
             }
             Err(e) => return Err(e),
         }
     }
     Ok(())
+}
+
+/// A write that timed out partway through one of its buffers (each buffer is a frame, or the
+/// rest of one): the viewer's stream is cut mid-frame, so nothing may follow it (no goodbye).
+#[derive(Debug)]
+struct MidFrame;
+
+impl std::fmt::Display for MidFrame {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("write timed out in the middle of a frame")
+    }
+}
+
+impl std::error::Error for MidFrame {}
+
+/// Did this write time out partway through a frame?
+pub fn cut_mid_frame(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::TimedOut && e.get_ref().is_some_and(|inner| inner.is::<MidFrame>())
 }
 
 /// Waits until the socket takes bytes again, or fails with `TimedOut` at `deadline`.

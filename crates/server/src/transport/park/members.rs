@@ -206,7 +206,8 @@ fn back_to_task(ctx: &Arc<ViewerContext>, sub: Subscription, m: Member, rest: Ve
     // (it would report no input until its next turn, and the task would park the viewer again
     // at once, with the input still unread).
     let mut input = BytesMut::new();
-    if format == Format::Ws && !read_input(&stream, &mut input) {
+    // A client that closed with a close frame still gets the close answered (by the task).
+    if format == Format::Ws && !read_input(&stream, &mut input) && input.is_empty() {
         return;
     }
     let ctx2 = ctx.clone();
