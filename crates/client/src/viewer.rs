@@ -26,6 +26,23 @@ pub enum ViewerError {
 /// Feeds one v2 frame that came without its line break (a WebSocket message, an SSE event's
 /// data) to `checker`, as the line a TCP viewer reads. A frame that breaks the stream's order is
 /// an error; a `bye` is not: its reason is the caller's to judge.
+/// One step of every viewer's `collect_v2`: an event's seq goes into `seqs`, a snapshot is
+/// skipped, and the `bye` is handed back (the stream is over).
+pub(crate) fn collect_frame(seqs: &mut Vec<u64>, frame: Value) -> Option<Value> {
+    match frame["kind"].as_str() {
+        Some("bye") => return Some(frame),
+        Some("status") => {}
+        _ => seqs.push(frame["seq"].as_u64().unwrap_or_default()),
+    }
+    None
+}
+
+/// A stream that ended before its `bye`, after `events` events.
+pub(crate) fn closed_without_bye(events: usize) -> ViewerError {
+    let detail = format!("closed without bye after {events} events");
+    ViewerError::Violation(Violation::new(Cause::ClosedEarly, detail))
+}
+
 pub(crate) fn check_frame(checker: &mut Checker, frame: &[u8]) -> Result<(), ViewerError> {
     let mut line = Vec::with_capacity(frame.len() + 1);
     line.extend_from_slice(frame);
@@ -117,13 +134,10 @@ impl Viewer {
     pub async fn collect_v2(&mut self) -> Result<(Vec<u64>, Value), ViewerError> {
         let mut seqs = Vec::new();
         while let Some(frame) = self.frame().await? {
-            match frame["kind"].as_str() {
-                Some("bye") => return Ok((seqs, frame)),
-                Some("status") => {}
-                _ => seqs.push(frame["seq"].as_u64().unwrap_or_default()),
+            if let Some(bye) = crate::viewer::collect_frame(&mut seqs, frame) {
+                return Ok((seqs, bye));
             }
         }
-        let detail = format!("closed without bye after {} events", seqs.len());
-        Err(ViewerError::Violation(Violation::new(Cause::ClosedEarly, detail)))
+        Err(crate::viewer::closed_without_bye(seqs.len()))
     }
 }

@@ -214,14 +214,11 @@ impl WsViewer {
     pub async fn collect_v2(&mut self) -> Result<(Vec<u64>, Value), ViewerError> {
         let mut seqs = Vec::new();
         while let Some(frame) = self.frame().await? {
-            match frame["kind"].as_str() {
-                Some("bye") => return Ok((seqs, frame)),
-                Some("status") => {}
-                _ => seqs.push(frame["seq"].as_u64().unwrap_or_default()),
+            if let Some(bye) = crate::viewer::collect_frame(&mut seqs, frame) {
+                return Ok((seqs, bye));
             }
         }
-        let detail = format!("closed without bye after {} events", seqs.len());
-        Err(ViewerError::Violation(Violation::new(Cause::ClosedEarly, detail)))
+        Err(crate::viewer::closed_without_bye(seqs.len()))
     }
 
     /// Reads until the connection is over; returns what came meanwhile (the close frame
