@@ -133,7 +133,13 @@ async fn start_with_store(
         tracker.clone(),
     ));
     if let Some(nodes) = nodes {
-        tokio::spawn(report_load(nodes, ports.clone(), ops.clone(), shutdown.clone()));
+        tokio::spawn(report_load(
+            nodes,
+            ports.clone(),
+            ops.clone(),
+            shutdown.clone(),
+            stop_http.clone(),
+        ));
     }
     for (index, listener) in viewer_listeners.into_iter().enumerate() {
         tracing::info!(addr = %viewer_addrs[index], "viewer listener ready");
@@ -170,36 +176,50 @@ async fn start_with_store(
 
 /// Tells the cluster, every second, which viewer ports this node has and how loaded they are,
 /// and learns the other live nodes' (for `/1/checkin`, `full` and `bye shutdown`). Leaves the
-/// cluster's view as soon as the node starts stopping.
+/// cluster's view as soon as the node starts stopping (`shutdown`), but goes on learning the
+/// others until HTTP stops (`stopped`): a draining node names them in its goodbyes for the
+/// whole window, and what it sent each since their last report must not pile up.
 async fn report_load(
     nodes: NodesConn,
     ports: Arc<ViewerPorts>,
     ops: Arc<Ops>,
     shutdown: CancellationToken,
+    stopped: CancellationToken,
 ) {
     let me = ops.node.clone();
     let mut tick = tokio::time::interval(nodes::REPORT_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut left = false;
     loop {
         tokio::select! {
-            _ = shutdown.cancelled() => break,
+            _ = stopped.cancelled() => break,
+            _ = shutdown.cancelled(), if !left => {
+                left = true;
+                if let Err(e) = nodes.leave(&me).await {
+                    tracing::debug!(error = %e, "could not leave the cluster's view");
+                }
+                continue;
+            }
             _ = tick.tick() => {}
         }
-        let load = NodeLoad {
-            node: me.clone(),
-            ports: ports.snapshot(),
-            http: ops.http.clone(),
-            sample: ops.latest(),
-        };
-        // Failures show on /readyz through the store; the next tick tries again. Meanwhile
-        // this node cannot tell which others are alive: it names none.
-        if nodes.report(&load).await.is_err() {
-            ports.set_others(Vec::new(), 1);
-            continue;
+        if !left {
+            let load = NodeLoad {
+                node: me.clone(),
+                ports: ports.snapshot(),
+                http: ops.http.clone(),
+                sample: ops.latest(),
+            };
+            // Failures show on /readyz through the store; the next tick tries again.
+            // Meanwhile this node cannot tell which others are alive: it names none.
+            if nodes.report(&load).await.is_err() {
+                ports.set_others(Vec::new(), 1);
+                continue;
+            }
         }
         if let Ok(live) = nodes.live().await {
-            let count = live.len();
             let others: Vec<NodeLoad> = live.into_iter().filter(|n| n.node != me).collect();
+            // Live nodes, this one included while it is not leaving.
+            let count = others.len() + usize::from(!left);
             ops.set_others(
                 others
                     .iter()
@@ -211,9 +231,6 @@ async fn report_load(
             );
             ports.set_others(others.into_iter().flat_map(|n| n.ports).collect(), count);
         }
-    }
-    if let Err(e) = nodes.leave(&me).await {
-        tracing::debug!(error = %e, "could not leave the cluster's view");
     }
 }
 

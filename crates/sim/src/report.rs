@@ -268,6 +268,11 @@ pub struct WorkerReport {
     pub resumed_viewers: u64,
     pub drop_first_ms: Option<i64>,
     pub resume_last_ms: Option<i64>,
+    /// `--resume`: drops and reconnects by 100 ms slot (Unix ms of the slot's start, count),
+    /// and reconnects by the address they landed on.
+    pub drops_at: Vec<(i64, u64)>,
+    pub resumes_at: Vec<(i64, u64)>,
+    pub resumed_to: Vec<(String, u64)>,
 }
 
 /// What describes a run besides its measurements.
@@ -327,6 +332,14 @@ pub struct Summary {
     /// Unix ms at which the last resumed viewer had caught up: its first frame after the
     /// reconnect arrived, or it reconnected, if it was at the live edge then.
     pub resume_last_ms: Option<i64>,
+    /// Lost connections by the 100 ms slot they were lost in: `[slot start (Unix ms), count]`
+    /// (a draining node's goodbyes spread over its window show here).
+    pub drops_at: Vec<(i64, u64)>,
+    /// Reconnects by the 100 ms slot they were made in.
+    pub resumes_at: Vec<(i64, u64)>,
+    /// Reconnects by the address they landed on (`host:port`; for WebSocket and SSE, the HTTP
+    /// address): where a lost node's viewers went.
+    pub resumed_to: BTreeMap<String, u64>,
     pub failure_samples: Vec<String>,
 }
 
@@ -341,6 +354,8 @@ impl Summary {
         let mut samples = Vec::new();
         let (mut connects, mut stopped) = (0, false);
         let (mut resumes, mut resumed_viewers) = (0, 0);
+        let (mut drops_at, mut resumes_at) = (BTreeMap::new(), BTreeMap::new());
+        let mut resumed_to = BTreeMap::<String, u64>::new();
         let span = |f: fn(&WorkerReport) -> Option<i64>, min: bool| {
             let it = reports.iter().filter_map(f);
             if min {
@@ -359,6 +374,14 @@ impl Summary {
             stopped |= r.stopped;
             resumes += r.resumes;
             resumed_viewers += r.resumed_viewers;
+            for (slots, add) in [(&mut drops_at, &r.drops_at), (&mut resumes_at, &r.resumes_at)] {
+                for &(slot, n) in add {
+                    *slots.entry(slot).or_default() += n;
+                }
+            }
+            for (addr, n) in &r.resumed_to {
+                *resumed_to.entry(addr.clone()).or_default() += n;
+            }
             samples.extend(
                 r.samples.iter().take(MAX_SAMPLES - samples.len().min(MAX_SAMPLES)).cloned(),
             );
@@ -408,6 +431,9 @@ impl Summary {
             resumed_viewers,
             drop_first_ms: span(|r| r.drop_first_ms, true),
             resume_last_ms: span(|r| r.resume_last_ms, false),
+            drops_at: drops_at.into_iter().collect(),
+            resumes_at: resumes_at.into_iter().collect(),
+            resumed_to,
             failure_samples: samples,
         }
     }
@@ -485,6 +511,20 @@ impl Summary {
                 ),
                 None => "  connections were lost, and no viewer resumed\n".to_owned(),
             };
+            if let (Some(&(first_slot, _)), Some(&(last_slot, _))) =
+                (self.drops_at.first(), self.drops_at.last())
+            {
+                out += &format!(
+                    "  {} drops over {} ms\n",
+                    self.drops_at.iter().map(|(_, n)| n).sum::<u64>(),
+                    last_slot - first_slot + super::resume::SLOT_MS
+                );
+            }
+            if !self.resumed_to.is_empty() {
+                let to: Vec<String> =
+                    self.resumed_to.iter().map(|(a, n)| format!("{a} {n}")).collect();
+                out += &format!("  reconnects landed on: {}\n", to.join(", "));
+            }
         }
         if self.stopped {
             out += "  stopped before every viewer was done\n";

@@ -4,7 +4,9 @@
 //! reconnect attempts and when to give up, and the run's resume counters. The viewer loop
 //! (viewer.rs) notices the drops and reconnects; this file decides how long and keeps the score.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use matchstream_proto::ByeReason;
@@ -19,8 +21,9 @@ use super::{unix_ms, Cause, Violation};
 /// dead node come back spread over this much time, not all in the same millisecond.
 const JITTER: Duration = Duration::from_millis(500);
 /// A `retry_after_ms` above this is cut to it: a benchmark waits seconds for a node's viewers,
-/// not minutes.
-const RETRY_AFTER_CAP: Duration = Duration::from_secs(5);
+/// not minutes. Above a draining node's default hints (1 s plus its 10 s window), so that the
+/// reconnects spread as the node asked.
+const RETRY_AFTER_CAP: Duration = Duration::from_secs(15);
 /// First and longest waits between failed reconnect attempts (doubling in between).
 const BACKOFF_FIRST: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
@@ -32,6 +35,25 @@ pub(crate) const RESUME_WITHIN: Duration = Duration::from_secs(30);
 const STABLE: Duration = Duration::from_secs(2);
 /// Longest unfinished line kept to read a `bye` from: far above any `bye` frame.
 const TAIL_MAX: usize = 512;
+
+/// The width of the time slots in which drops and reconnects are counted.
+pub(crate) const SLOT_MS: i64 = 100;
+
+/// Counts by [`SLOT_MS`] time slot (the slot's start, Unix ms).
+#[derive(Debug, Default)]
+struct Slots(Mutex<BTreeMap<i64, u64>>);
+
+impl Slots {
+    fn add(&self, at_ms: i64) {
+        let slot = at_ms - at_ms.rem_euclid(SLOT_MS);
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()).entry(slot).or_default() += 1;
+    }
+
+    fn pairs(&self) -> Vec<(i64, u64)> {
+        let slots = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        slots.iter().map(|(&k, &v)| (k, v)).collect()
+    }
+}
 
 /// A viewer on its way back after a drop.
 #[derive(Debug)]
@@ -231,6 +253,12 @@ pub(crate) struct Stats {
     drop_first_ms: AtomicI64,
     /// Unix ms at which the last resumed viewer had caught up.
     resume_last_ms: AtomicI64,
+    /// Drops by the time slot they happened in: when a draining node's goodbyes went out.
+    drops_at: Slots,
+    /// Reconnects by time slot.
+    resumes_at: Slots,
+    /// Reconnects by the address they landed on: where a lost node's viewers went.
+    landed: Mutex<BTreeMap<String, u64>>,
 }
 
 impl Default for Stats {
@@ -240,6 +268,9 @@ impl Default for Stats {
             viewers: AtomicU64::new(0),
             drop_first_ms: AtomicI64::new(i64::MAX),
             resume_last_ms: AtomicI64::new(i64::MIN),
+            drops_at: Slots::default(),
+            resumes_at: Slots::default(),
+            landed: Mutex::default(),
         }
     }
 }
@@ -247,14 +278,25 @@ impl Default for Stats {
 impl Stats {
     /// A viewer lost its connection and will resume.
     pub fn dropped(&self) {
-        self.drop_first_ms.fetch_min(unix_ms(), Ordering::Relaxed);
+        let now = unix_ms();
+        self.drop_first_ms.fetch_min(now, Ordering::Relaxed);
+        self.drops_at.add(now);
     }
 
-    /// A viewer reconnected at `at_ms` (Unix ms); `first`: its first resume. Until its first
-    /// frame says otherwise, it caught up then: at the live edge the server sends nothing until
-    /// the next event.
-    pub fn resumed(&self, at_ms: i64, first: bool) {
+    /// A viewer reconnected at `at_ms` (Unix ms) to `addr`; `first`: its first resume. Until
+    /// its first frame says otherwise, it caught up then: at the live edge the server sends
+    /// nothing until the next event.
+    pub fn resumed(&self, at_ms: i64, first: bool, addr: &str) {
         self.resumes.fetch_add(1, Ordering::Relaxed);
+        self.resumes_at.add(at_ms);
+        let mut landed = self.landed.lock().unwrap_or_else(|p| p.into_inner());
+        match landed.get_mut(addr) {
+            Some(n) => *n += 1,
+            None => {
+                landed.insert(addr.to_owned(), 1);
+            }
+        }
+        drop(landed);
         if first {
             self.viewers.fetch_add(1, Ordering::Relaxed);
         }
@@ -281,6 +323,10 @@ impl Stats {
         r.resumed_viewers = self.viewers.load(Ordering::Relaxed);
         r.drop_first_ms = some(self.drop_first_ms.load(Ordering::Relaxed));
         r.resume_last_ms = some(self.resume_last_ms.load(Ordering::Relaxed));
+        r.drops_at = self.drops_at.pairs();
+        r.resumes_at = self.resumes_at.pairs();
+        let landed = self.landed.lock().unwrap_or_else(|p| p.into_inner());
+        r.resumed_to = landed.iter().map(|(k, &v)| (k.clone(), v)).collect();
     }
 }
 

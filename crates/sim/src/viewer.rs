@@ -124,7 +124,7 @@ async fn live(sh: &Shared, spec: Spec, connected: &AtomicBool) -> Outcome {
             None => connect(sh, &spec, from, None, &mut buf).await,
             Some(a) => reconnect(sh, &spec, from, a, &mut buf).await,
         };
-        let (mut stream, mut n) = match got {
+        let (mut stream, mut n, addr) = match got {
             Ok(got) => got,
             Err(v) => return Outcome::Failed(v),
         };
@@ -139,7 +139,7 @@ async fn live(sh: &Shared, spec: Spec, connected: &AtomicBool) -> Outcome {
         let mut catching_up = None;
         if away.is_some() {
             let at = unix_ms();
-            sh.resume.resumed(at, !std::mem::replace(&mut resumed_before, true));
+            sh.resume.resumed(at, !std::mem::replace(&mut resumed_before, true), &addr);
             measure = Some(at);
             catching_up = Some(at);
         }
@@ -233,7 +233,7 @@ async fn reconnect(
     from: Option<u64>,
     away: &mut Away,
     buf: &mut [u8],
-) -> Result<(Conn, usize), Violation> {
+) -> Result<(Conn, usize, String), Violation> {
     loop {
         let wait = away.next_wait().ok_or_else(|| away.give_up())?;
         tokio::time::sleep(wait).await;
@@ -325,14 +325,15 @@ fn set_bind_address_no_port(socket: &tokio::net::TcpSocket) -> std::io::Result<(
 
 /// Connects (holding a connect slot), sends the connect line (a WebSocket or SSE viewer: its
 /// request) and waits for the first bytes, which land in `buf`. `from`: resume after this seq;
-/// `via`: the viewer address to use instead of finding one (a `bye`'s `try`, for TCP).
+/// `via`: the viewer address to use instead of finding one (a `bye`'s `try`, for TCP). Also
+/// returns the address it connected to.
 async fn connect(
     sh: &Shared,
     spec: &Spec,
     from: Option<u64>,
     via: Option<String>,
     buf: &mut [u8],
-) -> Result<(Conn, usize), Violation> {
+) -> Result<(Conn, usize, String), Violation> {
     let id = spec.id;
     let _slot = sh
         .slots
@@ -367,22 +368,23 @@ async fn connect(
     let started = Instant::now();
     let attempt = async {
         let io = |e: std::io::Error| Violation::new(Cause::of_io(&e), format!("{addr}: {e}"));
-        let mut conn = match &sh.job.target {
+        let (mut conn, at) = match &sh.job.target {
             Target::Matchstream { match_id, .. } if web => {
                 let (stream, at) = dial_web(sh, id).await?;
-                conn::open_web(stream, &at, spec.protocol, match_id, from).await?
+                (conn::open_web(stream, &at, spec.protocol, match_id, from).await?, at)
             }
             // Connected once subscribed: the confirmation is the first bytes.
             Target::Pusher { key, channel, .. } => {
                 let stream = dial(&addr, id).await.map_err(io)?;
                 stream.set_nodelay(true).map_err(io)?;
-                return pusher::open(stream, &addr, key, channel, buf).await;
+                let (conn, n) = pusher::open(stream, &addr, key, channel, buf).await?;
+                return Ok((conn, n, addr.clone()));
             }
             _ => {
                 let mut stream = dial(&addr, id).await.map_err(io)?;
                 stream.set_nodelay(true).map_err(io)?;
                 stream.write_all(&line).await.map_err(io)?;
-                Conn::Tcp(stream)
+                (Conn::Tcp(stream), addr.clone())
             }
         };
         // A viewer resuming at the live edge may rightly hear nothing until the next event:
@@ -391,9 +393,9 @@ async fn connect(
         if n == 0 && from.is_none() {
             return Err(Violation::new(Cause::ClosedEarly, format!("{addr} closed at once")));
         }
-        Ok((conn, n))
+        Ok((conn, n, at))
     };
-    let (conn, n) = match tokio::time::timeout(timeout, attempt).await {
+    let (conn, n, at) = match tokio::time::timeout(timeout, attempt).await {
         Err(_) => {
             let detail = format!("no first byte from {addr} within {} ms", timeout.as_millis());
             return Err(Violation::new(Cause::Timeout, detail));
@@ -404,7 +406,7 @@ async fn connect(
     sh.connects.fetch_add(1, Ordering::Relaxed);
     sh.last_connect_done_ms.fetch_max(unix_ms(), Ordering::Relaxed);
     sh.connect_time.lock().unwrap_or_else(|p| p.into_inner()).record(took.as_micros() as u64);
-    Ok((conn, n))
+    Ok((conn, n, at))
 }
 
 /// Dials the nodes' HTTP ports for a WebSocket or SSE viewer: viewer `id` starts at node

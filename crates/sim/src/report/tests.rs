@@ -100,6 +100,8 @@ fn resumes_add_up_from_the_first_drop_to_the_last_catch_up() {
         resumed_viewers: 10,
         drop_first_ms: Some(5_000),
         resume_last_ms: Some(5_900),
+        drops_at: vec![(5_000, 4), (5_100, 8)],
+        resumed_to: vec![("127.0.0.1:7001".into(), 7), ("127.0.0.1:7002".into(), 5)],
         ..Default::default()
     };
     let r2 = WorkerReport {
@@ -108,13 +110,23 @@ fn resumes_add_up_from_the_first_drop_to_the_last_catch_up() {
         resumed_viewers: 5,
         drop_first_ms: Some(5_010),
         resume_last_ms: Some(6_250),
+        drops_at: vec![(5_000, 1), (5_900, 4)],
+        resumes_at: vec![(6_000, 5)],
+        resumed_to: vec![("127.0.0.1:7002".into(), 5)],
         ..Default::default()
     };
     let quiet = WorkerReport { worker: 2, ..Default::default() };
     let s = Summary::build(info(), &[r1, r2, quiet], &[]);
     assert_eq!((s.resumes, s.resumed_viewers), (17, 15));
     assert_eq!((s.drop_first_ms, s.resume_last_ms), (Some(5_000), Some(6_250)));
+    // Drops add up per 100 ms slot, reconnects per address, across workers.
+    assert_eq!(s.drops_at, vec![(5_000, 5), (5_100, 8), (5_900, 4)]);
+    assert_eq!(s.resumes_at, vec![(6_000, 5)]);
+    let to: Vec<(&str, u64)> = s.resumed_to.iter().map(|(a, n)| (a.as_str(), *n)).collect();
+    assert_eq!(to, vec![("127.0.0.1:7001", 7), ("127.0.0.1:7002", 10)]);
     let text = s.text();
+    assert!(text.contains("17 drops over 1000 ms"), "{text}");
+    assert!(text.contains("reconnects landed on: 127.0.0.1:7001 7, 127.0.0.1:7002 10"), "{text}");
     assert!(
         text.contains(
             "resumed 15 viewers (17 reconnects); the last caught up 1250 ms after the first drop"
@@ -125,6 +137,8 @@ fn resumes_add_up_from_the_first_drop_to_the_last_catch_up() {
     assert_eq!(json["resumes"], 17);
     assert_eq!(json["drop_first_ms"], 5_000);
     assert_eq!(json["resume_last_ms"], 6_250);
+    assert_eq!(json["drops_at"][2], serde_json::json!([5_900, 4]));
+    assert_eq!(json["resumed_to"]["127.0.0.1:7002"], 10);
     // Reports travel between processes as JSON.
     let back: WorkerReport = serde_json::from_str(
         &serde_json::to_string(&WorkerReport {
