@@ -428,3 +428,44 @@ async fn ops_on_one_node_shows_every_node() {
         .await;
     assert!(row["sample"]["rss_bytes"].as_u64().is_some_and(|b| b > 0), "{row}");
 }
+
+/// A draining node (SPEC 9) names another live node in `try` in every goodbye of its window,
+/// however many it sends there: what it sent since the other's last report is not held against
+/// it for longer than that report (before, 30 goodbyes filled a node of 60 in its estimate).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_draining_node_names_another_node_in_every_goodbye() {
+    let redis = RedisServer::start().await;
+    let url = redis.url();
+    let draining = TestServer::start_with(|c| {
+        c.redis = Some(url.clone());
+        c.drain_window = Duration::from_secs(3);
+    })
+    .await;
+    let other = TestServer::start_with(|c| {
+        c.redis = Some(url.clone());
+        c.max_viewers = 60;
+    })
+    .await;
+    let id = draining.started_match().await;
+    let mut viewers = Vec::new();
+    for i in 0..40 {
+        viewers.push(viewer_to_bye(draining.viewer(), &v2_line(&format!("v{i}"), &id)).await);
+    }
+    // The draining node knows the other one's viewer port (its `/ops.json` shows the node).
+    let other_http = other.base.trim_start_matches("http://").to_owned();
+    let ops_url = format!("{}/ops.json", draining.base);
+    eventually("the draining node knows the other", PROPAGATION, async || {
+        let ops: Value = reqwest::get(&ops_url).await.ok()?.json().await.ok()?;
+        ops["nodes"].as_array()?.iter().any(|n| n["http"] == other_http.as_str()).then_some(())
+    })
+    .await;
+    draining.node.as_ref().expect("node").shutdown();
+    let ports: Vec<String> =
+        other.viewers.iter().map(|a| format!("127.0.0.1:{}", a.port())).collect();
+    for v in viewers {
+        let (_, bye) = tokio::time::timeout(PATIENCE, v).await.expect("a goodbye").unwrap();
+        assert_eq!(bye["reason"], "shutdown", "{bye}");
+        let named = bye["try"].as_str().unwrap_or_default().to_owned();
+        assert!(ports.contains(&named), "{bye}: not one of the other node's ports {ports:?}");
+    }
+}
