@@ -8,7 +8,7 @@ use tokio::time::Instant;
 use matchstream_client::{SseViewer, WsViewer};
 use serde_json::json;
 
-use crate::support::{TestServer, Viewer, PATIENCE};
+use crate::support::{NodeProcess, TestServer, Viewer, PATIENCE, TOKEN};
 
 /// One scrape, as text.
 async fn scrape(s: &TestServer) -> String {
@@ -136,6 +136,63 @@ async fn refusals_count_as_disconnects_with_their_reason() {
     bad.read_to_end().await;
     until(&s, "matchstream_viewer_disconnects_total{reason=\"not_found\"}", 1.0).await;
     until(&s, "matchstream_viewer_disconnects_total{reason=\"bad_request\"}", 1.0).await;
+}
+
+/// `matchstream_accept_errors_total` counts the accepts a node could not make: a node limited to
+/// 600 open files (so to 88 viewers, past which it still accepts up to 1,024 to tell them
+/// `full`) is sent 700 connections. It lives on, counts the failed accepts, and takes viewers
+/// again once the crowd leaves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accepts_past_the_open_file_limit_are_counted_and_the_node_lives_on() {
+    use tokio::io::AsyncWriteExt;
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let mut node = NodeProcess::start_limited(dir.path(), &[], Some(600));
+    let http = reqwest::Client::new();
+    let created = http
+        .post(format!("{}/1/matches", node.base))
+        .bearer_auth(TOKEN)
+        .json(&json!({"home": "elp", "visit": "tig", "start_date": "2011-09-10"}))
+        .send()
+        .await
+        .expect("POST /1/matches");
+    assert_eq!(created.status(), reqwest::StatusCode::CREATED);
+    let line = "VERSION:2:CONNECT:me:MATCH:elp-tig-2011-09-10\r\n";
+    // More connections than descriptors left: the kernel completes every handshake, the node
+    // cannot accept them all.
+    let mut crowd = Vec::new();
+    for _ in 0..700 {
+        let mut s = tokio::net::TcpStream::connect(node.viewers[0]).await.expect("connect");
+        s.write_all(line.as_bytes()).await.expect("the connect line");
+        crowd.push(s);
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    drop(crowd);
+    let deadline = Instant::now() + PATIENCE;
+    let errors = loop {
+        // While the node is out of descriptors, the scrape itself may not be accepted.
+        let scrape =
+            async { http.get(format!("{}/metrics", node.base)).send().await?.text().await };
+        if let Ok(Ok(text)) = tokio::time::timeout(Duration::from_secs(2), scrape).await {
+            let n = value(&text, "matchstream_accept_errors_total");
+            if n >= 1.0 {
+                break n;
+            }
+        }
+        assert!(Instant::now() < deadline, "no accept error counted");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(node.child.try_wait().expect("the node's status").is_none(), "the node died");
+    // Once the node has seen the crowd go, a new viewer is served.
+    loop {
+        let mut v = Viewer::connect(node.viewers[0], line.trim_end()).await;
+        let frame = v.frame().await.expect("a frame");
+        if frame["kind"] == "status" {
+            break;
+        }
+        assert_eq!(frame["reason"], "full", "after {errors} errors: {frame}");
+        assert!(Instant::now() < deadline, "still full after the crowd left");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// `ops/`: the shipped Grafana dashboard parses, and every metric it charts is one a node

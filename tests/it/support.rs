@@ -264,8 +264,29 @@ impl NodeProcess {
 
     /// Like [`NodeProcess::start`], with more arguments for `serve` (`--redis <url>`).
     pub fn start_with(dir: &Path, extra: &[&str]) -> NodeProcess {
+        NodeProcess::start_limited(dir, extra, None)
+    }
+
+    /// Like [`NodeProcess::start_with`]; with `open_files`, the node's open-file limit (soft
+    /// and hard) is set to it.
+    pub fn start_limited(dir: &Path, extra: &[&str], open_files: Option<u64>) -> NodeProcess {
         use std::io::BufRead;
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_matchstream"))
+        use std::os::unix::process::CommandExt;
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_matchstream"));
+        if let Some(n) = open_files {
+            let limit = libc::rlimit { rlim_cur: n, rlim_max: n };
+            // SAFETY: between fork and exec, only setrlimit (async-signal-safe) runs, on a
+            // value copied into the closure.
+            unsafe {
+                command.pre_exec(move || {
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let mut child = command
             .args([
                 "serve",
                 "--http",
