@@ -145,6 +145,9 @@ impl SqliteStore {
 /// The lock file inside the data directory; it holds the pid of the node that has it.
 pub const LOCK_FILE: &str = "matchstream.lock";
 
+/// How long a busy data directory lock is tried again before another node is said to hold it.
+const LOCK_PATIENCE: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// Takes the data directory's lock, or says who has it. Two nodes writing one database would
 /// each check appends against its own idea of the last seq; SQLite would let them. The lock is
 /// the kernel's (`flock`), so it goes with the process, however the process ends.
@@ -158,7 +161,17 @@ fn lock_dir(dir: &Path) -> Result<File, StoreError> {
         .truncate(false)
         .open(&path)
         .map_err(fail)?;
-    match file.try_lock() {
+    // A lock just let go of can still be held for a moment by a child process another thread
+    // of this process is starting: between its fork and its exec, the child shares every open
+    // file, this one included (seen: a store reopened at once in a test that other tests share).
+    // So a busy lock is tried again for a short while before it counts as another node's.
+    let deadline = std::time::Instant::now() + LOCK_PATIENCE;
+    let mut locked = file.try_lock();
+    while matches!(locked, Err(TryLockError::WouldBlock)) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        locked = file.try_lock();
+    }
+    match locked {
         Ok(()) => {
             file.set_len(0).map_err(fail)?;
             writeln!(file, "{}", std::process::id()).map_err(fail)?;
