@@ -37,11 +37,25 @@ impl TestServer {
         TestServer::start_in(dir, tune).await
     }
 
-    /// Starts on an existing store directory (to test restarts).
+    /// Starts on an existing store directory (to test restarts). A node restarted on the fixed
+    /// HTTP port of the one before may find that port taken for a moment by an outgoing
+    /// connection (the local port range may reach down to 1024; a client dialling the port
+    /// while nobody listens can even connect to itself): it tries again for a few seconds.
     pub async fn start_in(dir: TempDir, tune: impl FnOnce(&mut Config)) -> TestServer {
         let mut config = test_config(dir.path());
         tune(&mut config);
-        let node = server::start(config).await.expect("node starts");
+        let fixed = config.http.port() != 0;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        let node = loop {
+            match server::start(config.clone()).await {
+                Ok(node) => break node,
+                Err(e) if fixed && tokio::time::Instant::now() < deadline => {
+                    eprintln!("the node did not start on its fixed port yet ({e}); again");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("node starts: {e}"),
+            }
+        };
         let base = format!("http://{}", node.http_addr);
         TestServer {
             http: Watcher::new(&base, TOKEN).expect("watcher client"),
