@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
@@ -110,7 +110,9 @@ pub fn router(state: AppState) -> Router {
         .fallback(|| async {
             ApiError::new(StatusCode::NOT_FOUND, "no such path (see SPEC section 3)")
         })
-        .layer(CorsLayer::permissive())
+        // Any origin, method and header: the answers do not depend on the origin, so no
+        // `Vary: Origin` (tower-http adds one by default, built anew for every request).
+        .layer(CorsLayer::permissive().vary([]))
         .with_state(state)
 }
 
@@ -317,7 +319,9 @@ async fn metrics(State(state): State<AppState>) -> Response {
         .into_response()
 }
 
-async fn list_matches(State(state): State<AppState>, headers: HeaderMap) -> Response {
+// The read API's handlers take the request itself (its headers) rather than a `HeaderMap`,
+// which axum would copy for each request.
+async fn list_matches(State(state): State<AppState>, request: Request) -> Response {
     let generation = state.hub.generation();
     let cached = lock(&state.matches).as_ref().filter(|(g, _)| *g == generation).cloned();
     let encoded = match cached {
@@ -331,7 +335,7 @@ async fn list_matches(State(state): State<AppState>, headers: HeaderMap) -> Resp
             encoded
         }
     };
-    encoded.respond(&headers)
+    encoded.respond(request.headers())
 }
 
 /// FNV-1a: a stable hash of a body, for its `ETag`.
@@ -344,7 +348,7 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 async fn get_match(
     State(state): State<AppState>,
     Path(raw): Path<String>,
-    headers: HeaderMap,
+    request: Request,
 ) -> Result<Response, ApiError> {
     let id = match_id(&raw)?;
     let (inc, snapshot) = state
@@ -355,7 +359,7 @@ async fn get_match(
     let etag = format!("m{inc}-{}", snapshot.state.seq);
     // An ended match does not change (unless cancelled): an hour; a live one: a moment.
     let cache_control = if over { "public, max-age=3600" } else { pages::LIVE };
-    Ok(Encoded::new(snapshot.json(), &etag, cache_control, false).respond(&headers))
+    Ok(Encoded::new(snapshot.json(), &etag, cache_control, false).respond(request.headers()))
 }
 
 #[derive(Deserialize)]
@@ -368,8 +372,9 @@ async fn history(
     State(state): State<AppState>,
     Path(raw): Path<String>,
     query: Result<Query<HistoryQuery>, axum::extract::rejection::QueryRejection>,
-    headers: HeaderMap,
+    request: Request,
 ) -> Result<Response, ApiError> {
+    let headers = request.headers();
     let Query(q) = query.map_err(|e| {
         ApiError::bad_request(format!("bad query: {e} (after and limit are whole numbers)"))
     })?;
@@ -383,11 +388,11 @@ async fn history(
         let last = page.events.last().map_or(after, |e| e.seq);
         let etag = format!("h{}-{after}-{last}", page.inc);
         let body = pages::history_json(&page.events);
-        return Ok(Encoded::new(body, &etag, pages::LIVE, false).respond(&headers));
+        return Ok(Encoded::new(body, &etag, pages::LIVE, false).respond(headers));
     };
     let at = At { inc, head: snapshot.state.seq, over: snapshot.state.is_over() };
     let page = state.pages.page(&*state.store, &id, at, after, limit).await?;
-    Ok(page.respond(&headers))
+    Ok(page.respond(headers))
 }
 
 /// `GET /healthz`: the process runs (SPEC 9).

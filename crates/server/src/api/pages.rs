@@ -40,9 +40,10 @@ pub const FOREVER: &str = "public, max-age=31536000, immutable";
 /// copies made the first time someone asks for them.
 pub struct Encoded {
     body: Bytes,
-    /// The tag without quotes; each encoding has its own (`-gzip`, `-br` appended), as strong
-    /// tags must differ between representations (RFC 9110, 8.8.3).
-    etag: String,
+    /// The `ETag` of each representation (identity, gzip, br), quoted: each encoding has its
+    /// own (`-gzip`, `-br` appended), as strong tags must differ between representations
+    /// (RFC 9110, 8.8.3). Made once, not per request.
+    etags: [HeaderValue; 3],
     cache_control: HeaderValue,
     compressible: bool,
     gzip: OnceLock<Bytes>,
@@ -52,9 +53,18 @@ pub struct Encoded {
 impl Encoded {
     /// `etag` without quotes; `compressible`: offer gzip/br (for pages kept, not per request).
     pub fn new(body: Bytes, etag: &str, cache_control: &'static str, compressible: bool) -> Self {
+        let tag = |suffix: &str| {
+            HeaderValue::from_str(&format!("\"{etag}{suffix}\""))
+                .unwrap_or_else(|_| HeaderValue::from_static("\"\""))
+        };
         Encoded {
             body,
-            etag: etag.to_owned(),
+            etags: if compressible {
+                [tag(""), tag("-gzip"), tag("-br")]
+            } else {
+                let identity = tag("");
+                [identity.clone(), identity.clone(), identity]
+            },
             cache_control: HeaderValue::from_static(cache_control),
             compressible,
             gzip: OnceLock::new(),
@@ -73,20 +83,20 @@ impl Encoded {
         } else {
             None
         };
-        let etag = match coding {
-            Some(c) => format!("\"{}-{c}\"", self.etag),
-            None => format!("\"{}\"", self.etag),
-        };
+        let etag = &self.etags[match coding {
+            None => 0,
+            Some("gzip") => 1,
+            Some(_) => 2,
+        }];
         let mut response = Response::new(Body::empty());
         let headers = response.headers_mut();
-        if let Ok(v) = HeaderValue::from_str(&etag) {
-            headers.insert(ETAG, v);
-        }
+        headers.reserve(8);
+        headers.insert(ETAG, etag.clone());
         headers.insert(CACHE_CONTROL, self.cache_control.clone());
         if self.compressible {
             headers.insert(VARY, HeaderValue::from_static("accept-encoding"));
         }
-        if none_match(request, &etag) {
+        if none_match(request, etag.to_str().unwrap_or_default()) {
             *response.status_mut() = StatusCode::NOT_MODIFIED;
             return response;
         }
