@@ -156,3 +156,41 @@ async fn large_pages_come_gzip_or_brotli_when_asked_and_decompress_to_the_same_b
     let (_, h, _) = get(&s, "/1/matches", &[("accept-encoding", "gzip, br")]).await;
     assert!(h.get("content-encoding").is_none());
 }
+
+/// The read API's plainest GETs are answered without the router (`api::read::answer`); an id
+/// written with `%` escapes still goes through it. Both give the same status, headers (but
+/// `date`) and bytes, for pages, 304s, bad queries and unknown matches.
+#[tokio::test]
+async fn answers_are_the_same_with_or_without_the_router() {
+    let s = TestServer::start().await;
+    let id = s.started_match().await;
+    s.publish(&id, "goal", json!({"team": "elp"})).await;
+    let escaped = id.replacen('-', "%2D", 1);
+    let pages = [
+        ("", vec![]),
+        ("/history", vec![]),
+        ("/history?after=1&limit=1", vec![]),
+        ("/history?after=x", vec![]),
+        ("/history", vec![("if-none-match", "\"h1-0-2\"")]),
+        ("/history", vec![("accept-encoding", "gzip")]),
+    ];
+    for (tail, headers) in pages {
+        let fast = get(&s, &format!("/1/match/{id}{tail}"), &headers).await;
+        let routed = get(&s, &format!("/1/match/{escaped}{tail}"), &headers).await;
+        let seen = |(status, h, body): &(StatusCode, HeaderMap, Vec<u8>)| {
+            let mut h: Vec<String> = h
+                .iter()
+                .filter(|(k, _)| k.as_str() != "date")
+                .map(|(k, v)| format!("{k}: {}", v.to_str().unwrap()))
+                .collect();
+            h.sort();
+            (*status, h, body.clone())
+        };
+        assert_eq!(seen(&fast), seen(&routed), "{tail} {headers:?}");
+        assert!(fast.1.get("access-control-allow-origin").is_some(), "{tail}: CORS");
+    }
+    let unknown = get(&s, "/1/match/abc-def-2011-09-10/history", &[]).await;
+    let unknown_routed = get(&s, "/1/match/abc%2Ddef-2011-09-10/history", &[]).await;
+    assert_eq!(unknown.0, StatusCode::NOT_FOUND);
+    assert_eq!((unknown.0, unknown.2), (unknown_routed.0, unknown_routed.2));
+}

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
@@ -17,7 +17,6 @@ use tower_http::cors::CorsLayer;
 
 use crate::hub::Hub;
 use crate::ingest::{Ingest, IngestError};
-use crate::locks::lock;
 use crate::model::{EventInput, MatchId, NewMatch, Seq};
 use crate::state::RejectKind;
 use crate::store::{Store, StoreError};
@@ -27,9 +26,10 @@ use crate::transport::ViewerPorts;
 mod ops;
 mod page;
 mod pages;
+pub mod read;
 mod viewers;
 
-use pages::{At, Encoded, PageCache};
+use pages::{Encoded, PageCache};
 
 /// Most events one history request returns; a client pages on with `after`.
 pub const MAX_HISTORY_LIMIT: usize = 10_000;
@@ -89,10 +89,10 @@ impl Shared {
 /// Every route of the node.
 pub fn router(state: AppState) -> Router {
     Router::new()
-        .route("/1/matches", post(create_match).get(list_matches))
+        .route("/1/matches", post(create_match).get(read::list_matches))
         .route("/1/match/{id}/events", post(publish_events))
-        .route("/1/match/{id}", delete(cancel_match).get(get_match))
-        .route("/1/match/{id}/history", get(history))
+        .route("/1/match/{id}", delete(cancel_match).get(read::get_match))
+        .route("/1/match/{id}/history", get(read::history))
         .route("/1/match/{id}/ws", get(viewers::websocket))
         .route("/1/match/{id}/stream", get(viewers::events))
         .route("/1/checkin", get(checkin))
@@ -317,82 +317,6 @@ async fn metrics(State(state): State<AppState>) -> Response {
         metrics.render(),
     )
         .into_response()
-}
-
-// The read API's handlers take the request itself (its headers) rather than a `HeaderMap`,
-// which axum would copy for each request.
-async fn list_matches(State(state): State<AppState>, request: Request) -> Response {
-    let generation = state.hub.generation();
-    let cached = lock(&state.matches).as_ref().filter(|(g, _)| *g == generation).cloned();
-    let encoded = match cached {
-        Some((_, encoded)) => encoded,
-        None => {
-            let body: Bytes = serde_json::to_vec(&state.hub.ids()).unwrap_or_default().into();
-            // Named by its content, so that every node gives the same list the same tag.
-            let etag = format!("l{:016x}", fnv1a(&body));
-            let encoded = Arc::new(Encoded::new(body, &etag, pages::LIVE, false));
-            *lock(&state.matches) = Some((generation, encoded.clone()));
-            encoded
-        }
-    };
-    encoded.respond(request.headers())
-}
-
-/// FNV-1a: a stable hash of a body, for its `ETag`.
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes
-        .iter()
-        .fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3))
-}
-
-async fn get_match(
-    State(state): State<AppState>,
-    Path(raw): Path<String>,
-    request: Request,
-) -> Result<Response, ApiError> {
-    let id = match_id(&raw)?;
-    let (inc, snapshot) = state
-        .hub
-        .current(&id)
-        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no match {id}")))?;
-    let over = snapshot.state.is_over();
-    let etag = format!("m{inc}-{}", snapshot.state.seq);
-    // An ended match does not change (unless cancelled): an hour; a live one: a moment.
-    let cache_control = if over { "public, max-age=3600" } else { pages::LIVE };
-    Ok(Encoded::new(snapshot.json(), &etag, cache_control, false).respond(request.headers()))
-}
-
-#[derive(Deserialize)]
-struct HistoryQuery {
-    after: Option<Seq>,
-    limit: Option<usize>,
-}
-
-async fn history(
-    State(state): State<AppState>,
-    Path(raw): Path<String>,
-    query: Result<Query<HistoryQuery>, axum::extract::rejection::QueryRejection>,
-    request: Request,
-) -> Result<Response, ApiError> {
-    let headers = request.headers();
-    let Query(q) = query.map_err(|e| {
-        ApiError::bad_request(format!("bad query: {e} (after and limit are whole numbers)"))
-    })?;
-    let id = match_id(&raw)?;
-    let limit = q.limit.unwrap_or(MAX_HISTORY_LIMIT).min(MAX_HISTORY_LIMIT);
-    let after = q.after.unwrap_or(0);
-    let Some((inc, snapshot)) = state.hub.current(&id) else {
-        // Not (yet) known here: with other nodes, a match created elsewhere a moment ago is
-        // in the store before this node hears of it. Read there, keep nothing.
-        let page = state.store.history(&id, after, limit).await?;
-        let last = page.events.last().map_or(after, |e| e.seq);
-        let etag = format!("h{}-{after}-{last}", page.inc);
-        let body = pages::history_json(&page.events);
-        return Ok(Encoded::new(body, &etag, pages::LIVE, false).respond(headers));
-    };
-    let at = At { inc, head: snapshot.state.seq, over: snapshot.state.is_over() };
-    let page = state.pages.page(&*state.store, &id, at, after, limit).await?;
-    Ok(page.respond(headers))
 }
 
 /// `GET /healthz`: the process runs (SPEC 9).

@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower_service::Service;
 
+use crate::api::{self, AppState};
 use crate::transport::tcp::is_transient;
 use crate::transport::viewer::ViewerContext;
 use crate::transport::web::{self, Takeover};
@@ -30,6 +31,7 @@ const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 pub async fn serve(
     listener: TcpListener,
     app: Router,
+    state: AppState,
     viewers: Arc<ViewerContext>,
     stop: CancellationToken,
 ) {
@@ -44,7 +46,13 @@ pub async fn serve(
             Ok((stream, _peer)) => {
                 backoff = Duration::from_millis(5);
                 let _ = stream.set_nodelay(true);
-                conns.spawn(connection(stream, app.clone(), viewers.clone(), stop.clone()));
+                conns.spawn(connection(
+                    stream,
+                    app.clone(),
+                    state.clone(),
+                    viewers.clone(),
+                    stop.clone(),
+                ));
             }
             Err(e) if is_transient(&e) => viewers.ports.metrics.accept_errors.increment(1),
             Err(e) => {
@@ -68,6 +76,7 @@ pub async fn serve(
 async fn connection(
     stream: TcpStream,
     app: Router,
+    state: AppState,
     viewers: Arc<ViewerContext>,
     stop: CancellationToken,
 ) {
@@ -75,9 +84,20 @@ async fn connection(
     let service = {
         let takeover = takeover.clone();
         hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
-            req.extensions_mut().insert(takeover.clone());
-            let mut app = app.clone();
-            Box::pin(async move { app.call(req).await })
+            // Only the viewers' paths may take the connection over (an extension costs an
+            // allocation, which every other request is spared).
+            let path = req.uri().path();
+            if path.ends_with("/ws") || path.ends_with("/stream") {
+                req.extensions_mut().insert(takeover.clone());
+            }
+            let (mut app, state) = (app.clone(), state.clone());
+            Box::pin(async move {
+                // The read API's plainest requests skip the router (see `api::read`).
+                if let Some(answer) = api::read::answer(&state, &req).await {
+                    return Ok(answer);
+                }
+                app.call(req).await
+            })
         })
     };
     let mut conn = hyper::server::conn::http1::Builder::new()

@@ -146,7 +146,7 @@ async fn start_with_store(
         tracker.spawn(tcp::accept_loop(listener, index, ctx.clone()));
     }
 
-    let app = api::router(api::Shared::new(
+    let state = api::Shared::new(
         ingest,
         hub.clone(),
         store.clone(),
@@ -154,11 +154,12 @@ async fn start_with_store(
         config.watcher_tokens.clone(),
         ctx.clone(),
         ops,
-    ));
+    );
+    let app = api::router(state.clone());
     // HTTP outlives the viewers' goodbyes: while they drain, /readyz says so (503) and
     // requests in flight finish. `stopped` ends it after the viewers.
     let http_stopping = stop_http.clone();
-    let http = tokio::spawn(crate::http::serve(http_listener, app, ctx, http_stopping));
+    let http = tokio::spawn(crate::http::serve(http_listener, app, state, ctx, http_stopping));
     tracing::info!(addr = %http_addr, "http listener ready");
 
     Ok(Node {

@@ -42,7 +42,7 @@ struct Asset {
 
 impl Asset {
     fn new(body: String, prefix: &str, content_type: &'static str, cache: &'static str) -> Asset {
-        let hash = format!("{:016x}", super::fnv1a(body.as_bytes()));
+        let hash = format!("{:016x}", super::read::fnv1a(body.as_bytes()));
         let encoded = Encoded::new(Bytes::from(body), &format!("{prefix}{hash}"), cache, true);
         Asset { encoded, content_type: HeaderValue::from_static(content_type), hash }
     }
