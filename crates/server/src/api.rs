@@ -335,6 +335,7 @@ async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> 
     Ok(Json(json!({ "status": "ready" })))
 }
 
+/// `GET /1/checkin` (also answered without the router: `read::answer`).
 async fn checkin(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     // A node that is stopping names only the others.
     let pick = if state.shutdown.is_cancelled() {

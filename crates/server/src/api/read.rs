@@ -1,8 +1,9 @@
 //! The read API's answers that pages and caching serve (SPEC 3): `/1/matches`, `/1/match/<id>`
 //! and `/1/match/<id>/history`. Each is one function on the node's state and the request's
 //! headers, called by its axum handler and, for the plainest requests, straight from the HTTP
-//! connection by [`answer`], which spares them the router: at tens of thousands of requests a
-//! second, routing, extracting and the CORS layer were a sixth of the node's CPU per request.
+//! connection by [`answer`] (with `/1/checkin`), which spares them the router: at tens of
+//! thousands of requests a second, routing, extracting and the CORS layer were a sixth of the
+//! node's CPU per request.
 
 use std::sync::Arc;
 
@@ -19,8 +20,8 @@ use super::{match_id, ApiError, AppState, MAX_HISTORY_LIMIT};
 use crate::locks::lock;
 use crate::model::Seq;
 
-/// Answers a `GET` of `/1/matches`, `/1/match/<id>` or `/1/match/<id>/history[?query]` as the
-/// router would (the same functions, the CORS headers its layer adds to a plain request);
+/// Answers a `GET` of `/1/checkin`, `/1/matches`, `/1/match/<id>` or
+/// `/1/match/<id>/history[?query]` as the router would (the same functions, the CORS headers its layer adds to a plain request);
 /// `None` for every other request, which goes to the router. Ids written with `%` escapes are
 /// left to the router, which decodes them.
 pub async fn answer<B>(state: &AppState, request: &axum::http::Request<B>) -> Option<Response> {
@@ -31,6 +32,8 @@ pub async fn answer<B>(state: &AppState, request: &axum::http::Request<B>) -> Op
     let headers = request.headers();
     let mut response = if path == "/1/matches" {
         matches(state, headers)
+    } else if path == "/1/checkin" {
+        super::checkin(State(state.clone())).await.into_response()
     } else {
         let rest = path.strip_prefix("/1/match/").filter(|r| !r.contains('%'))?;
         match rest.split_once('/') {
