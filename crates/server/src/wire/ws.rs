@@ -110,6 +110,10 @@ pub fn read_client(buf: &mut BytesMut) -> Result<Vec<ClientFrame>, ClientError> 
         if len > MAX_CLIENT_FRAME {
             return Err(ClientError::TooBig);
         }
+        // Control frames carry at most 125 bytes and are never fragmented (RFC 6455, 5.5).
+        if matches!(header.opcode, OpCode::Control(_)) && (len > 125 || !header.is_final) {
+            return Err(ClientError::Protocol);
+        }
         let start = cursor.position() as usize;
         let end = start + len as usize;
         if buf.len() < end {
@@ -201,5 +205,18 @@ mod tests {
         assert_eq!(read_client(&mut buf), Err(ClientError::Protocol));
         let mut buf = BytesMut::from(&[0x82u8, 0xFF, 0, 0, 0, 0, 0, 1, 0, 0, 1, 2, 3, 4][..]);
         assert_eq!(read_client(&mut buf), Err(ClientError::TooBig));
+    }
+
+    #[test]
+    fn control_frames_over_125_bytes_or_fragmented_end_the_connection() {
+        let mut buf = BytesMut::from(&masked(0x89, &[b'x'; 125])[..]);
+        assert_eq!(read_client(&mut buf), Ok(vec![ClientFrame::Ping(vec![b'x'; 125])]));
+        // A ping of 126 bytes (16-bit length), masked with zeros.
+        let mut long = vec![0x89u8, 0x80 | 126, 0, 126, 0, 0, 0, 0];
+        long.extend_from_slice(&[b'x'; 126]);
+        assert_eq!(read_client(&mut BytesMut::from(&long[..])), Err(ClientError::Protocol));
+        // A ping without FIN.
+        let mut buf = BytesMut::from(&masked(0x09, b"hi")[..]);
+        assert_eq!(read_client(&mut buf), Err(ClientError::Protocol));
     }
 }
