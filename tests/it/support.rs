@@ -49,7 +49,9 @@ impl TestServer {
         let node = loop {
             match server::start(config.clone()).await {
                 Ok(node) => break node,
-                Err(e) if fixed && tokio::time::Instant::now() < deadline => {
+                Err(e @ server::ServerError::Bind { .. })
+                    if fixed && tokio::time::Instant::now() < deadline =>
+                {
                     eprintln!("the node did not start on its fixed port yet ({e}); again");
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }

@@ -112,6 +112,8 @@ pub fn router(state: AppState) -> Router {
         })
         // Any origin, method and header: the answers do not depend on the origin, so no
         // `Vary: Origin` (tower-http adds one by default, built anew for every request).
+        // `read::answer` serves the read API's plainest GETs without this router and adds the
+        // two headers this layer gives them: a layer added here does not reach those.
         .layer(CorsLayer::permissive().vary([]))
         .with_state(state)
 }

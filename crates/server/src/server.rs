@@ -179,7 +179,7 @@ async fn start_with_store(
 /// and learns the other live nodes' (for `/1/checkin`, `full` and `bye shutdown`). Leaves the
 /// cluster's view as soon as the node starts stopping (`shutdown`), but goes on learning the
 /// others until HTTP stops (`stopped`): a draining node names them in its goodbyes for the
-/// whole window, and what it sent each since their last report must not pile up.
+/// whole window, and counts what it sent each until their reports show it arrived.
 async fn report_load(
     nodes: NodesConn,
     ports: Arc<ViewerPorts>,
@@ -193,6 +193,7 @@ async fn report_load(
     let mut left = false;
     loop {
         tokio::select! {
+            biased;
             _ = stopped.cancelled() => break,
             _ = shutdown.cancelled(), if !left => {
                 left = true;
@@ -219,8 +220,7 @@ async fn report_load(
         }
         if let Ok(live) = nodes.live().await {
             let others: Vec<NodeLoad> = live.into_iter().filter(|n| n.node != me).collect();
-            // Live nodes, this one included while it is not leaving.
-            let count = others.len() + usize::from(!left);
+            let count = others.len() + 1;
             ops.set_others(
                 others
                     .iter()
@@ -230,7 +230,12 @@ async fn report_load(
                     })
                     .collect(),
             );
-            ports.set_others(others.into_iter().flat_map(|n| n.ports).collect(), count);
+            let others = others.into_iter().flat_map(|n| n.ports).collect();
+            if left {
+                ports.set_others_draining(others);
+            } else {
+                ports.set_others(others, count);
+            }
         }
     }
 }

@@ -43,7 +43,7 @@ pub struct Encoded {
     /// The `ETag` of each representation (identity, gzip, br), quoted: each encoding has its
     /// own (`-gzip`, `-br` appended), as strong tags must differ between representations
     /// (RFC 9110, 8.8.3). Made once, not per request.
-    etags: [HeaderValue; 3],
+    etags: [Option<HeaderValue>; 3],
     cache_control: HeaderValue,
     compressible: bool,
     gzip: OnceLock<Bytes>,
@@ -53,10 +53,9 @@ pub struct Encoded {
 impl Encoded {
     /// `etag` without quotes; `compressible`: offer gzip/br (for pages kept, not per request).
     pub fn new(body: Bytes, etag: &str, cache_control: &'static str, compressible: bool) -> Self {
-        let tag = |suffix: &str| {
-            HeaderValue::from_str(&format!("\"{etag}{suffix}\""))
-                .unwrap_or_else(|_| HeaderValue::from_static("\"\""))
-        };
+        // A tag that is not a valid header value (never, for ours) is left out, and then no
+        // `If-None-Match` matches.
+        let tag = |suffix: &str| HeaderValue::from_str(&format!("\"{etag}{suffix}\"")).ok();
         Encoded {
             body,
             etags: if compressible {
@@ -91,12 +90,14 @@ impl Encoded {
         let mut response = Response::new(Body::empty());
         let headers = response.headers_mut();
         headers.reserve(8);
-        headers.insert(ETAG, etag.clone());
+        if let Some(etag) = etag {
+            headers.insert(ETAG, etag.clone());
+        }
         headers.insert(CACHE_CONTROL, self.cache_control.clone());
         if self.compressible {
             headers.insert(VARY, HeaderValue::from_static("accept-encoding"));
         }
-        if none_match(request, etag.to_str().unwrap_or_default()) {
+        if etag.as_ref().and_then(|t| t.to_str().ok()).is_some_and(|t| none_match(request, t)) {
             *response.status_mut() = StatusCode::NOT_MODIFIED;
             return response;
         }

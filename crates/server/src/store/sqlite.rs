@@ -164,7 +164,8 @@ fn lock_dir(dir: &Path) -> Result<File, StoreError> {
     // A lock just let go of can still be held for a moment by a child process another thread
     // of this process is starting: between its fork and its exec, the child shares every open
     // file, this one included (seen: a store reopened at once in a test that other tests share).
-    // So a busy lock is tried again for a short while before it counts as another node's.
+    // So a busy lock is tried again for a short while before it counts as another node's. The
+    // thread opening the store waits meanwhile: this happens once, while a node starts.
     let deadline = std::time::Instant::now() + LOCK_PATIENCE;
     let mut locked = file.try_lock();
     while matches!(locked, Err(TryLockError::WouldBlock)) && std::time::Instant::now() < deadline {

@@ -38,7 +38,8 @@ pub struct ViewerPorts {
     /// The other live nodes' ports, with their load, as last reported through the shared
     /// store (empty for a node on its own).
     others: RwLock<Vec<Other>>,
-    /// Live nodes, this one included, as of the last report.
+    /// Nodes sending viewers to the others as of the last report: every live node, this one
+    /// included (1 while this node drains).
     nodes: AtomicUsize,
     /// WebSocket and SSE viewers (on the HTTP port): they count towards the node's limit, and
     /// are reported spread over its viewer ports.
@@ -149,12 +150,36 @@ impl ViewerPorts {
         Some(other.load.clone())
     }
 
-    /// Replaces what this node knows of the other nodes' ports (a new report).
-    /// `nodes`: how many are live, this one included.
-    pub fn set_others(&self, others: Vec<PortLoad>, nodes: usize) {
-        self.nodes.store(nodes.max(1), Ordering::Relaxed);
+    /// Replaces what this node knows of the other nodes' ports (a new report). `senders`: how
+    /// many nodes are sending viewers to them (every live node, this one included).
+    pub fn set_others(&self, others: Vec<PortLoad>, senders: usize) {
+        self.nodes.store(senders.max(1), Ordering::Relaxed);
         *write(&self.others) =
             others.into_iter().map(|load| Other { load, sent: AtomicUsize::new(0) }).collect();
+    }
+
+    /// Like [`ViewerPorts::set_others`], for a node that drains: the viewers it told goodbye
+    /// come back to the port named in their `try` only after their `retry_after_ms` (up to the
+    /// drain window and more), long after the next report. So what it sent a port is kept
+    /// across reports, less what the port's new report shows arrived since the last, and no
+    /// other node's share is assumed (it alone is sending its viewers away).
+    pub fn set_others_draining(&self, others: Vec<PortLoad>) {
+        self.nodes.store(1, Ordering::Relaxed);
+        let mut kept = write(&self.others);
+        let carried = others
+            .into_iter()
+            .map(|load| {
+                let sent = kept
+                    .iter()
+                    .find(|o| o.load.host == load.host && o.load.port == load.port)
+                    .map_or(0, |o| {
+                        let arrived = load.viewers.saturating_sub(o.load.viewers);
+                        o.sent.load(Ordering::Relaxed).saturating_sub(arrived)
+                    });
+                Other { load, sent: AtomicUsize::new(sent) }
+            })
+            .collect();
+        *kept = carried;
     }
 
     /// This node's ports and their load, for reporting to the cluster.
@@ -285,6 +310,31 @@ mod tests {
         // A new report replaces the counts.
         ports.set_others(vec![other(9300, 0)], 2);
         assert_eq!(ports.pick_for_checkin().unwrap().1, 9300);
+    }
+
+    #[test]
+    fn a_draining_node_counts_what_it_sent_until_it_arrives() {
+        let bound = [SocketAddr::from(([127, 0, 0, 1], 9100))];
+        let ports = Arc::new(ViewerPorts::new(&bound, None, 100, Metrics::new()));
+        let other =
+            |viewers| PortLoad { host: "10.0.0.2".into(), port: 9200, viewers, capacity: 10 };
+        ports.set_others_draining(vec![other(0)]);
+        for _ in 0..6 {
+            assert_eq!(ports.other_node().map(|o| o.port), Some(9200));
+        }
+        // A report before any of the 6 arrived: they still count (as sent by this node alone).
+        ports.set_others_draining(vec![other(0)]);
+        for _ in 0..4 {
+            assert!(ports.other_node().is_some());
+        }
+        assert_eq!(ports.other_node(), None, "10 sent to a port of 10");
+        // 7 arrived: 3 still on their way, so 7 + 3 = 10 leaves no room.
+        ports.set_others_draining(vec![other(7)]);
+        assert_eq!(ports.other_node(), None);
+        // Then 2 of them left: room for 2 (the 3 still on their way count).
+        ports.set_others_draining(vec![other(5)]);
+        assert!(ports.other_node().is_some() && ports.other_node().is_some());
+        assert_eq!(ports.other_node(), None);
     }
 
     #[test]

@@ -107,12 +107,12 @@ pub fn read_client(buf: &mut BytesMut) -> Result<Vec<ClientFrame>, ClientError> 
             Ok(None) => return Ok(frames),
             Err(_) => return Err(ClientError::Protocol),
         };
-        if len > MAX_CLIENT_FRAME {
-            return Err(ClientError::TooBig);
-        }
         // Control frames carry at most 125 bytes and are never fragmented (RFC 6455, 5.5).
         if matches!(header.opcode, OpCode::Control(_)) && (len > 125 || !header.is_final) {
             return Err(ClientError::Protocol);
+        }
+        if len > MAX_CLIENT_FRAME {
+            return Err(ClientError::TooBig);
         }
         let start = cursor.position() as usize;
         let end = start + len as usize;
