@@ -1,8 +1,12 @@
 //! The node's metrics (SPEC 9), served as Prometheus text at `GET /metrics`. Names are constants
 //! here, and only here. Each node has its own recorder (not the process-wide one: a test runs
 //! several nodes in one process) and the parts that count hold plain handles (an atomic add):
-//! per-delivery counts are added once per burst, never per viewer write.
+//! per-delivery counts are added once per burst, never per viewer write. The delivery lag is a
+//! histogram of our own ([`LagHistogram`]): the exporter's histograms keep every sample until
+//! the next scrape, which would be one per delivery.
 
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use metrics::{Counter, Gauge, Histogram, Key, Label, Metadata, Recorder, Unit};
@@ -67,7 +71,7 @@ pub struct Metrics {
     disconnects: [Counter; 8],
     pub accept_errors: Counter,
     pub publish_seconds: Histogram,
-    pub delivery_lag: Histogram,
+    pub delivery_lag: LagHistogram,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -79,11 +83,9 @@ impl std::fmt::Debug for Metrics {
 impl Metrics {
     pub fn new() -> Arc<Metrics> {
         let mut builder = PrometheusBuilder::new();
-        for name in [names::PUBLISH_SECONDS, names::DELIVERY_LAG_SECONDS] {
-            builder = builder
-                .set_buckets_for_metric(Matcher::Full(name.to_owned()), &BUCKETS)
-                .expect("BUCKETS is not empty");
-        }
+        builder = builder
+            .set_buckets_for_metric(Matcher::Full(names::PUBLISH_SECONDS.to_owned()), &BUCKETS)
+            .expect("BUCKETS is not empty");
         let recorder = builder.build_recorder();
         let handle = recorder.handle();
         let describe = |name: &'static str, unit: Unit, help: &'static str| {
@@ -101,11 +103,6 @@ impl Metrics {
         );
         describe(names::ACCEPT_ERRORS, Unit::Count, "Failed accepts on viewer and HTTP ports.");
         describe(names::PUBLISH_SECONDS, Unit::Seconds, "Publish request received to durable.");
-        describe(
-            names::DELIVERY_LAG_SECONDS,
-            Unit::Seconds,
-            "Event ts to written to a viewer's socket, for viewers at the live edge.",
-        );
         let process = metrics_process::Collector::default();
         metrics::with_local_recorder(&recorder, || process.describe());
         let by_transport = |name: &'static str, f: &dyn Fn(&Key) -> Counter| -> [Counter; 4] {
@@ -136,8 +133,7 @@ impl Metrics {
             accept_errors: counter(&Key::from_name(names::ACCEPT_ERRORS)),
             publish_seconds: recorder
                 .register_histogram(&Key::from_name(names::PUBLISH_SECONDS), &META),
-            delivery_lag: recorder
-                .register_histogram(&Key::from_name(names::DELIVERY_LAG_SECONDS), &META),
+            delivery_lag: LagHistogram::default(),
             recorder,
             handle,
             process,
@@ -158,7 +154,9 @@ impl Metrics {
     /// The Prometheus text exposition, with the process figures read now.
     pub fn render(&self) -> String {
         metrics::with_local_recorder(&self.recorder, || self.process.collect());
-        self.handle.render()
+        let mut text = self.handle.render();
+        self.delivery_lag.render(&mut text);
+        text
     }
 
     /// A viewer joined a match over `format`.
@@ -183,6 +181,56 @@ impl Metrics {
     /// `frames` frames were written to viewers of `format`.
     pub fn delivered(&self, format: Format, frames: u64) {
         self.deliveries[format as usize].increment(frames);
+    }
+}
+
+/// `matchstream_delivery_lag_seconds` over [`BUCKETS`]: a count per bucket, the sum and the
+/// count, each an atomic. Recording a lag for all the viewers a burst reached is three adds.
+pub struct LagHistogram {
+    /// Per bucket of [`BUCKETS`], then above the last (not cumulative).
+    counts: [AtomicU64; BUCKETS.len() + 1],
+    /// The sum of the lags, in microseconds.
+    sum_us: AtomicU64,
+}
+
+impl Default for LagHistogram {
+    fn default() -> Self {
+        LagHistogram {
+            counts: std::array::from_fn(|_| AtomicU64::new(0)),
+            sum_us: AtomicU64::new(0),
+        }
+    }
+}
+
+impl LagHistogram {
+    /// `count` deliveries of an event `seconds` after its `ts`.
+    pub fn record_many(&self, seconds: f64, count: usize) {
+        let bucket = BUCKETS.iter().position(|b| seconds <= *b).unwrap_or(BUCKETS.len());
+        let count = count as u64;
+        self.counts[bucket].fetch_add(count, Ordering::Relaxed);
+        let us = (seconds.max(0.0) * 1e6) as u64;
+        self.sum_us.fetch_add(us.saturating_mul(count), Ordering::Relaxed);
+    }
+
+    /// Appends the histogram in the Prometheus text format.
+    fn render(&self, out: &mut String) {
+        let name = names::DELIVERY_LAG_SECONDS;
+        let _ = writeln!(
+            out,
+            "# HELP {name} Event ts to written to a viewer's socket, for viewers at the live edge.\n\
+             # TYPE {name} histogram"
+        );
+        let mut total = 0;
+        for (i, count) in self.counts.iter().enumerate() {
+            total += count.load(Ordering::Relaxed);
+            match BUCKETS.get(i) {
+                Some(le) => writeln!(out, "{name}_bucket{{le=\"{le}\"}} {total}"),
+                None => writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {total}"),
+            }
+            .unwrap_or_default();
+        }
+        let sum = self.sum_us.load(Ordering::Relaxed) as f64 / 1e6;
+        let _ = writeln!(out, "{name}_sum {sum}\n{name}_count {total}\n");
     }
 }
 
@@ -241,5 +289,14 @@ mod tests {
         assert_eq!(value(&text, "matchstream_publish_seconds_count"), 1.0);
         assert_eq!(value(&text, "matchstream_delivery_lag_seconds_count"), 3.0);
         assert_eq!(value(&text, "matchstream_delivery_lag_seconds_bucket{le=\"0.025\"}"), 3.0);
+        // Its own histogram: cumulative buckets, the sum and the count, in the text format.
+        m.delivery_lag.record_many(20.0, 1);
+        let text = m.render();
+        assert_eq!(value(&text, "matchstream_delivery_lag_seconds_bucket{le=\"0.01\"}"), 0.0);
+        assert_eq!(value(&text, "matchstream_delivery_lag_seconds_bucket{le=\"10\"}"), 3.0);
+        assert_eq!(value(&text, "matchstream_delivery_lag_seconds_bucket{le=\"+Inf\"}"), 4.0);
+        assert_eq!(value(&text, "matchstream_delivery_lag_seconds_count"), 4.0);
+        assert!((value(&text, "matchstream_delivery_lag_seconds_sum") - 20.06).abs() < 1e-9);
+        assert!(text.contains("# TYPE matchstream_delivery_lag_seconds histogram"), "{text}");
     }
 }
