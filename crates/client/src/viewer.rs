@@ -23,9 +23,6 @@ pub enum ViewerError {
     Violation(Violation),
 }
 
-/// Feeds one v2 frame that came without its line break (a WebSocket message, an SSE event's
-/// data) to `checker`, as the line a TCP viewer reads. A frame that breaks the stream's order is
-/// an error; a `bye` is not: its reason is the caller's to judge.
 /// One step of every viewer's `collect_v2`: an event's seq goes into `seqs`, a snapshot is
 /// skipped, and the `bye` is handed back (the stream is over).
 pub(crate) fn collect_frame(seqs: &mut Vec<u64>, frame: Value) -> Option<Value> {
@@ -43,6 +40,9 @@ pub(crate) fn closed_without_bye(events: usize) -> ViewerError {
     ViewerError::Violation(Violation::new(Cause::ClosedEarly, detail))
 }
 
+/// Feeds one v2 frame that came without its line break (a WebSocket message, an SSE event's
+/// data) to `checker`, as the line a TCP viewer reads. A frame that breaks the stream's order is
+/// an error; a `bye` is not: its reason is the caller's to judge.
 pub(crate) fn check_frame(checker: &mut Checker, frame: &[u8]) -> Result<(), ViewerError> {
     let mut line = Vec::with_capacity(frame.len() + 1);
     line.extend_from_slice(frame);

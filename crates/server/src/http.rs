@@ -5,7 +5,6 @@
 
 use std::future::{poll_fn, Future};
 use std::pin::Pin;
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -18,8 +17,7 @@ use tokio_util::task::TaskTracker;
 use tower_service::Service;
 
 use crate::api::{self, AppState};
-use crate::transport::tcp::is_transient;
-use crate::transport::viewer::ViewerContext;
+use crate::transport::tcp::accept_next;
 use crate::transport::web::{self, Takeover};
 
 /// A client has this long to send a request's headers (on a new connection, or the next
@@ -28,44 +26,12 @@ const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Serves HTTP until `stop`, then lets requests in flight finish and returns once every
 /// connection is done (viewers taken over are the viewer transports' by then).
-pub async fn serve(
-    listener: TcpListener,
-    app: Router,
-    state: AppState,
-    viewers: Arc<ViewerContext>,
-    stop: CancellationToken,
-) {
+pub async fn serve(listener: TcpListener, app: Router, state: AppState, stop: CancellationToken) {
     let conns = TaskTracker::new();
-    let mut backoff = Duration::from_millis(5);
-    loop {
-        let accepted = tokio::select! {
-            _ = stop.cancelled() => break,
-            a = listener.accept() => a,
-        };
-        match accepted {
-            Ok((stream, _peer)) => {
-                backoff = Duration::from_millis(5);
-                let _ = stream.set_nodelay(true);
-                conns.spawn(connection(
-                    stream,
-                    app.clone(),
-                    state.clone(),
-                    viewers.clone(),
-                    stop.clone(),
-                ));
-            }
-            Err(e) if is_transient(&e) => viewers.ports.metrics.accept_errors.increment(1),
-            Err(e) => {
-                viewers.ports.metrics.accept_errors.increment(1);
-                // Out of descriptors, most likely: wait rather than spin.
-                tracing::warn!(error = %e, backoff_ms = backoff.as_millis() as u64, "http accept failed; backing off");
-                tokio::select! {
-                    _ = stop.cancelled() => break,
-                    _ = tokio::time::sleep(backoff) => {}
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(1));
-            }
-        }
+    let metrics = state.viewers.ports.metrics.clone();
+    while let Some((stream, _peer)) = accept_next(&listener, &metrics, &stop, "http").await {
+        let _ = stream.set_nodelay(true);
+        conns.spawn(connection(stream, app.clone(), state.clone(), stop.clone()));
     }
     drop(listener);
     conns.close();
@@ -73,14 +39,9 @@ pub async fn serve(
 }
 
 /// One connection: requests until the client or hyper ends it, or a handler takes it over.
-async fn connection(
-    stream: TcpStream,
-    app: Router,
-    state: AppState,
-    viewers: Arc<ViewerContext>,
-    stop: CancellationToken,
-) {
+async fn connection(stream: TcpStream, app: Router, state: AppState, stop: CancellationToken) {
     let takeover = Takeover::default();
+    let viewers = state.viewers.clone();
     let service = {
         let takeover = takeover.clone();
         hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
@@ -123,8 +84,7 @@ async fn connection(
     let mut stream = parts.io.into_inner();
     match takeover.take() {
         Some(handover) => {
-            let tracker = viewers.tracker.clone();
-            tracker.spawn(web::begin(viewers, stream, parts.read_buf, handover));
+            viewers.tracker.clone().spawn(web::begin(viewers, stream, parts.read_buf, handover));
         }
         None => {
             let _ = stream.shutdown().await;

@@ -159,7 +159,7 @@ async fn start_with_store(
     // HTTP outlives the viewers' goodbyes: while they drain, /readyz says so (503) and
     // requests in flight finish. `stopped` ends it after the viewers.
     let http_stopping = stop_http.clone();
-    let http = tokio::spawn(crate::http::serve(http_listener, app, state, ctx, http_stopping));
+    let http = tokio::spawn(crate::http::serve(http_listener, app, state, http_stopping));
     tracing::info!(addr = %http_addr, "http listener ready");
 
     Ok(Node {

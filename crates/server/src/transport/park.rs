@@ -225,12 +225,12 @@ async fn run_shard(
     // Once the node stops: goodbyes spread over the drain window, a share at every tick, while
     // the members not told yet still get the match.
     let mut drain: Option<tokio::time::Interval> = None;
+    let drain_tick = (ctx.drain_window / 50).max(std::time::Duration::from_millis(20));
     let end = loop {
         let item = tokio::select! {
             biased;
             _ = ctx.shutdown.cancelled(), if drain.is_none() => {
-                let tick = (ctx.drain_window / 50).max(std::time::Duration::from_millis(20));
-                drain = Some(tokio::time::interval(tick));
+                drain = Some(tokio::time::interval(drain_tick));
                 continue;
             }
             _ = tick(&mut drain) => {
@@ -239,8 +239,7 @@ async fn run_shard(
                 let now = tokio::time::Instant::now();
                 let due = match ends.checked_duration_since(now) {
                     Some(left) if !left.is_zero() => {
-                        let tick = drain.as_ref().map_or(left, |d| d.period());
-                        let share = tick.as_secs_f64() / left.as_secs_f64();
+                        let share = drain_tick.as_secs_f64() / left.as_secs_f64();
                         ((members.len() as f64 * share).ceil() as usize).min(members.len())
                     }
                     _ => members.len(),

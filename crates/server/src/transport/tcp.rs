@@ -10,10 +10,12 @@ use bytes::BytesMut;
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use crate::hub::{Format, JoinError, Next, Subscription};
 use crate::ingest::now_ms;
 use crate::model::Period;
+use crate::telemetry::Metrics;
 use crate::transport::close::close;
 use crate::transport::viewer::{follow, ViewerContext};
 use crate::transport::write::write_all;
@@ -41,7 +43,6 @@ pub fn bind(addr: SocketAddr, backlog: i32) -> io::Result<TcpListener> {
 /// Accepts viewers on one port until shutdown. Errors such as running out of descriptors
 /// (EMFILE) pause the loop with a growing backoff instead of ending it.
 pub async fn accept_loop(listener: TcpListener, index: usize, ctx: Arc<ViewerContext>) {
-    let mut backoff = Duration::from_millis(5);
     loop {
         while ctx.ports.total() >= ctx.max_viewers + FULL_REPLY_SLACK {
             tokio::select! {
@@ -49,27 +50,46 @@ pub async fn accept_loop(listener: TcpListener, index: usize, ctx: Arc<ViewerCon
                 _ = tokio::time::sleep(Duration::from_millis(20)) => {}
             }
         }
+        let metrics = &ctx.ports.metrics;
+        let Some((stream, peer)) = accept_next(&listener, metrics, &ctx.shutdown, "viewer").await
+        else {
+            return;
+        };
+        let guard = ctx.ports.enter(index);
+        ctx.tracker.spawn(serve(ctx.clone(), index, stream, peer, guard));
+    }
+}
+
+/// The next connection on `listener` (viewer or HTTP port, as `port` says in the log), or
+/// `None` once `stop` is cancelled. Every failed accept is counted; one that concerns a single
+/// connection is skipped, any other (out of descriptors, most likely) waits, from 5 ms doubling
+/// up to 1 s, rather than spin.
+pub(crate) async fn accept_next(
+    listener: &TcpListener,
+    metrics: &Metrics,
+    stop: &CancellationToken,
+    port: &'static str,
+) -> Option<(TcpStream, SocketAddr)> {
+    let mut backoff = Duration::from_millis(5);
+    loop {
         let accepted = tokio::select! {
-            _ = ctx.shutdown.cancelled() => return,
+            _ = stop.cancelled() => return None,
             a = listener.accept() => a,
         };
-        match accepted {
-            Ok((stream, peer)) => {
-                backoff = Duration::from_millis(5);
-                let guard = ctx.ports.enter(index);
-                ctx.tracker.spawn(serve(ctx.clone(), index, stream, peer, guard));
-            }
-            Err(e) if is_transient(&e) => ctx.ports.metrics.accept_errors.increment(1),
-            Err(e) => {
-                ctx.ports.metrics.accept_errors.increment(1);
-                tracing::warn!(error = %e, backoff_ms = backoff.as_millis() as u64, "accept failed; backing off");
-                tokio::select! {
-                    _ = ctx.shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(backoff) => {}
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(1));
-            }
+        let e = match accepted {
+            Ok(accepted) => return Some(accepted),
+            Err(e) => e,
+        };
+        metrics.accept_errors.increment(1);
+        if is_transient(&e) {
+            continue;
         }
+        tracing::warn!(port, error = %e, backoff_ms = backoff.as_millis() as u64, "accept failed; backing off");
+        tokio::select! {
+            _ = stop.cancelled() => return None,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(1));
     }
 }
 
