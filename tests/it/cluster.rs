@@ -27,22 +27,6 @@ async fn nodes(url: &str, n: usize) -> Vec<TestServer> {
     nodes
 }
 
-/// Polls `check` until it gives `Some`, for at most `within`.
-async fn eventually<T>(
-    what: &str,
-    within: Duration,
-    mut check: impl AsyncFnMut() -> Option<T>,
-) -> T {
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        if let Some(found) = check().await {
-            return found;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "{what}: not within {within:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 /// Waits until `node` shows match `id` at `seq` (it learned every event before that).
 async fn reaches(node: &TestServer, id: &str, seq: u64) {
     let path = format!("/1/match/{id}");
@@ -416,7 +400,7 @@ async fn ops_on_one_node_shows_every_node() {
     reaches(&nodes[1], &id, 1).await;
     let mut viewer = Viewer::connect(nodes[1].viewer(), &v2_line("me", &id)).await;
     assert_eq!(viewer.frame().await.unwrap()["kind"], "status");
-    let other = nodes[1].base.trim_start_matches("http://").to_owned();
+    let other = nodes[1].http_host();
     let ops_url = format!("{}/ops.json", nodes[0].base);
     let row =
         eventually("node 1's /ops.json shows node 2 with its viewer", PROPAGATION, async || {
@@ -452,7 +436,7 @@ async fn a_draining_node_names_another_node_in_every_goodbye() {
         viewers.push(viewer_to_bye(draining.viewer(), &v2_line(&format!("v{i}"), &id)).await);
     }
     // The draining node knows the other one's viewer port (its `/ops.json` shows the node).
-    let other_http = other.base.trim_start_matches("http://").to_owned();
+    let other_http = other.http_host();
     let ops_url = format!("{}/ops.json", draining.base);
     eventually("the draining node knows the other", PROPAGATION, async || {
         let ops: Value = reqwest::get(&ops_url).await.ok()?.json().await.ok()?;

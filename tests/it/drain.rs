@@ -48,7 +48,7 @@ async fn goodbyes_are_spread_over_the_drain_window_and_the_rest_still_get_the_ma
     // Draining: not ready, and a new viewer is told `full`.
     let ready = reqwest::get(format!("{}/readyz", s.base)).await.expect("readyz");
     assert_eq!(ready.status(), reqwest::StatusCode::SERVICE_UNAVAILABLE);
-    let http = s.base.trim_start_matches("http://").to_owned();
+    let http = s.http_host();
     let mut late = WsViewer::watch(&http, &id, None).await.expect("the upgrade still answers");
     let bye = late.frame().await.expect("a frame").expect("the bye");
     assert_eq!((&bye["kind"], &bye["reason"]), (&json!("bye"), &json!("full")), "{bye}");

@@ -8,7 +8,7 @@ use tokio::time::Instant;
 use matchstream_client::{SseViewer, WsViewer};
 use serde_json::json;
 
-use crate::support::{NodeProcess, TestServer, Viewer, PATIENCE, TOKEN};
+use crate::support::{eventually, NodeProcess, TestServer, Viewer, PATIENCE, TOKEN};
 
 /// One scrape, as text.
 async fn scrape(s: &TestServer) -> String {
@@ -86,7 +86,7 @@ async fn publishing_and_watching_move_their_metrics() {
 
     let mut tcp = Viewer::connect(s.viewer(), &format!("VERSION:2:CONNECT:me:MATCH:{id}")).await;
     assert_eq!(tcp.frame().await.unwrap()["kind"], "status");
-    let http = s.base.trim_start_matches("http://").to_owned();
+    let http = s.http_host();
     let mut ws = WsViewer::watch(&http, &id, None).await.expect("ws");
     let mut sse = SseViewer::watch(&http, &id, None).await.expect("sse");
     assert_eq!(ws.frame().await.unwrap().unwrap()["kind"], "status");
@@ -167,32 +167,23 @@ async fn accepts_past_the_open_file_limit_are_counted_and_the_node_lives_on() {
     }
     tokio::time::sleep(Duration::from_millis(1500)).await;
     drop(crowd);
-    let deadline = Instant::now() + PATIENCE;
-    let errors = loop {
+    let errors = eventually("an accept error counted", PATIENCE, async || {
         // While the node is out of descriptors, the scrape itself may not be accepted.
         let scrape =
             async { http.get(format!("{}/metrics", node.base)).send().await?.text().await };
-        if let Ok(Ok(text)) = tokio::time::timeout(Duration::from_secs(2), scrape).await {
-            let n = value(&text, "matchstream_accept_errors_total");
-            if n >= 1.0 {
-                break n;
-            }
-        }
-        assert!(Instant::now() < deadline, "no accept error counted");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+        let text = tokio::time::timeout(Duration::from_secs(2), scrape).await.ok()?.ok()?;
+        Some(value(&text, "matchstream_accept_errors_total")).filter(|n| *n >= 1.0)
+    })
+    .await;
     assert!(node.child.try_wait().expect("the node's status").is_none(), "the node died");
     // Once the node has seen the crowd go, a new viewer is served.
-    loop {
+    eventually("a viewer served once the crowd left", PATIENCE, async || {
         let mut v = Viewer::connect(node.viewers[0], line.trim_end()).await;
         let frame = v.frame().await.expect("a frame");
-        if frame["kind"] == "status" {
-            break;
-        }
-        assert_eq!(frame["reason"], "full", "after {errors} errors: {frame}");
-        assert!(Instant::now() < deadline, "still full after the crowd left");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        assert!(frame["kind"] == "status" || frame["reason"] == "full", "after {errors}: {frame}");
+        (frame["kind"] == "status").then_some(())
+    })
+    .await;
 }
 
 /// `ops/`: the shipped Grafana dashboard parses, and every metric it charts is one a node
@@ -239,20 +230,12 @@ async fn ops_shows_this_node_and_its_live_match_and_top_prints_them() {
     assert_eq!(page.status(), reqwest::StatusCode::OK);
     assert!(page.text().await.unwrap().contains("MatchStream operations"));
     // A sample is the difference of two readings a second apart.
-    let deadline = Instant::now() + PATIENCE;
-    let ops = loop {
-        let ops: serde_json::Value = reqwest::get(format!("{}/ops.json", s.base))
-            .await
-            .expect("GET /ops.json")
-            .json()
-            .await
-            .expect("JSON");
-        if ops["latest"]["viewers"]["tcp_v2"] == 1 {
-            break ops;
-        }
-        assert!(Instant::now() < deadline, "{ops}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let ops = eventually("/ops.json shows the viewer", PATIENCE, async || {
+        let (status, ops) = s.get("/ops.json").await;
+        (status == reqwest::StatusCode::OK && ops["latest"]["viewers"]["tcp_v2"] == 1)
+            .then_some(ops)
+    })
+    .await;
     assert_eq!(ops["matches"][0]["id"], id.as_str(), "{ops}");
     assert!(ops["latest"]["rss_bytes"].as_u64().unwrap() > 1_000_000, "{ops}");
     assert!(ops["history"].as_array().is_some_and(|h| !h.is_empty()), "{ops}");
@@ -289,15 +272,12 @@ async fn top_draws_in_a_terminal_and_quits_on_q() {
     let started = tmux(&["new-session", "-d", "-s", "top", "-x", "160", "-y", "30", &command]);
     assert!(started.status.success(), "{}", String::from_utf8_lossy(&started.stderr));
     let deadline = Instant::now() + PATIENCE;
-    let screen = loop {
+    let screen = eventually("top draws its rows", PATIENCE, async || {
         let pane = tmux(&["capture-pane", "-p", "-t", "top"]);
         let screen = String::from_utf8_lossy(&pane.stdout).into_owned();
-        if screen.contains("(here)") && screen.contains(&id) {
-            break screen;
-        }
-        assert!(Instant::now() < deadline, "top never drew its rows:\n{screen}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+        (screen.contains("(here)") && screen.contains(&id)).then_some(screen)
+    })
+    .await;
     assert!(screen.contains("live matches") && screen.contains("q to quit"), "{screen}");
     tmux(&["send-keys", "-t", "top", "q"]);
     while tmux(&["has-session", "-t", "top"]).status.success() {

@@ -81,6 +81,11 @@ impl TestServer {
         self.viewers[0]
     }
 
+    /// `host:port` of the node's HTTP listener (where WebSocket and SSE viewers connect).
+    pub fn http_host(&self) -> String {
+        self.base.trim_start_matches("http://").to_owned()
+    }
+
     pub async fn get(&self, path: &str) -> (StatusCode, Value) {
         let answer = self.http.get(path).await.expect("GET");
         (answer.status, answer.json())
@@ -356,5 +361,21 @@ impl NodeProcess {
 impl Drop for NodeProcess {
     fn drop(&mut self) {
         self.kill9();
+    }
+}
+
+/// Polls `check` until it gives `Some`, for at most `within`.
+pub async fn eventually<T>(
+    what: &str,
+    within: Duration,
+    mut check: impl AsyncFnMut() -> Option<T>,
+) -> T {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if let Some(found) = check().await {
+            return found;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{what}: not within {within:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

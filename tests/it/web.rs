@@ -20,11 +20,6 @@ use crate::support::*;
 
 mod crowd;
 
-/// `host:port` of the node's HTTP listener, where both transports are.
-fn web(s: &TestServer) -> String {
-    s.base.trim_start_matches("http://").to_owned()
-}
-
 /// `f`, or a panic naming `what` after [`PATIENCE`].
 async fn within<T>(what: &str, f: impl Future<Output = T>) -> T {
     match tokio::time::timeout(PATIENCE, f).await {
@@ -39,13 +34,13 @@ struct Ws(WsViewer);
 impl Ws {
     /// Upgrades `/1/match/<id>/ws[?from=]`, checking the frames from here on.
     async fn watch(s: &TestServer, id: &str, from: Option<u64>) -> Ws {
-        let v = within("upgrade", WsViewer::watch(&web(s), id, from)).await;
+        let v = within("upgrade", WsViewer::watch(&s.http_host(), id, from)).await;
         Ws(v.unwrap_or_else(|e| panic!("upgrade: {e}")))
     }
 
     /// Upgrades `path`, checking nothing.
     async fn open(s: &TestServer, path: &str) -> Ws {
-        let v = within("upgrade", WsViewer::open(&web(s), path, None)).await;
+        let v = within("upgrade", WsViewer::open(&s.http_host(), path, None)).await;
         Ws(v.unwrap_or_else(|e| panic!("upgrade {path}: {e}")))
     }
 
@@ -94,7 +89,7 @@ struct Sse(SseViewer);
 impl Sse {
     /// Opens `path` with `headers`; checks frames from here on, resuming after `from`.
     async fn open(s: &TestServer, path: &str, headers: &[(&str, &str)], from: Option<u64>) -> Sse {
-        let v = within("stream", SseViewer::open(&web(s), path, headers)).await;
+        let v = within("stream", SseViewer::open(&s.http_host(), path, headers)).await;
         let v = v.unwrap_or_else(|e| panic!("GET {path}: {e}"));
         assert_eq!(v.head().status, 200);
         assert_eq!(v.head().media_type().as_deref(), Some("text/event-stream"));
@@ -296,7 +291,7 @@ async fn ws_a_close_sent_with_the_fin_is_answered() {
     use tokio::io::AsyncReadExt;
     let s = TestServer::start().await;
     let id = s.started_match().await;
-    let http = s.base.trim_start_matches("http://").to_owned();
+    let http = s.http_host();
     let mut tcp = TcpStream::connect(&http).await.expect("connect");
     let request = format!(
         "GET /1/match/{id}/ws HTTP/1.1\r\nHost: {http}\r\nUpgrade: websocket\r\n\
@@ -348,7 +343,7 @@ async fn a_full_node_says_bye_full_after_the_upgrade_with_1013_and_on_the_event_
 
 /// Writes `request` on a new connection and reads the whole answer.
 async fn raw_request(s: &TestServer, request: &str) -> (Head, String) {
-    let mut stream = TcpStream::connect(web(s)).await.expect("connect");
+    let mut stream = TcpStream::connect(s.http_host()).await.expect("connect");
     stream.write_all(request.as_bytes()).await.expect("write");
     let (head, body) = within("answer", http1::read_response(&mut stream)).await.expect("answer");
     (head, String::from_utf8(body).expect("UTF-8"))
@@ -357,7 +352,7 @@ async fn raw_request(s: &TestServer, request: &str) -> (Head, String) {
 #[tokio::test]
 async fn an_unknown_match_is_a_404_json_error_before_any_upgrade_or_stream() {
     let s = TestServer::start().await;
-    let host = web(&s);
+    let host = s.http_host();
     let missing = "abc-def-2020-01-01";
     let upgrade = format!(
         "GET /1/match/{missing}/ws HTTP/1.1\r\nHost: {host}\r\nConnection: Upgrade\r\n\
@@ -386,7 +381,7 @@ async fn an_unknown_match_is_a_404_json_error_before_any_upgrade_or_stream() {
 async fn ws_upgrades_a_connection_kept_alive_after_plain_requests() {
     let s = TestServer::start().await;
     let id = s.started_match().await;
-    let host = web(&s);
+    let host = s.http_host();
     let mut stream = TcpStream::connect(&host).await.expect("connect");
     for path in ["/1/matches", &format!("/1/match/{id}")] {
         stream.write_all(&http1::get_request(&host, path, &[])).await.expect("write");
@@ -409,9 +404,9 @@ async fn sse_frames_are_id_event_and_data_of_the_tcp_v2_json_and_the_stream_ends
     s.publish(&id, "corner", json!({"team": "elp"})).await;
     let mut tcp = Viewer::connect_raw(s.viewer()).await;
     tcp.send(format!("VERSION:2:CONNECT:me:MATCH:{id}\r\n").as_bytes()).await;
-    let mut sse = TcpStream::connect(web(&s)).await.expect("connect");
+    let mut sse = TcpStream::connect(s.http_host()).await.expect("connect");
     let path = format!("/1/match/{id}/stream");
-    sse.write_all(&http1::get_request(&web(&s), &path, &[])).await.expect("write");
+    sse.write_all(&http1::get_request(&s.http_host(), &path, &[])).await.expect("write");
     let (head, early) = within("head", http1::read_head(&mut sse)).await.expect("head");
     assert_eq!(head.status, 200);
     assert_eq!(head.media_type().as_deref(), Some("text/event-stream"));
@@ -451,7 +446,7 @@ async fn sse_resumes_after_from_or_last_event_id_which_wins() {
     let first = both.event().await;
     assert_eq!((first.id.as_deref(), first.event.as_deref()), (Some("5"), Some("corner")));
     // Beyond the end: a snapshot, its id the snapshot's seq.
-    let mut ahead = Sse(SseViewer::open(&web(&s), &path(99), &[]).await.expect("stream"));
+    let mut ahead = Sse(SseViewer::open(&s.http_host(), &path(99), &[]).await.expect("stream"));
     let snapshot = ahead.event().await;
     assert_eq!((snapshot.id.as_deref(), snapshot.event.as_deref()), (Some("6"), Some("status")));
     assert_eq!(json_of(&snapshot)["seq"], 6);
