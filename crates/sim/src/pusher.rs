@@ -36,7 +36,7 @@ use tokio::net::TcpStream;
 use super::check::{Seen, State};
 use super::conn::Conn;
 use super::pace::{self, Request};
-use super::redis::{loop_text, message};
+use super::redis::{end_message, loop_text, message, Payload};
 use super::report::{Hist, Percentiles};
 use super::{unix_ms, Cause, PublishMode, SimError, Violation};
 
@@ -206,27 +206,22 @@ impl PusherChecker {
     }
 
     fn message(&mut self, payload: &[u8], seen: &mut Vec<Seen>) -> Result<(), Violation> {
-        let bad = || {
-            let text = String::from_utf8_lossy(&payload[..payload.len().min(64)]);
-            Violation::new(Cause::BadFrame, format!("not a sim message: {text:?}"))
-        };
-        let mut words = payload.split(|&b| b == b' ').map(|w| std::str::from_utf8(w).ok());
-        let first = words.next().flatten().ok_or_else(bad)?;
+        let payload = Payload::parse(payload)?;
         if self.ended() {
             return Err(Violation::new(Cause::BadFrame, "a message after the end"));
         }
-        let number = |w: Option<Option<&str>>| w.flatten().and_then(|w| w.parse::<u64>().ok());
-        if first == "end" {
-            let count = number(words.next()).ok_or_else(bad)?;
-            if self.end.is_some() || self.received > count {
-                let detail = format!("received {} messages, the end says {count}", self.received);
-                return Err(Violation::new(Cause::Incomplete, detail));
+        let (seq, ts) = match payload {
+            Payload::Message { seq, ts_ms } => (seq, ts_ms),
+            Payload::End { count } => {
+                if self.end.is_some() || self.received > count {
+                    let detail =
+                        format!("received {} messages, the end says {count}", self.received);
+                    return Err(Violation::new(Cause::Incomplete, detail));
+                }
+                self.end = Some(count);
+                return Ok(());
             }
-            self.end = Some(count);
-            return Ok(());
-        }
-        let seq: u64 = first.parse().map_err(|_| bad())?;
-        let ts: i64 = words.next().flatten().and_then(|w| w.parse().ok()).ok_or_else(bad)?;
+        };
         if seq == 0 || seq > MAX_SEQ || self.end.is_some_and(|count| seq > count) {
             return Err(Violation::new(Cause::BadFrame, format!("message number {seq}")));
         }
@@ -426,7 +421,7 @@ pub async fn publish(p: &PusherPublish) -> Result<PusherPublishReport, SimError>
         }
     };
     if p.end {
-        let end = String::from_utf8_lossy(&pad_end(count, p.payload)).into_owned();
+        let end = String::from_utf8_lossy(&end_message(count, p.payload)).into_owned();
         let body = json!({"name": p.event, "channels": [p.channel], "data": end}).to_string();
         api.post("events", body).await?;
     }
@@ -439,15 +434,6 @@ pub async fn publish(p: &PusherPublish) -> Result<PusherPublishReport, SimError>
         reply_ms: paced.round_trip_ms(),
         behind_ms: paced.behind.as_millis() as u64,
     })
-}
-
-/// The end message's data: `end <count> <ts_ms> ` padded like a message.
-fn pad_end(count: u64, size: usize) -> Vec<u8> {
-    let mut out = format!("end {count} {} ", unix_ms()).into_bytes();
-    if out.len() < size {
-        out.resize(size, b'x');
-    }
-    out
 }
 
 #[cfg(test)]
@@ -564,6 +550,6 @@ mod tests {
             r#"{"event":"pusher:subscribe","data":{"channel":"bench"}}"#
         );
         assert_eq!(data(7, 5, 200).len(), 200);
-        assert!(pad_end(3, 200).starts_with(b"end 3 "));
+        assert!(end_message(3, 200).starts_with(b"end 3 "));
     }
 }

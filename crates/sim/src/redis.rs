@@ -123,25 +123,10 @@ impl RedisChecker {
     }
 
     fn message(&mut self, payload: &[u8], seen: &mut Vec<Seen>) -> Result<(), Violation> {
-        let bad = || {
-            let text = String::from_utf8_lossy(&payload[..payload.len().min(64)]);
-            Violation::new(Cause::BadFrame, format!("not a sim message: {text:?}"))
+        let (seq, ts) = match Payload::parse(payload)? {
+            Payload::Message { seq, ts_ms } => (seq, ts_ms),
+            Payload::End { count } => return self.end(count),
         };
-        // Words up to the padding; nothing is copied (this runs once per delivery).
-        let mut words = payload.split(|&b| b == b' ').map(|w| std::str::from_utf8(w).ok());
-        let first = words.next().flatten().ok_or_else(bad)?;
-        if first == "end" {
-            let count: u64 = words.next().flatten().and_then(|w| w.parse().ok()).ok_or_else(bad)?;
-            self.done = true;
-            let first_seq = self.next.map_or(1, |n| n - self.received);
-            if self.received != count || first_seq != 1 {
-                let detail = format!("received {} of {count} messages", self.received);
-                return Err(Violation::new(Cause::Incomplete, detail));
-            }
-            return Ok(());
-        }
-        let seq: u64 = first.parse().map_err(|_| bad())?;
-        let ts: i64 = words.next().flatten().and_then(|w| w.parse().ok()).ok_or_else(bad)?;
         if let Some(next) = self.next {
             if seq < next {
                 return Err(Violation::new(Cause::Duplicate, format!("message {seq} again")));
@@ -154,6 +139,17 @@ impl RedisChecker {
         self.next = Some(seq + 1);
         self.received += 1;
         seen.push(Seen::Event { seq: Some(seq), ts_ms: ts });
+        Ok(())
+    }
+
+    /// The end message: every message before it, from the first.
+    fn end(&mut self, count: u64) -> Result<(), Violation> {
+        self.done = true;
+        let first_seq = self.next.map_or(1, |n| n - self.received);
+        if self.received != count || first_seq != 1 {
+            let detail = format!("received {} of {count} messages", self.received);
+            return Err(Violation::new(Cause::Incomplete, detail));
+        }
         Ok(())
     }
 
@@ -236,6 +232,44 @@ pub fn message(seq: u64, ts_ms: i64, size: usize) -> Vec<u8> {
     pad(format!("{seq} {ts_ms} "), size)
 }
 
+/// The end message's payload, `end <count> <ts_ms> `, padded like a message.
+pub(crate) fn end_message(count: u64, size: usize) -> Vec<u8> {
+    pad(format!("end {count} {} ", unix_ms()), size)
+}
+
+/// What a benchmark message says (the same for Redis and Pusher subscribers).
+pub(crate) enum Payload {
+    Message {
+        seq: u64,
+        ts_ms: i64,
+    },
+    /// The end, after `count` messages.
+    End {
+        count: u64,
+    },
+}
+
+impl Payload {
+    /// Reads `<seq> <ts_ms> <padding>` or `end <count> ...`: the words up to the padding,
+    /// nothing copied (this runs once per delivery).
+    pub(crate) fn parse(payload: &[u8]) -> Result<Payload, Violation> {
+        let bad = || {
+            let text = String::from_utf8_lossy(&payload[..payload.len().min(64)]);
+            Violation::new(Cause::BadFrame, format!("not a sim message: {text:?}"))
+        };
+        let mut words = payload.split(|&b| b == b' ').map(|w| std::str::from_utf8(w).ok());
+        let first = words.next().flatten().ok_or_else(bad)?;
+        let second = words.next().flatten().ok_or_else(bad)?;
+        if first == "end" {
+            return Ok(Payload::End { count: second.parse().map_err(|_| bad())? });
+        }
+        Ok(Payload::Message {
+            seq: first.parse().map_err(|_| bad())?,
+            ts_ms: second.parse().map_err(|_| bad())?,
+        })
+    }
+}
+
 fn pad(head: String, size: usize) -> Vec<u8> {
     let mut out = head.into_bytes();
     if out.len() < size {
@@ -307,7 +341,7 @@ pub async fn publish(p: &RedisPublish) -> Result<RedisPublishReport, SimError> {
         }
     };
     if p.end {
-        let end = pad(format!("end {count} {} ", unix_ms()), p.payload);
+        let end = end_message(count, p.payload);
         let _: i64 = redis::cmd("PUBLISH")
             .arg(ch)
             .arg(end)
