@@ -137,9 +137,12 @@ fn parse(text: &str) -> Exposition {
 /// One sample from two expositions `secs` apart.
 fn sample(prev: &Exposition, now: &Exposition, secs: f64) -> Sample {
     let get = |e: &Exposition, s: &str| e.get(s).copied().unwrap_or(0.0);
+    // A series, or every labelled series of the name.
     let sum = |e: &Exposition, name: &str| -> f64 {
         e.iter()
-            .filter(|(k, _)| k.starts_with(name) && k[name.len()..].starts_with('{'))
+            .filter(|(k, _)| {
+                k.strip_prefix(name).is_some_and(|rest| rest.is_empty() || rest.starts_with('{'))
+            })
             .map(|(_, v)| v)
             .sum()
     };
@@ -156,7 +159,7 @@ fn sample(prev: &Exposition, now: &Exposition, secs: f64) -> Sample {
     Sample {
         at_ms: crate::ingest::now_ms(),
         matches_live: get(now, names::MATCHES_LIVE) as u64,
-        events_per_s: rate_plain(prev, now, names::EVENTS_PUBLISHED, secs),
+        events_per_s: rate(names::EVENTS_PUBLISHED),
         deliveries_per_s: rate(names::DELIVERIES),
         lag_p50_ms,
         lag_p99_ms,
@@ -169,11 +172,6 @@ fn sample(prev: &Exposition, now: &Exposition, secs: f64) -> Sample {
         max_fds: get(now, "process_max_fds") as u64,
         viewers,
     }
-}
-
-fn rate_plain(prev: &Exposition, now: &Exposition, name: &str, secs: f64) -> f64 {
-    let get = |e: &Exposition| e.get(name).copied().unwrap_or(0.0);
-    (get(now) - get(prev)).max(0.0) / secs.max(0.001)
 }
 
 /// p50 and p99 of the delivery lag over the interval, from the histogram's bucket counts (each

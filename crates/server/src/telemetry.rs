@@ -35,6 +35,9 @@ pub mod names {
 /// The `transport` label of each wire format, indexed by `Format as usize`.
 pub const TRANSPORTS: [&str; 4] = ["tcp_v1", "tcp_v2", "ws", "sse"];
 
+/// How many reasons a viewer leaves for: the `bye` reasons and hangup.
+const REASONS: usize = ByeReason::ALL.len() + 1;
+
 /// Why a viewer left: the `bye` reasons, plus `hangup` (it went away, or closed its side).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Left {
@@ -68,7 +71,8 @@ pub struct Metrics {
     pub events_published: Counter,
     deliveries: [Counter; 4],
     connects: [Counter; 4],
-    disconnects: [Counter; 8],
+    /// By [`Left::index`]: the bye reasons, then hangup.
+    disconnects: [Counter; REASONS],
     pub accept_errors: Counter,
     pub publish_seconds: Histogram,
     pub delivery_lag: LagHistogram,
@@ -117,7 +121,7 @@ impl Metrics {
         });
         let mut reasons: Vec<&'static str> = ByeReason::ALL.iter().map(|r| r.as_str()).collect();
         reasons.push("hangup");
-        let disconnects: [Counter; 8] = std::array::from_fn(|i| {
+        let disconnects: [Counter; REASONS] = std::array::from_fn(|i| {
             counter(&Key::from_parts(
                 names::VIEWER_DISCONNECTS,
                 vec![Label::new("reason", reasons[i])],
@@ -165,12 +169,10 @@ impl Metrics {
         self.viewers[format as usize].increment(1.0);
     }
 
-    /// A viewer that had joined over `format` left (`why` as [`Left::index`]).
-    pub(crate) fn left(&self, format: usize, why: usize) {
-        if let (Some(g), Some(c)) = (self.viewers.get(format), self.disconnects.get(why)) {
-            g.decrement(1.0);
-            c.increment(1);
-        }
+    /// A viewer that had joined over `format` left, for `why`.
+    pub(crate) fn left(&self, format: Format, why: Left) {
+        self.viewers[format as usize].decrement(1.0);
+        self.disconnects[why.index()].increment(1);
     }
 
     /// A viewer was refused before it joined (`bad_request`, `not_found`, `full`).
@@ -275,7 +277,7 @@ mod tests {
         let m = Metrics::new();
         m.joined(Format::Ws);
         m.joined(Format::Ws);
-        m.left(Format::Ws as usize, Left::Bye(ByeReason::TooSlow).index());
+        m.left(Format::Ws, Left::Bye(ByeReason::TooSlow));
         m.refused(ByeReason::Full);
         m.delivered(Format::Sse, 7);
         m.publish_seconds.record(0.002);

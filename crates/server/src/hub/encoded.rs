@@ -21,6 +21,11 @@ pub enum Format {
     Sse,
 }
 
+impl Format {
+    /// Every format, in the order of their discriminants (`Format as usize` indexes arrays).
+    pub const ALL: [Format; 4] = [Format::V1, Format::V2, Format::Ws, Format::Sse];
+}
+
 /// One event, encoded once per wire format. The TCP forms are built with the event; the
 /// WebSocket and SSE forms the first time a viewer of that format needs them, so a node with
 /// no browser viewer never builds them.

@@ -227,13 +227,13 @@ impl ViewerPorts {
         if let Some(p) = self.ports.get(index) {
             p.viewers.fetch_add(1, Ordering::Relaxed);
         }
-        PortGuard { ports: self.clone(), index: index as u32, joined: 0, why: HANGUP }
+        PortGuard { ports: self.clone(), index: index as u32, joined: None, why: Left::Hangup }
     }
 
     /// Counts a WebSocket or SSE viewer for as long as the guard lives.
     pub fn enter_web(self: &Arc<Self>) -> PortGuard {
         self.web.fetch_add(1, Ordering::Relaxed);
-        PortGuard { ports: self.clone(), index: WEB, joined: 0, why: HANGUP }
+        PortGuard { ports: self.clone(), index: WEB, joined: None, why: Left::Hangup }
     }
 }
 
@@ -249,28 +249,26 @@ impl Port {
 pub struct PortGuard {
     ports: Arc<ViewerPorts>,
     index: u32,
-    /// `Format as u8 + 1` once the viewer joined a match; 0 before.
-    joined: u8,
-    /// Why it leaves, as [`Left::index`]: a hang-up unless told otherwise.
-    why: u8,
+    /// The transport of the match it joined, once it did.
+    joined: Option<Format>,
+    /// Why it leaves: a hang-up unless told otherwise.
+    why: Left,
 }
 
 impl PortGuard {
     /// The viewer joined a match over `format`.
     pub fn joined(&mut self, format: Format) {
-        if self.joined == 0 {
-            self.joined = format as u8 + 1;
+        if self.joined.is_none() {
+            self.joined = Some(format);
             self.ports.metrics.joined(format);
         }
     }
 
     /// The server ends this viewer for `reason` (counted when the connection is gone).
     pub fn leaving(&mut self, reason: ByeReason) {
-        self.why = Left::Bye(reason).index() as u8;
+        self.why = Left::Bye(reason);
     }
 }
-
-const HANGUP: u8 = Left::Hangup.index() as u8;
 
 /// The index of a [`PortGuard`] that counts a viewer on the HTTP port.
 const WEB: u32 = u32::MAX;
@@ -282,8 +280,8 @@ impl Drop for PortGuard {
         } else if let Some(p) = self.ports.ports.get(self.index as usize) {
             p.viewers.fetch_sub(1, Ordering::Relaxed);
         }
-        if self.joined > 0 {
-            self.ports.metrics.left(usize::from(self.joined - 1), usize::from(self.why));
+        if let Some(format) = self.joined {
+            self.ports.metrics.left(format, self.why);
         }
     }
 }

@@ -161,9 +161,7 @@ pub(super) fn deliver(
         resume_in_task(ctx, shard, m, rest);
     }
     let metrics = &ctx.ports.metrics;
-    for (format, frames) in
-        [Format::V1, Format::V2, Format::Ws, Format::Sse].into_iter().zip(frames_by_format)
-    {
+    for (format, frames) in Format::ALL.into_iter().zip(frames_by_format) {
         if frames > 0 {
             metrics.delivered(format, frames);
         }
