@@ -10,6 +10,7 @@ mod drain;
 mod durability;
 mod fanout;
 mod golden;
+mod lane;
 mod lifecycle;
 mod metrics;
 mod redis;

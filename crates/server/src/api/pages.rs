@@ -48,7 +48,31 @@ pub struct Encoded {
     compressible: bool,
     gzip: OnceLock<Bytes>,
     br: OnceLock<Bytes>,
+    /// The header lines of each answer (by coding, then 200 or 304), written once for the HTTP
+    /// fast lane, which writes them as they are.
+    lines: [[OnceLock<Bytes>; 2]; 3],
 }
+
+/// Which answer of an [`Encoded`] a request gets: the coding of its bytes (identity, gzip or
+/// br) and whether the client has them already (`304`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Choice {
+    coding: usize,
+    not_modified: bool,
+}
+
+impl Choice {
+    /// `200`, or `304` for a client that has the bytes.
+    pub fn status(self) -> StatusCode {
+        match self.not_modified {
+            true => StatusCode::NOT_MODIFIED,
+            false => StatusCode::OK,
+        }
+    }
+}
+
+/// The codings in [`Choice`]'s order (identity has no name).
+const CODINGS: [Option<&'static str>; 3] = [None, Some("gzip"), Some("br")];
 
 impl Encoded {
     /// `etag` without quotes; `compressible`: offer gzip/br (for pages kept, not per request).
@@ -68,50 +92,77 @@ impl Encoded {
             compressible,
             gzip: OnceLock::new(),
             br: OnceLock::new(),
+            lines: Default::default(),
         }
     }
 
     /// The answer to a request with these headers: `304` when its `If-None-Match` names this
     /// content, else the bytes, compressed if the client accepts it and the page is large.
     pub fn respond(&self, request: &HeaderMap) -> Response {
+        self.response(self.choose(request))
+    }
+
+    /// What a request with these headers gets (see [`Encoded::respond`]).
+    pub fn choose(&self, request: &HeaderMap) -> Choice {
         let compress = self.compressible && self.body.len() >= COMPRESS_FROM;
         let coding = if compress && accepts(request, "br") {
-            Some("br")
+            2
         } else if compress && accepts(request, "gzip") {
-            Some("gzip")
+            1
         } else {
-            None
+            0
         };
-        let etag = &self.etags[match coding {
-            None => 0,
-            Some("gzip") => 1,
-            Some(_) => 2,
-        }];
+        let etag = self.etags[coding].as_ref().and_then(|t| t.to_str().ok());
+        Choice { coding, not_modified: etag.is_some_and(|t| none_match(request, t)) }
+    }
+
+    /// The answer chosen.
+    pub fn response(&self, choice: Choice) -> Response {
         let mut response = Response::new(Body::empty());
         let headers = response.headers_mut();
         headers.reserve(8);
-        if let Some(etag) = etag {
+        if let Some(etag) = &self.etags[choice.coding] {
             headers.insert(ETAG, etag.clone());
         }
         headers.insert(CACHE_CONTROL, self.cache_control.clone());
         if self.compressible {
             headers.insert(VARY, HeaderValue::from_static("accept-encoding"));
         }
-        if etag.as_ref().and_then(|t| t.to_str().ok()).is_some_and(|t| none_match(request, t)) {
+        if choice.not_modified {
             *response.status_mut() = StatusCode::NOT_MODIFIED;
             return response;
         }
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        let body = match coding {
-            Some("br") => self.br.get_or_init(|| brotli(&self.body)).clone(),
-            Some(_) => self.gzip.get_or_init(|| gzip(&self.body)).clone(),
-            None => self.body.clone(),
-        };
-        if let Some(c) = coding {
+        if let Some(c) = CODINGS[choice.coding] {
             set_encoding(&mut response, c);
         }
-        *response.body_mut() = Body::from(body);
+        *response.body_mut() = Body::from(self.body(choice));
         response
+    }
+
+    /// The bytes of the answer chosen (none for a `304`).
+    pub fn body(&self, choice: Choice) -> Bytes {
+        match (choice.not_modified, choice.coding) {
+            (true, _) => Bytes::new(),
+            (false, 2) => self.br.get_or_init(|| brotli(&self.body)).clone(),
+            (false, 1) => self.gzip.get_or_init(|| gzip(&self.body)).clone(),
+            (false, _) => self.body.clone(),
+        }
+    }
+
+    /// The header lines of the answer chosen as HTTP/1.1 writes them (`name: value\r\n`, the
+    /// names in lower case), those of [`Encoded::response`]: written once per answer.
+    pub fn lines(&self, choice: Choice) -> &Bytes {
+        self.lines[choice.coding][usize::from(choice.not_modified)].get_or_init(|| {
+            let mut lines = Vec::with_capacity(200);
+            for (name, value) in self.response(choice).headers() {
+                lines.extend_from_slice(name.as_str().as_bytes());
+                lines.extend_from_slice(b": ");
+                lines.extend_from_slice(value.as_bytes());
+                lines.extend_from_slice(b"\r\n");
+            }
+            lines.into()
+        })
     }
 
     /// Bytes held (identity encoding).

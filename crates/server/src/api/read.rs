@@ -8,56 +8,86 @@
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, Request, State};
-use axum::http::header::{ACCESS_CONTROL_ALLOW_ORIGIN, ACCESS_CONTROL_EXPOSE_HEADERS};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
+use axum::extract::{Path, RawQuery, Request, State};
+use axum::http::header::{
+    HeaderName, ACCEPT_ENCODING, ACCESS_CONTROL_ALLOW_ORIGIN, ACCESS_CONTROL_EXPOSE_HEADERS,
+    IF_NONE_MATCH,
+};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
-use super::pages::{self, At, Encoded};
+use super::pages::{self, At, Choice, Encoded};
 use super::{match_id, ApiError, AppState, MAX_HISTORY_LIMIT};
 use crate::locks::lock;
 use crate::model::Seq;
 
-/// Answers a `GET` of `/1/checkin`, `/1/matches`, `/1/match/<id>` or
-/// `/1/match/<id>/history[?query]` as the router would (the same functions, the CORS headers
-/// its layer adds to a plain request); `None` for every other request, which goes to the
-/// router. Ids written with `%` escapes are left to the router, which decodes them. Routing by
-/// hand goes against our rule of crates over hand-written equivalents, for four paths only,
-/// because `bench/http` measured it: see BENCHMARKS.md.
-pub async fn answer<B>(state: &AppState, request: &axum::http::Request<B>) -> Option<Response> {
-    if request.method() != Method::GET {
-        return None;
+/// An answer of the read API: a page encoded once with the answer a request gets, which the
+/// HTTP fast lane writes from its ready lines, or any other response.
+pub enum Answer {
+    Page(Arc<Encoded>, Choice),
+    Other(Response),
+}
+
+impl IntoResponse for Answer {
+    fn into_response(self) -> Response {
+        match self {
+            Answer::Page(encoded, choice) => encoded.response(choice),
+            Answer::Other(response) => response,
+        }
     }
-    let path = request.uri().path();
-    let headers = request.headers();
-    let mut response = if path == "/1/matches" {
+}
+
+impl<E: IntoResponse> From<Result<Answer, E>> for Answer {
+    fn from(result: Result<Answer, E>) -> Answer {
+        result.unwrap_or_else(|e| Answer::Other(e.into_response()))
+    }
+}
+
+/// The headers the router's CORS layer adds to the answer of a plain request (every origin
+/// is allowed: no answer depends on it), for answers that do not go through the router.
+pub const CORS: [(HeaderName, HeaderValue); 2] = [
+    (ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*")),
+    (ACCESS_CONTROL_EXPOSE_HEADERS, HeaderValue::from_static("*")),
+];
+
+/// Answers a `GET` of `/1/checkin`, `/1/matches`, `/1/match/<id>` or
+/// `/1/match/<id>/history[?query]` (its path and query) as the router would (the same
+/// functions; the caller adds [`CORS`]); `None` for every other path, which goes to the router. Ids written with `%`
+/// escapes are left to the router, which decodes them. Routing by hand goes against our rule
+/// of crates over hand-written equivalents, for four paths only, because `bench/http` measured
+/// it: see BENCHMARKS.md.
+pub async fn answer(
+    state: &AppState,
+    path: &str,
+    query: Option<&str>,
+    headers: &HeaderMap,
+) -> Option<Answer> {
+    Some(if path == "/1/matches" {
         matches(state, headers)
     } else if path == "/1/checkin" {
-        super::checkin(State(state.clone())).await.into_response()
+        Answer::Other(super::checkin(State(state.clone())).await.into_response())
     } else {
         let rest = path.strip_prefix("/1/match/").filter(|r| !r.contains('%'))?;
         match rest.split_once('/') {
-            None if !rest.is_empty() => one_match(state, rest, headers).into_response(),
+            None if !rest.is_empty() => one_match(state, rest, headers).into(),
             Some((id, "history")) if !id.is_empty() => {
-                let query = Query::try_from_uri(request.uri());
-                history_page(state, id, query, headers).await.into_response()
+                history_page(state, id, query, headers).await.into()
             }
             _ => return None,
         }
-    };
-    let h = response.headers_mut();
-    h.insert(ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
-    h.insert(ACCESS_CONTROL_EXPOSE_HEADERS, HeaderValue::from_static("*"));
-    Some(response)
+    })
 }
+
+/// The request headers the read API's answers depend on: [`answer`] reads no other, and the
+/// HTTP fast lane passes it no other.
+pub const CONSULTED: [HeaderName; 2] = [IF_NONE_MATCH, ACCEPT_ENCODING];
 
 // The handlers take the request itself (its headers) rather than a `HeaderMap`, which axum
 // would copy for each request.
 
 /// `GET /1/matches`.
-pub async fn list_matches(State(state): State<AppState>, request: Request) -> Response {
+pub async fn list_matches(State(state): State<AppState>, request: Request) -> Answer {
     matches(&state, request.headers())
 }
 
@@ -66,7 +96,7 @@ pub async fn get_match(
     State(state): State<AppState>,
     Path(raw): Path<String>,
     request: Request,
-) -> Result<Response, ApiError> {
+) -> Result<Answer, ApiError> {
     one_match(&state, &raw, request.headers())
 }
 
@@ -74,13 +104,13 @@ pub async fn get_match(
 pub async fn history(
     State(state): State<AppState>,
     Path(raw): Path<String>,
-    query: Result<Query<HistoryQuery>, QueryRejection>,
+    RawQuery(query): RawQuery,
     request: Request,
-) -> Result<Response, ApiError> {
-    history_page(&state, &raw, query, request.headers()).await
+) -> Result<Answer, ApiError> {
+    history_page(&state, &raw, query.as_deref(), request.headers()).await
 }
 
-fn matches(state: &AppState, headers: &HeaderMap) -> Response {
+fn matches(state: &AppState, headers: &HeaderMap) -> Answer {
     let generation = state.hub.generation();
     let cached = lock(&state.matches).as_ref().filter(|(g, _)| *g == generation).cloned();
     let encoded = match cached {
@@ -94,7 +124,12 @@ fn matches(state: &AppState, headers: &HeaderMap) -> Response {
             encoded
         }
     };
-    encoded.respond(headers)
+    chosen(encoded, headers)
+}
+
+fn chosen(encoded: Arc<Encoded>, headers: &HeaderMap) -> Answer {
+    let choice = encoded.choose(headers);
+    Answer::Page(encoded, choice)
 }
 
 /// FNV-1a: a stable hash of a body, for its `ETag`.
@@ -104,7 +139,7 @@ pub(super) fn fnv1a(bytes: &[u8]) -> u64 {
         .fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3))
 }
 
-fn one_match(state: &AppState, raw: &str, headers: &HeaderMap) -> Result<Response, ApiError> {
+fn one_match(state: &AppState, raw: &str, headers: &HeaderMap) -> Result<Answer, ApiError> {
     let id = match_id(raw)?;
     let (inc, snapshot) = state
         .hub
@@ -114,11 +149,11 @@ fn one_match(state: &AppState, raw: &str, headers: &HeaderMap) -> Result<Respons
     let etag = format!("m{inc}-{}", snapshot.state.seq);
     // An ended match does not change (unless cancelled): an hour; a live one: a moment.
     let cache_control = if over { "public, max-age=3600" } else { pages::LIVE };
-    Ok(Encoded::new(snapshot.json(), &etag, cache_control, false).respond(headers))
+    Ok(chosen(Arc::new(Encoded::new(snapshot.json(), &etag, cache_control, false)), headers))
 }
 
 #[derive(Deserialize)]
-pub struct HistoryQuery {
+struct HistoryQuery {
     after: Option<Seq>,
     limit: Option<usize>,
 }
@@ -126,10 +161,10 @@ pub struct HistoryQuery {
 async fn history_page(
     state: &AppState,
     raw: &str,
-    query: Result<Query<HistoryQuery>, QueryRejection>,
+    query: Option<&str>,
     headers: &HeaderMap,
-) -> Result<Response, ApiError> {
-    let Query(q) = query.map_err(|e| {
+) -> Result<Answer, ApiError> {
+    let q: HistoryQuery = serde_urlencoded::from_str(query.unwrap_or_default()).map_err(|e| {
         ApiError::bad_request(format!("bad query: {e} (after and limit are whole numbers)"))
     })?;
     let id = match_id(raw)?;
@@ -142,9 +177,9 @@ async fn history_page(
         let last = page.events.last().map_or(after, |e| e.seq);
         let etag = format!("h{}-{after}-{last}", page.inc);
         let body = pages::history_json(&page.events);
-        return Ok(Encoded::new(body, &etag, pages::LIVE, false).respond(headers));
+        return Ok(chosen(Arc::new(Encoded::new(body, &etag, pages::LIVE, false)), headers));
     };
     let at = At { inc, head: snapshot.state.seq, over: snapshot.state.is_over() };
-    let page = state.pages.page(&*state.store, &id, at, after, limit).await?;
-    Ok(page.respond(headers))
+    let kept = state.pages.page(&*state.store, &id, at, after, limit).await?;
+    Ok(chosen(kept, headers))
 }

@@ -1,0 +1,341 @@
+//! The fast lane: a connection's plainest keep-alive `GET`s of the read API (`/1/checkin`,
+//! `/1/matches`, `/1/match/<id>`, `/1/match/<id>/history`) answered from the socket, parsed by
+//! `httparse`, before hyper is given the connection. The answers are `api::read::answer`'s, the
+//! very functions the router calls; this file only reads a request head and writes a response as
+//! hyper would. The first request that is anything else (another path or method, a body, an
+//! upgrade, `Connection: close`, HTTP/1.0 without keep-alive, a head hyper must refuse) goes to
+//! hyper with the bytes read so far, and the connection stays hyper's.
+//!
+//! Why by hand: `bench/http` measured hyper's connection machinery (dispatcher, a timer per
+//! request for the header timeout, boxed bodies) at about a third of the node's CPU for a `304`,
+//! and the issue asks for nginx's rate. See BENCHMARKS.md, "HTTP API".
+
+use std::fmt::Write;
+use std::io::{self, IoSlice};
+use std::pin::{pin, Pin};
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime};
+
+use axum::http::header::HeaderName;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Version};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use http_body_util::BodyExt;
+use hyper::body::Body as _;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use super::Stopping;
+use crate::api::read::{Answer, CONSULTED, CORS};
+use crate::api::{self, AppState};
+
+/// How a connection left the lane.
+pub enum Left {
+    /// Closed: by the client, an error, the header timeout, or the node stopping.
+    Closed,
+    /// A request the lane does not answer is at the start of the bytes read: hyper's turn.
+    ToHyper,
+}
+
+/// Longest request head the lane reads; a longer one goes to hyper, which has its own limit
+/// and answers it (`431`).
+const MAX_HEAD: usize = 16 * 1024;
+/// Most header lines the lane parses; more go to hyper.
+const MAX_HEADERS: usize = 32;
+/// A body at least this long is written from its own buffer, not copied behind the head.
+const COPY_BELOW: usize = 16 * 1024;
+
+/// Answers requests on `stream` until it closes or a request is not the lane's; `read` holds
+/// what was read and not yet answered. `timeout`: how long a client has to send a request's
+/// head; a connection that has sent none for between one and two `timeout`s is closed (hyper
+/// closes one that has sent none within one).
+pub async fn serve(
+    stream: &mut TcpStream,
+    read: &mut Vec<u8>,
+    state: &AppState,
+    stop: &Stopping,
+    timeout: Duration,
+) -> Left {
+    // One timer per connection, moved on when it fires after answers: a request touches no
+    // timer and reads no clock.
+    let mut idle = pin!(tokio::time::sleep(timeout));
+    let mut answered_since = false;
+    // Ready once the node stops: the connection's task was told to wake then.
+    let mut stopping = std::future::poll_fn(|_| match stop.stopped() {
+        true => Poll::Ready(()),
+        false => Poll::Pending,
+    });
+    let mut out = BytesMut::new();
+    loop {
+        // Answer every complete request read (a client may pipeline), then write them at once.
+        let mut used = 0;
+        while let Some(head) = parse(&read[used..]) {
+            let Some(head) = head else {
+                return to_hyper(stream, &mut out, read, used).await;
+            };
+            let Some(answer) = api::read::answer(state, head.path, head.query, &head.headers).await
+            else {
+                return to_hyper(stream, &mut out, read, used).await;
+            };
+            used += head.len;
+            let body = encode(answer, head.version, &mut out).await;
+            if body.len() < COPY_BELOW {
+                out.put(body);
+            } else if !flush(stream, &mut out, &body).await {
+                return Left::Closed;
+            }
+        }
+        if used > 0 {
+            read.drain(..used);
+            answered_since = true;
+            if !flush(stream, &mut out, &[]).await {
+                return Left::Closed;
+            }
+        }
+        if read.len() >= MAX_HEAD {
+            return Left::ToHyper;
+        }
+        read.reserve(4096);
+        tokio::select! {
+            biased;
+            n = stream.read_buf(read) => match n {
+                Ok(0) | Err(_) => return Left::Closed,
+                Ok(_) => {}
+            },
+            () = &mut idle => {
+                if !std::mem::take(&mut answered_since) {
+                    return Left::Closed;
+                }
+                idle.as_mut().reset(Instant::now() + timeout);
+            }
+            () = &mut stopping => return Left::Closed,
+        }
+    }
+}
+
+/// Writes the answers before the request hyper is to have, then leaves it to hyper with the
+/// bytes from that request on.
+async fn to_hyper(
+    stream: &mut TcpStream,
+    out: &mut BytesMut,
+    read: &mut Vec<u8>,
+    used: usize,
+) -> Left {
+    read.drain(..used);
+    match flush(stream, out, &[]).await {
+        true => Left::ToHyper,
+        false => Left::Closed,
+    }
+}
+
+/// Writes `out` then `body`; false if the connection failed.
+async fn flush(stream: &mut TcpStream, out: &mut BytesMut, body: &[u8]) -> bool {
+    let mut pending = Buf::chain(&out[..], body);
+    let written = stream.write_all_buf(&mut pending).await.is_ok();
+    out.clear();
+    written
+}
+
+/// A request head the lane answers.
+struct Head<'a> {
+    len: usize,
+    version: Version,
+    path: &'a str,
+    query: Option<&'a str>,
+    /// The headers the answers read ([`CONSULTED`]), and no other.
+    headers: HeaderMap,
+}
+
+/// `None`: not a whole head yet; `Some(None)`: a request that is not the lane's, or not a
+/// valid one (hyper answers it).
+fn parse(read: &[u8]) -> Option<Option<Head<'_>>> {
+    let mut lines = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut request = httparse::Request::new(&mut lines);
+    let len = match request.parse(read) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return None,
+        Err(_) => return Some(None),
+    };
+    Some(head(&request, len))
+}
+
+fn head<'a>(request: &httparse::Request<'_, 'a>, len: usize) -> Option<Head<'a>> {
+    if request.method != Some("GET") {
+        return None;
+    }
+    let (path, query) = match request.path?.split_once('?') {
+        Some((path, query)) => (path, Some(query)),
+        None => (request.path?, None),
+    };
+    let mut headers = HeaderMap::new();
+    let mut keep_alive = request.version == Some(1);
+    for line in request.headers.iter() {
+        let name = line.name;
+        // A body, an upgrade or a request to close are hyper's to handle.
+        if HYPERS.iter().any(|h| name.eq_ignore_ascii_case(h)) {
+            return None;
+        }
+        if name.eq_ignore_ascii_case("connection") {
+            if !line.value.eq_ignore_ascii_case(b"keep-alive") {
+                return None;
+            }
+            keep_alive = true;
+        }
+        // Only what the answers read is kept: a header costs an allocation.
+        if let Some(consulted) = CONSULTED.iter().find(|c| name.eq_ignore_ascii_case(c.as_str())) {
+            headers.append(consulted.clone(), HeaderValue::from_bytes(line.value).ok()?);
+        }
+    }
+    if !keep_alive || !path.starts_with('/') {
+        return None;
+    }
+    let version = match request.version {
+        Some(0) => Version::HTTP_10,
+        _ => Version::HTTP_11,
+    };
+    Some(Head { len, version, path, query, headers })
+}
+
+/// Headers that make a `GET` hyper's: a body, an upgrade, an expectation.
+const HYPERS: [&str; 4] = ["content-length", "transfer-encoding", "upgrade", "expect"];
+
+/// Writes `answer`'s head to `out` as hyper writes it, and returns its body. To an HTTP/1.0
+/// request (kept alive, or it would not be here) hyper answers in HTTP/1.0 and says
+/// `connection: keep-alive`.
+async fn encode(answer: Answer, version: Version, out: &mut BytesMut) -> Bytes {
+    out.reserve(320);
+    let status_line = |out: &mut BytesMut, status: StatusCode| {
+        out.put_slice(match version {
+            Version::HTTP_10 => b"HTTP/1.0 ",
+            _ => b"HTTP/1.1 ",
+        });
+        out.put_slice(status.as_str().as_bytes());
+        out.put_u8(b' ');
+        out.put_slice(status.canonical_reason().unwrap_or("<none>").as_bytes());
+        out.put_slice(b"\r\n");
+    };
+    let (status, body) = match answer {
+        Answer::Page(encoded, choice) => {
+            status_line(out, choice.status());
+            out.put_slice(encoded.lines(choice));
+            (choice.status(), encoded.body(choice))
+        }
+        Answer::Other(response) => {
+            let (parts, body) = response.into_parts();
+            status_line(out, parts.status);
+            for (name, value) in &parts.headers {
+                line(out, name, value);
+            }
+            // The read API's bodies are whole `Bytes`, ready at once.
+            let body = match body.size_hint().exact() {
+                Some(0) => Bytes::new(),
+                _ => body.collect().await.map(|c| c.to_bytes()).unwrap_or_default(),
+            };
+            (parts.status, body)
+        }
+    };
+    for (name, value) in &CORS {
+        line(out, name, value);
+    }
+    if version == Version::HTTP_10 {
+        out.put_slice(b"connection: keep-alive\r\n");
+    }
+    if status != StatusCode::NOT_MODIFIED {
+        let _ = write!(out, "content-length: {}\r\n", body.len());
+    }
+    out.put_slice(b"date: ");
+    out.put_slice(&date());
+    out.put_slice(b"\r\n\r\n");
+    body
+}
+
+fn line(out: &mut BytesMut, name: &HeaderName, value: &HeaderValue) {
+    out.put_slice(name.as_str().as_bytes());
+    out.put_slice(b": ");
+    out.put_slice(value.as_bytes());
+    out.put_slice(b"\r\n");
+}
+
+/// `Date` in the IMF-fixdate form, made once a second per thread (as hyper does).
+fn date() -> [u8; 29] {
+    use std::cell::Cell;
+    thread_local! {
+        static CACHED: Cell<(u64, [u8; 29])> = const { Cell::new((u64::MAX, [0; 29])) };
+    }
+    let now = SystemTime::now();
+    let second = now.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    CACHED.with(|cached| {
+        let (at, text) = cached.get();
+        if at == second {
+            return text;
+        }
+        let mut text = [0; 29];
+        let formatted = httpdate::fmt_http_date(now);
+        let n = formatted.len().min(29);
+        text[..n].copy_from_slice(&formatted.as_bytes()[..n]);
+        cached.set((second, text));
+        text
+    })
+}
+
+/// The connection as hyper reads it: the bytes the lane read first, then the socket.
+pub struct Prefixed {
+    read: Bytes,
+    stream: TcpStream,
+}
+
+impl Prefixed {
+    pub fn new(read: Bytes, stream: TcpStream) -> Self {
+        Prefixed { read, stream }
+    }
+
+    /// The socket, and what was read from it and not yet given to hyper.
+    pub fn into_parts(self) -> (TcpStream, Bytes) {
+        (self.stream, self.read)
+    }
+}
+
+impl AsyncRead for Prefixed {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if self.read.is_empty() {
+            return Pin::new(&mut self.stream).poll_read(cx, buf);
+        }
+        let n = self.read.len().min(buf.remaining());
+        buf.put_slice(&self.read.split_to(n));
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncWrite for Prefixed {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}

@@ -1,0 +1,164 @@
+//! The HTTP fast lane (`crates/server/src/http/lane.rs`): the read API's plainest keep-alive
+//! `GET`s are answered before hyper sees the connection. Seen over raw sockets: the same bytes as
+//! hyper and the router give, pipelined requests in order, the hand-over to hyper in the middle of
+//! a connection, and a kept-alive connection closed when the node stops.
+
+use std::time::Duration;
+
+use serde_json::json;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::time::timeout;
+
+use crate::support::*;
+
+/// One HTTP/1.x answer: status line, header lines (lower-cased, sorted, `date` left out) and
+/// body (as long as `content-length` says).
+#[derive(Debug, PartialEq)]
+struct Answer {
+    status: String,
+    headers: Vec<String>,
+    body: Vec<u8>,
+}
+
+async fn answer(conn: &mut BufReader<TcpStream>) -> Answer {
+    let status = read_line(conn).await;
+    assert!(!status.is_empty(), "the connection closed before an answer");
+    let mut headers = Vec::new();
+    let mut length = 0;
+    loop {
+        let line = read_line(conn).await;
+        let l = line.as_str();
+        if l.is_empty() {
+            break;
+        }
+        let (name, value) = l.split_once(": ").expect("a header line");
+        let name = name.to_ascii_lowercase();
+        if name == "content-length" {
+            length = value.parse().expect("a length");
+        }
+        if name != "date" {
+            headers.push(format!("{name}: {value}"));
+        }
+    }
+    headers.sort();
+    let mut body = vec![0; length];
+    timeout(PATIENCE, conn.read_exact(&mut body)).await.expect("a body in time").expect("body");
+    Answer { status, headers, body }
+}
+
+async fn read_line(conn: &mut BufReader<TcpStream>) -> String {
+    let mut line = String::new();
+    timeout(PATIENCE, conn.read_line(&mut line)).await.expect("an answer in time").expect("read");
+    line.trim_end().to_owned()
+}
+
+async fn connect(s: &TestServer) -> BufReader<TcpStream> {
+    BufReader::new(TcpStream::connect(s.http_host()).await.expect("connect"))
+}
+
+/// A connection that hyper serves: its first request (`/healthz`) is not the lane's.
+async fn hypers(s: &TestServer) -> BufReader<TcpStream> {
+    let mut conn = connect(s).await;
+    conn.get_mut().write_all(b"GET /healthz HTTP/1.1\r\nhost: t\r\n\r\n").await.unwrap();
+    assert!(answer(&mut conn).await.status.starts_with("HTTP/1.1 200"));
+    conn
+}
+
+/// A match whose history is large enough to be compressed (over 1 KiB).
+async fn long_match(s: &TestServer) -> String {
+    let id = s.started_match().await;
+    let goals: Vec<_> = (0..20).map(|_| json!({"kind": "goal", "data": {"team": "elp"}})).collect();
+    let (status, body) = s.post_events(&id, json!(goals)).await;
+    assert_eq!(status.as_u16(), 201, "{body}");
+    id
+}
+
+/// Every answer the lane gives is the one hyper and the router give, header for header and
+/// byte for byte (but `date`): pages, 304s, each coding, HTTP/1.0 kept alive, errors.
+#[tokio::test]
+async fn the_lane_answers_as_hyper_and_the_router_do() {
+    let s = TestServer::start().await;
+    let id = long_match(&s).await;
+    let history = format!("/1/match/{id}/history");
+    let mut lane = connect(&s).await;
+    lane.get_mut()
+        .write_all(format!("GET {history} HTTP/1.1\r\nhost: t\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let first = answer(&mut lane).await;
+    let etag = first.headers.iter().find_map(|h| h.strip_prefix("etag: ")).unwrap().to_owned();
+    let requests = [
+        "GET /1/matches HTTP/1.1\r\nhost: t\r\n\r\n".to_owned(),
+        "GET /1/checkin HTTP/1.1\r\nhost: t\r\n\r\n".to_owned(),
+        format!("GET /1/match/{id} HTTP/1.1\r\nhost: t\r\n\r\n"),
+        format!("GET {history} HTTP/1.1\r\nhost: t\r\n\r\n"),
+        format!("GET {history} HTTP/1.0\r\nConnection: Keep-Alive\r\nhost: t\r\n\r\n"),
+        format!("GET {history} HTTP/1.1\r\nIf-None-Match: {etag}\r\n\r\n"),
+        format!(
+            "GET {history} HTTP/1.0\r\nconnection: keep-alive\r\nif-none-match: {etag}\r\n\r\n"
+        ),
+        format!("GET {history} HTTP/1.1\r\nAccept-Encoding: gzip\r\n\r\n"),
+        format!("GET {history} HTTP/1.1\r\naccept-encoding: gzip, br\r\n\r\n"),
+        format!("GET {history}?after=3&limit=2 HTTP/1.1\r\n\r\n"),
+        format!("GET {history}?after=x HTTP/1.1\r\n\r\n"),
+        "GET /1/match/abc-def-2011-09-10/history HTTP/1.1\r\n\r\n".to_owned(),
+        "GET /1/match/not-an-id HTTP/1.1\r\n\r\n".to_owned(),
+    ];
+    let mut hyper = hypers(&s).await;
+    let mut codings = Vec::new();
+    for request in &requests {
+        lane.get_mut().write_all(request.as_bytes()).await.unwrap();
+        hyper.get_mut().write_all(request.as_bytes()).await.unwrap();
+        let (fast, routed) = (answer(&mut lane).await, answer(&mut hyper).await);
+        assert_eq!(fast, routed, "{request}");
+        assert!(fast.headers.contains(&"access-control-allow-origin: *".to_owned()), "{request}");
+        codings.extend(fast.headers.iter().filter(|h| h.starts_with("content-encoding")).cloned());
+    }
+    assert_eq!(codings, ["content-encoding: gzip", "content-encoding: br"]);
+}
+
+/// Requests sent at once are answered in order; the first one the lane does not take (a
+/// watcher's POST) and every one after it are hyper's, on the same connection.
+#[tokio::test]
+async fn pipelined_requests_are_answered_in_order_and_hyper_takes_over_midway() {
+    let s = TestServer::start().await;
+    let id = s.started_match().await;
+    let event = r#"{"kind":"goal","data":{"team":"tig"}}"#;
+    let mut all = format!("GET /1/match/{id} HTTP/1.1\r\n\r\nGET /1/checkin HTTP/1.1\r\n\r\n");
+    all += &format!(
+        "POST /1/match/{id}/events HTTP/1.1\r\nauthorization: Bearer {TOKEN}\r\n\
+         content-type: application/json\r\ncontent-length: {}\r\n\r\n{event}",
+        event.len()
+    );
+    all += &format!("GET /1/match/{id}/history?after=1 HTTP/1.1\r\n\r\n");
+    let mut conn = connect(&s).await;
+    conn.get_mut().write_all(all.as_bytes()).await.unwrap();
+    let mut bodies = Vec::new();
+    for _ in 0..4 {
+        let a = answer(&mut conn).await;
+        bodies.push((a.status, serde_json::from_slice::<serde_json::Value>(&a.body).unwrap()));
+    }
+    assert_eq!(bodies[0].1["seq"], 1, "{:?}", bodies[0]);
+    assert!(bodies[1].1["port"].is_u64(), "{:?}", bodies[1]);
+    assert_eq!(bodies[2].0, "HTTP/1.1 201 Created", "{:?}", bodies[2]);
+    assert_eq!(bodies[3].1[0]["seq"], 2, "the history holds the event posted before it");
+    assert_eq!(bodies[3].1[0]["data"]["team"], "tig");
+}
+
+/// A client idle between requests is not waited for when the node stops: its connection is
+/// closed and the node stops at once.
+#[tokio::test]
+async fn a_kept_alive_connection_is_closed_when_the_node_stops() {
+    let s = TestServer::start().await;
+    let mut lane = connect(&s).await;
+    lane.get_mut().write_all(b"GET /1/matches HTTP/1.1\r\n\r\n").await.unwrap();
+    assert!(answer(&mut lane).await.status.starts_with("HTTP/1.1 200"));
+    let mut hyper = hypers(&s).await;
+    timeout(Duration::from_secs(10), s.stop()).await.expect("the node stops without waiting");
+    for conn in [&mut lane, &mut hyper] {
+        let mut rest = Vec::new();
+        let n = timeout(PATIENCE, conn.read_to_end(&mut rest)).await.expect("closed").unwrap();
+        assert_eq!(n, 0, "nothing more is sent: {}", String::from_utf8_lossy(&rest));
+    }
+}
