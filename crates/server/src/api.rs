@@ -25,7 +25,7 @@ use crate::transport::ViewerPorts;
 
 mod ops;
 mod page;
-mod pages;
+pub(crate) mod pages;
 pub mod read;
 mod viewers;
 
@@ -112,8 +112,9 @@ pub fn router(state: AppState) -> Router {
         })
         // Any origin, method and header: the answers do not depend on the origin, so no
         // `Vary: Origin` (tower-http adds one by default, built anew for every request).
-        // `read::answer` serves the read API's plainest GETs without this router and adds the
-        // two headers this layer gives them: a layer added here does not reach those.
+        // The HTTP fast lane (`http/lane.rs`) serves the read API's plainest GETs without this
+        // router and adds the two headers this layer gives them (`read::CORS`): a layer added
+        // here does not reach those.
         .layer(CorsLayer::permissive().vary([]))
         .with_state(state)
 }

@@ -1,8 +1,9 @@
 //! The HTTP listener: the read API's plainest keep-alive `GET`s are answered on the fast lane
 //! (`lane.rs`) until a request is anything else; hyper serves the rest of the connection
-//! (HTTP/1.1, keep-alive) with the API router, and hands a connection over to the viewer transports once a WebSocket or SSE answer is out
-//! (`transport::web`): the connection then leaves hyper, and its socket is a viewer's like any
-//! TCP viewer's, parked at the live edge. Everything else about the requests is `api`'s.
+//! (HTTP/1.1, keep-alive) with the API router, and hands a connection over to the viewer
+//! transports once a WebSocket or SSE answer is out (`transport::web`): the connection then
+//! leaves hyper, and its socket is a viewer's like any TCP viewer's, parked at the live edge.
+//! Everything else about the requests is `api`'s.
 
 use std::collections::HashMap;
 use std::future::poll_fn;
@@ -29,7 +30,8 @@ use crate::transport::web::{self, Takeover};
 mod lane;
 
 /// A client has this long to send a request's headers (on a new connection, or the next
-/// request of a kept-alive one), so that idle sockets do not hold descriptors.
+/// request of a kept-alive one), so that idle sockets do not hold descriptors; on the fast lane,
+/// between one and two of it (`lane::serve`), and as long to take an answer.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Serves HTTP until `stop`, then lets requests in flight finish and returns once every
@@ -50,7 +52,7 @@ pub async fn serve(listener: TcpListener, app: Router, state: AppState, stop: Ca
 
 /// One connection: requests until the client or hyper ends it, or a handler takes it over.
 async fn connection(mut stream: TcpStream, app: Router, state: AppState, stop: Arc<Stopping>) {
-    let _waiting = poll_fn(|cx| Poll::Ready(stop.wait(cx.waker()))).await;
+    let _watching = poll_fn(|cx| Poll::Ready(stop.watch(cx.waker()))).await;
     let mut read = Vec::new();
     if let lane::Left::Closed =
         lane::serve(&mut stream, &mut read, &state, &stop, HEADER_TIMEOUT).await
@@ -96,7 +98,8 @@ async fn connection(mut stream: TcpStream, app: Router, state: AppState, stop: A
         Some(handover) => {
             let read = match unread.is_empty() {
                 true => parts.read_buf,
-                false => [unread, parts.read_buf].concat().into(),
+                // Hyper read its buffer from the lane's bytes first: it holds the earlier ones.
+                false => [parts.read_buf, unread].concat().into(),
             };
             viewers.tracker.clone().spawn(web::begin(viewers, stream, read, handover));
         }
@@ -107,45 +110,53 @@ async fn connection(mut stream: TcpStream, app: Router, state: AppState, stop: A
 }
 
 /// The node's stop as its HTTP connections see it: each connection's task leaves its waker
-/// here once, then reads a flag per request. Awaiting a `CancellationToken` per request took two
-/// locks shared by every connection (`bench/http` saw them).
+/// here once, then reads a flag whenever it is polled. Awaiting a `CancellationToken` took two
+/// locks shared by every connection per request (`bench/http` saw them); this lock is taken
+/// twice per connection, when it opens and when it closes.
 #[derive(Default)]
 pub struct Stopping {
     stopped: AtomicBool,
-    waiting: Mutex<(u64, HashMap<u64, Waker>)>,
+    watchers: Mutex<Watchers>,
+}
+
+#[derive(Default)]
+struct Watchers {
+    next: u64,
+    wakers: HashMap<u64, Waker>,
 }
 
 impl Stopping {
-    /// Wakes `waker` (a connection task's, which serves for its whole life) when the node stops,
-    /// until the guard is dropped.
-    fn wait(&self, waker: &Waker) -> Waiting<'_> {
-        let mut waiting = lock(&self.waiting);
-        let id = waiting.0;
-        waiting.0 += 1;
-        waiting.1.insert(id, waker.clone());
-        Waiting { stopping: self, id }
+    /// Wakes `waker` when the node stops, until the guard is dropped. It must be the waker of
+    /// the task that reads [`Stopping::stopped`] (a task's waker serves for the task's life):
+    /// a future polled in another task would not be woken.
+    fn watch(&self, waker: &Waker) -> Watching<'_> {
+        let mut watchers = lock(&self.watchers);
+        let id = watchers.next;
+        watchers.next += 1;
+        watchers.wakers.insert(id, waker.clone());
+        Watching { stopping: self, id }
     }
 
-    /// Has the node begun to stop? (A task that waits on it has called [`Stopping::wait`].)
+    /// Has the node begun to stop?
     pub fn stopped(&self) -> bool {
         self.stopped.load(Ordering::Acquire)
     }
 
     fn stop(&self) {
         self.stopped.store(true, Ordering::Release);
-        let wakers = std::mem::take(&mut lock(&self.waiting).1);
+        let wakers = std::mem::take(&mut lock(&self.watchers).wakers);
         wakers.into_values().for_each(Waker::wake);
     }
 }
 
-/// A connection waiting for the node's stop; it stops waiting when dropped.
-struct Waiting<'a> {
+/// A connection watching for the node's stop; it stops watching when dropped.
+struct Watching<'a> {
     stopping: &'a Stopping,
     id: u64,
 }
 
-impl Drop for Waiting<'_> {
+impl Drop for Watching<'_> {
     fn drop(&mut self) {
-        lock(&self.stopping.waiting).1.remove(&self.id);
+        lock(&self.stopping.watchers).wakers.remove(&self.id);
     }
 }

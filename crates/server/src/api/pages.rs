@@ -17,8 +17,9 @@ use axum::body::{Body, Bytes};
 use axum::http::header::{
     ACCEPT_ENCODING, CACHE_CONTROL, CONTENT_ENCODING, CONTENT_TYPE, ETAG, IF_NONE_MATCH, VARY,
 };
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::Response;
+use bytes::BufMut;
 use serde::Serialize;
 use tokio::sync::OnceCell;
 
@@ -57,8 +58,27 @@ pub struct Encoded {
 /// br) and whether the client has them already (`304`).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Choice {
-    coding: usize,
+    coding: Coding,
     not_modified: bool,
+}
+
+/// The coding of an answer's bytes; also the index of its `ETag`, bytes and lines.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Coding {
+    Identity = 0,
+    Gzip = 1,
+    Br = 2,
+}
+
+impl Coding {
+    /// Its `Content-Encoding` (identity has none).
+    fn name(self) -> Option<&'static str> {
+        match self {
+            Coding::Identity => None,
+            Coding::Gzip => Some("gzip"),
+            Coding::Br => Some("br"),
+        }
+    }
 }
 
 impl Choice {
@@ -70,9 +90,6 @@ impl Choice {
         }
     }
 }
-
-/// The codings in [`Choice`]'s order (identity has no name).
-const CODINGS: [Option<&'static str>; 3] = [None, Some("gzip"), Some("br")];
 
 impl Encoded {
     /// `etag` without quotes; `compressible`: offer gzip/br (for pages kept, not per request).
@@ -106,13 +123,13 @@ impl Encoded {
     pub fn choose(&self, request: &HeaderMap) -> Choice {
         let compress = self.compressible && self.body.len() >= COMPRESS_FROM;
         let coding = if compress && accepts(request, "br") {
-            2
+            Coding::Br
         } else if compress && accepts(request, "gzip") {
-            1
+            Coding::Gzip
         } else {
-            0
+            Coding::Identity
         };
-        let etag = self.etags[coding].as_ref().and_then(|t| t.to_str().ok());
+        let etag = self.etags[coding as usize].as_ref().and_then(|t| t.to_str().ok());
         Choice { coding, not_modified: etag.is_some_and(|t| none_match(request, t)) }
     }
 
@@ -121,7 +138,7 @@ impl Encoded {
         let mut response = Response::new(Body::empty());
         let headers = response.headers_mut();
         headers.reserve(8);
-        if let Some(etag) = &self.etags[choice.coding] {
+        if let Some(etag) = &self.etags[choice.coding as usize] {
             headers.insert(ETAG, etag.clone());
         }
         headers.insert(CACHE_CONTROL, self.cache_control.clone());
@@ -133,7 +150,7 @@ impl Encoded {
             return response;
         }
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        if let Some(c) = CODINGS[choice.coding] {
+        if let Some(c) = choice.coding.name() {
             set_encoding(&mut response, c);
         }
         *response.body_mut() = Body::from(self.body(choice));
@@ -144,22 +161,19 @@ impl Encoded {
     pub fn body(&self, choice: Choice) -> Bytes {
         match (choice.not_modified, choice.coding) {
             (true, _) => Bytes::new(),
-            (false, 2) => self.br.get_or_init(|| brotli(&self.body)).clone(),
-            (false, 1) => self.gzip.get_or_init(|| gzip(&self.body)).clone(),
-            (false, _) => self.body.clone(),
+            (false, Coding::Br) => self.br.get_or_init(|| brotli(&self.body)).clone(),
+            (false, Coding::Gzip) => self.gzip.get_or_init(|| gzip(&self.body)).clone(),
+            (false, Coding::Identity) => self.body.clone(),
         }
     }
 
     /// The header lines of the answer chosen as HTTP/1.1 writes them (`name: value\r\n`, the
     /// names in lower case), those of [`Encoded::response`]: written once per answer.
     pub fn lines(&self, choice: Choice) -> &Bytes {
-        self.lines[choice.coding][usize::from(choice.not_modified)].get_or_init(|| {
+        self.lines[choice.coding as usize][usize::from(choice.not_modified)].get_or_init(|| {
             let mut lines = Vec::with_capacity(200);
             for (name, value) in self.response(choice).headers() {
-                lines.extend_from_slice(name.as_str().as_bytes());
-                lines.extend_from_slice(b": ");
-                lines.extend_from_slice(value.as_bytes());
-                lines.extend_from_slice(b"\r\n");
+                header_line(&mut lines, name, value);
             }
             lines.into()
         })
@@ -169,6 +183,15 @@ impl Encoded {
     fn len(&self) -> usize {
         self.body.len()
     }
+}
+
+/// Writes `name: value\r\n` as HTTP/1.1 sends a header (hyper writes names in lower case, as
+/// `HeaderName` holds them).
+pub fn header_line(out: &mut impl BufMut, name: &HeaderName, value: &HeaderValue) {
+    out.put_slice(name.as_str().as_bytes());
+    out.put_slice(b": ");
+    out.put_slice(value.as_bytes());
+    out.put_slice(b"\r\n");
 }
 
 fn set_encoding(response: &mut Response, coding: &'static str) {
@@ -245,9 +268,10 @@ pub fn history_json(events: &[Event]) -> Bytes {
 /// Which page: the match's incarnation, `after` and `limit`.
 type PageKey = (MatchId, Incarnation, Seq, usize);
 
-/// What one kept page is counted as besides its body: its key (twice), slot and headers, and
-/// its compressed copies (at most half the body for JSON, usually far less).
-const PAGE_OVERHEAD: usize = 512;
+/// What one kept page is counted as besides its body (and half the body more for its compressed
+/// copies: far less, for JSON): its key (twice), slot and headers, 512 bytes, and the header
+/// lines the fast lane writes, up to six of about 200 bytes each.
+const PAGE_OVERHEAD: usize = 512 + 6 * 256;
 /// Pages kept at most, whatever their size.
 const MAX_PAGES: usize = 100_000;
 

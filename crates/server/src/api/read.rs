@@ -46,14 +46,16 @@ impl<E: IntoResponse> From<Result<Answer, E>> for Answer {
 
 /// The headers the router's CORS layer adds to the answer of a plain request (every origin
 /// is allowed: no answer depends on it), for answers that do not go through the router.
+/// In the layer's order.
 pub const CORS: [(HeaderName, HeaderValue); 2] = [
-    (ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*")),
     (ACCESS_CONTROL_EXPOSE_HEADERS, HeaderValue::from_static("*")),
+    (ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*")),
 ];
 
-/// Answers a `GET` of `/1/checkin`, `/1/matches`, `/1/match/<id>` or
-/// `/1/match/<id>/history[?query]` (its path and query) as the router would (the same
-/// functions; the caller adds [`CORS`]); `None` for every other path, which goes to the router. Ids written with `%`
+/// Answers a `GET` (the caller has checked the method) of `/1/checkin`, `/1/matches`,
+/// `/1/match/<id>` or `/1/match/<id>/history[?query]` (its path and query) as the router would
+/// (the same functions; the caller adds [`CORS`]); `None` for every other path, which goes to
+/// the router. Ids written with `%`
 /// escapes are left to the router, which decodes them. Routing by hand goes against our rule
 /// of crates over hand-written equivalents, for four paths only, because `bench/http` measured
 /// it: see BENCHMARKS.md.

@@ -6,9 +6,10 @@
 //! upgrade, `Connection: close`, HTTP/1.0 without keep-alive, a head hyper must refuse) goes to
 //! hyper with the bytes read so far, and the connection stays hyper's.
 //!
-//! Why by hand: `bench/http` measured hyper's connection machinery (dispatcher, a timer per
-//! request for the header timeout, boxed bodies) at about a third of the node's CPU for a `304`,
-//! and the issue asks for nginx's rate. See BENCHMARKS.md, "HTTP API".
+//! Why by hand: issue 10 asks for nginx's rate of `304`s, and with hyper driving every request
+//! the node spent 20–22 µs of CPU on one against nginx's 13–16; hyper's dispatcher, its timer
+//! per request, boxed bodies and header maps were about a third of the node's userspace time.
+//! See BENCHMARKS.md, "HTTP API".
 
 use std::fmt::Write;
 use std::io::{self, IoSlice};
@@ -16,7 +17,6 @@ use std::pin::{pin, Pin};
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
-use axum::http::header::HeaderName;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Version};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http_body_util::BodyExt;
@@ -26,6 +26,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::Stopping;
+use crate::api::pages::header_line;
 use crate::api::read::{Answer, CONSULTED, CORS};
 use crate::api::{self, AppState};
 
@@ -44,11 +45,14 @@ const MAX_HEAD: usize = 16 * 1024;
 const MAX_HEADERS: usize = 32;
 /// A body at least this long is written from its own buffer, not copied behind the head.
 const COPY_BELOW: usize = 16 * 1024;
+/// Answers queued for one write at most (a client may pipeline many requests): past this, they
+/// are written before the next request is read, so that a connection holds no more.
+const OUT_MAX: usize = 64 * 1024;
 
 /// Answers requests on `stream` until it closes or a request is not the lane's; `read` holds
 /// what was read and not yet answered. `timeout`: how long a client has to send a request's
-/// head; a connection that has sent none for between one and two `timeout`s is closed (hyper
-/// closes one that has sent none within one).
+/// head, and to take an answer; a connection that has sent no request for between one and two
+/// `timeout`s is closed (hyper closes one that has sent none within one).
 pub async fn serve(
     stream: &mut TcpStream,
     read: &mut Vec<u8>,
@@ -57,43 +61,55 @@ pub async fn serve(
     timeout: Duration,
 ) -> Left {
     // One timer per connection, moved on when it fires after answers: a request touches no
-    // timer and reads no clock.
+    // timer.
     let mut idle = pin!(tokio::time::sleep(timeout));
     let mut answered_since = false;
-    // Ready once the node stops: the connection's task was told to wake then.
+    // Ready once the node stops. It registers no waker: the connection's task left its own with
+    // `stop` (`Stopping::watch`), so this must be polled in that task, as it is here.
     let mut stopping = std::future::poll_fn(|_| match stop.stopped() {
         true => Poll::Ready(()),
         false => Poll::Pending,
     });
     let mut out = BytesMut::new();
     loop {
+        if stop.stopped() {
+            return Left::Closed;
+        }
         // Answer every complete request read (a client may pipeline), then write them at once.
         let mut used = 0;
-        while let Some(head) = parse(&read[used..]) {
-            let Some(head) = head else {
-                return to_hyper(stream, &mut out, read, used).await;
+        loop {
+            let head = match parse(&read[used..]) {
+                Parsed::Partial => break,
+                Parsed::NotOurs => return to_hyper(stream, &mut out, read, used, timeout).await,
+                Parsed::Ours(head) => head,
             };
             let Some(answer) = api::read::answer(state, head.path, head.query, &head.headers).await
             else {
-                return to_hyper(stream, &mut out, read, used).await;
+                return to_hyper(stream, &mut out, read, used, timeout).await;
             };
             used += head.len;
             let body = encode(answer, head.version, &mut out).await;
-            if body.len() < COPY_BELOW {
+            if body.len() >= COPY_BELOW || out.len() + body.len() > OUT_MAX {
+                if !flush(stream, &mut out, &body, timeout).await {
+                    return Left::Closed;
+                }
+            } else {
                 out.put(body);
-            } else if !flush(stream, &mut out, &body).await {
-                return Left::Closed;
             }
         }
         if used > 0 {
             read.drain(..used);
             answered_since = true;
-            if !flush(stream, &mut out, &[]).await {
+            if !flush(stream, &mut out, &[], timeout).await {
                 return Left::Closed;
             }
         }
         if read.len() >= MAX_HEAD {
             return Left::ToHyper;
+        }
+        // What a burst grew is given back once it is answered: an idle connection keeps 4 KiB.
+        if read.is_empty() && read.capacity() > 2 * 4096 {
+            *read = Vec::new();
         }
         read.reserve(4096);
         tokio::select! {
@@ -120,19 +136,31 @@ async fn to_hyper(
     out: &mut BytesMut,
     read: &mut Vec<u8>,
     used: usize,
+    timeout: Duration,
 ) -> Left {
     read.drain(..used);
-    match flush(stream, out, &[]).await {
+    match flush(stream, out, &[], timeout).await {
         true => Left::ToHyper,
         false => Left::Closed,
     }
 }
 
-/// Writes `out` then `body`; false if the connection failed.
-async fn flush(stream: &mut TcpStream, out: &mut BytesMut, body: &[u8]) -> bool {
+/// Writes `out` then `body`; false if the connection failed or the client took nothing for
+/// `timeout`. What a burst grew is given back.
+async fn flush(stream: &mut TcpStream, out: &mut BytesMut, body: &[u8], timeout: Duration) -> bool {
     let mut pending = Buf::chain(&out[..], body);
-    let written = stream.write_all_buf(&mut pending).await.is_ok();
-    out.clear();
+    let mut written = true;
+    while pending.has_remaining() && written {
+        written = matches!(
+            tokio::time::timeout(timeout, stream.write_buf(&mut pending)).await,
+            Ok(Ok(n)) if n > 0
+        );
+    }
+    if out.capacity() > OUT_MAX {
+        *out = BytesMut::new();
+    } else {
+        out.clear();
+    }
     written
 }
 
@@ -146,35 +174,49 @@ struct Head<'a> {
     headers: HeaderMap,
 }
 
-/// `None`: not a whole head yet; `Some(None)`: a request that is not the lane's, or not a
-/// valid one (hyper answers it).
-fn parse(read: &[u8]) -> Option<Option<Head<'_>>> {
+enum Parsed<'a> {
+    /// Not a whole head yet.
+    Partial,
+    /// A request that is not the lane's, or not a valid one: hyper answers it.
+    NotOurs,
+    Ours(Head<'a>),
+}
+
+fn parse(read: &[u8]) -> Parsed<'_> {
     let mut lines = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut request = httparse::Request::new(&mut lines);
-    let len = match request.parse(read) {
-        Ok(httparse::Status::Complete(len)) => len,
-        Ok(httparse::Status::Partial) => return None,
-        Err(_) => return Some(None),
-    };
-    Some(head(&request, len))
+    match request.parse(read) {
+        Ok(httparse::Status::Complete(len)) => {
+            head(&request, len).map_or(Parsed::NotOurs, Parsed::Ours)
+        }
+        Ok(httparse::Status::Partial) => Parsed::Partial,
+        Err(_) => Parsed::NotOurs,
+    }
 }
 
 fn head<'a>(request: &httparse::Request<'_, 'a>, len: usize) -> Option<Head<'a>> {
     if request.method != Some("GET") {
         return None;
     }
-    let (path, query) = match request.path?.split_once('?') {
+    // A target the lane takes as it is: a path (and a query) of the plainest characters. Any
+    // other (a fragment, a character `http::Uri` refuses, an absolute form) is hyper's.
+    let target = request.path?;
+    if !target.starts_with('/') || !target.bytes().all(plain) {
+        return None;
+    }
+    let (path, query) = match target.split_once('?') {
         Some((path, query)) => (path, Some(query)),
-        None => (request.path?, None),
+        None => (target, None),
     };
     let mut headers = HeaderMap::new();
     let mut keep_alive = request.version == Some(1);
     for line in request.headers.iter() {
         let name = line.name;
-        // A body, an upgrade or a request to close are hyper's to handle.
-        if HYPERS.iter().any(|h| name.eq_ignore_ascii_case(h)) {
+        // A body, an upgrade or an expectation are hyper's to handle.
+        if HYPER_ONLY.iter().any(|h| name.eq_ignore_ascii_case(h)) {
             return None;
         }
+        // So is `Connection` with any other value than `keep-alive` (`close`, `upgrade`...).
         if name.eq_ignore_ascii_case("connection") {
             if !line.value.eq_ignore_ascii_case(b"keep-alive") {
                 return None;
@@ -186,7 +228,7 @@ fn head<'a>(request: &httparse::Request<'_, 'a>, len: usize) -> Option<Head<'a>>
             headers.append(consulted.clone(), HeaderValue::from_bytes(line.value).ok()?);
         }
     }
-    if !keep_alive || !path.starts_with('/') {
+    if !keep_alive {
         return None;
     }
     let version = match request.version {
@@ -196,8 +238,13 @@ fn head<'a>(request: &httparse::Request<'_, 'a>, len: usize) -> Option<Head<'a>>
     Some(Head { len, version, path, query, headers })
 }
 
+/// RFC 3986's unreserved and sub-delimiter characters, `:@/?%`: all a read API target needs.
+fn plain(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@/?%".contains(&b)
+}
+
 /// Headers that make a `GET` hyper's: a body, an upgrade, an expectation.
-const HYPERS: [&str; 4] = ["content-length", "transfer-encoding", "upgrade", "expect"];
+const HYPER_ONLY: [&str; 4] = ["content-length", "transfer-encoding", "upgrade", "expect"];
 
 /// Writes `answer`'s head to `out` as hyper writes it, and returns its body. To an HTTP/1.0
 /// request (kept alive, or it would not be here) hyper answers in HTTP/1.0 and says
@@ -224,7 +271,7 @@ async fn encode(answer: Answer, version: Version, out: &mut BytesMut) -> Bytes {
             let (parts, body) = response.into_parts();
             status_line(out, parts.status);
             for (name, value) in &parts.headers {
-                line(out, name, value);
+                header_line(out, name, value);
             }
             // The read API's bodies are whole `Bytes`, ready at once.
             let body = match body.size_hint().exact() {
@@ -235,25 +282,18 @@ async fn encode(answer: Answer, version: Version, out: &mut BytesMut) -> Bytes {
         }
     };
     for (name, value) in &CORS {
-        line(out, name, value);
-    }
-    if version == Version::HTTP_10 {
-        out.put_slice(b"connection: keep-alive\r\n");
+        header_line(out, name, value);
     }
     if status != StatusCode::NOT_MODIFIED {
         let _ = write!(out, "content-length: {}\r\n", body.len());
+    }
+    if version == Version::HTTP_10 {
+        out.put_slice(b"connection: keep-alive\r\n");
     }
     out.put_slice(b"date: ");
     out.put_slice(&date());
     out.put_slice(b"\r\n\r\n");
     body
-}
-
-fn line(out: &mut BytesMut, name: &HeaderName, value: &HeaderValue) {
-    out.put_slice(name.as_str().as_bytes());
-    out.put_slice(b": ");
-    out.put_slice(value.as_bytes());
-    out.put_slice(b"\r\n");
 }
 
 /// `Date` in the IMF-fixdate form, made once a second per thread (as hyper does).
@@ -269,10 +309,9 @@ fn date() -> [u8; 29] {
         if at == second {
             return text;
         }
-        let mut text = [0; 29];
-        let formatted = httpdate::fmt_http_date(now);
-        let n = formatted.len().min(29);
-        text[..n].copy_from_slice(&formatted.as_bytes()[..n]);
+        // IMF-fixdate is 29 bytes, always.
+        let text =
+            <[u8; 29]>::try_from(httpdate::fmt_http_date(now).as_bytes()).unwrap_or([b' '; 29]);
         cached.set((second, text));
         text
     })
