@@ -154,7 +154,7 @@ fn one_match(state: &AppState, raw: &str, headers: &HeaderMap) -> Result<Answer,
     Ok(chosen(Arc::new(Encoded::new(snapshot.json(), &etag, cache_control, false)), headers))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 struct HistoryQuery {
     after: Option<Seq>,
     limit: Option<usize>,
@@ -166,9 +166,12 @@ async fn history_page(
     query: Option<&str>,
     headers: &HeaderMap,
 ) -> Result<Answer, ApiError> {
-    let q: HistoryQuery = serde_urlencoded::from_str(query.unwrap_or_default()).map_err(|e| {
-        ApiError::bad_request(format!("bad query: {e} (after and limit are whole numbers)"))
-    })?;
+    let q: HistoryQuery = match query {
+        None => HistoryQuery::default(),
+        Some(query) => serde_urlencoded::from_str(query).map_err(|e| {
+            ApiError::bad_request(format!("bad query: {e} (after and limit are whole numbers)"))
+        })?,
+    };
     let id = match_id(raw)?;
     let limit = q.limit.unwrap_or(MAX_HISTORY_LIMIT).min(MAX_HISTORY_LIMIT);
     let after = q.after.unwrap_or(0);

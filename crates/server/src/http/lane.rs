@@ -21,7 +21,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, Version};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http_body_util::BodyExt;
 use hyper::body::Body as _;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
@@ -45,6 +45,8 @@ const MAX_HEAD: usize = 16 * 1024;
 const MAX_HEADERS: usize = 32;
 /// A body at least this long is written from its own buffer, not copied behind the head.
 const COPY_BELOW: usize = 16 * 1024;
+/// Bytes read at a time: a request head of the read API is a few hundred.
+const READ_SIZE: usize = 2048;
 /// Answers queued for one write at most (a client may pipeline many requests): past this, they
 /// are written before the next request is read, so that a connection holds no more.
 const OUT_MAX: usize = 64 * 1024;
@@ -70,8 +72,8 @@ pub async fn serve(
         true => Poll::Ready(()),
         false => Poll::Pending,
     });
-    let mut out = BytesMut::new();
     loop {
+        let mut out = BytesMut::new();
         if stop.stopped() {
             return Left::Closed;
         }
@@ -107,16 +109,24 @@ pub async fn serve(
         if read.len() >= MAX_HEAD {
             return Left::ToHyper;
         }
-        // What a burst grew is given back once it is answered: an idle connection keeps 4 KiB.
-        if read.is_empty() && read.capacity() > 2 * 4096 {
+        // A connection waiting for its next request holds no buffer (as nginx's): the one it
+        // gets when bytes come is one just freed by another, still in the cache.
+        if read.is_empty() {
             *read = Vec::new();
         }
-        read.reserve(4096);
         tokio::select! {
             biased;
-            n = stream.read_buf(read) => match n {
-                Ok(0) | Err(_) => return Left::Closed,
-                Ok(_) => {}
+            ready = stream.readable() => {
+                if ready.is_err() {
+                    return Left::Closed;
+                }
+                read.reserve(READ_SIZE);
+                match stream.try_read_buf(read) {
+                    Ok(0) => return Left::Closed,
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(_) => return Left::Closed,
+                }
             },
             () = &mut idle => {
                 if !std::mem::take(&mut answered_since) {
@@ -146,7 +156,7 @@ async fn to_hyper(
 }
 
 /// Writes `out` then `body`; false if the connection failed or the client took nothing for
-/// `timeout`. What a burst grew is given back.
+/// `timeout`.
 async fn flush(stream: &mut TcpStream, out: &mut BytesMut, body: &[u8], timeout: Duration) -> bool {
     let mut pending = Buf::chain(&out[..], body);
     let mut written = true;
@@ -156,11 +166,7 @@ async fn flush(stream: &mut TcpStream, out: &mut BytesMut, body: &[u8], timeout:
             Ok(Ok(n)) if n > 0
         );
     }
-    if out.capacity() > OUT_MAX {
-        *out = BytesMut::new();
-    } else {
-        out.clear();
-    }
+    out.clear();
     written
 }
 
