@@ -21,7 +21,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, Version};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http_body_util::BodyExt;
 use hyper::body::Body as _;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
@@ -74,12 +74,14 @@ pub async fn serve(
     });
     loop {
         let mut out = BytesMut::new();
-        if stop.stopped() {
-            return Left::Closed;
-        }
         // Answer every complete request read (a client may pipeline), then write them at once.
         let mut used = 0;
         loop {
+            // A client pipelining without end does not hold the node's stop up.
+            if stop.stopped() {
+                flush(stream, &mut out, &[], timeout).await;
+                return Left::Closed;
+            }
             let head = match parse(&read[used..]) {
                 Parsed::Partial => break,
                 Parsed::NotOurs => return to_hyper(stream, &mut out, read, used, timeout).await,
@@ -121,11 +123,13 @@ pub async fn serve(
                     return Left::Closed;
                 }
                 read.reserve(READ_SIZE);
-                match stream.try_read_buf(read) {
-                    Ok(0) => return Left::Closed,
-                    Ok(_) => {}
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                    Err(_) => return Left::Closed,
+                // Read as `AsyncRead` does, which after a short read marks the socket not ready
+                // (a `try_read` would not, and the next wait would cost a `recv` that finds
+                // nothing). Bytes are there, unless the readiness was stale: then this waits
+                // for them, until the idle timer's deadline at most.
+                let got = tokio::time::timeout_at(idle.deadline(), stream.read_buf(read)).await;
+                if !matches!(got, Ok(Ok(n)) if n > 0) {
+                    return Left::Closed;
                 }
             },
             () = &mut idle => {
