@@ -54,6 +54,10 @@ pub struct Encoded {
     lines: [[OnceLock<Bytes>; 2]; 3],
 }
 
+/// The request headers an [`Encoded`]'s answer depends on ([`Encoded::choose`] reads no
+/// other): the HTTP fast lane keeps these from a request, and no other.
+pub const CONSULTED: [HeaderName; 2] = [IF_NONE_MATCH, ACCEPT_ENCODING];
+
 /// Which answer of an [`Encoded`] a request gets: the coding of its bytes (identity, gzip or
 /// br) and whether the client has them already (`304`).
 #[derive(Clone, Copy, Debug, PartialEq)]

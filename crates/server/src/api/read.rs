@@ -9,10 +9,7 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, Request, State};
-use axum::http::header::{
-    HeaderName, ACCEPT_ENCODING, ACCESS_CONTROL_ALLOW_ORIGIN, ACCESS_CONTROL_EXPOSE_HEADERS,
-    IF_NONE_MATCH,
-};
+use axum::http::header::{HeaderName, ACCESS_CONTROL_ALLOW_ORIGIN, ACCESS_CONTROL_EXPOSE_HEADERS};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -55,10 +52,10 @@ pub const CORS: [(HeaderName, HeaderValue); 2] = [
 /// Answers a `GET` (the caller has checked the method) of `/1/checkin`, `/1/matches`,
 /// `/1/match/<id>` or `/1/match/<id>/history[?query]` (its path and query) as the router would
 /// (the same functions; the caller adds [`CORS`]); `None` for every other path, which goes to
-/// the router. Ids written with `%`
-/// escapes are left to the router, which decodes them. Routing by hand goes against our rule
-/// of crates over hand-written equivalents, for four paths only, because `bench/http` measured
-/// it: see BENCHMARKS.md.
+/// the router. Ids written with `%` escapes are left to the router, which decodes them.
+/// Routing by hand goes against our rule of crates over hand-written equivalents, for four
+/// paths only, because `bench/http` measured it: see BENCHMARKS.md. The request headers it
+/// reads are [`pages::CONSULTED`], and no other.
 pub async fn answer(
     state: &AppState,
     path: &str,
@@ -80,10 +77,6 @@ pub async fn answer(
         }
     })
 }
-
-/// The request headers the read API's answers depend on: [`answer`] reads no other, and the
-/// HTTP fast lane passes it no other.
-pub const CONSULTED: [HeaderName; 2] = [IF_NONE_MATCH, ACCEPT_ENCODING];
 
 // The handlers take the request itself (its headers) rather than a `HeaderMap`, which axum
 // would copy for each request.

@@ -26,8 +26,8 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::Stopping;
-use crate::api::pages::header_line;
-use crate::api::read::{Answer, CONSULTED, CORS};
+use crate::api::pages::{header_line, CONSULTED};
+use crate::api::read::{Answer, CORS};
 use crate::api::{self, AppState};
 
 /// How a connection left the lane.
