@@ -21,6 +21,8 @@ struct Answer {
     body: Vec<u8>,
 }
 
+/// (Not the client's `http1::read_response`: it may read past its answer, and pipelined
+/// answers follow one another here.)
 async fn answer(conn: &mut BufReader<TcpStream>) -> Answer {
     let status = read_line(conn).await;
     assert!(!status.is_empty(), "the connection closed before an answer");
