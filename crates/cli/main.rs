@@ -54,18 +54,22 @@ enum Command {
 
 #[derive(Args)]
 struct ServeArgs {
-    /// HTTP API address (watcher and read API).
+    /// HTTP API address (watcher and read API, WebSocket and SSE viewers, the live page).
     #[arg(long, env = "MATCHSTREAM_HTTP", default_value = "127.0.0.1:8888")]
     http: SocketAddr,
     /// Viewer port or port range, one listener per port: 127.0.0.1:9100 or 127.0.0.1:9100-9103.
     #[arg(long, env = "MATCHSTREAM_VIEWERS", default_value = "127.0.0.1:9100")]
     viewers: String,
+    /// The operator's listener: /metrics, /ops, /ops.json, /healthz and /readyz (e.g.
+    /// 127.0.0.1:9091). Off unless given; the public --http port never serves the figures.
+    #[arg(long, env = "MATCHSTREAM_ADMIN")]
+    admin: Option<SocketAddr>,
     /// Directory of the embedded store (created if missing; unused with --redis).
     #[arg(long, env = "MATCHSTREAM_DATA", default_value = "./data")]
     data: PathBuf,
     /// Join other nodes through a shared Redis: redis://host:port, or a Redis Cluster as
     /// redis+cluster://host:port,host:port,... (without it the node runs alone).
-    #[arg(long, env = "MATCHSTREAM_REDIS")]
+    #[arg(long, env = "MATCHSTREAM_REDIS", hide_env_values = true)]
     redis: Option<String>,
     /// Acknowledge a write only once this many Redis replicas confirm it (WAIT), instead of
     /// requiring `appendfsync always` on Redis.
@@ -75,38 +79,101 @@ struct ServeArgs {
     #[arg(long, env = "MATCHSTREAM_REDIS_VOLATILE")]
     redis_volatile: bool,
     /// A bearer token that may publish; repeat for several (comma-separated in the variable).
-    #[arg(long = "watcher-token", env = "MATCHSTREAM_WATCHER_TOKEN", value_delimiter = ',')]
+    #[arg(
+        long = "watcher-token",
+        env = "MATCHSTREAM_WATCHER_TOKEN",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
     watcher_token: Vec<String>,
+    /// A file of bearer tokens that may publish, one per line (blank lines and lines starting
+    /// with # are skipped); with --watcher-token, both are accepted.
+    #[arg(long, env = "MATCHSTREAM_WATCHER_TOKEN_FILE")]
+    watcher_token_file: Option<PathBuf>,
     /// Host that /1/checkin names to viewers (default: the listener's IP).
     #[arg(long, env = "MATCHSTREAM_PUBLIC_HOST")]
     public_host: Option<String>,
     /// Most viewers at once (default: the open-file limit less a reserve for the node itself).
     #[arg(long, env = "MATCHSTREAM_MAX_VIEWERS")]
     max_viewers: Option<usize>,
-    /// Seconds a viewer has to send its connect line.
-    #[arg(long, env = "MATCHSTREAM_CONNECT_TIMEOUT", default_value_t = 30)]
-    connect_timeout: u64,
-    /// Seconds a viewer's socket may accept nothing before it is closed as too slow.
-    #[arg(long, env = "MATCHSTREAM_WRITE_TIMEOUT", default_value_t = 30)]
-    write_timeout: u64,
+    /// How long a viewer has to send its connect line (10s, 250ms, 2m; a bare number is seconds).
+    #[arg(long, env = "MATCHSTREAM_CONNECT_TIMEOUT", default_value = "30s", value_parser = duration)]
+    connect_timeout: Duration,
+    /// How long a viewer's socket may accept nothing before it is closed as too slow.
+    #[arg(long, env = "MATCHSTREAM_WRITE_TIMEOUT", default_value = "30s", value_parser = duration)]
+    write_timeout: Duration,
     /// Events kept in memory per match for viewers briefly behind.
     #[arg(long, env = "MATCHSTREAM_RING_EVENTS", default_value_t = 1024)]
     ring_events: usize,
     /// A viewer more than this many events behind is closed as too slow.
     #[arg(long, env = "MATCHSTREAM_MAX_LAG_EVENTS", default_value_t = 10_000)]
     max_lag_events: u64,
-    /// Milliseconds of silence after which an SSE viewer gets a `: ping` comment (at most
-    /// 15,000: SPEC 5 wants one at least every 15 s); a WebSocket viewer gets a ping after twice
-    /// this.
-    #[arg(long, env = "MATCHSTREAM_KEEPALIVE_MS", default_value_t = 15_000)]
-    keepalive_ms: u64,
-    /// Seconds viewers and requests get to finish on shutdown.
-    #[arg(long, env = "MATCHSTREAM_SHUTDOWN_GRACE", default_value_t = 5)]
-    shutdown_grace: u64,
-    /// Milliseconds over which a stopping node spreads its viewers' goodbyes (and the
-    /// `retry_after_ms` they carry), so that they do not all reconnect elsewhere at once.
-    #[arg(long, env = "MATCHSTREAM_DRAIN_WINDOW_MS", default_value_t = 10_000)]
-    drain_window_ms: u64,
+    /// Silence after which an SSE viewer gets a `: ping` comment (at most 15s: SPEC 5 wants one
+    /// at least every 15 s); a WebSocket viewer gets a ping after twice this.
+    #[arg(long, env = "MATCHSTREAM_KEEPALIVE", default_value = "15s", value_parser = duration)]
+    keepalive: Duration,
+    /// --keepalive in milliseconds (the older spelling).
+    #[arg(long, env = "MATCHSTREAM_KEEPALIVE_MS", conflicts_with = "keepalive")]
+    keepalive_ms: Option<u64>,
+    /// How long viewers and requests get to finish on shutdown, after the drain window.
+    #[arg(long, env = "MATCHSTREAM_SHUTDOWN_GRACE", default_value = "5s", value_parser = duration)]
+    shutdown_grace: Duration,
+    /// How long a stopping node spreads its viewers' goodbyes over (and the `retry_after_ms`
+    /// they carry), so that they do not all reconnect elsewhere at once.
+    #[arg(long, env = "MATCHSTREAM_DRAIN_WINDOW", default_value = "10s", value_parser = duration)]
+    drain_window: Duration,
+    /// --drain-window in milliseconds (the older spelling).
+    #[arg(long, env = "MATCHSTREAM_DRAIN_WINDOW_MS", conflicts_with = "drain_window")]
+    drain_window_ms: Option<u64>,
+    /// An HTTP request's head must arrive within this long.
+    #[arg(long, env = "MATCHSTREAM_HTTP_HEAD_TIMEOUT", default_value = "10s", value_parser = duration)]
+    http_head_timeout: Duration,
+    /// Largest HTTP request head, in bytes.
+    #[arg(long, env = "MATCHSTREAM_HTTP_MAX_HEAD", default_value_t = 16 * 1024)]
+    http_max_head: usize,
+    /// Largest HTTP request body, in bytes.
+    #[arg(long, env = "MATCHSTREAM_HTTP_MAX_BODY", default_value_t = 256 * 1024)]
+    http_max_body: usize,
+    /// An HTTP request's body must arrive within this long of its head.
+    #[arg(long, env = "MATCHSTREAM_HTTP_BODY_TIMEOUT", default_value = "10s", value_parser = duration)]
+    http_body_timeout: Duration,
+    /// A kept-alive HTTP connection with no request for this long is closed.
+    #[arg(long, env = "MATCHSTREAM_HTTP_IDLE_TIMEOUT", default_value = "60s", value_parser = duration)]
+    http_idle_timeout: Duration,
+    /// Most HTTP connections at once (past it they wait in the kernel's backlog); WebSocket and
+    /// SSE viewers leave this budget once their handshake is done.
+    #[arg(long, env = "MATCHSTREAM_HTTP_MAX_CONNECTIONS", default_value_t = 8192)]
+    http_max_connections: usize,
+    /// Most HTTP connections from one client address (past it a new one is closed at once).
+    #[arg(long, env = "MATCHSTREAM_HTTP_MAX_PER_ADDRESS", default_value_t = 1024)]
+    http_max_per_address: usize,
+    /// Most viewer connections at once that have not sent their connect line yet (past it they
+    /// wait in the kernel's backlog); they never count as viewers.
+    #[arg(long, env = "MATCHSTREAM_MAX_HANDSHAKES", default_value_t = 4096)]
+    max_handshakes: usize,
+    /// Most of those from one client address (past it a new one is told why and closed).
+    #[arg(long, env = "MATCHSTREAM_MAX_HANDSHAKES_PER_ADDRESS", default_value_t = 1024)]
+    max_handshakes_per_address: usize,
+    /// A WebSocket client frame must arrive whole within this long.
+    #[arg(long, env = "MATCHSTREAM_WS_FRAME_TIMEOUT", default_value = "10s", value_parser = duration)]
+    ws_frame_timeout: Duration,
+    /// Most events one publish request may carry.
+    #[arg(long, env = "MATCHSTREAM_MAX_EVENTS_PER_REQUEST", default_value_t = 256)]
+    max_events_per_request: usize,
+    /// History page size when a request names no limit.
+    #[arg(long, env = "MATCHSTREAM_HISTORY_LIMIT", default_value_t = 500)]
+    history_limit: usize,
+    /// Largest history page; a larger limit is capped and the answer points at the next page.
+    #[arg(long, env = "MATCHSTREAM_MAX_HISTORY_LIMIT", default_value_t = 2000)]
+    max_history_limit: usize,
+    /// History reads from the store running at once (more wait their turn).
+    #[arg(long, env = "MATCHSTREAM_MAX_STORE_READS", default_value_t = 64)]
+    max_store_reads: usize,
+}
+
+/// A duration flag (SPEC 8): `10s`, `250ms`, `2m`; a bare number is seconds.
+fn duration(s: &str) -> Result<Duration, config::ConfigError> {
+    config::parse_duration(s)
 }
 
 #[derive(Args)]
@@ -116,9 +183,9 @@ struct ReplayArgs {
     /// Base URL of the node's HTTP API.
     #[arg(long, env = "MATCHSTREAM_SERVER", default_value = "http://127.0.0.1:8888")]
     server: String,
-    /// Watcher token of the node.
-    #[arg(long, env = "MATCHSTREAM_TOKEN")]
-    token: String,
+    /// Watcher token of the node (the older variable MATCHSTREAM_TOKEN is read too).
+    #[arg(long, env = "MATCHSTREAM_WATCHER_TOKEN", hide_env_values = true)]
+    token: Option<String>,
     /// Play this many times faster than the file's pauses.
     #[arg(long, env = "MATCHSTREAM_SPEED", default_value_t = 1.0)]
     speed: f64,
@@ -292,25 +359,49 @@ async fn serve(args: ServeArgs) -> Result<()> {
         Some(n) => n,
         None => fd_room,
     };
+    let mut watcher_tokens = args.watcher_token;
+    if let Some(path) = &args.watcher_token_file {
+        watcher_tokens.extend(read_token_file(path)?);
+    }
     let config = Config {
         http: args.http,
         viewers: config::parse_viewers(&args.viewers)?,
+        admin: args.admin,
         data_dir: args.data,
         redis: args.redis,
         redis_wait_replicas: args.redis_wait_replicas,
         redis_volatile: args.redis_volatile,
-        watcher_tokens: args.watcher_token,
+        watcher_tokens,
         public_host: args.public_host,
         max_viewers,
-        connect_timeout: Duration::from_secs(args.connect_timeout),
-        write_timeout: Duration::from_secs(args.write_timeout),
+        connect_timeout: args.connect_timeout,
+        write_timeout: args.write_timeout,
         ring_events: args.ring_events,
         max_lag_events: args.max_lag_events,
-        keepalive: Duration::from_millis(args.keepalive_ms),
-        shutdown_grace: Duration::from_secs(args.shutdown_grace),
-        drain_window: Duration::from_millis(args.drain_window_ms),
+        keepalive: args.keepalive_ms.map_or(args.keepalive, Duration::from_millis),
+        shutdown_grace: args.shutdown_grace,
+        drain_window: args.drain_window_ms.map_or(args.drain_window, Duration::from_millis),
+        http_head_timeout: args.http_head_timeout,
+        http_max_head: args.http_max_head,
+        http_max_body: args.http_max_body,
+        http_body_timeout: args.http_body_timeout,
+        http_idle_timeout: args.http_idle_timeout,
+        http_max_connections: args.http_max_connections,
+        http_max_per_address: args.http_max_per_address,
+        max_handshakes: args.max_handshakes,
+        max_handshakes_per_address: args.max_handshakes_per_address,
+        ws_frame_timeout: args.ws_frame_timeout,
+        max_events_per_request: args.max_events_per_request,
+        history_limit: args.history_limit,
+        max_history_limit: args.max_history_limit,
+        max_store_reads: args.max_store_reads,
         ..Config::default()
     };
+    if let Err(e) = config.validate() {
+        // As clap does for a value it cannot parse: the usage was wrong, exit 2.
+        eprintln!("matchstream: {e}");
+        std::process::exit(2);
+    }
     if config.watcher_tokens.is_empty() {
         tracing::warn!("no --watcher-token: nobody can publish to this node");
     }
@@ -326,6 +417,22 @@ async fn serve(args: ServeArgs) -> Result<()> {
     Ok(())
 }
 
+/// The tokens of a `--watcher-token-file`: one a line; blank lines and `#` comments skipped.
+fn read_token_file(path: &std::path::Path) -> Result<Vec<String>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("--watcher-token-file {}", path.display()))?;
+    let tokens: Vec<String> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(str::to_owned)
+        .collect();
+    if tokens.is_empty() {
+        bail!("--watcher-token-file {}: holds no token (one a line)", path.display());
+    }
+    Ok(tokens)
+}
+
 async fn run_replay(args: ReplayArgs) -> Result<()> {
     let text = std::fs::read_to_string(&args.file)
         .with_context(|| format!("cannot read {}", args.file.display()))?;
@@ -338,9 +445,12 @@ async fn run_replay(args: ReplayArgs) -> Result<()> {
         (false, true) => replay::IfExists::Resume,
         (false, false) => replay::IfExists::Fail,
     };
+    let Some(token) = args.token.or_else(|| std::env::var("MATCHSTREAM_TOKEN").ok()) else {
+        bail!("replay needs the node's watcher token: --token or MATCHSTREAM_WATCHER_TOKEN");
+    };
     let opts = replay::ReplayOptions {
         server: args.server.trim_end_matches('/').to_owned(),
-        token: args.token,
+        token,
         speed: args.speed,
         if_exists,
     };

@@ -157,12 +157,10 @@ async fn large_pages_come_gzip_or_brotli_when_asked_and_decompress_to_the_same_b
     assert!(h.get("content-encoding").is_none());
 }
 
-/// The read API's plainest GETs are answered by the fast lane (`api::read::answer`); an id
-/// written with `%` escapes goes to hyper and the router. Both give the same status, headers
-/// (but `date`) and bytes, for pages, 304s, bad queries and unknown matches, as reqwest sees
-/// them (`lane.rs` compares the raw bytes).
+/// An id written with `%` escapes is decoded by the router: the same status, headers (but
+/// `date`) and bytes as the plain id, for pages, 304s, bad queries and unknown matches.
 #[tokio::test]
-async fn answers_are_the_same_with_or_without_the_router() {
+async fn an_escaped_id_gets_the_same_answers() {
     let s = TestServer::start().await;
     let id = s.started_match().await;
     s.publish(&id, "goal", json!({"team": "elp"})).await;

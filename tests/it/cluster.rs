@@ -401,7 +401,7 @@ async fn ops_on_one_node_shows_every_node() {
     let mut viewer = Viewer::connect(nodes[1].viewer(), &v2_line("me", &id)).await;
     assert_eq!(viewer.frame().await.unwrap()["kind"], "status");
     let other = nodes[1].http_host();
-    let ops_url = format!("{}/ops.json", nodes[0].base);
+    let ops_url = format!("{}/ops.json", nodes[0].admin);
     let row =
         eventually("node 1's /ops.json shows node 2 with its viewer", PROPAGATION, async || {
             let ops: Value = reqwest::get(&ops_url).await.ok()?.json().await.ok()?;
@@ -437,7 +437,7 @@ async fn a_draining_node_names_another_node_in_every_goodbye() {
     }
     // The draining node knows the other one's viewer port (its `/ops.json` shows the node).
     let other_http = other.http_host();
-    let ops_url = format!("{}/ops.json", draining.base);
+    let ops_url = format!("{}/ops.json", draining.admin);
     eventually("the draining node knows the other", PROPAGATION, async || {
         let ops: Value = reqwest::get(&ops_url).await.ok()?.json().await.ok()?;
         ops["nodes"].as_array()?.iter().any(|n| n["http"] == other_http.as_str()).then_some(())

@@ -12,7 +12,7 @@ use crate::support::{eventually, NodeProcess, TestServer, Viewer, PATIENCE, TOKE
 
 /// One scrape, as text.
 async fn scrape(s: &TestServer) -> String {
-    let answer = reqwest::get(format!("{}/metrics", s.base)).await.expect("GET /metrics");
+    let answer = reqwest::get(format!("{}/metrics", s.admin)).await.expect("GET /metrics");
     assert_eq!(answer.status(), reqwest::StatusCode::OK);
     let kind = answer.headers().get("content-type").and_then(|t| t.to_str().ok()).unwrap_or("");
     assert!(kind.starts_with("text/plain; version=0.0.4"), "{kind}");
@@ -170,7 +170,7 @@ async fn accepts_past_the_open_file_limit_are_counted_and_the_node_lives_on() {
     let errors = eventually("an accept error counted", PATIENCE, async || {
         // While the node is out of descriptors, the scrape itself may not be accepted.
         let scrape =
-            async { http.get(format!("{}/metrics", node.base)).send().await?.text().await };
+            async { http.get(format!("{}/metrics", node.admin)).send().await?.text().await };
         let text = tokio::time::timeout(Duration::from_secs(2), scrape).await.ok()?.ok()?;
         Some(value(&text, "matchstream_accept_errors_total")).filter(|n| *n >= 1.0)
     })
@@ -226,12 +226,12 @@ async fn ops_shows_this_node_and_its_live_match_and_top_prints_them() {
     let id = s.started_match().await;
     let mut v = Viewer::connect(s.viewer(), &format!("VERSION:2:CONNECT:me:MATCH:{id}")).await;
     assert_eq!(v.frame().await.unwrap()["kind"], "status");
-    let page = reqwest::get(format!("{}/ops", s.base)).await.expect("GET /ops");
+    let page = reqwest::get(format!("{}/ops", s.admin)).await.expect("GET /ops");
     assert_eq!(page.status(), reqwest::StatusCode::OK);
     assert!(page.text().await.unwrap().contains("MatchStream operations"));
     // A sample is the difference of two readings a second apart.
     let ops = eventually("/ops.json shows the viewer", PATIENCE, async || {
-        let (status, ops) = s.get("/ops.json").await;
+        let (status, ops) = s.admin_get("/ops.json").await;
         (status == reqwest::StatusCode::OK && ops["latest"]["viewers"]["tcp_v2"] == 1)
             .then_some(ops)
     })
@@ -239,7 +239,7 @@ async fn ops_shows_this_node_and_its_live_match_and_top_prints_them() {
     assert_eq!(ops["matches"][0]["id"], id.as_str(), "{ops}");
     assert!(ops["latest"]["rss_bytes"].as_u64().unwrap() > 1_000_000, "{ops}");
     assert!(ops["history"].as_array().is_some_and(|h| !h.is_empty()), "{ops}");
-    let base = s.base.clone();
+    let base = s.admin.clone();
     let out = tokio::task::spawn_blocking(move || {
         std::process::Command::new(env!("CARGO_BIN_EXE_matchstream"))
             .args(["top", "--once", "--server", &base])
@@ -268,7 +268,7 @@ async fn top_draws_in_a_terminal_and_quits_on_q() {
             .output()
             .expect("tmux (scripts/test installs it)")
     };
-    let command = format!("{} top --server {}", env!("CARGO_BIN_EXE_matchstream"), s.base);
+    let command = format!("{} top --server {}", env!("CARGO_BIN_EXE_matchstream"), s.admin);
     let started = tmux(&["new-session", "-d", "-s", "top", "-x", "160", "-y", "30", &command]);
     assert!(started.status.success(), "{}", String::from_utf8_lossy(&started.stderr));
     let deadline = Instant::now() + PATIENCE;

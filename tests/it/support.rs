@@ -20,6 +20,8 @@ pub const PATIENCE: Duration = Duration::from_secs(30);
 /// A node running in this process on `127.0.0.1:0` ports and a temporary store.
 pub struct TestServer {
     pub base: String,
+    /// The admin listener's base URL (`/metrics`, `/ops`, `/ops.json`).
+    pub admin: String,
     pub viewers: Vec<SocketAddr>,
     pub http: Watcher,
     pub node: Option<Node>,
@@ -59,7 +61,9 @@ impl TestServer {
             }
         };
         let base = format!("http://{}", node.http_addr);
+        let admin = node.admin_addr.map(|a| format!("http://{a}")).unwrap_or_default();
         TestServer {
+            admin,
             http: Watcher::new(&base, TOKEN).expect("watcher client"),
             base,
             viewers: node.viewer_addrs.clone(),
@@ -84,6 +88,13 @@ impl TestServer {
     /// `host:port` of the node's HTTP listener (where WebSocket and SSE viewers connect).
     pub fn http_host(&self) -> String {
         self.base.trim_start_matches("http://").to_owned()
+    }
+
+    /// A GET of the admin listener, as JSON.
+    pub async fn admin_get(&self, path: &str) -> (StatusCode, Value) {
+        let answer = reqwest::get(format!("{}{path}", self.admin)).await.expect("GET (admin)");
+        let status = answer.status();
+        (status, answer.json().await.unwrap_or(Value::Null))
     }
 
     pub async fn get(&self, path: &str) -> (StatusCode, Value) {
@@ -148,6 +159,7 @@ pub fn test_config(dir: &Path) -> Config {
         viewers: vec![any, any],
         data_dir: dir.to_path_buf(),
         watcher_tokens: vec![TOKEN.to_owned()],
+        admin: Some(any),
         shutdown_grace: Duration::from_secs(5),
         // Goodbyes at once, or nearly: tests/it/drain.rs measures the spread.
         drain_window: Duration::from_millis(100),
@@ -272,6 +284,8 @@ pub fn mask_v1_times(bytes: &[u8]) -> String {
 pub struct NodeProcess {
     pub child: std::process::Child,
     pub base: String,
+    /// The admin listener's base URL (`/metrics`, `/ops`, `/ops.json`).
+    pub admin: String,
     pub viewers: Vec<SocketAddr>,
     /// Its log lines up to "http listener ready".
     pub log: Vec<String>,
@@ -318,6 +332,8 @@ impl NodeProcess {
                 TOKEN,
                 "--drain-window-ms",
                 "100",
+                "--admin",
+                "127.0.0.1:0",
             ])
             .arg("--data")
             .arg(dir)
@@ -330,6 +346,7 @@ impl NodeProcess {
         let stderr = child.stderr.take().expect("stderr");
         let mut lines = std::io::BufReader::new(stderr).lines();
         let (mut base, mut viewers, mut log) = (None, Vec::new(), Vec::new());
+        let mut admin = String::new();
         let addr_of = |line: &str| -> SocketAddr {
             let at = line.find("addr=").expect("addr field") + 5;
             line[at..].split_whitespace().next().unwrap().parse().expect("address")
@@ -339,6 +356,8 @@ impl NodeProcess {
             log.push(line.clone());
             if line.contains("viewer listener ready") {
                 viewers.push(addr_of(&line));
+            } else if line.contains("admin listener ready") {
+                admin = format!("http://{}", addr_of(&line));
             } else if line.contains("http listener ready") {
                 base = Some(format!("http://{}", addr_of(&line)));
                 break;
@@ -349,7 +368,7 @@ impl NodeProcess {
         // Keep draining the log so the node never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
         let base = base.unwrap_or_else(|| panic!("the node did not start:\n{}", log.join("\n")));
-        NodeProcess { child, base, viewers, log }
+        NodeProcess { child, base, admin, viewers, log }
     }
 
     pub fn kill9(&mut self) {

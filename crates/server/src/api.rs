@@ -4,9 +4,8 @@
 
 use std::sync::Arc;
 
-use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
@@ -23,16 +22,16 @@ use crate::store::{Store, StoreError};
 use crate::transport::viewer::ViewerContext;
 use crate::transport::ViewerPorts;
 
+mod auth;
 mod ops;
 mod page;
 pub(crate) mod pages;
 pub mod read;
 mod viewers;
 
-use pages::{Encoded, PageCache};
+use auth::{Body, Watcher};
 
-/// Most events one history request returns; a client pages on with `after`.
-pub const MAX_HISTORY_LIMIT: usize = 10_000;
+use pages::{Encoded, PageCache};
 
 /// `/1/matches` as encoded for the hub's generation of the list.
 type MatchList = (u64, Arc<Encoded>);
@@ -46,7 +45,8 @@ pub struct Shared {
     pub hub: Arc<Hub>,
     pub store: Arc<dyn Store>,
     pub ports: Arc<ViewerPorts>,
-    pub watcher_tokens: Arc<Vec<String>>,
+    /// Who may publish.
+    pub tokens: auth::Tokens,
     /// Cancelled when the node begins to stop.
     pub shutdown: CancellationToken,
     /// History pages, encoded once.
@@ -57,6 +57,8 @@ pub struct Shared {
     pub viewers: Arc<ViewerContext>,
     /// The operator's figures (`/ops`).
     pub ops: Arc<crate::ops::Ops>,
+    /// The node's configuration: the limits of SPEC 10 that requests are held to.
+    pub config: Arc<crate::config::Config>,
 }
 
 impl Shared {
@@ -66,9 +68,9 @@ impl Shared {
         hub: Arc<Hub>,
         store: Arc<dyn Store>,
         ports: Arc<ViewerPorts>,
-        watcher_tokens: Vec<String>,
         viewers: Arc<ViewerContext>,
         ops: Arc<crate::ops::Ops>,
+        config: Arc<crate::config::Config>,
     ) -> AppState {
         let shutdown = viewers.shutdown.clone();
         Arc::new(Shared {
@@ -76,18 +78,22 @@ impl Shared {
             hub,
             store,
             ports,
-            watcher_tokens: Arc::new(watcher_tokens),
+            tokens: auth::Tokens::new(&config.watcher_tokens),
             shutdown,
             pages: Arc::new(PageCache::default()),
             matches: Arc::default(),
             viewers,
             ops,
+            config,
         })
     }
 }
 
-/// Every route of the node.
+/// The routes of the public port (SPEC 2, 3, 5): the watcher and read APIs, the viewers'
+/// WebSocket and SSE, the live page, and `/healthz` and `/readyz` for load balancers. Any
+/// origin may read them (CORS); every request body goes through [`Body`].
 pub fn router(state: AppState) -> Router {
+    let max_body = state.config.http_max_body;
     Router::new()
         .route("/1/matches", post(create_match).get(read::list_matches))
         .route("/1/match/{id}/events", post(publish_events))
@@ -97,26 +103,37 @@ pub fn router(state: AppState) -> Router {
         .route("/1/match/{id}/stream", get(viewers::events))
         .route("/1/checkin", get(checkin))
         .route("/healthz", get(healthz))
-        .route("/metrics", get(metrics))
-        .route("/ops", get(page::ops))
-        .route("/assets/ops.js", get(page::ops_script))
-        .route("/assets/ops.css", get(page::ops_style))
-        .route("/ops.json", get(ops::figures))
         .route("/readyz", get(readyz))
         .route("/", get(page::index))
         .route("/assets/app.js", get(page::script))
         .route("/assets/model.js", get(page::model))
         .route("/assets/app.css", get(page::style))
-        .fallback(|| async {
-            ApiError::new(StatusCode::NOT_FOUND, "no such path (see SPEC section 3)")
-        })
+        .fallback(no_such_path)
         // Any origin, method and header: the answers do not depend on the origin, so no
         // `Vary: Origin` (tower-http adds one by default, built anew for every request).
-        // The HTTP fast lane (`http/lane.rs`) serves the read API's plainest GETs without this
-        // router and adds the two headers this layer gives them (`read::CORS`): a layer added
-        // here does not reach those.
         .layer(CorsLayer::permissive().vary([]))
+        // For any body an extractor other than `Body` might read one day.
+        .layer(axum::extract::DefaultBodyLimit::max(max_body))
         .with_state(state)
+}
+
+/// The routes of the admin listener (SPEC 9, 11): the operator's figures and page, and the
+/// health checks. No CORS: a page of another origin has no business reading them.
+pub fn admin_router(state: AppState) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/ops", get(page::ops))
+        .route("/assets/ops.js", get(page::ops_script))
+        .route("/assets/ops.css", get(page::ops_style))
+        .route("/ops.json", get(ops::figures))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .fallback(no_such_path)
+        .with_state(state)
+}
+
+async fn no_such_path() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "no such path (see SPEC section 3)")
 }
 
 /// An HTTP error: a status and a sentence for a person.
@@ -192,35 +209,6 @@ impl From<StoreError> for ApiError {
     }
 }
 
-/// Checks `Authorization: Bearer <token>` against the configured watcher tokens.
-fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
-    let unauthorized = |m: &str| ApiError::new(StatusCode::UNAUTHORIZED, m);
-    if state.watcher_tokens.is_empty() {
-        return Err(unauthorized(
-            "this server has no watcher token configured, so nobody can publish",
-        ));
-    }
-    let header = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .ok_or_else(|| unauthorized("missing Authorization: Bearer <token>"))?;
-    let token = header
-        .to_str()
-        .ok()
-        .and_then(|h| h.strip_prefix("Bearer "))
-        .ok_or_else(|| unauthorized("Authorization must be Bearer <token>"))?;
-    if state.watcher_tokens.iter().any(|t| constant_time_eq(t.as_bytes(), token.trim().as_bytes()))
-    {
-        Ok(())
-    } else {
-        Err(unauthorized("wrong watcher token"))
-    }
-}
-
-/// Compares without stopping at the first difference, so timing does not reveal a token.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8], what: &str) -> Result<T, ApiError> {
     serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("bad {what}: {e}")))
 }
@@ -231,10 +219,9 @@ fn match_id(raw: &str) -> Result<MatchId, ApiError> {
 
 async fn create_match(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    body: Bytes,
+    _: Watcher,
+    Body(body): Body,
 ) -> Result<impl IntoResponse, ApiError> {
-    authorize(&state, &headers)?;
     let new: NewMatch = parse_json(&body, "match (expected {\"home\",\"visit\",\"start_date\"})")?;
     let info = new.into_info().map_err(|e| ApiError::bad_request(e.0))?;
     let ingest = state.ingest.clone();
@@ -251,12 +238,11 @@ struct PublishQuery {
 
 async fn publish_events(
     State(state): State<AppState>,
+    _: Watcher,
     Path(raw): Path<String>,
     query: Result<Query<PublishQuery>, axum::extract::rejection::QueryRejection>,
-    headers: HeaderMap,
-    body: Bytes,
+    Body(body): Body,
 ) -> Result<impl IntoResponse, ApiError> {
-    authorize(&state, &headers)?;
     let Query(q) = query.map_err(|e| {
         ApiError::bad_request(format!("bad query: {e} (after is the seq the match must be at)"))
     })?;
@@ -290,10 +276,9 @@ async fn publish_events(
 
 async fn cancel_match(
     State(state): State<AppState>,
+    _: Watcher,
     Path(raw): Path<String>,
-    headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
-    authorize(&state, &headers)?;
     let id = match_id(&raw)?;
     let ingest = state.ingest.clone();
     finish_even_if_client_leaves(async move { ingest.cancel(&id).await }).await??;
@@ -338,7 +323,7 @@ async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> 
     Ok(Json(json!({ "status": "ready" })))
 }
 
-/// `GET /1/checkin` (also answered without the router: `read::answer`).
+/// `GET /1/checkin`.
 async fn checkin(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     // A node that is stopping names only the others.
     let pick = if state.shutdown.is_cancelled() {

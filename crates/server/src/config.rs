@@ -65,6 +65,48 @@ pub struct Config {
     /// Accept backlog of each viewer listener: large, so that a crowd connecting at kick-off
     /// is queued by the kernel rather than refused (the original was stuck at 5).
     pub listen_backlog: i32,
+    /// The operator's listener (`/metrics`, `/ops`, `/ops.json`, `/healthz`, `/readyz`; SPEC 11).
+    /// Off unless given, like NATS's monitoring port, so that nodes on one machine never
+    /// collide and the figures are not on the public port.
+    pub admin: Option<SocketAddr>,
+    /// A request's head must arrive within this long (SPEC 10: 10 s), so that a client that
+    /// sends half a head (slowloris) holds its descriptor no longer.
+    pub http_head_timeout: Duration,
+    /// Largest request head in bytes (SPEC 10: 16 KiB): no honest request needs more.
+    pub http_max_head: usize,
+    /// Largest request body in bytes (SPEC 10: 256 KiB): 256 events with their text fit in
+    /// a tenth of it, and a node never buffers more for one request.
+    pub http_max_body: usize,
+    /// A request's body must arrive within this long of its head (SPEC 10: 10 s).
+    pub http_body_timeout: Duration,
+    /// A kept-alive connection with no request for this long is closed (SPEC 10: 60 s).
+    pub http_idle_timeout: Duration,
+    /// Most HTTP connections at once (WebSocket and SSE viewers leave this budget once their
+    /// handshake is done): past it, new connections wait in the kernel's backlog.
+    pub http_max_connections: usize,
+    /// Most HTTP connections from one client address: past it, a new one is closed at once, so
+    /// that one address cannot take the whole budget. Generous: a carrier's NAT or a load test
+    /// puts many honest clients behind one address.
+    pub http_max_per_address: usize,
+    /// Most viewer connections at once that have not yet sent their connect line (SPEC 10:
+    /// their own budget, never the viewers'): past it, new ones wait in the kernel's backlog.
+    pub max_handshakes: usize,
+    /// Most of those from one client address: past it, a new one is told why and closed, so
+    /// that silent sockets from one address never keep others from connecting.
+    pub max_handshakes_per_address: usize,
+    /// A WebSocket client frame must arrive whole within this long (SPEC 10: 10 s), so that a
+    /// client that sends half a frame does not hold its input buffer for ever.
+    pub ws_frame_timeout: Duration,
+    /// Most events one publish request may carry (SPEC 10: 256).
+    pub max_events_per_request: usize,
+    /// History page size when the request names no `limit` (SPEC 10: 500).
+    pub history_limit: usize,
+    /// Largest history page (SPEC 10: 2,000); a larger `limit` is capped and the answer points
+    /// at the next page.
+    pub max_history_limit: usize,
+    /// Store reads (history pages not kept in memory) running at once; more wait their turn,
+    /// so that a crowd asking for old pages cannot queue unbounded work on the store.
+    pub max_store_reads: usize,
 }
 
 impl Default for Config {
@@ -89,28 +131,84 @@ impl Default for Config {
             drain_window: Duration::from_secs(10),
             retry_after_ms: 1000,
             listen_backlog: 65_535,
+            admin: None,
+            http_head_timeout: Duration::from_secs(10),
+            http_max_head: 16 * 1024,
+            http_max_body: 256 * 1024,
+            http_body_timeout: Duration::from_secs(10),
+            http_idle_timeout: Duration::from_secs(60),
+            http_max_connections: 8192,
+            http_max_per_address: 1024,
+            max_handshakes: 4096,
+            max_handshakes_per_address: 1024,
+            ws_frame_timeout: Duration::from_secs(10),
+            max_events_per_request: 256,
+            history_limit: 500,
+            max_history_limit: 2000,
+            max_store_reads: 64,
         }
     }
 }
 
 impl Config {
-    /// Checks the values that would make a node misbehave rather than fail to start.
+    /// Checks every value against its range, naming the flag that sets it, and the values that
+    /// would make a node misbehave rather than fail to start. A node never starts with a value
+    /// that could overflow a deadline or a buffer size.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let fail = |s: &str| Err(ConfigError(s.to_owned()));
         if self.viewers.is_empty() {
             return fail("at least one viewer address is needed (--viewers)");
         }
-        if self.max_viewers == 0 {
-            return fail("--max-viewers must be at least 1");
+        let day = Duration::from_secs(24 * 3600);
+        let ms = Duration::from_millis(1);
+        let durations = [
+            ("--connect-timeout", self.connect_timeout, ms, Duration::from_secs(3600)),
+            ("--write-timeout", self.write_timeout, ms, Duration::from_secs(3600)),
+            ("--keepalive", self.keepalive, Duration::from_millis(10), Duration::from_secs(15)),
+            ("--shutdown-grace", self.shutdown_grace, Duration::ZERO, day),
+            ("--drain-window", self.drain_window, Duration::ZERO, day),
+            ("--http-head-timeout", self.http_head_timeout, ms, Duration::from_secs(3600)),
+            ("--http-body-timeout", self.http_body_timeout, ms, Duration::from_secs(3600)),
+            ("--http-idle-timeout", self.http_idle_timeout, ms, day),
+            ("--ws-frame-timeout", self.ws_frame_timeout, ms, Duration::from_secs(3600)),
+        ];
+        for (flag, value, min, max) in durations {
+            if value < min || value > max {
+                return Err(ConfigError(format!(
+                    "{flag} must be between {} and {} (got {})",
+                    show(min),
+                    show(max),
+                    show(value)
+                )));
+            }
         }
-        if self.max_connect_line < 64 {
-            return fail("--max-connect-line must be at least 64 bytes");
+        const MILLION: usize = 1_000_000;
+        let counts = [
+            ("--max-viewers", self.max_viewers, 1, 100 * MILLION),
+            ("--max-connect-line", self.max_connect_line, 64, 64 * 1024),
+            ("--ring-events", self.ring_events, 1, MILLION),
+            ("--max-lag-events", self.max_lag_events.min(u64::MAX >> 1) as usize, 1, 100 * MILLION),
+            ("--listen-backlog", self.listen_backlog.max(0) as usize, 1, 1 << 20),
+            ("--http-max-head", self.http_max_head, 1024, 1024 * 1024),
+            ("--http-max-body", self.http_max_body, 1024, 64 * 1024 * 1024),
+            ("--http-max-connections", self.http_max_connections, 1, 10 * MILLION),
+            ("--http-max-per-address", self.http_max_per_address, 1, 10 * MILLION),
+            ("--max-handshakes", self.max_handshakes, 1, 10 * MILLION),
+            ("--max-handshakes-per-address", self.max_handshakes_per_address, 1, 10 * MILLION),
+            ("--max-events-per-request", self.max_events_per_request, 1, 10_000),
+            ("--history-limit", self.history_limit, 1, 100_000),
+            ("--max-history-limit", self.max_history_limit, 1, 100_000),
+            ("--max-store-reads", self.max_store_reads, 1, 100_000),
+        ];
+        for (flag, value, min, max) in counts {
+            if value < min || value > max {
+                return Err(ConfigError(format!(
+                    "{flag} must be between {min} and {max} (got {value})"
+                )));
+            }
         }
-        if self.keepalive < Duration::from_millis(10) || self.keepalive > Duration::from_secs(15) {
-            return fail("--keepalive-ms must be between 10 and 15000");
-        }
-        if self.ring_events == 0 {
-            return fail("--ring-events must be at least 1");
+        if self.history_limit > self.max_history_limit {
+            return fail("--history-limit must not be above --max-history-limit");
         }
         if self.redis.is_some()
             && self.public_host.is_none()
@@ -126,6 +224,30 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// A duration as a person writes it: `250ms`, `10s`, `2m`.
+fn show(d: Duration) -> String {
+    let ms = d.as_millis();
+    match ms {
+        0 => "0s".to_owned(),
+        ms if ms % 3_600_000 == 0 => format!("{}h", ms / 3_600_000),
+        ms if ms % 60_000 == 0 => format!("{}m", ms / 60_000),
+        ms if ms % 1000 == 0 => format!("{}s", ms / 1000),
+        ms => format!("{ms}ms"),
+    }
+}
+
+/// Parses a duration as SPEC 8 writes them: a number with a unit (`10s`, `250ms`, `2m`, `1h`,
+/// or humantime's longer forms such as `1m 30s`), a bare number being seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, ConfigError> {
+    let s = s.trim();
+    if let Ok(secs) = s.parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    humantime::parse_duration(s).map_err(|e| {
+        ConfigError(format!("{s:?} is not a duration ({e}): write e.g. 10s, 250ms or 2m"))
+    })
 }
 
 /// Parses `--viewers`: `host:port` or `host:first-last` (one listener per port).
@@ -163,6 +285,38 @@ mod tests {
         for bad in ["127.0.0.1", "127.0.0.1:x", "127.0.0.1:9103-9100", "localhost:9100"] {
             assert!(parse_viewers(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn durations_take_units_and_a_bare_number_is_seconds() {
+        assert_eq!(parse_duration("10").unwrap(), Duration::from_secs(10));
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(parse_duration("1m 30s").unwrap(), Duration::from_secs(90));
+        let e = parse_duration("soon").unwrap_err().0;
+        assert!(e.contains("\"soon\" is not a duration") && e.contains("10s"), "{e}");
+        assert!(parse_duration("18446744073709551615").is_ok(), "parsed; refused by validate");
+    }
+
+    #[test]
+    fn every_value_out_of_range_names_its_flag_and_range() {
+        let huge = Duration::from_secs(u64::MAX);
+        let c = Config { shutdown_grace: huge, ..Config::default() };
+        let e = c.validate().unwrap_err().0;
+        assert!(e.starts_with("--shutdown-grace must be between 0s and 24h"), "{e}");
+        let c = Config { connect_timeout: huge, ..Config::default() };
+        assert!(c.validate().unwrap_err().0.starts_with("--connect-timeout must be between"));
+        let c = Config { http_max_body: 0, ..Config::default() };
+        let e = c.validate().unwrap_err().0;
+        assert_eq!(e, "--http-max-body must be between 1024 and 67108864 (got 0)");
+        let c = Config { history_limit: 3000, ..Config::default() };
+        assert!(c.validate().is_err());
+        let c = Config { keepalive: Duration::from_millis(16_000), ..Config::default() };
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .0
+            .starts_with("--keepalive must be between 10ms and 15s"));
     }
 
     #[test]

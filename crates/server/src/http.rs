@@ -1,12 +1,15 @@
-//! The HTTP listener: the read API's plainest keep-alive `GET`s are answered on the fast lane
-//! (`lane.rs`) until a request is anything else; hyper serves the rest of the connection
-//! (HTTP/1.1, keep-alive) with the API router, and hands a connection over to the viewer
-//! transports once a WebSocket or SSE answer is out (`transport::web`): the connection then
-//! leaves hyper, and its socket is a viewer's like any TCP viewer's, parked at the live edge.
-//! Everything else about the requests is `api`'s.
+//! The HTTP listeners, public and admin: one front door each. Every connection is served by
+//! hyper (HTTP/1.1, keep-alive) with its router, whose tower stack holds the request rules
+//! (auth before body, body size and time, CORS); this file holds what a request cannot see: the
+//! connection budget (a permit taken before `accept`, a cap per client address after it), the
+//! head, idle and write deadlines (`timed.rs`), the node's stop, and the hand-over of a
+//! connection to the viewer transports once a WebSocket or SSE answer is out
+//! (`transport::web`): the connection then leaves hyper and the HTTP budget, and its socket is
+//! a viewer's like any TCP viewer's.
 
 use std::collections::HashMap;
 use std::future::poll_fn;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -14,35 +17,96 @@ use std::task::{Poll, Waker};
 use std::time::Duration;
 
 use axum::Router;
+use futures_util::FutureExt;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower_service::Service;
 
-use crate::api::AppState;
+use crate::config::Config;
 use crate::locks::lock;
+use crate::telemetry::Metrics;
 use crate::transport::tcp::accept_next;
+use crate::transport::viewer::ViewerContext;
 use crate::transport::web::{self, Takeover};
 
-mod lane;
+mod timed;
 
-/// A client has this long to send a request's headers (on a new connection, or the next
-/// request of a kept-alive one), so that idle sockets do not hold descriptors; on the fast lane,
-/// between one and two of it (`lane::serve`), and as long to take an answer.
-const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+use timed::{Activity, Timed};
+
+/// The limits of one HTTP listener (SPEC 10), from the node's configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// A request's head must arrive within this long of its first byte (or of the accept).
+    pub head_timeout: Duration,
+    /// A kept-alive connection with no request for this long is closed.
+    pub idle_timeout: Duration,
+    /// A write that takes nothing for this long ends the connection (a client that never
+    /// reads its answers).
+    pub write_timeout: Duration,
+    /// Largest request head (hyper's read buffer; it answers `431` past it).
+    pub max_head: usize,
+    /// Connections at once; past it, new ones wait in the kernel's backlog.
+    pub max_connections: usize,
+    /// Connections at once from one client address; past it, new ones are told why and closed.
+    pub max_per_address: usize,
+}
+
+impl Limits {
+    pub fn of(config: &Config) -> Limits {
+        Limits {
+            head_timeout: config.http_head_timeout,
+            idle_timeout: config.http_idle_timeout,
+            write_timeout: config.http_idle_timeout,
+            max_head: config.http_max_head,
+            max_connections: config.http_max_connections,
+            max_per_address: config.http_max_per_address,
+        }
+    }
+}
+
+/// One HTTP listener's service: its router, its limits, and, on the public port, the viewers a
+/// connection may be handed over to (the admin port has none).
+#[derive(Clone)]
+pub struct Front {
+    pub app: Router,
+    pub limits: Limits,
+    pub viewers: Option<Arc<ViewerContext>>,
+    pub metrics: Arc<Metrics>,
+    /// `http` or `admin`, for the log.
+    pub name: &'static str,
+}
 
 /// Serves HTTP until `stop`, then lets requests in flight finish and returns once every
 /// connection is done (viewers taken over are the viewer transports' by then).
-pub async fn serve(listener: TcpListener, app: Router, state: AppState, stop: CancellationToken) {
+pub async fn serve(listener: TcpListener, front: Front, stop: CancellationToken) {
     let conns = TaskTracker::new();
-    let metrics = state.viewers.ports.metrics.clone();
     let stopping = Arc::new(Stopping::default());
-    while let Some((stream, _peer)) = accept_next(&listener, &metrics, &stop, "http").await {
+    let budget = Budget::new(front.limits);
+    loop {
+        // The permit first: past the cap, connections wait in the kernel's backlog rather than
+        // holding a descriptor and a task each.
+        let permit = tokio::select! {
+            _ = stop.cancelled() => break,
+            permit = budget.slots.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break,
+            },
+        };
+        let Some((stream, peer)) = accept_next(&listener, &front.metrics, &stop, front.name).await
+        else {
+            break;
+        };
+        let Some(entry) = budget.enter(permit, peer) else {
+            refuse(stream, peer, front.limits.max_per_address, front.name);
+            continue;
+        };
         let _ = stream.set_nodelay(true);
-        conns.spawn(connection(stream, app.clone(), state.clone(), stopping.clone()));
+        conns.spawn(connection(stream, entry, front.clone(), stopping.clone()));
     }
     stopping.stop();
     drop(listener);
@@ -50,34 +114,52 @@ pub async fn serve(listener: TcpListener, app: Router, state: AppState, stop: Ca
     conns.wait().await;
 }
 
-/// One connection: requests until the client or hyper ends it, or a handler takes it over.
-async fn connection(mut stream: TcpStream, app: Router, state: AppState, stop: Arc<Stopping>) {
+/// Tells a client past its address's share why, and closes: without reading its request (it
+/// has one in flight, most likely), with nothing held.
+fn refuse(stream: TcpStream, peer: SocketAddr, max: usize, port: &'static str) {
+    tracing::debug!(%peer, port, "connection refused: too many from its address");
+    let body = format!(
+        "{{\"error\":\"too many connections from {}: at most {max} at once \
+         (--http-max-per-address); close one and try again\"}}",
+        peer.ip()
+    );
+    let answer = format!(
+        "HTTP/1.1 429 Too Many Requests\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = stream.try_write(answer.as_bytes());
+    let _ = socket2::SockRef::from(&stream).shutdown(std::net::Shutdown::Write);
+}
+
+/// One connection: requests until the client or hyper ends it, a deadline passes, or a handler
+/// takes it over.
+async fn connection(stream: TcpStream, entry: Entry, front: Front, stop: Arc<Stopping>) {
     let _watching = poll_fn(|cx| Poll::Ready(stop.watch(cx.waker()))).await;
-    let mut read = Vec::new();
-    if let lane::Left::Closed =
-        lane::serve(&mut stream, &mut read, &state, &stop, HEADER_TIMEOUT).await
-    {
-        let _ = stream.shutdown().await;
-        return;
-    }
-    let takeover = Takeover::default();
-    let viewers = state.viewers.clone();
+    let activity = Arc::new(Activity::default());
+    let takeover = front.viewers.is_some().then(Takeover::default);
     let service = {
-        let takeover = takeover.clone();
+        let (takeover, activity, app) = (takeover.clone(), activity.clone(), front.app.clone());
         hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
-            // Only the viewers' paths may take the connection over (an extension costs an
-            // allocation, which every other request is spared).
-            let path = req.uri().path();
-            if path.ends_with("/ws") || path.ends_with("/stream") {
+            activity.busy();
+            if let Some(takeover) = &takeover {
+                // The router decides whether this request becomes a viewer (its WebSocket and
+                // SSE handlers take the connection); every request can reach it.
                 req.extensions_mut().insert(takeover.clone());
             }
-            app.clone().call(req)
+            let activity = activity.clone();
+            app.clone().call(req).map(move |answer| {
+                activity.idle();
+                answer
+            })
         })
     };
+    let timed = Timed::new(stream, activity, front.limits);
     let mut conn = hyper::server::conn::http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_TIMEOUT)
-        .serve_connection(TokioIo::new(lane::Prefixed::new(read.into(), stream)), service);
+        // The head's own deadline is `Timed`'s: hyper's would also end an idle kept-alive
+        // connection after the head's 10 s, not the idle 60 s.
+        .max_buf_size(front.limits.max_head.max(8192))
+        .serve_connection(TokioIo::new(timed), service);
     // Not shut down by hyper when done: the socket may be a viewer's from now on. Once the node
     // stops, the request in flight finishes and a kept-alive connection ends.
     let mut graceful = false;
@@ -89,22 +171,69 @@ async fn connection(mut stream: TcpStream, app: Router, state: AppState, stop: A
         conn.poll_without_shutdown(cx)
     })
     .await;
-    if done.is_err() {
+    if let Err(e) = done {
+        tracing::debug!(error = %e, port = front.name, "HTTP connection ended");
         return;
     }
     let parts = conn.into_parts();
-    let (mut stream, unread) = parts.io.into_inner().into_parts();
-    match takeover.take() {
-        Some(handover) => {
-            let read = match unread.is_empty() {
-                true => parts.read_buf,
-                // Hyper read its buffer from the lane's bytes first: it holds the earlier ones.
-                false => [parts.read_buf, unread].concat().into(),
-            };
-            viewers.tracker.clone().spawn(web::begin(viewers, stream, read, handover));
+    let mut stream = parts.io.into_inner().into_inner();
+    match (takeover.and_then(|t| t.take()), front.viewers) {
+        (Some(handover), Some(viewers)) => {
+            // A viewer now: it counts against --max-viewers, no longer the HTTP budget.
+            drop(entry);
+            let tracker = viewers.tracker.clone();
+            tracker.spawn(web::begin(viewers, stream, parts.read_buf, handover));
         }
-        None => {
+        _ => {
             let _ = stream.shutdown().await;
+        }
+    }
+}
+
+/// The connections of one listener: a permit each, and a count per client address.
+struct Budget {
+    slots: Arc<Semaphore>,
+    max_per_address: usize,
+    per_address: Arc<Mutex<HashMap<IpAddr, usize>>>,
+}
+
+/// One connection's place in its listener's budget, given back when dropped.
+struct Entry {
+    _permit: OwnedSemaphorePermit,
+    address: IpAddr,
+    per_address: Arc<Mutex<HashMap<IpAddr, usize>>>,
+}
+
+impl Budget {
+    fn new(limits: Limits) -> Budget {
+        Budget {
+            slots: Arc::new(Semaphore::new(limits.max_connections)),
+            max_per_address: limits.max_per_address,
+            per_address: Arc::default(),
+        }
+    }
+
+    /// A place for a connection from `peer`, or `None` when its address has its share.
+    fn enter(&self, permit: OwnedSemaphorePermit, peer: SocketAddr) -> Option<Entry> {
+        let address = peer.ip().to_canonical();
+        let mut counts = lock(&self.per_address);
+        let count = counts.entry(address).or_default();
+        if *count >= self.max_per_address {
+            return None;
+        }
+        *count += 1;
+        Some(Entry { _permit: permit, address, per_address: self.per_address.clone() })
+    }
+}
+
+impl Drop for Entry {
+    fn drop(&mut self) {
+        let mut counts = lock(&self.per_address);
+        if let Some(count) = counts.get_mut(&self.address) {
+            *count -= 1;
+            if *count == 0 {
+                counts.remove(&self.address);
+            }
         }
     }
 }

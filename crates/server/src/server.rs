@@ -10,7 +10,6 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::api;
 use crate::config::{Config, ConfigError};
 use crate::hub::Hub;
 use crate::ingest::Ingest;
@@ -22,6 +21,7 @@ use crate::store::{Store, StoreError};
 use crate::transport::tcp;
 use crate::transport::viewer::ViewerContext;
 use crate::transport::ViewerPorts;
+use crate::{api, http};
 
 /// Why a node could not start or stop cleanly.
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +38,8 @@ pub enum ServerError {
 pub struct Node {
     /// The HTTP API's real address (useful when configured with port 0).
     pub http_addr: SocketAddr,
+    /// The admin listener's real address, when it has one (`--admin`).
+    pub admin_addr: Option<SocketAddr>,
     /// Each viewer listener's real address, in the configured order.
     pub viewer_addrs: Vec<SocketAddr>,
     pub ports: Arc<ViewerPorts>,
@@ -84,6 +86,15 @@ async fn start_with_store(
     let http_listener =
         tcp::bind(config.http, config.listen_backlog).map_err(bind_err("http", config.http))?;
     let http_addr = http_listener.local_addr().map_err(bind_err("http", config.http))?;
+    let admin_listener = match config.admin {
+        Some(addr) => {
+            let listener = tcp::bind(addr, 1024).map_err(bind_err("admin", addr))?;
+            let bound = listener.local_addr().map_err(bind_err("admin", addr))?;
+            Some((listener, bound))
+        }
+        None => None,
+    };
+    let admin_addr = admin_listener.as_ref().map(|(_, addr)| *addr);
     let mut viewer_listeners = Vec::with_capacity(config.viewers.len());
     let mut viewer_addrs = Vec::with_capacity(config.viewers.len());
     for addr in &config.viewers {
@@ -151,19 +162,37 @@ async fn start_with_store(
         hub.clone(),
         store.clone(),
         ports.clone(),
-        config.watcher_tokens.clone(),
         ctx.clone(),
         ops,
+        Arc::new(config.clone()),
     );
-    let app = api::router(state.clone());
+    let limits = http::Limits::of(&config);
+    let public = http::Front {
+        app: api::router(state.clone()),
+        limits,
+        viewers: Some(ctx.clone()),
+        metrics: ports.metrics.clone(),
+        name: "http",
+    };
+    if let Some((listener, addr)) = admin_listener {
+        let admin = http::Front {
+            app: api::admin_router(state),
+            limits,
+            viewers: None,
+            metrics: ports.metrics.clone(),
+            name: "admin",
+        };
+        tokio::spawn(http::serve(listener, admin, stop_http.clone()));
+        tracing::info!(%addr, "admin listener ready (/metrics, /ops, /ops.json)");
+    }
     // HTTP outlives the viewers' goodbyes: while they drain, /readyz says so (503) and
     // requests in flight finish. `stopped` ends it after the viewers.
-    let http_stopping = stop_http.clone();
-    let http = tokio::spawn(crate::http::serve(http_listener, app, state, http_stopping));
+    let http = tokio::spawn(http::serve(http_listener, public, stop_http.clone()));
     tracing::info!(addr = %http_addr, "http listener ready");
 
     Ok(Node {
         http_addr,
+        admin_addr,
         viewer_addrs,
         ports,
         shutdown,

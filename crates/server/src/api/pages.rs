@@ -17,9 +17,8 @@ use axum::body::{Body, Bytes};
 use axum::http::header::{
     ACCEPT_ENCODING, CACHE_CONTROL, CONTENT_ENCODING, CONTENT_TYPE, ETAG, IF_NONE_MATCH, VARY,
 };
-use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
-use bytes::BufMut;
 use serde::Serialize;
 use tokio::sync::OnceCell;
 
@@ -49,14 +48,7 @@ pub struct Encoded {
     compressible: bool,
     gzip: OnceLock<Bytes>,
     br: OnceLock<Bytes>,
-    /// The header lines of each answer (by coding, then 200 or 304), written once for the HTTP
-    /// fast lane, which writes them as they are.
-    lines: [[OnceLock<Bytes>; 2]; 3],
 }
-
-/// The request headers an [`Encoded`]'s answer depends on ([`Encoded::choose`] reads no
-/// other): the HTTP fast lane keeps these from a request, and no other.
-pub const CONSULTED: [HeaderName; 2] = [IF_NONE_MATCH, ACCEPT_ENCODING];
 
 /// Which answer of an [`Encoded`] a request gets: the coding of its bytes (identity, gzip or
 /// br) and whether the client has them already (`304`).
@@ -66,7 +58,7 @@ pub struct Choice {
     not_modified: bool,
 }
 
-/// The coding of an answer's bytes; also the index of its `ETag`, bytes and lines.
+/// The coding of an answer's bytes; also the index of its `ETag`.
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Coding {
     Identity = 0,
@@ -81,16 +73,6 @@ impl Coding {
             Coding::Identity => None,
             Coding::Gzip => Some("gzip"),
             Coding::Br => Some("br"),
-        }
-    }
-}
-
-impl Choice {
-    /// `200`, or `304` for a client that has the bytes.
-    pub fn status(self) -> StatusCode {
-        match self.not_modified {
-            true => StatusCode::NOT_MODIFIED,
-            false => StatusCode::OK,
         }
     }
 }
@@ -113,7 +95,6 @@ impl Encoded {
             compressible,
             gzip: OnceLock::new(),
             br: OnceLock::new(),
-            lines: Default::default(),
         }
     }
 
@@ -171,31 +152,10 @@ impl Encoded {
         }
     }
 
-    /// The header lines of the answer chosen as HTTP/1.1 writes them (`name: value\r\n`, the
-    /// names in lower case), those of [`Encoded::response`]: written once per answer.
-    pub fn lines(&self, choice: Choice) -> &Bytes {
-        self.lines[choice.coding as usize][usize::from(choice.not_modified)].get_or_init(|| {
-            let mut lines = Vec::with_capacity(200);
-            for (name, value) in self.response(choice).headers() {
-                header_line(&mut lines, name, value);
-            }
-            lines.into()
-        })
-    }
-
     /// Bytes held (identity encoding).
     fn len(&self) -> usize {
         self.body.len()
     }
-}
-
-/// Writes `name: value\r\n` as HTTP/1.1 sends a header (hyper writes names in lower case, as
-/// `HeaderName` holds them).
-pub fn header_line(out: &mut impl BufMut, name: &HeaderName, value: &HeaderValue) {
-    out.put_slice(name.as_str().as_bytes());
-    out.put_slice(b": ");
-    out.put_slice(value.as_bytes());
-    out.put_slice(b"\r\n");
 }
 
 fn set_encoding(response: &mut Response, coding: &'static str) {
@@ -273,9 +233,8 @@ pub fn history_json(events: &[Event]) -> Bytes {
 type PageKey = (MatchId, Incarnation, Seq, usize);
 
 /// What one kept page is counted as besides its body (and half the body more for its compressed
-/// copies: far less, for JSON): its key (twice), slot and headers, 512 bytes, and the header
-/// lines the fast lane writes, up to six of about 200 bytes each.
-const PAGE_OVERHEAD: usize = 512 + 6 * 256;
+/// copies: far less, for JSON): its key (twice), slot and headers.
+const PAGE_OVERHEAD: usize = 512;
 /// Pages kept at most, whatever their size.
 const MAX_PAGES: usize = 100_000;
 

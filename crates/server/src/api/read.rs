@@ -1,26 +1,22 @@
 //! The read API's answers that pages and caching serve (SPEC 3): `/1/matches`, `/1/match/<id>`
-//! and `/1/match/<id>/history`. Each is one function on the node's state and the request's
-//! headers, called by its axum handler and, for the plainest requests, straight from the HTTP
-//! connection by [`answer`] (with `/1/checkin`), which spares them the router: at tens of
-//! thousands of requests a second, routing, extracting and the CORS layer were a sixth of the
-//! node's CPU per request.
+//! and `/1/match/<id>/history`, each a page encoded once (`pages.rs`) and answered with its
+//! ETag, 304 and Cache-Control.
 
 use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, Request, State};
-use axum::http::header::{HeaderName, ACCESS_CONTROL_ALLOW_ORIGIN, ACCESS_CONTROL_EXPOSE_HEADERS};
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use super::pages::{self, At, Choice, Encoded};
-use super::{match_id, ApiError, AppState, MAX_HISTORY_LIMIT};
+use super::{match_id, ApiError, AppState};
 use crate::locks::lock;
 use crate::model::Seq;
 
-/// An answer of the read API: a page encoded once with the answer a request gets, which the
-/// HTTP fast lane writes from its ready lines, or any other response.
+/// An answer of the read API: a page encoded once with the answer a request gets, or any
+/// other response.
 pub enum Answer {
     Page(Arc<Encoded>, Choice),
     Other(Response),
@@ -39,43 +35,6 @@ impl<E: IntoResponse> From<Result<Answer, E>> for Answer {
     fn from(result: Result<Answer, E>) -> Answer {
         result.unwrap_or_else(|e| Answer::Other(e.into_response()))
     }
-}
-
-/// The headers the router's CORS layer adds to the answer of a plain request (every origin
-/// is allowed: no answer depends on it), for answers that do not go through the router.
-/// In the layer's order.
-pub const CORS: [(HeaderName, HeaderValue); 2] = [
-    (ACCESS_CONTROL_EXPOSE_HEADERS, HeaderValue::from_static("*")),
-    (ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*")),
-];
-
-/// Answers a `GET` (the caller has checked the method) of `/1/checkin`, `/1/matches`,
-/// `/1/match/<id>` or `/1/match/<id>/history[?query]` (its path and query) as the router would
-/// (the same functions; the caller adds [`CORS`]); `None` for every other path, which goes to
-/// the router. Ids written with `%` escapes are left to the router, which decodes them.
-/// Routing by hand goes against our rule of crates over hand-written equivalents, for four
-/// paths only, because `bench/http` measured it: see BENCHMARKS.md. The request headers it
-/// reads are [`pages::CONSULTED`], and no other.
-pub async fn answer(
-    state: &AppState,
-    path: &str,
-    query: Option<&str>,
-    headers: &HeaderMap,
-) -> Option<Answer> {
-    Some(if path == "/1/matches" {
-        matches(state, headers)
-    } else if path == "/1/checkin" {
-        Answer::Other(super::checkin(State(state.clone())).await.into_response())
-    } else {
-        let rest = path.strip_prefix("/1/match/").filter(|r| !r.contains('%'))?;
-        match rest.split_once('/') {
-            None if !rest.is_empty() => one_match(state, rest, headers).into(),
-            Some((id, "history")) if !id.is_empty() => {
-                history_page(state, id, query, headers).await.into()
-            }
-            _ => return None,
-        }
-    })
 }
 
 // The handlers take the request itself (its headers) rather than a `HeaderMap`, which axum
@@ -166,7 +125,8 @@ async fn history_page(
         })?,
     };
     let id = match_id(raw)?;
-    let limit = q.limit.unwrap_or(MAX_HISTORY_LIMIT).min(MAX_HISTORY_LIMIT);
+    let config = &state.config;
+    let limit = q.limit.unwrap_or(config.history_limit).min(config.max_history_limit);
     let after = q.after.unwrap_or(0);
     let Some((inc, snapshot)) = state.hub.current(&id) else {
         // Not (yet) known here: with other nodes, a match created elsewhere a moment ago is

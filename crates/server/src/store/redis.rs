@@ -130,12 +130,12 @@ impl RedisStore {
             Err(e) => Some(format!("its persistence settings cannot be read ({e})")),
         };
         let Some(why) = unsafe_because else {
-            tracing::info!(url = %opts.url, "redis persists every write (appendfsync always)");
+            tracing::info!(url = %conn::redacted(&opts.url), "redis persists every write (appendfsync always)");
             return Ok(());
         };
         if opts.volatile {
             tracing::warn!(
-                url = %opts.url, %why,
+                url = %conn::redacted(&opts.url), %why,
                 "--redis-volatile: acknowledged events may be lost if Redis stops"
             );
             return Ok(());
@@ -145,7 +145,7 @@ impl RedisStore {
              (`redis-cli CONFIG SET appendonly yes` and `CONFIG SET appendfsync always`, and the \
              same in redis.conf), or confirm writes on replicas with --redis-wait-replicas N, or \
              accept the risk with --redis-volatile",
-            opts.url
+            conn::redacted(&opts.url)
         )))
     }
 

@@ -49,6 +49,26 @@ impl ConnectionLike for Conn {
     }
 }
 
+/// A Redis URL as it may be shown in a log line or an error: any password in it (`redis://user:
+/// secret@host`, or `:secret@` before a cluster node) replaced by `***` (SPEC 11).
+pub fn redacted(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let nodes: Vec<String> = rest
+        .split(',')
+        .map(|node| match node.rsplit_once('@') {
+            Some((user, host)) => match user.split_once(':') {
+                Some((name, _)) => format!("{name}:***@{host}"),
+                None => format!("***@{host}"),
+            },
+            None => node.to_owned(),
+        })
+        .collect();
+    match scheme {
+        "" => nodes.join(","),
+        scheme => format!("{scheme}://{}", nodes.join(",")),
+    }
+}
+
 /// The addresses to reach, parsed from the URL.
 #[derive(Debug, Clone)]
 pub(super) enum Target {
@@ -67,7 +87,8 @@ impl Target {
                 .collect();
             if nodes.is_empty() {
                 return Err(StoreError::Backend(format!(
-                    "--redis {url}: name at least one cluster node (redis+cluster://host:port,...)"
+                    "--redis {}: name at least one cluster node (redis+cluster://host:port,...)",
+                    redacted(url)
                 )));
             }
             Ok(Target::Cluster(nodes))
@@ -75,7 +96,8 @@ impl Target {
             Ok(Target::Single(url.to_owned()))
         } else {
             Err(StoreError::Backend(format!(
-                "--redis {url}: expected redis://host:port or redis+cluster://host:port,..."
+                "--redis {}: expected redis://host:port or redis+cluster://host:port,...",
+                redacted(url)
             )))
         }
     }
@@ -99,10 +121,9 @@ pub(super) async fn connect(target: &Target) -> Result<Conn, StoreError> {
                 .set_response_timeout(Some(RESPONSE_TIMEOUT))
                 .set_number_of_retries(1)
                 .set_max_delay(Duration::from_secs(1));
-            let conn = client
-                .get_connection_manager_with_config(config)
-                .await
-                .map_err(|e| StoreError::Backend(format!("cannot reach redis at {url}: {e}")))?;
+            let conn = client.get_connection_manager_with_config(config).await.map_err(|e| {
+                StoreError::Backend(format!("cannot reach redis at {}: {e}", redacted(url)))
+            })?;
             Ok(Conn::Single(conn))
         }
         Target::Cluster(nodes) => {
@@ -113,9 +134,29 @@ pub(super) async fn connect(target: &Target) -> Result<Conn, StoreError> {
                 .build()
                 .map_err(redis_err)?;
             let conn = client.get_async_connection().await.map_err(|e| {
-                StoreError::Backend(format!("cannot reach the redis cluster {nodes:?}: {e}"))
+                StoreError::Backend(format!(
+                    "cannot reach the redis cluster {}: {e}",
+                    redacted(&nodes.join(","))
+                ))
             })?;
             Ok(Conn::Cluster(conn))
         }
+    }
+}
+
+#[cfg(test)]
+mod redaction {
+    use super::redacted;
+
+    #[test]
+    fn passwords_never_show() {
+        assert_eq!(redacted("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
+        assert_eq!(redacted("redis://me:s3cr3t@host:6379/0"), "redis://me:***@host:6379/0");
+        assert_eq!(redacted("redis://:s3cr3t@host"), "redis://:***@host");
+        assert_eq!(redacted("rediss://s3cr3t@host"), "rediss://***@host");
+        assert_eq!(
+            redacted("redis+cluster://:pw@a:1,b:2,u:pw@c:3"),
+            "redis+cluster://:***@a:1,b:2,u:***@c:3"
+        );
     }
 }
