@@ -192,3 +192,5 @@ async fn two_thousand_pipelined_requests_are_answered_in_order() {
         }
     }
 }
+
+mod limits;

@@ -398,3 +398,11 @@ pub async fn eventually<T>(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// A TCP connection to `to` from the local address `from` (127.0.0.2 and up are this machine
+/// too): how a test plays several clients, each its own address.
+pub async fn connect_from(from: [u8; 4], to: SocketAddr) -> tokio::net::TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().expect("a socket");
+    socket.bind(SocketAddr::from((from, 0))).expect("bind the client's address");
+    socket.connect(to).await.expect("connect")
+}

@@ -26,12 +26,12 @@ use super::Limits;
 /// What a connection is doing, as its service tells it.
 #[derive(Debug)]
 pub struct Activity {
-    /// `BUSY` while a request is answered, else the number of the idle period it is in (a new
-    /// one starts with each answer).
+    /// Twice the number of the idle period the connection is in (a new one starts with each
+    /// answer), plus [`BUSY`] while a request is answered.
     state: AtomicU64,
 }
 
-const BUSY: u64 = u64::MAX;
+const BUSY: u64 = 1;
 
 impl Default for Activity {
     fn default() -> Activity {
@@ -42,12 +42,14 @@ impl Default for Activity {
 impl Activity {
     /// A request's head is in: it is being answered.
     pub fn busy(&self) {
-        self.state.store(BUSY, Ordering::Relaxed);
+        let state = self.state.load(Ordering::Relaxed);
+        self.state.store(state | BUSY, Ordering::Relaxed);
     }
 
     /// Its answer is out: the connection waits for its next request.
     pub fn idle(&self) {
-        let next = self.state.load(Ordering::Relaxed).wrapping_add(1) % BUSY;
+        // Only the connection's task changes it: no read-modify-write needed.
+        let next = (self.state.load(Ordering::Relaxed) | BUSY).wrapping_add(1);
         self.state.store(next, Ordering::Relaxed);
     }
 }
@@ -90,7 +92,7 @@ impl Timed {
     /// The read deadline now (`None` while a request is answered).
     fn read_deadline(&mut self, now: Instant) -> Option<Instant> {
         let state = self.activity.state.load(Ordering::Relaxed);
-        if state == BUSY {
+        if state & BUSY != 0 {
             self.head_began = None;
             return None;
         }
@@ -182,6 +184,11 @@ impl Timed {
             }
             ready => {
                 self.write_stalled = None;
+                let now = Instant::now();
+                if let Some(deadline) = self.read_deadline(now) {
+                    // Past it already, the next read says so.
+                    let _ = self.check(cx, deadline, now, "no request in time");
+                }
                 ready
             }
         }
