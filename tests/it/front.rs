@@ -193,4 +193,5 @@ async fn two_thousand_pipelined_requests_are_answered_in_order() {
     }
 }
 
+mod flood;
 mod limits;
