@@ -100,6 +100,8 @@ pub async fn run(
             data_dir: dir.path().join(format!("node{}", n + 1)),
             redis: redis.as_ref().map(LocalRedis::url),
             watcher_tokens: vec![token.clone()],
+            // The operator's page and metrics, on a free port of their own (SPEC 11).
+            admin: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
             ..Config::default()
         };
         nodes.push(server::start(config).await?);
@@ -108,6 +110,7 @@ pub async fn run(
     let id = file.id();
     let node = &nodes[0];
     let http = format!("http://{}", node.http_addr);
+    let admin = node.admin_addr.map(|a| format!("http://{a}")).unwrap_or_default();
     // The printing viewer watches the second node when there is one: what the watcher
     // publishes to the first reaches it through Redis.
     let viewer = nodes[1 % nodes.len()].viewer_addrs[0];
@@ -154,7 +157,9 @@ pub async fn run(
              \x20 curl -N {http}/1/match/{id}/stream      Server-Sent Events (WebSocket: /ws)\n\
              \x20 curl {http}/1/matches\n\
              \x20 curl {http}/1/match/{id}\n\
-             \x20 curl {http}/1/match/{id}/history\n\n",
+             \x20 curl {http}/1/match/{id}/history\n\
+             The operator's view, on the admin listener: {admin}/ops and {admin}/metrics, or\n\
+             \x20 matchstream top --server {admin}\n\n",
             speed = opts.speed,
             vip = viewer.ip(),
             vport = viewer.port(),

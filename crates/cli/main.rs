@@ -260,8 +260,8 @@ fn main() -> ExitCode {
 
 #[derive(Args)]
 struct TopArgs {
-    /// Base URL of a node's HTTP API.
-    #[arg(long, env = "MATCHSTREAM_SERVER", default_value = "http://127.0.0.1:8888")]
+    /// Base URL of a node's admin listener (`serve --admin`), where /ops.json is served.
+    #[arg(long, env = "MATCHSTREAM_ADMIN_URL", default_value = "http://127.0.0.1:9091")]
     server: String,
     /// Print one screen as plain text and exit.
     #[arg(long, env = "MATCHSTREAM_TOP_ONCE")]
