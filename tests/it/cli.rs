@@ -131,3 +131,61 @@ fn doctor_judges_this_machine_and_exits_non_zero_when_a_limit_stops_the_viewers(
     assert!(text.contains("STOPS ulimit -n"), "{text}");
     assert!(text.contains("fix: ulimit -Hn 4000000512"), "{text}");
 }
+
+/// Every duration, size and count is checked at start (SPEC 10): out of range, `serve` exits 2
+/// with the flag and its range, never a panic; durations take units (SPEC 8).
+#[test]
+fn serve_refuses_a_flag_out_of_range_naming_it_and_its_range() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases: [(&[&str], &str); 6] = [
+        (&["--shutdown-grace", "18446744073709551615"], "--shutdown-grace must be between 0s and 24h"),
+        (&["--connect-timeout", "18446744073709551615"], "--connect-timeout must be between"),
+        (&["--http-max-body", "0"], "--http-max-body must be between 1024 and"),
+        (&["--keepalive", "20s"], "--keepalive must be between 10ms and 15s"),
+        (&["--max-history-limit", "100", "--history-limit", "500"], "--history-limit must not be above"),
+        (&["--write-timeout", "soon"], "\"soon\" is not a duration"),
+    ];
+    for (args, expected) in cases {
+        let out = Command::new(BIN)
+            .args(["serve", "--http", "127.0.0.1:0", "--viewers", "127.0.0.1:0", "--data"])
+            .arg(dir.path())
+            .args(args)
+            .output()
+            .expect("run serve");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+}
+
+/// A token never shows in `--help` (its variable's value is hidden), and a node reads its
+/// tokens from `--watcher-token-file` as well: one a line, comments skipped.
+#[tokio::test]
+async fn tokens_stay_secret_and_come_from_a_file_too() {
+    let help = Command::new(BIN)
+        .args(["serve", "--help"])
+        .env("MATCHSTREAM_WATCHER_TOKEN", "s3cr3t-in-env")
+        .env("MATCHSTREAM_REDIS", "redis://:pa55word@127.0.0.1:1")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&help.stdout);
+    assert!(text.contains("--watcher-token-file"), "{text}");
+    assert!(!text.contains("s3cr3t-in-env") && !text.contains("pa55word"), "{text}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("tokens");
+    std::fs::write(&file, "# the stadium's feed\nfeed-token\n\nsecond-token\n").unwrap();
+    let data = dir.path().join("data");
+    let node =
+        NodeProcess::start_with(&data, &["--watcher-token-file", file.to_str().unwrap()]);
+    for token in ["feed-token", "second-token", TOKEN] {
+        let watcher = matchstream_client::Watcher::new(&node.base, token).unwrap();
+        let (home, visit) = (&token[..3], "tig");
+        let body = serde_json::json!({"home": home, "visit": visit, "start_date": "2011-09-10"});
+        let made = watcher.send(reqwest::Method::POST, "/1/matches", Some(&body)).await.unwrap();
+        assert_eq!(made.status, 201, "{token}: {}", made.json());
+    }
+    let log = node.log.join("\n");
+    assert!(!log.contains("feed-token") && !log.contains(TOKEN), "{log}");
+}
