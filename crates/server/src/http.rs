@@ -190,6 +190,27 @@ async fn connection(stream: TcpStream, entry: Entry, front: Front, stop: Arc<Sto
     }
 }
 
+/// Serves one connection on any byte stream with `app` and no hand-over: the same router and
+/// stack as on a socket, without the socket's deadlines. For the fuzz target of the whole
+/// router (`fuzz/`), which feeds it an in-memory stream.
+pub async fn serve_io<IO>(app: Router, io: IO)
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let takeover = Takeover::default();
+    let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
+        req.extensions_mut().insert(takeover.clone());
+        app.clone().call(req)
+    });
+    let served = hyper::server::conn::http1::Builder::new()
+        .max_buf_size(16 * 1024)
+        .serve_connection(TokioIo::new(io), service)
+        .await;
+    if let Err(e) = served {
+        tracing::debug!(error = %e, "in-memory HTTP connection ended");
+    }
+}
+
 /// The connections of one listener: a permit each, and a count per client address.
 struct Budget {
     slots: Arc<Semaphore>,

@@ -50,6 +50,8 @@ pub struct Node {
     http: JoinHandle<()>,
     /// Ends the HTTP server, after the viewers (see `stopped`).
     stop_http: CancellationToken,
+    /// The public port's routes, for [`Node::serve_io`].
+    app: axum::Router,
 }
 
 /// Starts a node: on a shared Redis with `config.redis`, else on its embedded SQLite store in
@@ -167,8 +169,9 @@ async fn start_with_store(
         Arc::new(config.clone()),
     );
     let limits = http::Limits::of(&config);
+    let app = api::router(state.clone());
     let public = http::Front {
-        app: api::router(state.clone()),
+        app: app.clone(),
         limits,
         viewers: Some(ctx.clone()),
         metrics: ports.metrics.clone(),
@@ -201,6 +204,7 @@ async fn start_with_store(
         grace: config.shutdown_grace + config.drain_window,
         http,
         stop_http,
+        app,
     })
 }
 
@@ -270,6 +274,16 @@ async fn report_load(
 }
 
 impl Node {
+    /// Serves one HTTP connection on any byte stream through the public port's router and
+    /// stack (no hand-over to a viewer, no socket deadlines): the fuzz target's way in.
+    #[doc(hidden)]
+    pub async fn serve_io<IO>(&self, io: IO)
+    where
+        IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        http::serve_io(self.app.clone(), io).await;
+    }
+
     /// Asks the node to stop: listeners close, viewers get `bye shutdown`.
     pub fn shutdown(&self) {
         self.shutdown.cancel();
