@@ -16,6 +16,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::Config;
 use crate::hub::{Format, Hub, Next, Subscription};
 use crate::transport::close::close;
+use crate::transport::handshakes::Handshakes;
 use crate::transport::park::{NotParked, Parking};
 use crate::transport::write::{cut_mid_frame, write_all, MAX_BATCH};
 use crate::transport::{PortGuard, ViewerPorts};
@@ -31,6 +32,8 @@ pub struct ViewerContext {
     pub max_viewers: usize,
     pub connect_timeout: Duration,
     pub max_connect_line: usize,
+    /// TCP connections still sending their connect line: their own budget (SPEC 10).
+    pub(crate) handshakes: Handshakes,
     pub write_timeout: Duration,
     pub retry_after_ms: u64,
     /// How often an idle SSE viewer gets a `: ping` comment (SPEC 5: at least every 15 s); a
@@ -51,6 +54,11 @@ impl ViewerContext {
         shutdown: CancellationToken,
         tracker: TaskTracker,
     ) -> ViewerContext {
+        let handshakes = Handshakes::new(
+            config.max_handshakes,
+            config.max_handshakes_per_address,
+            ports.metrics.handshakes.clone(),
+        );
         ViewerContext {
             hub,
             ports,
@@ -59,6 +67,7 @@ impl ViewerContext {
             max_viewers: config.max_viewers,
             connect_timeout: config.connect_timeout,
             max_connect_line: config.max_connect_line,
+            handshakes,
             write_timeout: config.write_timeout,
             retry_after_ms: config.retry_after_ms,
             keepalive: config.keepalive,
