@@ -226,7 +226,12 @@ impl ViewerPorts {
         let port = self.ports.get(index)?;
         let room = |n: usize| (n < self.per_port).then_some(n + 1);
         port.viewers.fetch_update(Ordering::Relaxed, Ordering::Relaxed, room).ok()?;
-        Some(PortGuard { ports: self.clone(), index: index as u32, joined: None, why: Left::Hangup })
+        Some(PortGuard {
+            ports: self.clone(),
+            index: index as u32,
+            joined: None,
+            why: Left::Hangup,
+        })
     }
 
     /// Counts a WebSocket or SSE viewer for as long as the guard lives.
