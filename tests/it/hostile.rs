@@ -124,10 +124,9 @@ async fn silent_connections_are_cut_by_the_connect_timeout_and_free_their_budget
     assert!(got.starts_with("ERROR: too many connections from 127.0.0.1"), "{got:?}");
     for v in &mut silent {
         let got = String::from_utf8(v.read_to_clean_eof().await).expect("text");
-        assert_eq!(
-            got,
-            "ERROR: too slow to send the connect line (it must arrive within 1 s)\n\r\n"
-        );
+        let want = "ERROR: too slow to send the connect line \
+                    (it must arrive within 1s, --connect-timeout)\n\r\n";
+        assert_eq!(got, want);
     }
     drop(silent);
     metric_is(&s, HANDSHAKES, 0.0).await;

@@ -193,9 +193,10 @@ async fn handshake(ctx: &ViewerContext, index: usize, stream: &mut TcpStream) ->
         }
         Err(LineError::TooSlow(partial)) => {
             ctx.ports.metrics.limit_refused(Limit::ConnectTimeout);
+            // Named as the flag is written (`1500ms` would read `1 s` in whole seconds).
             let reason = format!(
-                "too slow to send the connect line (it must arrive within {} s)",
-                ctx.connect_timeout.as_secs()
+                "too slow to send the connect line (it must arrive within {}, --connect-timeout)",
+                humantime::format_duration(ctx.connect_timeout)
             );
             let version = wire::sniff_version(&partial);
             refuse(ctx, stream, version, &reason, ByeReason::BadRequest).await;

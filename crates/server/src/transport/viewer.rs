@@ -1,7 +1,8 @@
 //! A viewer following its match, whatever its transport: the task that writes what the hub hands
 //! out (joining, catching up, a full socket), the hand-over to a parking shard at the live edge,
 //! what the viewer sends (ignored for TCP and SSE; pings and closes for WebSocket, each frame
-//! whole within `--ws-frame-timeout`) and its goodbye in its format. Each transport's handshake (`tcp.rs`, `web.rs`) ends in [`follow`].
+//! whole within `--ws-frame-timeout`) and its goodbye in its format. Each transport's handshake
+//! (`tcp.rs`, `web.rs`) ends in [`follow`].
 
 use std::io;
 use std::sync::Arc;
