@@ -77,34 +77,25 @@ async fn checkin_names_the_least_loaded_viewer_port_and_never_a_full_one() {
     assert!(s.viewers.iter().any(|a| a.port() == first));
     let port_of = |p: u16| s.viewers.iter().find(|a| a.port() == p).copied().unwrap();
     let other = s.viewers.iter().find(|a| a.port() != first).unwrap().port();
-    // One idle connection (no line sent yet) on the named port: the other is now less loaded.
-    let mut held = vec![Viewer::connect_raw(port_of(first)).await];
-    // The accept loop counts a connection as it takes it: a checkin may come first.
-    let mut moved = false;
-    for _ in 0..100 {
-        if s.get("/1/checkin").await.1["port"].as_u64() == Some(u64::from(other)) {
-            moved = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
-    assert!(moved, "checkin moves to the emptier port");
+    // A viewer counts on its port once it joined, before its snapshot is sent (a connection
+    // that has not sent its connect line is no load: tests/it/hostile.rs).
+    let id = s.started_match().await;
+    let watch = async |port: u16| {
+        let mut v =
+            Viewer::connect(port_of(port), &format!("VERSION:2:CONNECT:me:MATCH:{id}")).await;
+        assert_eq!(v.frame().await.unwrap()["kind"], "status");
+        v
+    };
+    // One viewer on the named port: the other is now less loaded.
+    let mut held = vec![watch(first).await];
     for _ in 0..20 {
         assert_eq!(s.get("/1/checkin").await.1["port"], u64::from(other));
     }
     // Both full (2 each): no port has room.
-    held.push(Viewer::connect_raw(port_of(first)).await);
-    held.push(Viewer::connect_raw(port_of(other)).await);
-    held.push(Viewer::connect_raw(port_of(other)).await);
-    let mut status = StatusCode::OK;
-    for _ in 0..100 {
-        status = s.get("/1/checkin").await.0;
-        if status != StatusCode::OK {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
-    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    held.push(watch(first).await);
+    held.push(watch(other).await);
+    held.push(watch(other).await);
+    assert_eq!(s.get("/1/checkin").await.0, StatusCode::SERVICE_UNAVAILABLE);
 }
 
 #[tokio::test]

@@ -11,6 +11,7 @@ mod durability;
 mod fanout;
 mod front;
 mod golden;
+mod hostile;
 mod lifecycle;
 mod metrics;
 mod redis;

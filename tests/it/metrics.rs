@@ -11,7 +11,7 @@ use serde_json::json;
 use crate::support::{eventually, NodeProcess, TestServer, Viewer, PATIENCE, TOKEN};
 
 /// One scrape, as text.
-async fn scrape(s: &TestServer) -> String {
+pub(crate) async fn scrape(s: &TestServer) -> String {
     let answer = reqwest::get(format!("{}/metrics", s.admin)).await.expect("GET /metrics");
     assert_eq!(answer.status(), reqwest::StatusCode::OK);
     let kind = answer.headers().get("content-type").and_then(|t| t.to_str().ok()).unwrap_or("");
@@ -20,7 +20,7 @@ async fn scrape(s: &TestServer) -> String {
 }
 
 /// The value of one series (name and labels exactly as exposed), 0 when absent.
-fn value(text: &str, series: &str) -> f64 {
+pub(crate) fn value(text: &str, series: &str) -> f64 {
     text.lines()
         .filter(|l| !l.starts_with('#'))
         .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))

@@ -28,6 +28,9 @@ pub mod names {
     pub const ACCEPT_ERRORS: &str = "matchstream_accept_errors_total";
     pub const PUBLISH_SECONDS: &str = "matchstream_publish_seconds";
     pub const DELIVERY_LAG_SECONDS: &str = "matchstream_delivery_lag_seconds";
+    pub const VIEWERS_PARKED: &str = "matchstream_viewers_parked";
+    pub const VIEWER_HANDSHAKES: &str = "matchstream_viewer_handshakes";
+    pub const LIMIT_REFUSALS: &str = "matchstream_limit_refusals_total";
     // And the standard process_* metrics of metrics-process (resident memory, open files and
     // their limit, CPU seconds, threads...), without a prefix.
 }
@@ -54,6 +57,31 @@ impl Left {
     }
 }
 
+/// A limit of SPEC 10 that ended a connection, for `matchstream_limit_refusals_total{limit}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Limit {
+    /// Too many connections from one address still sending their connect line.
+    HandshakesPerAddress,
+    /// A connect line not sent within `--connect-timeout`.
+    ConnectTimeout,
+    /// A WebSocket client frame not whole within `--ws-frame-timeout`.
+    WsFrameTimeout,
+}
+
+impl Limit {
+    pub const ALL: [Limit; 3] =
+        [Limit::HandshakesPerAddress, Limit::ConnectTimeout, Limit::WsFrameTimeout];
+
+    /// The `limit` label.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Limit::HandshakesPerAddress => "handshakes_per_address",
+            Limit::ConnectTimeout => "connect_timeout",
+            Limit::WsFrameTimeout => "ws_frame_timeout",
+        }
+    }
+}
+
 static META: Metadata<'static> =
     Metadata::new(module_path!(), metrics::Level::INFO, Some(module_path!()));
 
@@ -74,6 +102,12 @@ pub struct Metrics {
     /// By [`Left::index`]: the bye reasons, then hangup.
     disconnects: [Counter; REASONS],
     pub accept_errors: Counter,
+    /// Viewers parked at the live edge (in a shard, without a task of their own).
+    pub parked: Gauge,
+    /// Viewer connections accepted that have not sent their connect line yet.
+    pub handshakes: Gauge,
+    /// By `Limit as usize`.
+    limit_refusals: [Counter; Limit::ALL.len()],
     pub publish_seconds: Histogram,
     pub delivery_lag: LagHistogram,
 }
@@ -106,6 +140,21 @@ impl Metrics {
             "Viewers that left or were refused, by bye reason (or hangup).",
         );
         describe(names::ACCEPT_ERRORS, Unit::Count, "Failed accepts on viewer and HTTP ports.");
+        describe(
+            names::VIEWERS_PARKED,
+            Unit::Count,
+            "Viewers at the live edge parked in a shard (no task of their own).",
+        );
+        describe(
+            names::VIEWER_HANDSHAKES,
+            Unit::Count,
+            "Viewer connections accepted that have not sent their connect line yet.",
+        );
+        describe(
+            names::LIMIT_REFUSALS,
+            Unit::Count,
+            "Connections ended by a limit of SPEC 10, by limit.",
+        );
         describe(names::PUBLISH_SECONDS, Unit::Seconds, "Publish request received to durable.");
         let process = metrics_process::Collector::default();
         metrics::with_local_recorder(&recorder, || process.describe());
@@ -127,8 +176,15 @@ impl Metrics {
                 vec![Label::new("reason", reasons[i])],
             ))
         });
+        let limit_refusals = Limit::ALL.map(|l| {
+            counter(&Key::from_parts(names::LIMIT_REFUSALS, vec![Label::new("limit", l.as_str())]))
+        });
+        let gauge = |name: &'static str| recorder.register_gauge(&Key::from_name(name), &META);
         let metrics = Metrics {
             viewers,
+            parked: gauge(names::VIEWERS_PARKED),
+            handshakes: gauge(names::VIEWER_HANDSHAKES),
+            limit_refusals,
             matches_live: recorder.register_gauge(&Key::from_name(names::MATCHES_LIVE), &META),
             events_published: counter(&Key::from_name(names::EVENTS_PUBLISHED)),
             deliveries: by_transport(names::DELIVERIES, &counter),
@@ -143,7 +199,8 @@ impl Metrics {
             process,
         };
         // Every series exists from the start, at zero.
-        for c in metrics.disconnects.iter().chain(&metrics.deliveries).chain(&metrics.connects) {
+        let counters = metrics.disconnects.iter().chain(&metrics.deliveries);
+        for c in counters.chain(&metrics.connects).chain(&metrics.limit_refusals) {
             c.increment(0);
         }
         metrics.events_published.increment(0);
@@ -152,6 +209,8 @@ impl Metrics {
             g.set(0.0);
         }
         metrics.matches_live.set(0.0);
+        metrics.parked.set(0.0);
+        metrics.handshakes.set(0.0);
         Arc::new(metrics)
     }
 
@@ -178,6 +237,11 @@ impl Metrics {
     /// A viewer was refused before it joined (`bad_request`, `not_found`, `full`).
     pub fn refused(&self, reason: ByeReason) {
         self.disconnects[Left::Bye(reason).index()].increment(1);
+    }
+
+    /// A connection was ended by `limit`.
+    pub fn limit_refused(&self, limit: Limit) {
+        self.limit_refusals[limit as usize].increment(1);
     }
 
     /// `frames` frames were written to viewers of `format`.
@@ -257,6 +321,9 @@ mod tests {
             names::VIEWER_CONNECTS,
             names::VIEWER_DISCONNECTS,
             names::ACCEPT_ERRORS,
+            names::VIEWERS_PARKED,
+            names::VIEWER_HANDSHAKES,
+            names::LIMIT_REFUSALS,
         ]
         .into_iter()
         .chain([
@@ -270,6 +337,10 @@ mod tests {
             assert_eq!(value(&text, &format!("{}{{transport=\"{t}\"}}", names::VIEWERS)), 0.0);
         }
         assert!(text.contains("reason=\"hangup\""));
+        for l in Limit::ALL {
+            let series = format!("{}{{limit=\"{}\"}}", names::LIMIT_REFUSALS, l.as_str());
+            assert_eq!(value(&text, &series), 0.0);
+        }
     }
 
     #[test]
@@ -279,6 +350,7 @@ mod tests {
         m.joined(Format::Ws);
         m.left(Format::Ws, Left::Bye(ByeReason::TooSlow));
         m.refused(ByeReason::Full);
+        m.limit_refused(Limit::WsFrameTimeout);
         m.delivered(Format::Sse, 7);
         m.publish_seconds.record(0.002);
         m.delivery_lag.record_many(0.02, 3);
@@ -287,6 +359,8 @@ mod tests {
         assert_eq!(value(&text, "matchstream_viewer_connects_total{transport=\"ws\"}"), 2.0);
         assert_eq!(value(&text, "matchstream_viewer_disconnects_total{reason=\"too_slow\"}"), 1.0);
         assert_eq!(value(&text, "matchstream_viewer_disconnects_total{reason=\"full\"}"), 1.0);
+        let frame_timeouts = "matchstream_limit_refusals_total{limit=\"ws_frame_timeout\"}";
+        assert_eq!(value(&text, frame_timeouts), 1.0);
         assert_eq!(value(&text, "matchstream_deliveries_total{transport=\"sse\"}"), 7.0);
         assert_eq!(value(&text, "matchstream_publish_seconds_count"), 1.0);
         assert_eq!(value(&text, "matchstream_delivery_lag_seconds_count"), 3.0);

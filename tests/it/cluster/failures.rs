@@ -263,10 +263,17 @@ async fn checkin_stops_naming_a_dead_node() {
         assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
         answer.json()["port"].as_u64().expect("port") as u16
     };
-    // A holds 3 viewers of its 4: nearly all the room is B's.
+    // A holds 3 viewers of its 4 (joined: a connection that has not sent its connect line is
+    // no load): nearly all the room is B's.
+    let body = json!({"home": "elp", "visit": "tig", "start_date": "2011-09-10"});
+    let created = http.send(Method::POST, "/1/matches", Some(&body)).await.expect("create");
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.text);
+    let id = created.json()["id"].as_str().expect("id").to_owned();
     let mut held = Vec::new();
-    for _ in 0..3 {
-        held.push(Viewer::connect_raw(a.viewers[0]).await);
+    for i in 0..3 {
+        let mut v = Viewer::connect(a.viewers[0], &v2_line(&format!("v{i}"), &id)).await;
+        assert_eq!(v.frame().await.expect("a frame")["kind"], "status");
+        held.push(v);
     }
     eventually("A names B's port", PROPAGATION, async || (checkin().await == b_port).then_some(()))
         .await;

@@ -43,14 +43,27 @@ pub const DRAIN_LIMIT: usize = 64 * 1024;
 const SINK: usize = 8 * 1024;
 
 /// Closes a connection from its own task: shuts down its write side and drains its input, and
-/// only if the peer has not sent its FIN yet waits for it (at most [`LINGER`]). `counted` keeps
-/// the connection on its port's count until it is closed, since it holds a descriptor till then.
-pub async fn close(stream: TcpStream, counted: PortGuard) {
+/// only if the peer has not sent its FIN yet waits for it (at most [`LINGER`]). `counted` (a
+/// viewer's [`PortGuard`], or a refused connection's place in its handshake budget) is held
+/// until the connection is closed, since it holds a descriptor till then.
+pub async fn close<T>(stream: TcpStream, counted: T) {
     let mut left = DRAIN_LIMIT;
     if begin(SockRef::from(&stream), &mut left) == Drained::Pending {
-        let mut lingering = Lingering { stream, left, _counted: counted };
+        let mut lingering = Lingering { stream, left };
         let _ = tokio::time::timeout(LINGER, poll_fn(|cx| lingering.poll_drain(cx))).await;
+    } else {
+        drop(stream);
     }
+    drop(counted);
+}
+
+/// Closes a connection refused before it cost anything, without waiting: its write side is
+/// shut down after what was written and what it sent so far is drained (so that the close is a
+/// FIN, not a reset), but it does not linger for the peer's FIN. For refusals that must stay
+/// cheap however many arrive (a flood from one address).
+pub fn close_now(stream: TcpStream) {
+    let mut left = DRAIN_LIMIT;
+    let _ = begin(SockRef::from(&stream), &mut left);
 }
 
 /// Closes connections from a task that must not wait (a parking shard): each is shut down and
@@ -74,16 +87,16 @@ pub fn close_all(tracker: &TaskTracker, conns: impl IntoIterator<Item = (StdStre
 /// Waits for the FIN of every socket of a batch until `deadline`; closes each as soon as its FIN
 /// arrives, and the rest at the deadline.
 async fn linger_all(batch: Vec<(StdStream, usize, PortGuard)>, deadline: Instant) {
-    let mut waiting: Vec<Lingering> = batch
+    let mut waiting: Vec<(Lingering, PortGuard)> = batch
         .into_iter()
         // A socket the reactor cannot take cannot be waited for: it is closed as it is.
         .filter_map(|(stream, left, counted)| {
             let stream = TcpStream::from_std(stream).ok()?;
-            Some(Lingering { stream, left, _counted: counted })
+            Some((Lingering { stream, left }, counted))
         })
         .collect();
     let all_closed = poll_fn(|cx| {
-        waiting.retain_mut(|l| l.poll_drain(cx).is_pending());
+        waiting.retain_mut(|(l, _)| l.poll_drain(cx).is_pending());
         if waiting.is_empty() {
             Poll::Ready(())
         } else {
@@ -98,7 +111,6 @@ struct Lingering {
     stream: TcpStream,
     /// Bytes it may still drop before it is closed regardless.
     left: usize,
-    _counted: PortGuard,
 }
 
 impl Lingering {

@@ -2,8 +2,9 @@
 //! protocols v1 and v2 (SPEC 4), `web.rs` WebSocket and SSE on the HTTP port (SPEC 5); once
 //! joined, every viewer is followed by `viewer.rs` and parked at the live edge by `park.rs`, and
 //! written to through `write.rs`. Transports see the hub, never the store. This file keeps the
-//! viewer ports and their load; `close.rs` is how every transport closes a connection it ends
-//! (without a reset).
+//! viewer ports and their load (viewers that joined a match, nothing else); `handshakes.rs` the
+//! budget of TCP connections still sending their connect line; `close.rs` is how every
+//! transport closes a connection it ends (without a reset).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -15,6 +16,7 @@ use crate::telemetry::{Left, Metrics};
 use crate::wire::ByeReason;
 
 pub mod close;
+mod handshakes;
 mod park;
 pub mod tcp;
 pub mod viewer;
@@ -207,11 +209,6 @@ impl ViewerPorts {
         self.ports.get(index).map_or(0, |p| p.viewers.load(Ordering::Relaxed))
     }
 
-    /// Is this port at its share of the node's limit?
-    pub fn is_full(&self, index: usize) -> bool {
-        self.load(index) > self.per_port
-    }
-
     /// Another port with room, to name in a `full` answer.
     pub fn other_with_room(&self, index: usize) -> Option<&Port> {
         self.ports
@@ -222,12 +219,19 @@ impl ViewerPorts {
             .map(|(_, p)| p)
     }
 
-    /// Counts a viewer on `index` for as long as the guard lives.
-    pub fn enter(self: &Arc<Self>, index: usize) -> PortGuard {
-        if let Some(p) = self.ports.get(index) {
-            p.viewers.fetch_add(1, Ordering::Relaxed);
-        }
-        PortGuard { ports: self.clone(), index: index as u32, joined: None, why: Left::Hangup }
+    /// Counts a viewer on `index` for as long as the guard lives, if the port is below its
+    /// share of the node's limit; `None` when it is full. Checked and counted in one step, so
+    /// that viewers joining at once never all pass the check.
+    pub fn try_enter(self: &Arc<Self>, index: usize) -> Option<PortGuard> {
+        let port = self.ports.get(index)?;
+        let room = |n: usize| (n < self.per_port).then_some(n + 1);
+        port.viewers.fetch_update(Ordering::Relaxed, Ordering::Relaxed, room).ok()?;
+        Some(PortGuard {
+            ports: self.clone(),
+            index: index as u32,
+            joined: None,
+            why: Left::Hangup,
+        })
     }
 
     /// Counts a WebSocket or SSE viewer for as long as the guard lives.
@@ -244,8 +248,8 @@ impl Port {
     }
 }
 
-/// Counts one connection on a port until dropped, and once it joined a match, one viewer of its
-/// transport (16 bytes: a parked viewer holds one).
+/// Counts one viewer on a port until dropped, and once it joined a match, one viewer of its
+/// transport in the metrics (16 bytes: a parked viewer holds one).
 pub struct PortGuard {
     ports: Arc<ViewerPorts>,
     index: u32,
@@ -297,7 +301,7 @@ mod tests {
         let other =
             |port, viewers| PortLoad { host: "10.0.0.2".into(), port, viewers, capacity: 100 };
         // This node's port holds 5; the other node's reported 3 and 100 (full).
-        let _held: Vec<PortGuard> = (0..5).map(|_| ports.enter(0)).collect();
+        let _held: Vec<PortGuard> = (0..5).map(|_| ports.try_enter(0).unwrap()).collect();
         ports.set_others(vec![other(9200, 3), other(9201, 100)], 2);
         // 9200 is the least loaded until this node has sent it 1 (3 + 1 sent × 2 nodes = 5: a
         // tie, which this node's own port wins; its own load grows only as viewers connect).
@@ -339,7 +343,8 @@ mod tests {
     fn no_port_with_room_names_nothing() {
         let bound = [SocketAddr::from(([127, 0, 0, 1], 9100))];
         let ports = Arc::new(ViewerPorts::new(&bound, None, 1, Metrics::new()));
-        let _held = ports.enter(0);
+        let _held = ports.try_enter(0).unwrap();
+        assert!(ports.try_enter(0).is_none(), "its share is 1");
         ports.set_others(vec![PortLoad { host: "h".into(), port: 1, viewers: 7, capacity: 7 }], 2);
         assert_eq!(ports.pick_for_checkin(), None);
         assert_eq!(ports.other_node(), None);

@@ -9,6 +9,7 @@
 //! WebSocket client that sends a frame (a ping, a close) goes back to a task that answers it.
 //! The kernel keeps that registration; the process keeps nothing per member for it. Every
 //! `keepalive` a shard that sent nothing pings its WebSocket and SSE members (one shared buffer).
+//! Shards keep `matchstream_viewers_parked` (their members, and those handed over to them).
 
 use std::collections::HashMap;
 use std::net::TcpStream as StdStream;
@@ -53,8 +54,21 @@ struct Shard {
     incoming: Mutex<Vec<Member>>,
     /// Set (under the `incoming` lock) when the shard task ends; nobody may park here then.
     closed: AtomicBool,
-    /// Members and incoming, roughly: to choose a shard with room.
+    /// Members and incoming (as of the shard task's last look): to choose a shard with room,
+    /// and the shard's share of `matchstream_viewers_parked`.
     size: AtomicUsize,
+}
+
+impl Shard {
+    /// Sets the shard's size to `members` and those handed over since (under the `incoming`
+    /// lock, which a viewer is counted under when parked, so that no change is lost), and moves
+    /// the node's gauge by the difference.
+    fn recount(&self, members: usize, parked: &metrics::Gauge) {
+        let incoming = lock(&self.incoming);
+        let size = if self.closed.load(Ordering::Relaxed) { 0 } else { members + incoming.len() };
+        let was = self.size.swap(size, Ordering::Relaxed);
+        parked.increment(size as f64 - was as f64);
+    }
 }
 
 /// The shards of every match, per transport.
@@ -108,6 +122,7 @@ impl Parking {
                     );
                     incoming.push(m);
                     shard.size.fetch_add(1, Ordering::Relaxed);
+                    ctx.ports.metrics.parked.increment(1.0);
                 }
             }
         });
@@ -214,6 +229,7 @@ async fn run_shard(
     mut poll: AsyncFd<Polled>,
     id: MatchId,
 ) {
+    let parked = &ctx.ports.metrics.parked;
     let mut members: Vec<Member> = Vec::new();
     let mut frames: Vec<Arc<Frame>> = Vec::with_capacity(MAX_BATCH);
     let mut events = mio::Events::with_capacity(EVENTS);
@@ -246,7 +262,7 @@ async fn run_shard(
                 };
                 let leaving = members.split_off(members.len() - due);
                 say_goodbye(&ctx, leaving, ByeReason::Shutdown);
-                shard.size.store(members.len(), Ordering::Relaxed);
+                shard.recount(members.len(), parked);
                 if members.is_empty() {
                     break Some(ByeReason::Shutdown);
                 }
@@ -261,7 +277,7 @@ async fn run_shard(
                 }
                 members.append(&mut lock(&shard.incoming));
                 answer_input(&ctx, &shard, &mut members, &fds);
-                shard.size.store(members.len(), Ordering::Relaxed);
+                shard.recount(members.len(), parked);
                 continue;
             }
             _ = &mut ping => {
@@ -269,6 +285,7 @@ async fn run_shard(
                 quiet_ticks = quiet_ticks.wrapping_add(1);
                 members.append(&mut lock(&shard.incoming));
                 ping_members(&ctx, &shard, &mut members, quiet_ticks);
+                shard.recount(members.len(), parked);
                 continue;
             }
         };
@@ -306,7 +323,7 @@ async fn run_shard(
                 resume_in_task(&ctx, &shard, m, Vec::new());
             }
         }
-        shard.size.store(members.len() + lock(&shard.incoming).len(), Ordering::Relaxed);
+        shard.recount(members.len(), parked);
         if end.is_some() {
             break end;
         }
@@ -316,6 +333,8 @@ async fn run_shard(
         shard.closed.store(true, Ordering::Relaxed);
         std::mem::take(&mut *incoming)
     };
+    // Closed: nobody is parked here any more (those left are told goodbye below).
+    shard.recount(0, parked);
     members.extend(late);
     ctx.parking.forget(&id, &shard);
     if let Some(reason) = end {

@@ -1,5 +1,7 @@
 //! The plain TCP viewer protocols v1 and v2 (SPEC 4): accept loops, the connect line and the
-//! refusals; a viewer that joins is followed by `viewer.rs` like any other.
+//! refusals; a viewer that joins is followed by `viewer.rs` like any other. Until its connect
+//! line has joined it to a match, a connection is in the handshake budget (`handshakes.rs`),
+//! not among the port's viewers.
 
 use std::io;
 use std::net::SocketAddr;
@@ -15,16 +17,13 @@ use tokio_util::sync::CancellationToken;
 use crate::hub::{Format, JoinError, Next, Subscription};
 use crate::ingest::now_ms;
 use crate::model::Period;
-use crate::telemetry::Metrics;
-use crate::transport::close::close;
+use crate::telemetry::{Limit, Metrics};
+use crate::transport::close::{close, close_now};
+use crate::transport::handshakes::Handshake;
 use crate::transport::viewer::{follow, ViewerContext};
 use crate::transport::write::write_all;
 use crate::transport::PortGuard;
 use crate::wire::{self, v1, v2, Bye, ByeReason, ConnectLine};
-
-/// Connections accepted past the node's limit only to be told `full`; past this, the accept
-/// loop pauses and the kernel's backlog holds the rest.
-const FULL_REPLY_SLACK: usize = 1024;
 
 /// Binds a viewer listener with a large accept backlog.
 pub fn bind(addr: SocketAddr, backlog: i32) -> io::Result<TcpListener> {
@@ -40,24 +39,44 @@ pub fn bind(addr: SocketAddr, backlog: i32) -> io::Result<TcpListener> {
     TcpListener::from_std(socket.into())
 }
 
-/// Accepts viewers on one port until shutdown. Errors such as running out of descriptors
-/// (EMFILE) pause the loop with a growing backoff instead of ending it.
+/// Accepts viewers on one port until shutdown. A connection takes its place in the handshake
+/// budget before it is accepted (past the budget, connections wait in the kernel's backlog:
+/// that also bounds those accepted past `--max-viewers` only to be told `full`) and keeps it
+/// until its handshake ends. Errors such as running out of descriptors (EMFILE) pause the loop
+/// with a growing backoff instead of ending it.
 pub async fn accept_loop(listener: TcpListener, index: usize, ctx: Arc<ViewerContext>) {
     loop {
-        while ctx.ports.total() >= ctx.max_viewers + FULL_REPLY_SLACK {
-            tokio::select! {
-                _ = ctx.shutdown.cancelled() => return,
-                _ = tokio::time::sleep(Duration::from_millis(20)) => {}
-            }
-        }
+        let slot = tokio::select! {
+            _ = ctx.shutdown.cancelled() => return,
+            slot = ctx.handshakes.slot() => slot,
+        };
         let metrics = &ctx.ports.metrics;
         let Some((stream, peer)) = accept_next(&listener, metrics, &ctx.shutdown, "viewer").await
         else {
             return;
         };
-        let guard = ctx.ports.enter(index);
-        ctx.tracker.spawn(serve(ctx.clone(), index, stream, peer, guard));
+        let Some(place) = ctx.handshakes.enter(slot, peer) else {
+            too_many_from(&ctx, stream, peer);
+            continue;
+        };
+        ctx.tracker.spawn(serve(ctx.clone(), index, stream, peer, place));
     }
+}
+
+/// Tells a connection past its address's share of the handshake budget why, and closes it at
+/// once: without waiting (a socket just accepted has room for one error block; a flood of them
+/// must cost no task), in v1 since it has said nothing yet (SPEC 4: errors are v1 blocks).
+fn too_many_from(ctx: &ViewerContext, stream: TcpStream, peer: SocketAddr) {
+    tracing::debug!(%peer, "viewer refused: too many connections from its address");
+    ctx.ports.metrics.limit_refused(Limit::HandshakesPerAddress);
+    let reason = format!(
+        "too many connections from {} waiting to send their connect line (at most {}, \
+         --max-handshakes-per-address)",
+        peer.ip().to_canonical(),
+        ctx.handshakes.max_per_address()
+    );
+    let _ = stream.try_write(&v1::error_block(&reason));
+    close_now(stream);
 }
 
 /// The next connection on `listener` (viewer or HTTP port, as `port` says in the log), or
@@ -110,12 +129,25 @@ enum LineError {
     Closed,
 }
 
+/// A connection whose connect line joined it to a match.
+struct Joined {
+    sub: Subscription,
+    format: Format,
+    /// A v1 viewer of a match that is not live: the original shows it one status block, then
+    /// closes.
+    v1_not_live: bool,
+    /// It counts among the port's viewers from now on.
+    guard: PortGuard,
+}
+
+/// Serves one connection: its handshake, within `place` in the handshake budget, then, once it
+/// joined, the match.
 async fn serve(
     ctx: Arc<ViewerContext>,
     index: usize,
     mut stream: TcpStream,
     peer: SocketAddr,
-    guard: PortGuard,
+    place: Handshake,
 ) {
     let _ = stream.set_nodelay(true);
     // A parked viewer is out of the reactor; keepalive lets the kernel find peers that vanished
@@ -125,13 +157,14 @@ async fn serve(
         .with_interval(Duration::from_secs(10));
     let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive);
     // Boxed: its buffers live only while the connect line is read, not in every viewer's task.
-    let Some((mut sub, format, v1_not_live)) = Box::pin(handshake(&ctx, index, &mut stream)).await
-    else {
-        close(stream, guard).await;
+    let Some(joined) = Box::pin(handshake(&ctx, index, &mut stream)).await else {
+        // Refused: its place is given back once it is closed (it holds a descriptor till then).
+        close(stream, place).await;
         return;
     };
+    drop(place);
+    let Joined { mut sub, format, v1_not_live, mut guard } = joined;
     tracing::debug!(%peer, match_id = %sub.match_id(), ?format, "viewer joined");
-    let mut guard = guard;
     guard.joined(format);
     if v1_not_live {
         // The original's way of saying the match is not on: its status, then a close.
@@ -146,13 +179,8 @@ async fn serve(
 }
 
 /// Reads and checks the connect line and joins the match; answers and returns `None` when the
-/// viewer cannot be served (the caller then closes the connection). Also tells whether this is a
-/// v1 viewer of a match that is not live (the original shows it one status block, then closes).
-async fn handshake(
-    ctx: &ViewerContext,
-    index: usize,
-    stream: &mut TcpStream,
-) -> Option<(Subscription, Format, bool)> {
+/// viewer cannot be served (the caller then closes the connection).
+async fn handshake(ctx: &ViewerContext, index: usize, stream: &mut TcpStream) -> Option<Joined> {
     let line = match read_connect_line(ctx, stream).await {
         Ok(line) => line,
         Err(LineError::Closed) => return None,
@@ -164,9 +192,11 @@ async fn handshake(
             return None;
         }
         Err(LineError::TooSlow(partial)) => {
+            ctx.ports.metrics.limit_refused(Limit::ConnectTimeout);
+            // Named as the flag is written (`1500ms` would read `1 s` in whole seconds).
             let reason = format!(
-                "too slow to send the connect line (it must arrive within {} s)",
-                ctx.connect_timeout.as_secs()
+                "too slow to send the connect line (it must arrive within {}, --connect-timeout)",
+                humantime::format_duration(ctx.connect_timeout)
             );
             let version = wire::sniff_version(&partial);
             refuse(ctx, stream, version, &reason, ByeReason::BadRequest).await;
@@ -182,19 +212,24 @@ async fn handshake(
         }
     };
     let version = Some(if format == Format::V1 { 1 } else { 2 });
-    // A draining node takes no new viewer: like a full one, it names another.
-    if ctx.ports.is_full(index) || ctx.shutdown.is_cancelled() {
-        refuse_full(ctx, stream, index, version).await;
-        return None;
-    }
+    // A draining node takes no new viewer: like a full one, it names another. Counted among
+    // the port's viewers from here, before the join, so that it has its place when it joins.
+    let guard = match ctx.ports.try_enter(index) {
+        Some(guard) if !ctx.shutdown.is_cancelled() => guard,
+        _ => {
+            refuse_full(ctx, stream, index, version).await;
+            return None;
+        }
+    };
     // With other nodes, this one may not have heard yet of what the viewer has seen elsewhere.
     ctx.hub.wait_ready(&match_id, from).await;
     match ctx.hub.join(&match_id, format, from, now_ms()) {
         Ok((sub, snapshot)) => {
             let not_live = matches!(snapshot.state.period, Period::NotStarted | Period::Ended);
-            Some((sub, format, format == Format::V1 && not_live))
+            Some(Joined { sub, format, v1_not_live: format == Format::V1 && not_live, guard })
         }
         Err(JoinError::NotFound(_)) => {
+            drop(guard);
             let reason = format!("unknown match {match_id}");
             refuse(ctx, stream, version, &reason, ByeReason::NotFound).await;
             None

@@ -1,7 +1,8 @@
 //! A viewer following its match, whatever its transport: the task that writes what the hub hands
 //! out (joining, catching up, a full socket), the hand-over to a parking shard at the live edge,
-//! what the viewer sends (ignored for TCP and SSE; pings and closes for WebSocket) and its goodbye
-//! in its format. Each transport's handshake (`tcp.rs`, `web.rs`) ends in [`follow`].
+//! what the viewer sends (ignored for TCP and SSE; pings and closes for WebSocket, each frame
+//! whole within `--ws-frame-timeout`) and its goodbye in its format. Each transport's handshake
+//! (`tcp.rs`, `web.rs`) ends in [`follow`].
 
 use std::io;
 use std::sync::Arc;
@@ -10,12 +11,15 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use rand::Rng;
 use tokio::net::TcpStream;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::hub::{Format, Hub, Next, Subscription};
+use crate::telemetry::Limit;
 use crate::transport::close::close;
+use crate::transport::handshakes::Handshakes;
 use crate::transport::park::{NotParked, Parking};
 use crate::transport::write::{cut_mid_frame, write_all, MAX_BATCH};
 use crate::transport::{PortGuard, ViewerPorts};
@@ -31,6 +35,10 @@ pub struct ViewerContext {
     pub max_viewers: usize,
     pub connect_timeout: Duration,
     pub max_connect_line: usize,
+    /// TCP connections still sending their connect line: their own budget (SPEC 10).
+    pub(crate) handshakes: Handshakes,
+    /// A WebSocket client frame must arrive whole within this long (SPEC 10).
+    pub ws_frame_timeout: Duration,
     pub write_timeout: Duration,
     pub retry_after_ms: u64,
     /// How often an idle SSE viewer gets a `: ping` comment (SPEC 5: at least every 15 s); a
@@ -51,6 +59,11 @@ impl ViewerContext {
         shutdown: CancellationToken,
         tracker: TaskTracker,
     ) -> ViewerContext {
+        let handshakes = Handshakes::new(
+            config.max_handshakes,
+            config.max_handshakes_per_address,
+            ports.metrics.handshakes.clone(),
+        );
         ViewerContext {
             hub,
             ports,
@@ -59,6 +72,8 @@ impl ViewerContext {
             max_viewers: config.max_viewers,
             connect_timeout: config.connect_timeout,
             max_connect_line: config.max_connect_line,
+            handshakes,
+            ws_frame_timeout: config.ws_frame_timeout,
             write_timeout: config.write_timeout,
             retry_after_ms: config.retry_after_ms,
             keepalive: config.keepalive,
@@ -134,6 +149,16 @@ enum Outcome {
     /// Too slow, and its stream was cut in the middle of a frame: nothing can follow (a goodbye
     /// would read as the rest of that frame), so close.
     Cut,
+    /// A WebSocket client sent part of a frame and not the rest within `ws_frame_timeout`.
+    FrameTimeout,
+}
+
+/// What a viewer sent that is not answered yet: for a WebSocket client, the start of a frame
+/// and when the rest must have come (SPEC 10); empty, and without a deadline, for the others.
+/// Only a viewer holding part of a frame has a deadline, and only then is a timer armed for it.
+struct Input {
+    bytes: BytesMut,
+    whole_by: Option<Instant>,
 }
 
 /// Follows a match in this task: first writes `rest` (what a shard could not), then whatever the
@@ -146,8 +171,9 @@ pub async fn follow(
     mut guard: PortGuard,
     format: Format,
     rest: Vec<Bytes>,
-    mut input: BytesMut,
+    input: BytesMut,
 ) {
+    let mut input = Input { bytes: input, whole_by: None };
     let mut outcome = match write_all(&stream, &rest, ctx.write_timeout).await {
         Ok(()) => None,
         // `rest` begins with the end of a frame: stopping anywhere in it is mid-frame.
@@ -155,7 +181,7 @@ pub async fn follow(
         Err(_) => Some(Outcome::Gone),
     };
     drop(rest);
-    if outcome.is_none() && !input.is_empty() {
+    if outcome.is_none() && !input.bytes.is_empty() {
         outcome = answer_input(ctx, &stream, format, &mut input).await.err();
     }
     let mut may_park = true;
@@ -182,6 +208,22 @@ pub async fn follow(
             }
             Outcome::Close(code) => {
                 let _ = write_all(&stream, &[ws::close(code)], Duration::from_secs(1)).await;
+                close(stream, guard).await;
+                return;
+            }
+            Outcome::FrameTimeout => {
+                // A cut at the protocol's level, like a frame too big (1009) or malformed
+                // (1002): a close frame and no `bye` (its reasons are the match's and the
+                // node's, SPEC 4), with 1008 (policy violation) and a reason that names the
+                // limit, as SPEC 10 asks of every limit hit.
+                ctx.ports.metrics.limit_refused(Limit::WsFrameTimeout);
+                guard.leaving(ByeReason::BadRequest);
+                let reason = format!(
+                    "a frame must arrive whole within {} (--ws-frame-timeout)",
+                    humantime::format_duration(ctx.ws_frame_timeout)
+                );
+                let bye = ws::close_because(1008, &reason);
+                let _ = write_all(&stream, &[bye], Duration::from_secs(1)).await;
                 close(stream, guard).await;
                 return;
             }
@@ -214,7 +256,7 @@ async fn stream_to_viewer(
     sub: &mut Subscription,
     mut may_park: bool,
     format: Format,
-    input: &mut BytesMut,
+    input: &mut Input,
 ) -> Outcome {
     let mut batch: Vec<Bytes> = Vec::new();
     let ping = keepalive(format, 0);
@@ -223,14 +265,16 @@ async fn stream_to_viewer(
     // Boxed: the timer exists only in this stretch, not in every viewer task's state.
     let mut goodbye = Box::pin(ctx.goodbye_time());
     loop {
-        // Half a WebSocket frame read cannot be parked (a shard keeps no buffer).
-        if may_park && input.is_empty() && sub.at_head() {
+        // Half a WebSocket frame read cannot be parked (a shard keeps no buffer): it waits here
+        // for the rest, until its deadline.
+        if may_park && input.bytes.is_empty() && sub.at_head() {
             return Outcome::AtHead;
         }
         may_park = true;
         let next = tokio::select! {
             biased;
             _ = &mut goodbye => return Outcome::Bye(ByeReason::Shutdown),
+            _ = until(input.whole_by), if input.whole_by.is_some() => return Outcome::FrameTimeout,
             n = sub.next() => n,
             r = std::future::poll_fn(|cx| stream.poll_read_ready(cx)) => {
                 if r.is_err() {
@@ -284,6 +328,14 @@ async fn stream_to_viewer(
     }
 }
 
+/// Waits until `at`, if it is set (the timer exists only once this is polled).
+async fn until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
 fn written_outcome(e: io::Error) -> Outcome {
     if cut_mid_frame(&e) {
         Outcome::Cut
@@ -297,13 +349,14 @@ fn written_outcome(e: io::Error) -> Outcome {
 /// Reads what the viewer sent, without waiting. TCP and SSE viewers have nothing to say: their
 /// bytes are dropped, and the end of their input ends the session (as in the original). A
 /// WebSocket client's frames are read whole: pings are answered, a close or a protocol error
-/// ends the viewer, messages are ignored.
+/// ends the viewer, messages are ignored; what is left, the start of a frame, gets a deadline.
 async fn answer_input(
     ctx: &ViewerContext,
     stream: &TcpStream,
     format: Format,
-    input: &mut BytesMut,
+    input: &mut Input,
 ) -> Result<(), Outcome> {
+    let Input { bytes: input, whole_by } = input;
     let mut sink = [0u8; 1024];
     let mut ended = false;
     loop {
@@ -332,6 +385,14 @@ async fn answer_input(
     if input.is_empty() && input.capacity() > 0 {
         *input = BytesMut::new();
     }
+    // A frame's deadline runs from its first byte: what is left began in this read when a
+    // whole frame was taken before it; otherwise it is the frame that was already waiting.
+    let fresh = || Some(Instant::now() + ctx.ws_frame_timeout);
+    *whole_by = match (input.is_empty(), frames.is_empty()) {
+        (true, _) => None,
+        (false, false) => fresh(),
+        (false, true) => whole_by.or_else(fresh),
+    };
     for frame in frames {
         match frame {
             ClientFrame::Ping(payload) => {

@@ -46,6 +46,18 @@ pub fn close(code: u16) -> Bytes {
     frame(OpCode::Control(Control::Close), &code.to_be_bytes())
 }
 
+/// A close frame with `code` and a reason for people (cut at a character boundary to the 123
+/// bytes a control frame leaves it, RFC 6455 5.5).
+pub fn close_because(code: u16, reason: &str) -> Bytes {
+    let mut end = reason.len().min(123);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    let mut payload = code.to_be_bytes().to_vec();
+    payload.extend_from_slice(&reason.as_bytes()[..end]);
+    frame(OpCode::Control(Control::Close), &payload)
+}
+
 /// The keepalive ping (empty payload), the same bytes for everyone.
 pub fn ping() -> Bytes {
     Bytes::from_static(&[0x89, 0x00])
@@ -174,6 +186,14 @@ mod tests {
         assert_eq!(close_code(ByeReason::Shutdown), 1001);
         assert_eq!(close_code(ByeReason::Full), 1013);
         assert_eq!(close_code(ByeReason::MatchOver), 1000);
+    }
+
+    #[test]
+    fn a_close_carries_its_reason_within_a_control_frames_125_bytes() {
+        assert_eq!(&close_because(1008, "late")[..], b"\x88\x06\x03\xF0late");
+        let long = close_because(1008, &"é".repeat(100));
+        assert_eq!(long.len(), 2 + 2 + 122, "cut before a character that would not fit");
+        assert_eq!(long[1], 124);
     }
 
     #[test]

@@ -20,8 +20,10 @@ use crate::transport::write::MAX_BATCH;
 use crate::wire::ByeReason;
 
 /// Handles the members whose sockets have input: one that hung up is dropped; a WebSocket client
-/// goes back to a task, which reads its frames and answers them; what a TCP or SSE viewer sends
-/// is read and dropped (it has nothing to say).
+/// goes back to a task, which reads its frames and answers them, and which waits for the rest
+/// of a frame sent in part until `--ws-frame-timeout` (SPEC 10: so a member keeps no buffer and
+/// no deadline, and a shard no timer per member); what a TCP or SSE viewer sends is read and
+/// dropped (it has nothing to say).
 pub(super) fn answer_input(
     ctx: &Arc<ViewerContext>,
     shard: &Shard,
