@@ -138,11 +138,17 @@ fn doctor_judges_this_machine_and_exits_non_zero_when_a_limit_stops_the_viewers(
 fn serve_refuses_a_flag_out_of_range_naming_it_and_its_range() {
     let dir = tempfile::tempdir().unwrap();
     let cases: [(&[&str], &str); 6] = [
-        (&["--shutdown-grace", "18446744073709551615"], "--shutdown-grace must be between 0s and 24h"),
+        (
+            &["--shutdown-grace", "18446744073709551615"],
+            "--shutdown-grace must be between 0s and 24h",
+        ),
         (&["--connect-timeout", "18446744073709551615"], "--connect-timeout must be between"),
         (&["--http-max-body", "0"], "--http-max-body must be between 1024 and"),
         (&["--keepalive", "20s"], "--keepalive must be between 10ms and 15s"),
-        (&["--max-history-limit", "100", "--history-limit", "500"], "--history-limit must not be above"),
+        (
+            &["--max-history-limit", "100", "--history-limit", "500"],
+            "--history-limit must not be above",
+        ),
         (&["--write-timeout", "soon"], "\"soon\" is not a duration"),
     ];
     for (args, expected) in cases {
@@ -177,8 +183,7 @@ async fn tokens_stay_secret_and_come_from_a_file_too() {
     let file = dir.path().join("tokens");
     std::fs::write(&file, "# the stadium's feed\nfeed-token\n\nsecond-token\n").unwrap();
     let data = dir.path().join("data");
-    let node =
-        NodeProcess::start_with(&data, &["--watcher-token-file", file.to_str().unwrap()]);
+    let node = NodeProcess::start_with(&data, &["--watcher-token-file", file.to_str().unwrap()]);
     for token in ["feed-token", "second-token", TOKEN] {
         let watcher = matchstream_client::Watcher::new(&node.base, token).unwrap();
         let (home, visit) = (&token[..3], "tig");

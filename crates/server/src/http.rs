@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::future::poll_fn;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -20,16 +20,17 @@ use axum::Router;
 use futures_util::FutureExt;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
+use metrics::Gauge;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower_service::Service;
 
+use crate::budget::{Budget, Place};
 use crate::config::Config;
 use crate::locks::lock;
-use crate::telemetry::Metrics;
+use crate::telemetry::{Limit, Metrics};
 use crate::transport::tcp::accept_next;
 use crate::transport::viewer::ViewerContext;
 use crate::transport::web::{self, Takeover};
@@ -86,27 +87,26 @@ pub struct Front {
 pub async fn serve(listener: TcpListener, front: Front, stop: CancellationToken) {
     let conns = TaskTracker::new();
     let stopping = Arc::new(Stopping::default());
-    let budget = Budget::new(front.limits);
+    let limits = front.limits;
+    let budget = Budget::new(limits.max_connections, limits.max_per_address, Gauge::noop());
     loop {
         // The permit first: past the cap, connections wait in the kernel's backlog rather than
         // holding a descriptor and a task each.
         let permit = tokio::select! {
             _ = stop.cancelled() => break,
-            permit = budget.slots.clone().acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_) => break,
-            },
+            permit = budget.slot() => permit,
         };
         let Some((stream, peer)) = accept_next(&listener, &front.metrics, &stop, front.name).await
         else {
             break;
         };
-        let Some(entry) = budget.enter(permit, peer) else {
-            refuse(stream, peer, front.limits.max_per_address, front.name);
+        let Some(place) = budget.enter(permit, peer) else {
+            front.metrics.limit_refused(Limit::HttpPerAddress);
+            refuse(stream, peer, limits.max_per_address, front.name);
             continue;
         };
         let _ = stream.set_nodelay(true);
-        conns.spawn(connection(stream, entry, front.clone(), stopping.clone()));
+        conns.spawn(connection(stream, place, front.clone(), stopping.clone()));
     }
     stopping.stop();
     drop(listener);
@@ -134,7 +134,7 @@ fn refuse(stream: TcpStream, peer: SocketAddr, max: usize, port: &'static str) {
 
 /// One connection: requests until the client or hyper ends it, a deadline passes, or a handler
 /// takes it over.
-async fn connection(stream: TcpStream, entry: Entry, front: Front, stop: Arc<Stopping>) {
+async fn connection(stream: TcpStream, place: Place, front: Front, stop: Arc<Stopping>) {
     let _watching = poll_fn(|cx| Poll::Ready(stop.watch(cx.waker()))).await;
     let activity = Arc::new(Activity::default());
     let takeover = front.viewers.is_some().then(Takeover::default);
@@ -154,7 +154,8 @@ async fn connection(stream: TcpStream, entry: Entry, front: Front, stop: Arc<Sto
             })
         })
     };
-    let timed = Timed::new(stream, activity, front.limits);
+    let deadline = front.metrics.limit_counter(Limit::HttpDeadline);
+    let timed = Timed::new(stream, activity, front.limits, deadline);
     let mut conn = hyper::server::conn::http1::Builder::new()
         // The head's own deadline is `Timed`'s: hyper's would also end an idle kept-alive
         // connection after the head's 10 s, not the idle 60 s.
@@ -180,7 +181,7 @@ async fn connection(stream: TcpStream, entry: Entry, front: Front, stop: Arc<Sto
     match (takeover.and_then(|t| t.take()), front.viewers) {
         (Some(handover), Some(viewers)) => {
             // A viewer now: it counts against --max-viewers, no longer the HTTP budget.
-            drop(entry);
+            drop(place);
             let tracker = viewers.tracker.clone();
             tracker.spawn(web::begin(viewers, stream, parts.read_buf, handover));
         }
@@ -208,54 +209,6 @@ where
         .await;
     if let Err(e) = served {
         tracing::debug!(error = %e, "in-memory HTTP connection ended");
-    }
-}
-
-/// The connections of one listener: a permit each, and a count per client address.
-struct Budget {
-    slots: Arc<Semaphore>,
-    max_per_address: usize,
-    per_address: Arc<Mutex<HashMap<IpAddr, usize>>>,
-}
-
-/// One connection's place in its listener's budget, given back when dropped.
-struct Entry {
-    _permit: OwnedSemaphorePermit,
-    address: IpAddr,
-    per_address: Arc<Mutex<HashMap<IpAddr, usize>>>,
-}
-
-impl Budget {
-    fn new(limits: Limits) -> Budget {
-        Budget {
-            slots: Arc::new(Semaphore::new(limits.max_connections)),
-            max_per_address: limits.max_per_address,
-            per_address: Arc::default(),
-        }
-    }
-
-    /// A place for a connection from `peer`, or `None` when its address has its share.
-    fn enter(&self, permit: OwnedSemaphorePermit, peer: SocketAddr) -> Option<Entry> {
-        let address = peer.ip().to_canonical();
-        let mut counts = lock(&self.per_address);
-        let count = counts.entry(address).or_default();
-        if *count >= self.max_per_address {
-            return None;
-        }
-        *count += 1;
-        Some(Entry { _permit: permit, address, per_address: self.per_address.clone() })
-    }
-}
-
-impl Drop for Entry {
-    fn drop(&mut self) {
-        let mut counts = lock(&self.per_address);
-        if let Some(count) = counts.get_mut(&self.address) {
-            *count -= 1;
-            if *count == 0 {
-                counts.remove(&self.address);
-            }
-        }
     }
 }
 

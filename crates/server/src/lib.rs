@@ -14,6 +14,7 @@
 //! `matchstream-client`, the load simulator `matchstream-sim`, the command line `matchstream`.
 
 mod api;
+mod budget;
 pub mod config;
 mod http;
 mod hub;

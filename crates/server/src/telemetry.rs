@@ -66,11 +66,27 @@ pub enum Limit {
     ConnectTimeout,
     /// A WebSocket client frame not whole within `--ws-frame-timeout`.
     WsFrameTimeout,
+    /// Too many HTTP connections from one address (`--http-max-per-address`).
+    HttpPerAddress,
+    /// An HTTP connection's head, idle or write deadline passed (`--http-head-timeout`,
+    /// `--http-idle-timeout`).
+    HttpDeadline,
+    /// A request body over `--http-max-body`.
+    HttpBodySize,
+    /// A request body not in within `--http-body-timeout`.
+    HttpBodyTimeout,
 }
 
 impl Limit {
-    pub const ALL: [Limit; 3] =
-        [Limit::HandshakesPerAddress, Limit::ConnectTimeout, Limit::WsFrameTimeout];
+    pub const ALL: [Limit; 7] = [
+        Limit::HandshakesPerAddress,
+        Limit::ConnectTimeout,
+        Limit::WsFrameTimeout,
+        Limit::HttpPerAddress,
+        Limit::HttpDeadline,
+        Limit::HttpBodySize,
+        Limit::HttpBodyTimeout,
+    ];
 
     /// The `limit` label.
     pub const fn as_str(self) -> &'static str {
@@ -78,6 +94,10 @@ impl Limit {
             Limit::HandshakesPerAddress => "handshakes_per_address",
             Limit::ConnectTimeout => "connect_timeout",
             Limit::WsFrameTimeout => "ws_frame_timeout",
+            Limit::HttpPerAddress => "http_per_address",
+            Limit::HttpDeadline => "http_deadline",
+            Limit::HttpBodySize => "http_body_size",
+            Limit::HttpBodyTimeout => "http_body_timeout",
         }
     }
 }
@@ -240,6 +260,11 @@ impl Metrics {
     }
 
     /// A connection was ended by `limit`.
+    /// The counter of one limit, for a holder that counts without the node's metrics at hand.
+    pub fn limit_counter(&self, limit: Limit) -> metrics::Counter {
+        self.limit_refusals[limit as usize].clone()
+    }
+
     pub fn limit_refused(&self, limit: Limit) {
         self.limit_refusals[limit as usize].increment(1);
     }

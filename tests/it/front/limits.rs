@@ -32,6 +32,9 @@ async fn a_head_must_arrive_within_its_timeout() {
         let took = closed_within(conn, began, Duration::from_secs(5)).await;
         assert!(took >= Duration::from_millis(800), "closed too early: {took:?}");
     }
+    let text = crate::metrics::scrape(&s).await;
+    let series = "matchstream_limit_refusals_total{limit=\"http_deadline\"}";
+    assert_eq!(crate::metrics::value(&text, series), 2.0, "counted");
     // The node is unharmed.
     assert_eq!(s.get("/1/matches").await.0, 200);
 }
@@ -144,6 +147,12 @@ async fn a_body_past_its_size_or_time_is_refused() {
     assert!(began.elapsed() >= Duration::from_millis(800));
     let text = String::from_utf8_lossy(&a.body).into_owned();
     assert!(text.contains("within 1 s of its head (--http-body-timeout)"), "{text}");
+    let text = crate::metrics::scrape(&s).await;
+    let count = |limit: &str| {
+        let series = format!("matchstream_limit_refusals_total{{limit=\"{limit}\"}}");
+        crate::metrics::value(&text, &series)
+    };
+    assert_eq!((count("http_body_size"), count("http_body_timeout")), (2.0, 1.0));
 }
 
 /// One address holds at most its share of connections: the next is told why (`429`) and
@@ -166,6 +175,10 @@ async fn connections_per_address_are_capped() {
     let mut other = BufReader::new(connect_from([127, 0, 0, 2], addr).await);
     other.get_mut().write_all(b"GET /1/matches HTTP/1.1\r\n\r\n").await.unwrap();
     assert!(answer(&mut other).await.status.ends_with("200 OK"));
+
+    let text = crate::metrics::scrape(&s).await;
+    let series = "matchstream_limit_refusals_total{limit=\"http_per_address\"}";
+    assert_eq!(crate::metrics::value(&text, series), 1.0, "counted");
 
     drop(held.pop());
     eventually("the address is served again", PATIENCE, async || {

@@ -14,6 +14,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::{ApiError, AppState};
+use crate::telemetry::Limit;
 
 /// The watcher tokens a node accepts, kept as SHA-256 digests: every comparison is of two
 /// 32-byte digests in constant time, so neither a token's bytes nor its length show in the
@@ -96,22 +97,28 @@ impl FromRequest<AppState> for Body {
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
+        let refused = |limit| state.ports.metrics.limit_refused(limit);
         if declared.is_some_and(|len| len > max as u64) {
+            refused(Limit::HttpBodySize);
             return Err(too_large());
         }
         let read = Limited::new(request.into_body(), max).collect();
         let timeout = config.http_body_timeout;
         match tokio::time::timeout(timeout, read).await {
             Ok(Ok(collected)) => Ok(Body(collected.to_bytes())),
-            Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => Err(too_large()),
+            Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => {
+                refused(Limit::HttpBodySize);
+                Err(too_large())
+            }
             Ok(Err(e)) => Err(ApiError::bad_request(format!("the body could not be read: {e}"))),
-            Err(_) => Err(ApiError::new(
-                StatusCode::REQUEST_TIMEOUT,
-                format!(
+            Err(_) => {
+                refused(Limit::HttpBodyTimeout);
+                let why = format!(
                     "the body did not arrive within {} of its head (--http-body-timeout)",
                     seconds(timeout)
-                ),
-            )),
+                );
+                Err(ApiError::new(StatusCode::REQUEST_TIMEOUT, why))
+            }
         }
     }
 }

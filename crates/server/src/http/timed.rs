@@ -68,10 +68,17 @@ pub struct Timed {
     write_stalled: Option<Instant>,
     timer: Pin<Box<Sleep>>,
     accepted: Instant,
+    /// `matchstream_limit_refusals_total{limit="http_deadline"}`.
+    passed: metrics::Counter,
 }
 
 impl Timed {
-    pub fn new(io: TcpStream, activity: Arc<Activity>, limits: Limits) -> Timed {
+    pub fn new(
+        io: TcpStream,
+        activity: Arc<Activity>,
+        limits: Limits,
+        passed: metrics::Counter,
+    ) -> Timed {
         let accepted = Instant::now();
         Timed {
             io,
@@ -82,6 +89,7 @@ impl Timed {
             write_stalled: None,
             timer: Box::pin(tokio::time::sleep_until(accepted + limits.head_timeout)),
             accepted,
+            passed,
         }
     }
 
@@ -118,6 +126,7 @@ impl Timed {
     ) -> Poll<io::Result<()>> {
         if now >= deadline {
             tracing::debug!(what, "HTTP connection closed: a deadline passed");
+            self.passed.increment(1);
             return Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, what.to_owned())));
         }
         // Moved only when it would fire late, or has fired (early, for a deadline moved on).
@@ -185,8 +194,8 @@ impl Timed {
             ready => {
                 self.write_stalled = None;
                 let now = Instant::now();
-                if let Some(deadline) = self.read_deadline(now) {
-                    // Past it already, the next read says so.
+                // Past it already, the next read says so.
+                if let Some(deadline) = self.read_deadline(now).filter(|d| *d > now) {
                     let _ = self.check(cx, deadline, now, "no request in time");
                 }
                 ready

@@ -2,8 +2,8 @@
 //! protocols v1 and v2 (SPEC 4), `web.rs` WebSocket and SSE on the HTTP port (SPEC 5); once
 //! joined, every viewer is followed by `viewer.rs` and parked at the live edge by `park.rs`, and
 //! written to through `write.rs`. Transports see the hub, never the store. This file keeps the
-//! viewer ports and their load (viewers that joined a match, nothing else); `handshakes.rs` the
-//! budget of TCP connections still sending their connect line; `close.rs` is how every
+//! viewer ports and their load (viewers that joined a match, nothing else; connections still
+//! sending their connect line have their own `crate::budget`); `close.rs` is how every
 //! transport closes a connection it ends (without a reset).
 
 use std::net::SocketAddr;
@@ -16,7 +16,6 @@ use crate::telemetry::{Left, Metrics};
 use crate::wire::ByeReason;
 
 pub mod close;
-mod handshakes;
 mod park;
 pub mod tcp;
 pub mod viewer;

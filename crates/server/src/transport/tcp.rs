@@ -14,12 +14,12 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::budget::Place;
 use crate::hub::{Format, JoinError, Next, Subscription};
 use crate::ingest::now_ms;
 use crate::model::Period;
 use crate::telemetry::{Limit, Metrics};
 use crate::transport::close::{close, close_now};
-use crate::transport::handshakes::Handshake;
 use crate::transport::viewer::{follow, ViewerContext};
 use crate::transport::write::write_all;
 use crate::transport::PortGuard;
@@ -147,7 +147,7 @@ async fn serve(
     index: usize,
     mut stream: TcpStream,
     peer: SocketAddr,
-    place: Handshake,
+    place: Place,
 ) {
     let _ = stream.set_nodelay(true);
     // A parked viewer is out of the reactor; keepalive lets the kernel find peers that vanished

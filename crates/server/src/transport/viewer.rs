@@ -15,11 +15,11 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::budget::Budget;
 use crate::config::Config;
 use crate::hub::{Format, Hub, Next, Subscription};
 use crate::telemetry::Limit;
 use crate::transport::close::close;
-use crate::transport::handshakes::Handshakes;
 use crate::transport::park::{NotParked, Parking};
 use crate::transport::write::{cut_mid_frame, write_all, MAX_BATCH};
 use crate::transport::{PortGuard, ViewerPorts};
@@ -36,7 +36,7 @@ pub struct ViewerContext {
     pub connect_timeout: Duration,
     pub max_connect_line: usize,
     /// TCP connections still sending their connect line: their own budget (SPEC 10).
-    pub(crate) handshakes: Handshakes,
+    pub(crate) handshakes: Budget,
     /// A WebSocket client frame must arrive whole within this long (SPEC 10).
     pub ws_frame_timeout: Duration,
     pub write_timeout: Duration,
@@ -59,7 +59,7 @@ impl ViewerContext {
         shutdown: CancellationToken,
         tracker: TaskTracker,
     ) -> ViewerContext {
-        let handshakes = Handshakes::new(
+        let handshakes = Budget::new(
             config.max_handshakes,
             config.max_handshakes_per_address,
             ports.metrics.handshakes.clone(),

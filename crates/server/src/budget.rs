@@ -1,11 +1,10 @@
-//! The budget of viewer connections still sending their connect line (SPEC 10). Until its line
-//! arrives a connection is no viewer (it does not count against `--max-viewers`, so silent
-//! sockets never make the node answer `full`), but it holds a descriptor and a task, so it has
-//! limits of its own: a permit of `--max-handshakes`, taken before `accept` (past it, new
-//! connections wait in the kernel's backlog), and at most `--max-handshakes-per-address` from one
-//! client address (past it, a connection is told why and closed at once). Both are given back
-//! when its handshake ends: joined, refused (once closed) or timed out. What happens to a
-//! connection during its handshake is `tcp.rs`'s.
+//! A budget of connections, for every listener the public reaches: a permit of a semaphore
+//! taken before `accept` (past the total, new connections wait in the kernel's backlog, holding
+//! neither a descriptor nor a task) and a count per client address checked after it (past an
+//! address's share, the caller tells the connection why and closes it at once). Both are given
+//! back when the connection's [`Place`] is dropped. The HTTP listeners hold one for their
+//! connections (`http.rs`), the viewer ports one for connections still sending their connect
+//! line (`transport/tcp.rs`: SPEC 10, they are no viewers yet).
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -16,40 +15,40 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::locks::lock;
 
-/// Every viewer port's handshakes: one budget for the node.
-pub struct Handshakes {
+/// Connections of one kind: one budget for all the listeners that share it.
+pub struct Budget {
     slots: Arc<Semaphore>,
     max_per_address: usize,
     waiting: Arc<Waiting>,
 }
 
-/// Handshakes under way, by client address (an address is removed at zero, so the map holds
-/// only addresses with a connection waiting).
+/// Connections held, by client address (an address is removed at zero, so the map holds only
+/// addresses with a connection).
 struct Waiting {
     per_address: Mutex<HashMap<IpAddr, usize>>,
-    /// `matchstream_viewer_handshakes`.
+    /// Connections held in all (e.g. `matchstream_viewer_handshakes`).
     gauge: Gauge,
 }
 
 /// One connection's place in the budget, given back when dropped.
-pub struct Handshake {
+pub struct Place {
     _permit: OwnedSemaphorePermit,
     address: IpAddr,
     waiting: Arc<Waiting>,
 }
 
-impl Handshakes {
-    pub fn new(max: usize, max_per_address: usize, gauge: Gauge) -> Handshakes {
-        Handshakes {
+impl Budget {
+    pub fn new(max: usize, max_per_address: usize, gauge: Gauge) -> Budget {
+        Budget {
             slots: Arc::new(Semaphore::new(max.min(Semaphore::MAX_PERMITS))),
             max_per_address,
             waiting: Arc::new(Waiting { per_address: Mutex::default(), gauge }),
         }
     }
 
-    /// Waits for a free slot, to be taken before `accept`. Each viewer port's accept loop holds
-    /// one while it waits for a connection, so with several ports up to one slot per other port
-    /// may sit idle: a few out of thousands.
+    /// Waits for a free slot, to be taken before `accept`. Each listener's accept loop holds
+    /// one while it waits for a connection, so with several listeners on one budget up to one
+    /// slot per other listener may sit idle: a few out of thousands.
     pub async fn slot(&self) -> OwnedSemaphorePermit {
         match self.slots.clone().acquire_owned().await {
             Ok(permit) => permit,
@@ -58,13 +57,13 @@ impl Handshakes {
         }
     }
 
-    /// Most handshakes at once from one address.
+    /// Most connections at once from one address.
     pub fn max_per_address(&self) -> usize {
         self.max_per_address
     }
 
     /// A place for a connection from `peer`, or `None` when its address has its share.
-    pub fn enter(&self, permit: OwnedSemaphorePermit, peer: SocketAddr) -> Option<Handshake> {
+    pub fn enter(&self, permit: OwnedSemaphorePermit, peer: SocketAddr) -> Option<Place> {
         let address = peer.ip().to_canonical();
         let mut counts = lock(&self.waiting.per_address);
         let count = counts.entry(address).or_default();
@@ -77,11 +76,11 @@ impl Handshakes {
         }
         *count += 1;
         self.waiting.gauge.increment(1.0);
-        Some(Handshake { _permit: permit, address, waiting: self.waiting.clone() })
+        Some(Place { _permit: permit, address, waiting: self.waiting.clone() })
     }
 }
 
-impl Drop for Handshake {
+impl Drop for Place {
     fn drop(&mut self) {
         let mut counts = lock(&self.waiting.per_address);
         if let Some(count) = counts.get_mut(&self.address) {
@@ -103,8 +102,8 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn an_address_gets_its_share_and_the_budget_comes_back_when_a_handshake_ends() {
-        let budget = Handshakes::new(3, 2, Gauge::noop());
+    async fn an_address_gets_its_share_and_the_budget_comes_back_when_a_place_is_given_back() {
+        let budget = Budget::new(3, 2, Gauge::noop());
         let a = budget.enter(budget.slot().await, addr([10, 0, 0, 1])).unwrap();
         let _b = budget.enter(budget.slot().await, addr([10, 0, 0, 1])).unwrap();
         assert!(budget.enter(budget.slot().await, addr([10, 0, 0, 1])).is_none());
