@@ -8,12 +8,10 @@ use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
 
 use super::pages::{self, At, Choice, Encoded};
-use super::{match_id, ApiError, AppState};
+use super::{input, match_id, ApiError, AppState};
 use crate::locks::lock;
-use crate::model::Seq;
 
 /// An answer of the read API: a page encoded once with the answer a request gets, or any
 /// other response.
@@ -106,28 +104,16 @@ fn one_match(state: &AppState, raw: &str, headers: &HeaderMap) -> Result<Answer,
     Ok(chosen(Arc::new(Encoded::new(snapshot.json(), &etag, cache_control, false)), headers))
 }
 
-#[derive(Deserialize, Default)]
-struct HistoryQuery {
-    after: Option<Seq>,
-    limit: Option<usize>,
-}
-
 async fn history_page(
     state: &AppState,
     raw: &str,
     query: Option<&str>,
     headers: &HeaderMap,
 ) -> Result<Answer, ApiError> {
-    let q: HistoryQuery = match query {
-        None => HistoryQuery::default(),
-        Some(query) => serde_urlencoded::from_str(query).map_err(|e| {
-            ApiError::bad_request(format!("bad query: {e} (after and limit are whole numbers)"))
-        })?,
-    };
-    let id = match_id(raw)?;
     let config = &state.config;
-    let limit = q.limit.unwrap_or(config.history_limit).min(config.max_history_limit);
-    let after = q.after.unwrap_or(0);
+    let (after, limit) =
+        input::history_query(query, config.history_limit, config.max_history_limit)?;
+    let id = match_id(raw)?;
     let Some((inc, snapshot)) = state.hub.current(&id) else {
         // Not (yet) known here: with other nodes, a match created elsewhere a moment ago is
         // in the store before this node hears of it. Read there, keep nothing.
