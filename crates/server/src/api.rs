@@ -80,7 +80,7 @@ impl Shared {
             ports,
             tokens: auth::Tokens::new(&config.watcher_tokens),
             shutdown,
-            pages: Arc::new(PageCache::default()),
+            pages: Arc::new(PageCache::new(pages::PAGE_BUDGET, config.max_store_reads)),
             matches: Arc::default(),
             viewers,
             ops,
