@@ -12,6 +12,7 @@ mod fanout;
 mod front;
 mod golden;
 mod lifecycle;
+mod limits;
 mod metrics;
 mod redis;
 mod resume;
