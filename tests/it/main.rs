@@ -13,6 +13,7 @@ mod front;
 mod golden;
 mod hostile;
 mod lifecycle;
+mod limits;
 mod metrics;
 mod redis;
 mod resume;

@@ -4,25 +4,25 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
-use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 use tower_http::cors::CorsLayer;
 
 use crate::hub::Hub;
 use crate::ingest::{Ingest, IngestError};
-use crate::model::{EventInput, MatchId, NewMatch, Seq};
+use crate::model::{MatchId, Seq};
 use crate::state::RejectKind;
 use crate::store::{Store, StoreError};
 use crate::transport::viewer::ViewerContext;
 use crate::transport::ViewerPorts;
 
 mod auth;
+mod input;
 mod ops;
 mod page;
 pub(crate) mod pages;
@@ -80,7 +80,7 @@ impl Shared {
             ports,
             tokens: auth::Tokens::new(&config.watcher_tokens),
             shutdown,
-            pages: Arc::new(PageCache::default()),
+            pages: Arc::new(PageCache::new(pages::PAGE_BUDGET, config.max_store_reads)),
             matches: Arc::default(),
             viewers,
             ops,
@@ -209,10 +209,6 @@ impl From<StoreError> for ApiError {
     }
 }
 
-fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8], what: &str) -> Result<T, ApiError> {
-    serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("bad {what}: {e}")))
-}
-
 fn match_id(raw: &str) -> Result<MatchId, ApiError> {
     MatchId::parse(raw).map_err(|_| ApiError::new(StatusCode::NOT_FOUND, format!("no match {raw}")))
 }
@@ -222,48 +218,28 @@ async fn create_match(
     _: Watcher,
     Body(body): Body,
 ) -> Result<impl IntoResponse, ApiError> {
-    let new: NewMatch = parse_json(&body, "match (expected {\"home\",\"visit\",\"start_date\"})")?;
-    let info = new.into_info().map_err(|e| ApiError::bad_request(e.0))?;
+    let info = input::new_match(&body)?;
     let ingest = state.ingest.clone();
     let id = finish_even_if_client_leaves(async move { ingest.create(info).await }).await??;
     Ok((StatusCode::CREATED, Json(json!({ "id": id }))))
 }
 
-/// `POST /1/match/<id>/events[?after=<seq>]`.
-#[derive(Deserialize)]
-struct PublishQuery {
-    /// Apply only if the match stands at this seq (else 409 with the current `seq`).
-    after: Option<Seq>,
-}
-
+/// `POST /1/match/<id>/events[?after=<seq>]`: with `after`, apply only if the match stands at
+/// that seq (else 409 with the current `seq`).
 async fn publish_events(
     State(state): State<AppState>,
     _: Watcher,
     Path(raw): Path<String>,
-    query: Result<Query<PublishQuery>, axum::extract::rejection::QueryRejection>,
+    RawQuery(query): RawQuery,
     Body(body): Body,
 ) -> Result<impl IntoResponse, ApiError> {
-    let Query(q) = query.map_err(|e| {
-        ApiError::bad_request(format!("bad query: {e} (after is the seq the match must be at)"))
-    })?;
+    let after = input::publish_after(query.as_deref())?;
     let id = match_id(&raw)?;
-    let value: Value = parse_json(&body, "JSON")?;
-    let is_batch = value.is_array();
-    let inputs: Vec<EventInput> = if is_batch {
-        serde_json::from_value(value)
-    } else {
-        serde_json::from_value(value).map(|one| vec![one])
-    }
-    .map_err(|e| {
-        ApiError::bad_request(format!("bad event (expected {{\"kind\":..,\"data\":{{..}}}}): {e}"))
-    })?;
-    if inputs.is_empty() {
-        return Err(ApiError::bad_request("an empty list publishes nothing"));
-    }
+    let (inputs, is_batch) = input::events(&body, state.config.max_events_per_request)?;
     let ingest = state.ingest.clone();
     let received = std::time::Instant::now();
     let accepted =
-        finish_even_if_client_leaves(async move { ingest.publish(&id, &inputs, q.after).await })
+        finish_even_if_client_leaves(async move { ingest.publish(&id, &inputs, after).await })
             .await??;
     let metrics = &state.ports.metrics;
     metrics.publish_seconds.record(received.elapsed().as_secs_f64());

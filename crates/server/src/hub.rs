@@ -352,6 +352,14 @@ impl Hub {
         Ok(())
     }
 
+    /// Whether this node knows every match there is: alone on its store, it restored every
+    /// match at start and creates every new one itself, so a match it does not hold does not
+    /// exist (no store read needed to say so). With other nodes, a match created elsewhere a
+    /// moment ago is in the store before this node hears of it.
+    pub fn knows_every_match(&self) -> bool {
+        !self.shared
+    }
+
     fn topic(&self, id: &MatchId) -> Option<Arc<Topic>> {
         read(&self.topics).get(id).cloned()
     }

@@ -215,8 +215,21 @@ impl Card {
     }
 }
 
-/// The most `text` a `comment` may carry, in characters (SPEC 1).
+// The content limits of SPEC 10, counted in characters (not bytes: a name in Cyrillic is as long
+// as one in Latin letters). They are constants rather than flags because every node of a cluster
+// must validate alike: a watcher's request gets the same answer from whichever node it reaches,
+// and a match file accepted by one node is accepted by all.
+
+/// The most `text` a `comment` may carry (SPEC 1 and 10).
 pub const MAX_COMMENT_CHARS: usize = 280;
+/// The most characters of a name, a player's or a team's (SPEC 10). Player names are printed on
+/// one line of the v1 text protocol, so they are also kept free of control characters.
+pub const MAX_NAME_CHARS: usize = 64;
+/// The most characters of any other free text: a division, a stadium (SPEC 10).
+pub const MAX_TEXT_CHARS: usize = 200;
+/// The most players of one team's line-up on `start` (SPEC 10): a squad with every substitute
+/// has fewer than 30, and each player is sent to every viewer in every snapshot.
+pub const MAX_LINEUP_PLAYERS: usize = 60;
 
 /// An accepted event's data, normalized (players resolved to number and name).
 /// Field order is the SPEC's detail-line order; JSON carries only the keys that are present.

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 
 use crate::model::{
     Card, Event, EventData, EventDataInput, EventKind, Match, Millis, Period, Player, PlayerRef,
-    RosterInput, Side, TeamId, MAX_COMMENT_CHARS,
+    RosterInput, Side, TeamId, MAX_COMMENT_CHARS, MAX_NAME_CHARS,
 };
 
 /// Why an event cannot apply. `Invalid` -> HTTP 422 (names something that does not exist, bad
@@ -42,12 +42,8 @@ fn conflict(reason: impl Into<String>) -> Rejection {
     Rejection { kind: RejectKind::Conflict, reason: reason.into() }
 }
 
-/// The most characters a player's name may have; names are printed on one line of the v1 text
-/// protocol, so they are also kept free of control characters.
-pub const MAX_NAME_CHARS: usize = 64;
-
 /// The data keys each kind accepts, and which of those it requires.
-fn keys_of(kind: EventKind) -> (&'static [&'static str], &'static [&'static str]) {
+pub(crate) fn keys_of(kind: EventKind) -> (&'static [&'static str], &'static [&'static str]) {
     use EventKind::*;
     match kind {
         Start => (&["home_players", "visit_players"], &[]),

@@ -7,7 +7,12 @@
 //! built first out). A match's events never change once stored, so a page is identified by the
 //! match's incarnation, its `after` and the last seq it holds: a page of an ended match, or a
 //! full one, stays valid; a page of a live match is built again once the match has moved, by one
-//! request while the others wait for it (one store read, on SQLite or Redis alike).
+//! request while the others wait for it (one store read, on SQLite or Redis alike). Store reads
+//! run at most `--max-store-reads` at once; more wait their turn.
+//!
+//! A page that ends before its match's last event points at the next one (SPEC 10) with `Link`
+//! and `X-Next-After`, part of the page as encoded: whether there is a next page is part of its
+//! `ETag`, so a page built at the match's head is built again (and tagged anew) once it moves.
 
 use std::collections::{HashMap, VecDeque};
 use std::io::Write;
@@ -15,16 +20,16 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use axum::body::{Body, Bytes};
 use axum::http::header::{
-    ACCEPT_ENCODING, CACHE_CONTROL, CONTENT_ENCODING, CONTENT_TYPE, ETAG, IF_NONE_MATCH, VARY,
+    ACCEPT_ENCODING, CACHE_CONTROL, CONTENT_ENCODING, CONTENT_TYPE, ETAG, IF_NONE_MATCH, LINK, VARY,
 };
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::Response;
 use serde::Serialize;
-use tokio::sync::OnceCell;
+use tokio::sync::{OnceCell, Semaphore};
 
 use crate::locks::lock;
 use crate::model::{Event, EventData, EventKind, MatchId, Seq};
-use crate::store::{Incarnation, Store, StoreError};
+use crate::store::{Incarnation, Page, Store, StoreError};
 
 /// Bytes of history pages kept (their identity encoding; compressed copies come on top and are
 /// smaller). 64 MiB holds the whole history of ~14,000 matches of 31 events, or ~150 of 3,000.
@@ -48,7 +53,13 @@ pub struct Encoded {
     compressible: bool,
     gzip: OnceLock<Bytes>,
     br: OnceLock<Bytes>,
+    /// A history page that ends before its match does: `Link` and `X-Next-After`.
+    next: Option<[HeaderValue; 2]>,
 }
+
+/// The seq after which a history's next page starts, for a client that would rather not parse
+/// `Link`.
+pub const X_NEXT_AFTER: HeaderName = HeaderName::from_static("x-next-after");
 
 /// Which answer of an [`Encoded`] a request gets: the coding of its bytes (identity, gzip or
 /// br) and whether the client has them already (`304`).
@@ -95,7 +106,19 @@ impl Encoded {
             compressible,
             gzip: OnceLock::new(),
             br: OnceLock::new(),
+            next: None,
         }
+    }
+
+    /// The same page, pointing at the next page of `id`'s history: the one after `last`, of
+    /// `limit` events.
+    fn with_next(mut self, id: &MatchId, last: Seq, limit: usize) -> Self {
+        let link = format!("</1/match/{id}/history?after={last}&limit={limit}>; rel=\"next\"");
+        // Ids and numbers are always valid header text.
+        if let Ok(link) = HeaderValue::from_str(&link) {
+            self.next = Some([link, HeaderValue::from(last)]);
+        }
+        self
     }
 
     /// The answer to a request with these headers: `304` when its `If-None-Match` names this
@@ -129,6 +152,11 @@ impl Encoded {
         headers.insert(CACHE_CONTROL, self.cache_control.clone());
         if self.compressible {
             headers.insert(VARY, HeaderValue::from_static("accept-encoding"));
+        }
+        // In a 304 as well: a cache refreshes the headers it keeps from it.
+        if let Some([link, after]) = &self.next {
+            headers.insert(LINK, link.clone());
+            headers.insert(X_NEXT_AFTER, after.clone());
         }
         if choice.not_modified {
             *response.status_mut() = StatusCode::NOT_MODIFIED;
@@ -249,7 +277,8 @@ struct Slot {
 
 struct Built {
     encoded: Arc<Encoded>,
-    /// The page cannot change any more: its match is over, or the page is full.
+    /// The page cannot change any more, nor can whether a next page follows: its match is over,
+    /// or the page is full and its match has gone past it.
     complete: bool,
 }
 
@@ -258,12 +287,9 @@ struct Built {
 pub struct PageCache {
     inner: Mutex<Pages>,
     budget: usize,
-}
-
-impl Default for PageCache {
-    fn default() -> Self {
-        PageCache::with_budget(PAGE_BUDGET)
-    }
+    /// Store reads running at once (`--max-store-reads`): a crowd asking for old pages, or for
+    /// matches nobody has, waits here rather than queueing unbounded work on the store.
+    reads: Semaphore,
 }
 
 #[derive(Default)]
@@ -282,9 +308,46 @@ pub struct At {
 }
 
 impl PageCache {
-    /// A cache that keeps at most `budget` bytes of pages.
-    pub fn with_budget(budget: usize) -> PageCache {
-        PageCache { inner: Mutex::default(), budget }
+    /// A cache that keeps at most `budget` bytes of pages and reads the store at most
+    /// `max_reads` times at once.
+    pub fn new(budget: usize, max_reads: usize) -> PageCache {
+        PageCache { inner: Mutex::default(), budget, reads: Semaphore::new(max_reads.max(1)) }
+    }
+
+    /// Reads the store once a read permit is free.
+    async fn read(
+        &self,
+        store: &dyn Store,
+        id: &MatchId,
+        after: Seq,
+        limit: usize,
+    ) -> Result<Page, StoreError> {
+        // Never closed: the error cannot happen.
+        let _permit = self
+            .reads
+            .acquire()
+            .await
+            .map_err(|_| StoreError::Backend("store reads are closed".into()))?;
+        store.history(id, after, limit).await
+    }
+
+    /// A page of a match this node does not know (yet: another node created it a moment ago),
+    /// straight from the store and not kept.
+    pub async fn unkept(
+        &self,
+        store: &dyn Store,
+        id: &MatchId,
+        after: Seq,
+        limit: usize,
+    ) -> Result<Arc<Encoded>, StoreError> {
+        // One event more, to know whether a next page follows.
+        let mut page = self.read(store, id, after, limit.saturating_add(1)).await?;
+        let more = page.events.len() > limit;
+        page.events.truncate(limit);
+        let last = page.events.last().map_or(after, |e| e.seq);
+        let etag = format!("h{}-{after}-{last}{}", page.inc, if more { "n" } else { "" });
+        let encoded = Encoded::new(history_json(&page.events), &etag, LIVE, false);
+        Ok(Arc::new(if more { encoded.with_next(id, last, limit) } else { encoded }))
     }
 
     /// The page of `id`'s history after `after` (at most `limit` events), from memory when it is
@@ -337,16 +400,21 @@ impl PageCache {
             .page
             .get_or_try_init(|| async {
                 fresh = true;
-                let page = store.history(id, after, limit).await?;
+                let page = self.read(store, id, after, limit).await?;
                 let last = page.events.last().map_or(after, |e| e.seq);
                 // The store may already hold a newer incarnation than the hub served (the id
                 // re-created meanwhile): such a page is shown, but as live and not kept for good.
                 let same = page.inc == at.inc;
-                let complete = same && (at.over || page.events.len() == limit);
-                let etag = format!("h{}-{after}-{last}", page.inc);
+                let full = page.events.len() == limit;
+                // Of another incarnation, the head is unknown: a full page may have a next one.
+                let next = !page.events.is_empty() && if same { last < at.head } else { full };
+                let complete = same && (at.over || (full && next));
+                let etag = format!("h{}-{after}-{last}{}", page.inc, if next { "n" } else { "" });
                 let cache_control = if same && at.over { FOREVER } else { LIVE };
                 let body = history_json(&page.events);
-                let encoded = Arc::new(Encoded::new(body, &etag, cache_control, true));
+                let encoded = Encoded::new(body, &etag, cache_control, true);
+                let encoded =
+                    Arc::new(if next { encoded.with_next(id, last, limit) } else { encoded });
                 Ok::<_, StoreError>(Arc::new(Built { encoded, complete }))
             })
             .await;
@@ -396,139 +464,4 @@ impl PageCache {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        for (k, v) in pairs {
-            h.append(*k, HeaderValue::from_static(v));
-        }
-        h
-    }
-
-    #[test]
-    fn if_none_match_compares_weakly_and_knows_star() {
-        let tag = "\"h1-0-31\"";
-        assert!(none_match(&headers(&[("if-none-match", "\"h1-0-31\"")]), tag));
-        assert!(none_match(&headers(&[("if-none-match", "W/\"h1-0-31\"")]), tag));
-        assert!(none_match(&headers(&[("if-none-match", "\"x\", \"h1-0-31\"")]), tag));
-        assert!(none_match(&headers(&[("if-none-match", "*")]), tag));
-        // Another representation (the gzip copy) is another tag.
-        assert!(!none_match(&headers(&[("if-none-match", "\"h1-0-31-gzip\"")]), tag));
-        assert!(!none_match(&headers(&[("if-none-match", "\"h1-0-30\"")]), tag));
-        assert!(!none_match(&headers(&[]), tag));
-    }
-
-    #[test]
-    fn accept_encoding_is_read_with_its_weights() {
-        assert!(accepts(&headers(&[("accept-encoding", "gzip, deflate, br")]), "br"));
-        assert!(accepts(&headers(&[("accept-encoding", "GZIP;q=0.5")]), "gzip"));
-        assert!(!accepts(&headers(&[("accept-encoding", "gzip;q=0, br")]), "gzip"));
-        assert!(!accepts(&headers(&[("accept-encoding", "br;Q=0, *")]), "br"));
-        assert!(accepts(&headers(&[("accept-encoding", "br;q=0, *")]), "gzip"));
-        assert!(accepts(&headers(&[("accept-encoding", "*")]), "br"));
-        assert!(!accepts(&headers(&[("accept-encoding", "identity")]), "gzip"));
-        assert!(!accepts(&headers(&[]), "gzip"));
-    }
-
-    #[test]
-    fn a_large_page_is_compressed_once_per_encoding_and_a_small_one_never() {
-        let big = Encoded::new(Bytes::from(vec![b'a'; 5000]), "t", LIVE, true);
-        let r = big.respond(&headers(&[("accept-encoding", "gzip")]));
-        assert_eq!(r.headers()[CONTENT_ENCODING], "gzip");
-        assert_eq!(r.headers()[VARY], "accept-encoding");
-        let first = big.gzip.get().unwrap().clone();
-        let mut d = flate2::read::GzDecoder::new(&first[..]);
-        let mut back = Vec::new();
-        std::io::Read::read_to_end(&mut d, &mut back).unwrap();
-        assert_eq!(back, vec![b'a'; 5000]);
-        assert!(big.br.get().is_none());
-        let small = Encoded::new(Bytes::from_static(b"[]"), "t", LIVE, true);
-        let r = small.respond(&headers(&[("accept-encoding", "gzip, br")]));
-        assert!(r.headers().get(CONTENT_ENCODING).is_none());
-        let r = small.respond(&headers(&[("if-none-match", "\"t\""), ("accept-encoding", "br")]));
-        assert_eq!(r.status(), StatusCode::NOT_MODIFIED);
-        assert_eq!(r.headers()[ETAG], "\"t\"");
-        assert_eq!(r.headers()[CACHE_CONTROL], LIVE);
-    }
-}
-
-#[cfg(test)]
-mod cache_tests {
-    use std::sync::atomic::Ordering;
-
-    use super::*;
-    use crate::store::memory::tests::{after_seq, append, event, info, Counting};
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_page_is_read_once_for_everyone_and_again_only_when_its_match_moved() {
-        let store = Arc::new(Counting::default());
-        let m = info("page", "tig");
-        let inc = store.create_match(&m).await.unwrap();
-        append(&*store, &m.id, after_seq(inc, (1..=3).map(event).collect())).await.unwrap();
-        let cache = Arc::new(PageCache::default());
-        let ask = |head, over| {
-            let (cache, store, id) = (cache.clone(), store.clone(), m.id.clone());
-            tokio::spawn(async move {
-                let at = At { inc, head, over };
-                cache.page(&*store, &id, at, 0, 100).await.unwrap()
-            })
-        };
-        // 50 readers at once: one store read, the same bytes for all.
-        let pages: Vec<_> = (0..50).map(|_| ask(3, false)).collect();
-        let mut bodies = Vec::new();
-        for p in pages {
-            bodies.push(p.await.unwrap().body.clone());
-        }
-        assert_eq!(store.reads.load(Ordering::Relaxed), 1);
-        assert!(bodies.iter().all(|b| b.as_ptr() == bodies[0].as_ptr()));
-        // The match moves: read again, once.
-        append(&*store, &m.id, after_seq(inc, vec![event(4)])).await.unwrap();
-        let moved = ask(4, true).await.unwrap();
-        assert_eq!(store.reads.load(Ordering::Relaxed), 2);
-        let entries: serde_json::Value = serde_json::from_slice(&moved.body).unwrap();
-        assert_eq!(entries.as_array().unwrap().len(), 4);
-        assert_eq!(moved.cache_control, FOREVER);
-        // Ended and complete: kept whatever head a later request names.
-        ask(5, true).await.unwrap();
-        assert_eq!(store.reads.load(Ordering::Relaxed), 2);
-        // Nothing after the last event, or no room: answered without the store, not kept.
-        let cache2 = PageCache::default();
-        let empty = cache2.page(&*store, &m.id, At { inc, head: 4, over: true }, 4, 10).await;
-        assert_eq!(&empty.unwrap().body[..], b"[]");
-        assert_eq!(store.reads.load(Ordering::Relaxed), 2);
-        assert_eq!(cache2.usage(), (0, 0));
-    }
-
-    #[tokio::test]
-    async fn the_oldest_pages_leave_once_over_budget_and_a_failed_read_keeps_nothing() {
-        let store = Arc::new(Counting::default());
-        let m = info("budget", "tig");
-        let inc = store.create_match(&m).await.unwrap();
-        append(&*store, &m.id, after_seq(inc, (1..=20).map(event).collect())).await.unwrap();
-        // Room for about two one-event pages.
-        let one = history_json(&[event(1)]).len();
-        let cache = PageCache::with_budget(2 * (one + one / 2 + PAGE_OVERHEAD) + 10);
-        let at = || At { inc, head: 20, over: true };
-        for after in 0..5 {
-            cache.page(&*store, &m.id, at(), after, 1).await.unwrap();
-        }
-        let (pages, bytes) = cache.usage();
-        assert_eq!(pages, 2);
-        assert!(bytes <= 2 * (one + one / 2 + PAGE_OVERHEAD) + 10, "{bytes}");
-        // The newest two are still kept; the first left.
-        let reads = store.reads.load(Ordering::Relaxed);
-        cache.page(&*store, &m.id, at(), 4, 1).await.unwrap();
-        assert_eq!(store.reads.load(Ordering::Relaxed), reads);
-        cache.page(&*store, &m.id, at(), 0, 1).await.unwrap();
-        assert_eq!(store.reads.load(Ordering::Relaxed), reads + 1);
-        // A match the store does not have (cancelled meanwhile): an error, nothing kept.
-        let gone = info("gone", "tig");
-        let before = cache.usage().0;
-        let failed =
-            cache.page(&*store, &gone.id, At { inc: 9, head: 3, over: false }, 0, 10).await;
-        assert!(matches!(failed, Err(StoreError::NotFound(_))));
-        assert_eq!(cache.usage().0, before);
-    }
-}
+mod tests;

@@ -8,12 +8,10 @@ use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
 
 use super::pages::{self, At, Choice, Encoded};
-use super::{match_id, ApiError, AppState};
+use super::{input, match_id, ApiError, AppState};
 use crate::locks::lock;
-use crate::model::Seq;
 
 /// An answer of the read API: a page encoded once with the answer a request gets, or any
 /// other response.
@@ -106,38 +104,81 @@ fn one_match(state: &AppState, raw: &str, headers: &HeaderMap) -> Result<Answer,
     Ok(chosen(Arc::new(Encoded::new(snapshot.json(), &etag, cache_control, false)), headers))
 }
 
-#[derive(Deserialize, Default)]
-struct HistoryQuery {
-    after: Option<Seq>,
-    limit: Option<usize>,
-}
-
+/// A page of a match's history: `limit` defaults to `--history-limit` and is capped at
+/// `--max-history-limit`; a page that ends before the match does points at the next one.
 async fn history_page(
     state: &AppState,
     raw: &str,
     query: Option<&str>,
     headers: &HeaderMap,
 ) -> Result<Answer, ApiError> {
-    let q: HistoryQuery = match query {
-        None => HistoryQuery::default(),
-        Some(query) => serde_urlencoded::from_str(query).map_err(|e| {
-            ApiError::bad_request(format!("bad query: {e} (after and limit are whole numbers)"))
-        })?,
-    };
-    let id = match_id(raw)?;
     let config = &state.config;
-    let limit = q.limit.unwrap_or(config.history_limit).min(config.max_history_limit);
-    let after = q.after.unwrap_or(0);
+    let (after, limit) =
+        input::history_query(query, config.history_limit, config.max_history_limit)?;
+    let id = match_id(raw)?;
     let Some((inc, snapshot)) = state.hub.current(&id) else {
+        if state.hub.knows_every_match() {
+            return Err(ApiError::new(StatusCode::NOT_FOUND, format!("no match {id}")));
+        }
         // Not (yet) known here: with other nodes, a match created elsewhere a moment ago is
         // in the store before this node hears of it. Read there, keep nothing.
-        let page = state.store.history(&id, after, limit).await?;
-        let last = page.events.last().map_or(after, |e| e.seq);
-        let etag = format!("h{}-{after}-{last}", page.inc);
-        let body = pages::history_json(&page.events);
-        return Ok(chosen(Arc::new(Encoded::new(body, &etag, pages::LIVE, false)), headers));
+        let page = state.pages.unkept(&*state.store, &id, after, limit).await?;
+        return Ok(chosen(page, headers));
     };
     let at = At { inc, head: snapshot.state.seq, over: snapshot.state.is_over() };
     let kept = state.pages.page(&*state.store, &id, at, after, limit).await?;
     Ok(chosen(kept, headers))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+
+    use tokio_util::sync::CancellationToken;
+    use tokio_util::task::TaskTracker;
+
+    use super::*;
+    use crate::config::Config;
+    use crate::hub::Hub;
+    use crate::ingest::Ingest;
+    use crate::store::memory::tests::Counting;
+    use crate::store::Store;
+    use crate::transport::viewer::ViewerContext;
+    use crate::transport::ViewerPorts;
+
+    /// The handlers' state over a store that counts history reads; `shared`: as with Redis.
+    async fn state(store: Arc<Counting>, shared: bool) -> AppState {
+        let config = Config::default();
+        let dyn_store: Arc<dyn Store> = store;
+        let hub = Arc::new(Hub::new(dyn_store.clone(), 16, 100).shared(shared));
+        let ingest = Arc::new(Ingest::restore(dyn_store.clone(), hub.clone()).await.unwrap());
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], 9));
+        let metrics = crate::telemetry::Metrics::new();
+        let ports = Arc::new(ViewerPorts::new(&[addr], None, 10, metrics));
+        let (stop, tracker) = (CancellationToken::new(), TaskTracker::new());
+        let viewers =
+            Arc::new(ViewerContext::new(&config, hub.clone(), ports.clone(), stop, tracker));
+        let ops = crate::ops::Ops::new("test".into(), addr.to_string());
+        super::super::Shared::new(ingest, hub, dyn_store, ports, viewers, ops, Arc::new(config))
+    }
+
+    #[tokio::test]
+    async fn an_unknown_match_is_404_without_a_store_read_unless_other_nodes_may_know_it() {
+        let id = "abc-def-2020-01-01";
+        let alone = Arc::new(Counting::default());
+        let state_alone = state(alone.clone(), false).await;
+        let answer = history_page(&state_alone, id, None, &HeaderMap::new()).await;
+        let e = answer.err().expect("unknown");
+        assert_eq!(
+            (e.status, e.message.as_str()),
+            (StatusCode::NOT_FOUND, "no match abc-def-2020-01-01")
+        );
+        assert_eq!(alone.reads.load(Ordering::SeqCst), 0);
+        // With other nodes, the store is asked (and knows nothing either).
+        let shared = Arc::new(Counting::default());
+        let state_shared = state(shared.clone(), true).await;
+        let answer = history_page(&state_shared, id, None, &HeaderMap::new()).await;
+        assert_eq!(answer.err().expect("unknown").status, StatusCode::NOT_FOUND);
+        assert_eq!(shared.reads.load(Ordering::SeqCst), 1);
+    }
 }

@@ -152,6 +152,9 @@ pub(crate) mod tests {
     pub(crate) struct Counting {
         inner: MemoryStore,
         pub(crate) reads: AtomicUsize,
+        /// History reads running now, and the most that ever ran at once.
+        running: AtomicUsize,
+        pub(crate) most_at_once: AtomicUsize,
     }
 
     #[async_trait]
@@ -181,7 +184,10 @@ pub(crate) mod tests {
             limit: usize,
         ) -> Result<Page, StoreError> {
             self.reads.fetch_add(1, Ordering::Relaxed);
+            let now = self.running.fetch_add(1, Ordering::SeqCst) + 1;
+            self.most_at_once.fetch_max(now, Ordering::SeqCst);
             tokio::time::sleep(Duration::from_millis(50)).await;
+            self.running.fetch_sub(1, Ordering::SeqCst);
             self.inner.history(id, after, limit).await
         }
         async fn flush(&self) -> Result<(), StoreError> {
