@@ -91,9 +91,9 @@ impl Shared {
 
 /// The routes of the public port (SPEC 2, 3, 5): the watcher and read APIs, the viewers'
 /// WebSocket and SSE, the live page, and `/healthz` and `/readyz` for load balancers. Any
-/// origin may read them (CORS); every request body goes through [`Body`].
+/// origin may read them (CORS); every request body goes through [`Body`] (no other extractor
+/// reads one: axum's would hold it to their own 2 MB default).
 pub fn router(state: AppState) -> Router {
-    let max_body = state.config.http_max_body;
     Router::new()
         .route("/1/matches", post(create_match).get(read::list_matches))
         .route("/1/match/{id}/events", post(publish_events))
@@ -112,8 +112,6 @@ pub fn router(state: AppState) -> Router {
         // Any origin, method and header: the answers do not depend on the origin, so no
         // `Vary: Origin` (tower-http adds one by default, built anew for every request).
         .layer(CorsLayer::permissive().vary([]))
-        // For any body an extractor other than `Body` might read one day.
-        .layer(axum::extract::DefaultBodyLimit::max(max_body))
         .with_state(state)
 }
 

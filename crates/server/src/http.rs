@@ -137,16 +137,10 @@ fn refuse(stream: TcpStream, peer: SocketAddr, max: usize, port: &'static str) {
 async fn connection(stream: TcpStream, place: Place, front: Front, stop: Arc<Stopping>) {
     let _watching = poll_fn(|cx| Poll::Ready(stop.watch(cx.waker()))).await;
     let activity = Arc::new(Activity::default());
-    let takeover = front.viewers.is_some().then(Takeover::default);
     let service = {
-        let (takeover, activity, app) = (takeover.clone(), activity.clone(), front.app.clone());
-        hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
+        let (activity, app) = (activity.clone(), front.app.clone());
+        hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
             activity.busy();
-            if let Some(takeover) = &takeover {
-                // The router decides whether this request becomes a viewer (its WebSocket and
-                // SSE handlers take the connection); every request can reach it.
-                req.extensions_mut().insert(takeover.clone());
-            }
             let activity = activity.clone();
             app.clone().call(req).map(move |answer| {
                 activity.idle();
@@ -164,14 +158,20 @@ async fn connection(stream: TcpStream, place: Place, front: Front, stop: Arc<Sto
     // Not shut down by hyper when done: the socket may be a viewer's from now on. Once the node
     // stops, the request in flight finishes and a kept-alive connection ends.
     let mut graceful = false;
-    let done = poll_fn(|cx| {
+    let serving = poll_fn(|cx| {
         if !graceful && stop.stopped() {
             graceful = true;
             Pin::new(&mut conn).graceful_shutdown();
         }
         conn.poll_without_shutdown(cx)
-    })
-    .await;
+    });
+    // The router decides whether a request becomes a viewer (its WebSocket and SSE handlers
+    // take the connection, through `Takeover::current`); every request of the public port can.
+    let takeover = front.viewers.is_some().then(Takeover::default);
+    let done = match &takeover {
+        Some(takeover) => takeover.scope(serving).await,
+        None => serving.await,
+    };
     if let Err(e) = done {
         tracing::debug!(error = %e, port = front.name, "HTTP connection ended");
         return;
@@ -198,15 +198,12 @@ pub async fn serve_io<IO>(app: Router, io: IO)
 where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let takeover = Takeover::default();
-    let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
-        req.extensions_mut().insert(takeover.clone());
-        app.clone().call(req)
-    });
-    let served = hyper::server::conn::http1::Builder::new()
+    let service =
+        hyper::service::service_fn(move |req: hyper::Request<Incoming>| app.clone().call(req));
+    let connection = hyper::server::conn::http1::Builder::new()
         .max_buf_size(16 * 1024)
-        .serve_connection(TokioIo::new(io), service)
-        .await;
+        .serve_connection(TokioIo::new(io), service);
+    let served = Takeover::default().scope(connection).await;
     if let Err(e) = served {
         tracing::debug!(error = %e, "in-memory HTTP connection ended");
     }

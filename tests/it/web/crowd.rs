@@ -128,9 +128,9 @@ async fn ws_a_viewer_far_behind_is_told_too_slow_and_closed_with_1008() {
     // each way at most here): the node's writes to it block.
     const EVENTS: u64 = 16_000;
     let text = "x".repeat(280);
-    for _ in 0..EVENTS / 500 {
+    for _ in 0..EVENTS / 250 {
         let batch: Vec<_> =
-            (0..500).map(|_| json!({"kind": "comment", "data": {"text": text}})).collect();
+            (0..250).map(|_| json!({"kind": "comment", "data": {"text": text}})).collect();
         let (st, b) = s.post_events(&id, Value::Array(batch)).await;
         assert_eq!(st, reqwest::StatusCode::CREATED, "{b}");
     }

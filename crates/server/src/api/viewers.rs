@@ -5,7 +5,6 @@
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Extension;
 use serde::Deserialize;
 
 use super::{ApiError, AppState};
@@ -32,8 +31,8 @@ fn from(query: QueryResult) -> Result<Option<Seq>, ApiError> {
 }
 
 /// Only a connection served by `http.rs` can be handed over to a viewer.
-fn takeover(ext: Option<Extension<Takeover>>) -> Result<Takeover, ApiError> {
-    ext.map(|Extension(t)| t).ok_or_else(|| {
+fn takeover() -> Result<Takeover, ApiError> {
+    Takeover::current().ok_or_else(|| {
         tracing::error!("viewer request on a connection that cannot be taken over");
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
     })
@@ -56,9 +55,8 @@ pub(super) async fn websocket(
     Path(id): Path<String>,
     query: QueryResult,
     headers: HeaderMap,
-    ext: Option<Extension<Takeover>>,
 ) -> Result<Response, ApiError> {
-    let (from, takeover) = (from(query)?, takeover(ext)?);
+    let (from, takeover) = (from(query)?, takeover()?);
     Ok(web::websocket(&state.viewers, &id, from, &headers, &takeover)
         .await
         .map_or_else(refused, IntoResponse::into_response))
@@ -70,9 +68,8 @@ pub(super) async fn events(
     Path(id): Path<String>,
     query: QueryResult,
     headers: HeaderMap,
-    ext: Option<Extension<Takeover>>,
 ) -> Result<Response, ApiError> {
-    let (from, takeover) = (from(query)?, takeover(ext)?);
+    let (from, takeover) = (from(query)?, takeover()?);
     let head = method == Method::HEAD;
     Ok(web::events(&state.viewers, &id, from, &headers, head, &takeover)
         .await

@@ -42,7 +42,26 @@ enum Start {
 #[derive(Clone, Default)]
 pub struct Takeover(Arc<Mutex<Option<Handover>>>);
 
+tokio::task_local! {
+    /// The slot of the connection whose request is being answered, as its handlers see it:
+    /// set by `http.rs` around each connection's requests (hyper polls the handlers in the
+    /// connection's task). A task-local rather than a request extension: an extension costs
+    /// allocations on every request, and only the viewers' routes read it.
+    static CONNECTION: Takeover;
+}
+
 impl Takeover {
+    /// Runs `serving` (a connection's requests) with this as its connection's slot.
+    pub async fn scope<F: std::future::Future>(&self, serving: F) -> F::Output {
+        CONNECTION.scope(self.clone(), serving).await
+    }
+
+    /// The slot of the connection the current request arrived on; `None` outside a connection
+    /// that can be handed over (the admin listener).
+    pub fn current() -> Option<Takeover> {
+        CONNECTION.try_with(Takeover::clone).ok()
+    }
+
     /// The viewer waiting for this connection, if a handler left one.
     pub fn take(&self) -> Option<Handover> {
         lock(&self.0).take()
