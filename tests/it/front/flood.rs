@@ -1,7 +1,8 @@
-//! A slowloris crowd against a real node process (SPEC 10): 2,000 connections from eight
+//! Floods against a real node process (SPEC 10). A slowloris crowd: 2,000 connections from eight
 //! addresses that send half a request head or a slow body hold neither the node's memory nor
 //! its doors: reads, a viewer and a publish from another address are served meanwhile, and the
-//! crowd is closed by its timeouts. Prints the figures HARDENING.md quotes.
+//! crowd is closed by its timeouts. A silent flood on a viewer port: no crowd of viewers. Each
+//! prints the figures HARDENING.md quotes.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -121,4 +122,65 @@ async fn two_thousand_slow_clients_hold_neither_memory_nor_the_doors() {
     // The bodies are never held: 2,000 connections cost less than 32 KiB each (the issue's
     // twenty 2 MiB bodies cost 2 MiB each).
     assert!(during < before + 64 * 1024 * 1024, "{} -> {} MiB", mib(before), mib(during));
+}
+
+/// A silent flood on a viewer port (SPEC 10): 2,000 connections from eight addresses that never
+/// send their connect line are no viewers (a real viewer from another address is served, not
+/// told `full`, though the node takes 100 viewers), and the connect timeout closes them all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_flood_on_a_viewer_port_is_no_crowd_of_viewers() {
+    let dir = tempfile::tempdir().unwrap();
+    let flags = ["--connect-timeout", "3s", "--max-viewers", "100"];
+    let node = NodeProcess::start_with(dir.path(), &flags);
+    let pid = node.child.id();
+    let watcher = matchstream_client::Watcher::new(&node.base, TOKEN).unwrap();
+    let create = json!({"home": "elp", "visit": "tig", "start_date": "2011-09-10"});
+    let made = watcher.send(reqwest::Method::POST, "/1/matches", Some(&create)).await.unwrap();
+    let id = made.json()["id"].as_str().unwrap().to_owned();
+    let before = rss_bytes(pid);
+
+    let port = node.viewers[0];
+    let sent = Instant::now();
+    let flood =
+        all((0..CROWD).map(move |i| connect_from([127, 0, 0, 10 + (i % 8) as u8], port))).await;
+    let connected = sent.elapsed();
+    let line = format!("VERSION:2:CONNECT:me:MATCH:{id}");
+    let mut viewer = Viewer::connect(node.viewers[0], &line).await;
+    assert_eq!(viewer.frame().await.unwrap()["kind"], "status", "served, not told full");
+    let during = rss_bytes(pid);
+
+    let closed = all(flood.into_iter().map(move |mut conn| async move {
+        let mut said = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(20), conn.read_to_end(&mut said));
+        let _ = read.await.expect("closed by the connect timeout");
+        (sent.elapsed(), said)
+    }))
+    .await;
+    let last = closed.iter().map(|(t, _)| *t).max().unwrap();
+    let told = closed.iter().filter(|(_, said)| {
+        String::from_utf8_lossy(said).contains("too slow to send the connect line")
+    });
+    let told = told.count();
+    let after = rss_bytes(pid);
+    let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+    eprintln!(
+        "silent flood: {CROWD} connections from 8 addresses held in {connected:?}; node RSS \
+         {:.1} MiB before, {:.1} MiB during (+{:.1} KiB each), {:.1} MiB after; all closed \
+         {last:?} after they began, {told} told why",
+        mib(before),
+        mib(during),
+        (during.saturating_sub(before)) as f64 / 1024.0 / CROWD as f64,
+        mib(after),
+    );
+    assert_eq!(told, CROWD, "each told it was too slow");
+    assert!(last < Duration::from_secs(15), "closed by the connect timeout: {last:?}");
+    assert!(during < before + 64 * 1024 * 1024, "{} -> {} MiB", mib(before), mib(during));
+    // The viewer is still served once the flood is gone.
+    let goal = json!({"kind": "start", "data": start_data()});
+    let events = format!("/1/match/{id}/events");
+    assert_eq!(
+        watcher.send(reqwest::Method::POST, &events, Some(&goal)).await.unwrap().status,
+        201
+    );
+    assert_eq!(viewer.frame().await.unwrap()["kind"], "start");
 }
