@@ -1,6 +1,6 @@
 //! The plain TCP viewer protocols v1 and v2 (SPEC 4): accept loops, the connect line and the
 //! refusals; a viewer that joins is followed by `viewer.rs` like any other. Until its connect
-//! line has joined it to a match, a connection is in the handshake budget (`handshakes.rs`),
+//! line has joined it to a match, a connection is in the handshake budget (`crate::budget`),
 //! not among the port's viewers.
 
 use std::io;
