@@ -15,6 +15,8 @@
 
 mod api;
 pub mod config;
+#[doc(hidden)]
+pub mod fuzzing;
 mod http;
 mod hub;
 mod ingest;
