@@ -13,6 +13,7 @@ mod front;
 mod golden;
 mod lifecycle;
 mod metrics;
+mod properties;
 mod redis;
 mod resume;
 mod sim;
