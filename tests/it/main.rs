@@ -15,6 +15,7 @@ mod hostile;
 mod lifecycle;
 mod limits;
 mod metrics;
+mod properties;
 mod redis;
 mod resume;
 mod sim;

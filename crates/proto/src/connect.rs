@@ -279,6 +279,28 @@ mod tests {
         assert_eq!(sniff_version(b""), None);
     }
 
+    /// What the `connect_line` fuzz target checks, for the inputs kept in
+    /// `fuzz/regressions/connect_line/`: a reason on one line, or a line that encodes back.
+    fn holds(line: &[u8]) {
+        match parse_connect(line) {
+            Ok(parsed) => {
+                let bytes = parsed.encode();
+                let text = bytes.strip_suffix(b"\r\n").expect("ends with CRLF");
+                assert_eq!(parse_connect(text), Ok(parsed));
+            }
+            Err(e) => assert!(!e.reason.contains(['\r', '\n']), "{}", e.reason),
+        }
+    }
+
+    #[test]
+    fn fuzz_regressions_hold() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fuzz/regressions/connect_line");
+        for entry in std::fs::read_dir(dir).into_iter().flatten() {
+            let path = entry.expect("a directory entry").path();
+            holds(&std::fs::read(&path).expect("readable"));
+        }
+    }
+
     #[test]
     fn encoded_lines_parse_back() {
         let lines = [

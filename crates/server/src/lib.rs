@@ -16,6 +16,8 @@
 mod api;
 mod budget;
 pub mod config;
+#[doc(hidden)]
+pub mod fuzzing;
 mod http;
 mod hub;
 mod ingest;

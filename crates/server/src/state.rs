@@ -164,7 +164,7 @@ enum Effect {
     Lineups { home: Vec<Player>, visit: Vec<Player> },
     Goal(Which),
     SendOff { side: Which, number: u32 },
-    Substitution { side: Which, slot: usize, player_in: Player, named: bool },
+    Substitution { side: Which, slot: usize, player_in: Player },
 }
 
 fn check_name(name: &str, number: u32) -> Result<(), Rejection> {
@@ -406,8 +406,7 @@ impl Match {
                 out.team = d.team.clone();
                 out.player_out = Some(player_out);
                 out.player_in = Some(player_in.clone());
-                let named = matches!(in_ref, PlayerRef::Full { .. });
-                Effect::Substitution { side, slot, player_in, named }
+                Effect::Substitution { side, slot, player_in }
             }
             EventKind::Comment => {
                 if let Some(text) = &d.text {
@@ -451,12 +450,12 @@ impl Match {
             Effect::SendOff { side, number } => {
                 self.side_mut(side).on_pitch.retain(|p| p.number != number);
             }
-            Effect::Substitution { side, slot, player_in, named } => {
+            Effect::Substitution { side, slot, player_in } => {
                 let s = self.side_mut(side);
-                // Named substitutes join the roster so later bare numbers find them.
-                if named {
-                    s.roster.insert(player_in.number, player_in.name.clone());
-                }
+                // Whoever comes on joins the roster, so later bare numbers find them. Named or
+                // not: the stored event names them (as the roster did, or `N/N`), and a match
+                // rebuilt from its stored events must have the same roster as the live one.
+                s.roster.insert(player_in.number, player_in.name.clone());
                 if let Some(place) = s.on_pitch.get_mut(slot) {
                     *place = player_in;
                 }
@@ -466,4 +465,4 @@ impl Match {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -283,6 +283,18 @@ mod tests {
         assert!(err("{home, elp}.").contains("no `visit` entry"));
     }
 
+    /// The `match_file` fuzz target's crash inputs (`fuzz/regressions/match_file/`), kept: each
+    /// reads to a match or to an error, never a panic or a stack overflow.
+    #[test]
+    fn fuzz_regressions_hold() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fuzz/regressions/match_file");
+        for entry in std::fs::read_dir(dir).into_iter().flatten() {
+            let path = entry.expect("a directory entry").path();
+            let bytes = std::fs::read(&path).expect("readable");
+            let _ = parse(&String::from_utf8_lossy(&bytes));
+        }
+    }
+
     #[test]
     fn the_format_is_told_by_what_follows_the_first_brace() {
         assert!(is_json("  {\n \"home\": 1}"));

@@ -20,6 +20,8 @@ use crate::store::memory::MemoryStore;
 use crate::store::{AppendTicket, Head, Page};
 use crate::wire::{v2, ByeReason};
 
+mod restore;
+
 /// What an append decided by [`FailingStore`] goes through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Fault {

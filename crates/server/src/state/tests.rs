@@ -1,9 +1,11 @@
 //! Unit tests of the match rules in `state.rs`: one per rule, each acceptance and each rejection,
-//! with the seed match's full run and the stored round trip in `tests/seed.rs`.
+//! with the seed match's full run and the stored round trip in `tests/seed.rs`, and properties
+//! over random scripts in `tests/properties.rs`.
 
 use super::*;
 use crate::model::{MatchInfo, NewMatch};
 
+pub(crate) mod properties;
 mod seed;
 
 const T0: Millis = 1_315_660_000_000;
@@ -396,10 +398,16 @@ fn a_substitute_takes_the_place_and_joins_the_roster() {
     assert_eq!(m.home.on_pitch, vec![p(25, "Albil"), p(21, "Silva"), p(18, "Fernandez")]);
     let later = ok(&mut m, "shot", r#"{"team":"elp","player":21}"#);
     assert_eq!(later.player, Some(p(21, "Silva")));
-    // A bare unknown number comes on as N/N and is not added to the roster.
-    ok(&mut m, "substitution", r#"{"team":"elp","player_in":40,"player_out":18}"#);
+    // A bare unknown number comes on as N/N, and joins the roster as N/N: the stored event
+    // names it so, and a restart must rebuild the same roster (found by the properties).
+    let before = m.clone();
+    let sub = ok(&mut m, "substitution", r#"{"team":"elp","player_in":40,"player_out":18}"#);
     assert_eq!(m.home.on_pitch[2], p(40, "N/N"));
-    assert!(!m.home.roster.contains_key(&40));
+    assert_eq!(m.home.roster.get(&40).map(String::as_str), Some("N/N"));
+    let mut rebuilt = before;
+    let stored = Event { seq: m.seq, ts: T0, kind: kind("substitution"), data: sub };
+    rebuilt.apply_stored(&stored).unwrap();
+    assert_eq!(rebuilt, m);
     // The player who went off may come back on (the rules do not track who was replaced).
     ok(&mut m, "substitution", r#"{"team":"elp","player_in":2,"player_out":40}"#);
     assert_eq!(m.home.on_pitch[2], p(2, "Desabato"));
