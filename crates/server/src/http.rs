@@ -202,6 +202,8 @@ where
         hyper::service::service_fn(move |req: hyper::Request<Incoming>| app.clone().call(req));
     let connection = hyper::server::conn::http1::Builder::new()
         .max_buf_size(16 * 1024)
+        // A client that sends its requests and then closes its side still gets every answer.
+        .half_close(true)
         .serve_connection(TokioIo::new(io), service);
     let served = Takeover::default().scope(connection).await;
     if let Err(e) = served {
