@@ -115,7 +115,12 @@ struct SimViewerArgs {
 #[derive(Args)]
 struct RedisArgs {
     /// redis-server address: host:port or redis://host:port.
-    #[arg(long, env = "MATCHSTREAM_REDIS", default_value = "127.0.0.1:6379")]
+    #[arg(
+        long,
+        env = "MATCHSTREAM_REDIS",
+        default_value = "127.0.0.1:6379",
+        hide_env_values = true
+    )]
     redis: String,
     /// The pub/sub channel.
     #[arg(long, env = "MATCHSTREAM_SIM_CHANNEL", default_value = "sim")]
@@ -249,7 +254,7 @@ struct SimPublishArgs {
     #[arg(long, env = "MATCHSTREAM_SERVER", default_value = "http://127.0.0.1:8888")]
     server: String,
     /// Watcher token of the node.
-    #[arg(long, env = "MATCHSTREAM_TOKEN")]
+    #[arg(long, env = "MATCHSTREAM_TOKEN", hide_env_values = true)]
     token: String,
     /// The match (home-visit-YYYY-MM-DD).
     #[arg(long = "match", env = "MATCHSTREAM_MATCH")]

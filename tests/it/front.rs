@@ -91,6 +91,12 @@ async fn every_answer_goes_through_the_one_stack() {
         (format!("GET {history}?after=x HTTP/1.1\r\n\r\n"), "400 Bad Request"),
         ("GET /1/match/abc-def-2011-09-10/history HTTP/1.1\r\n\r\n".to_owned(), "404 Not Found"),
         ("GET /metrics HTTP/1.1\r\n\r\n".to_owned(), "404 Not Found"),
+        ("GET /ops HTTP/1.1\r\n\r\n".to_owned(), "404 Not Found"),
+        ("GET /ops.json HTTP/1.1\r\n\r\n".to_owned(), "404 Not Found"),
+        (
+            "PUT /1/matches HTTP/1.1\r\ncontent-length: 0\r\n\r\n".to_owned(),
+            "405 Method Not Allowed",
+        ),
     ];
     let mut codings = Vec::new();
     for (request, status) in &requests {
@@ -101,6 +107,19 @@ async fn every_answer_goes_through_the_one_stack() {
         codings.extend(a.headers.iter().filter(|h| h.starts_with("content-encoding")).cloned());
     }
     assert_eq!(codings, ["content-encoding: gzip", "content-encoding: br"]);
+
+    // The operator's figures are on the admin listener, with no CORS: another origin's page
+    // has no business reading them.
+    for path in ["/metrics", "/ops", "/ops.json", "/healthz"] {
+        let answer = reqwest::Client::new()
+            .get(format!("{}{path}", s.admin))
+            .header("origin", "https://elsewhere.example")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 200, "{path}");
+        assert!(answer.headers().get("access-control-allow-origin").is_none(), "{path}");
+    }
 }
 
 /// Requests sent at once, reads and a watcher's POST among them, are answered in order.

@@ -109,6 +109,7 @@ pub fn router(state: AppState) -> Router {
         .route("/assets/model.js", get(page::model))
         .route("/assets/app.css", get(page::style))
         .fallback(no_such_path)
+        .method_not_allowed_fallback(no_such_method)
         // Any origin, method and header: the answers do not depend on the origin, so no
         // `Vary: Origin` (tower-http adds one by default, built anew for every request).
         .layer(CorsLayer::permissive().vary([]))
@@ -128,6 +129,14 @@ pub fn admin_router(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .fallback(no_such_path)
         .with_state(state)
+}
+
+async fn no_such_method() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "this path does not take that method: reads are GET, a watcher's changes POST or DELETE \
+         (see SPEC sections 2 and 3)",
+    )
 }
 
 async fn no_such_path() -> ApiError {

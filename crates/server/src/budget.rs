@@ -64,7 +64,7 @@ impl Budget {
 
     /// A place for a connection from `peer`, or `None` when its address has its share.
     pub fn enter(&self, permit: OwnedSemaphorePermit, peer: SocketAddr) -> Option<Place> {
-        let address = peer.ip().to_canonical();
+        let address = client(peer);
         let mut counts = lock(&self.waiting.per_address);
         let count = counts.entry(address).or_default();
         if *count >= self.max_per_address {
@@ -77,6 +77,19 @@ impl Budget {
         *count += 1;
         self.waiting.gauge.increment(1.0);
         Some(Place { _permit: permit, address, waiting: self.waiting.clone() })
+    }
+}
+
+/// The client a connection counts for: its IPv4 address (also when it comes mapped into IPv6),
+/// or the /64 of an IPv6 one: a single IPv6 client usually holds a whole /64, and would
+/// otherwise have as many shares as addresses.
+fn client(peer: SocketAddr) -> IpAddr {
+    match peer.ip().to_canonical() {
+        IpAddr::V6(v6) => {
+            let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+            IpAddr::V6(prefix.into())
+        }
+        v4 => v4,
     }
 }
 
@@ -118,5 +131,11 @@ mod tests {
         // An IPv4 client on an IPv6 socket is the same address.
         let mapped = SocketAddr::from((std::net::Ipv4Addr::new(10, 0, 0, 1).to_ipv6_mapped(), 1));
         assert!(budget.enter(budget.slot().await, mapped).is_none());
+        // Two addresses of one IPv6 /64 are one client.
+        let v6 = |last: u16| SocketAddr::from(([0x2001, 0xdb8, 0, 1, 0, 0, 0, last], 1));
+        drop((_b, _d));
+        let _e = budget.enter(budget.slot().await, v6(1)).unwrap();
+        let _f = budget.enter(budget.slot().await, v6(0xbeef)).unwrap();
+        assert!(budget.enter(budget.slot().await, v6(7)).is_none(), "a /64 has one share");
     }
 }

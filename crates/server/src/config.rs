@@ -185,11 +185,12 @@ impl Config {
         const MILLION: usize = 1_000_000;
         let counts = [
             ("--max-viewers", self.max_viewers, 1, 100 * MILLION),
-            ("--max-connect-line", self.max_connect_line, 64, 64 * 1024),
+            ("max_connect_line", self.max_connect_line, 64, 64 * 1024),
             ("--ring-events", self.ring_events, 1, MILLION),
             ("--max-lag-events", self.max_lag_events.min(u64::MAX >> 1) as usize, 1, 100 * MILLION),
-            ("--listen-backlog", self.listen_backlog.max(0) as usize, 1, 1 << 20),
-            ("--http-max-head", self.http_max_head, 1024, 1024 * 1024),
+            ("listen_backlog", self.listen_backlog.max(0) as usize, 1, 1 << 20),
+            // Hyper's read buffer is at least 8 KiB: a smaller limit could not hold.
+            ("--http-max-head", self.http_max_head, 8192, 1024 * 1024),
             ("--http-max-body", self.http_max_body, 1024, 64 * 1024 * 1024),
             ("--http-max-connections", self.http_max_connections, 1, 10 * MILLION),
             ("--http-max-per-address", self.http_max_per_address, 1, 10 * MILLION),
@@ -209,6 +210,10 @@ impl Config {
         }
         if self.history_limit > self.max_history_limit {
             return fail("--history-limit must not be above --max-history-limit");
+        }
+        if self.max_events_per_request > self.ring_events {
+            // One request larger than the ring would send every parked viewer back to history.
+            return fail("--max-events-per-request must not be above --ring-events");
         }
         if self.redis.is_some()
             && self.public_host.is_none()

@@ -31,6 +31,7 @@ use crate::budget::{Budget, Place};
 use crate::config::Config;
 use crate::locks::lock;
 use crate::telemetry::{Limit, Metrics};
+use crate::transport::close::close_now;
 use crate::transport::tcp::accept_next;
 use crate::transport::viewer::ViewerContext;
 use crate::transport::web::{self, Takeover};
@@ -129,7 +130,8 @@ fn refuse(stream: TcpStream, peer: SocketAddr, max: usize, port: &'static str) {
         body.len()
     );
     let _ = stream.try_write(answer.as_bytes());
-    let _ = socket2::SockRef::from(&stream).shutdown(std::net::Shutdown::Write);
+    // Its request, unread, would turn the close into a reset that can discard the answer.
+    close_now(stream);
 }
 
 /// One connection: requests until the client or hyper ends it, a deadline passes, or a handler

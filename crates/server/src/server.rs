@@ -48,6 +48,8 @@ pub struct Node {
     store: Arc<dyn Store>,
     grace: Duration,
     http: JoinHandle<()>,
+    /// The admin listener's task, when it has one; it stops with HTTP.
+    admin: Option<JoinHandle<()>>,
     /// Ends the HTTP server, after the viewers (see `stopped`).
     stop_http: CancellationToken,
     /// The public port's routes, for [`Node::serve_io`].
@@ -177,6 +179,7 @@ async fn start_with_store(
         metrics: ports.metrics.clone(),
         name: "http",
     };
+    let mut admin_task = None;
     if let Some((listener, addr)) = admin_listener {
         let admin = http::Front {
             app: api::admin_router(state),
@@ -185,7 +188,7 @@ async fn start_with_store(
             metrics: ports.metrics.clone(),
             name: "admin",
         };
-        tokio::spawn(http::serve(listener, admin, stop_http.clone()));
+        admin_task = Some(tokio::spawn(http::serve(listener, admin, stop_http.clone())));
         tracing::info!(%addr, "admin listener ready (/metrics, /ops, /ops.json)");
     }
     // HTTP outlives the viewers' goodbyes: while they drain, /readyz says so (503) and
@@ -203,6 +206,7 @@ async fn start_with_store(
         store,
         grace: config.shutdown_grace + config.drain_window,
         http,
+        admin: admin_task,
         stop_http,
         app,
     })
@@ -307,7 +311,13 @@ impl Node {
             );
         }
         self.stop_http.cancel();
-        if tokio::time::timeout(self.grace, self.http).await.is_err() {
+        let admin = async {
+            if let Some(admin) = self.admin {
+                let _ = admin.await;
+            }
+        };
+        let both = async { tokio::join!(self.http, admin) };
+        if tokio::time::timeout(self.grace, both).await.is_err() {
             tracing::warn!("HTTP requests still running after the grace period");
         }
         self.store.flush().await?;

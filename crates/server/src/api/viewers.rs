@@ -20,7 +20,11 @@ pub(super) struct FromQuery {
 type QueryResult = Result<Query<FromQuery>, axum::extract::rejection::QueryRejection>;
 
 fn from(query: QueryResult) -> Result<Option<Seq>, ApiError> {
-    let Query(q) = query.map_err(|e| ApiError::bad_request(format!("bad query: {e}")))?;
+    let Query(q) = query.map_err(|_| {
+        ApiError::bad_request(
+            "bad query: a viewer's query is from=<seq>, the seq of the last event seen, once",
+        )
+    })?;
     q.from
         .map(|f| {
             f.parse::<Seq>().map_err(|_| {

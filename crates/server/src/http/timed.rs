@@ -149,9 +149,11 @@ impl AsyncRead for Timed {
         let before = buf.filled().len();
         match Pin::new(&mut this.io).poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {
+                // A first request's head runs from the accept, a later one's from its first
+                // byte (the wait before it is the idle timeout's).
                 if buf.filled().len() > before && this.head_began.is_none() {
                     let now = Instant::now();
-                    if this.read_deadline(now).is_some() {
+                    if this.read_deadline(now).is_some() && this.period.1.is_some() {
                         this.head_began = Some(now);
                     }
                 }
