@@ -70,6 +70,11 @@ impl Term {
     }
 }
 
+/// How deep tuples and lists may nest. A match file needs six levels (`{steps, [{start,
+/// [{home_players, [{25, <<"Albil">>}]}]}]}`); the reader recurses once per level, so a file of
+/// nothing but `[` must end in an error, not in a stack overflow.
+pub(super) const MAX_DEPTH: usize = 64;
+
 /// Reads `Term.` repeated up to the end of the text.
 pub(super) fn read(text: &str) -> Result<Vec<Term>, MatchFileError> {
     Reader::new(text).file()
@@ -82,11 +87,13 @@ struct Reader {
     at: usize,
     line: usize,
     column: usize,
+    /// Tuples and lists open around the reader.
+    depth: usize,
 }
 
 impl Reader {
     fn new(text: &str) -> Reader {
-        Reader { chars: text.chars().collect(), at: 0, line: 1, column: 1 }
+        Reader { chars: text.chars().collect(), at: 0, line: 1, column: 1, depth: 0 }
     }
 
     fn peek(&self) -> Option<char> {
@@ -190,8 +197,24 @@ impl Reader {
         Ok(Term { kind, pos })
     }
 
-    /// `{a, b, ...}` or `[a, b, ...]`, possibly empty.
+    /// `{a, b, ...}` or `[a, b, ...]`, possibly empty, at most [`MAX_DEPTH`] deep.
     fn sequence(&mut self, open: char, close: char) -> Result<Vec<Term>, MatchFileError> {
+        if self.depth == MAX_DEPTH {
+            return Err(MatchFileError::Syntax {
+                line: self.line,
+                column: self.column,
+                message: format!(
+                    "tuples and lists nested more than {MAX_DEPTH} deep (a match file needs 6)"
+                ),
+            });
+        }
+        self.depth += 1;
+        let items = self.items(open, close);
+        self.depth -= 1;
+        items
+    }
+
+    fn items(&mut self, open: char, close: char) -> Result<Vec<Term>, MatchFileError> {
         self.bump(); // `open`, already peeked
         let mut items = Vec::new();
         self.skip_blank();
@@ -392,6 +415,20 @@ mod tests {
     fn a_dot_after_an_integer_ends_the_term() {
         assert_eq!(terms("1.\n2 .").unwrap(), vec![Kind::Int(1), Kind::Int(2)]);
         assert_eq!(terms("<<\"Pérez\"/utf8>>.").unwrap(), vec![text("Pérez")]);
+    }
+
+    #[test]
+    fn nesting_deeper_than_a_match_file_needs_is_an_error() {
+        let deep = |n: usize| format!("{}{}.", "[".repeat(n), "]".repeat(n));
+        assert_eq!(terms(&deep(MAX_DEPTH)).map(|t| t.len()).ok(), Some(1));
+        let err = terms(&deep(MAX_DEPTH + 1)).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "line 1, column 65: tuples and lists nested more than 64 deep (a match file needs 6)"
+        );
+        // Far deeper than any stack: refused at the limit, nothing recursed past it.
+        let err = terms(&"{a, [".repeat(100_000)).unwrap_err().to_string();
+        assert!(err.contains("nested more than 64 deep"), "{err}");
     }
 
     #[test]

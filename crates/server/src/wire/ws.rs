@@ -109,7 +109,9 @@ impl ClientError {
     }
 }
 
-/// Takes the complete frames at the start of `buf` (leaving an incomplete one in place).
+/// Takes the complete frames at the start of `buf` (leaving an incomplete one in place). An error
+/// ends the connection (RFC 6455 7.1.7) and drops the frames before it in `buf`: a close the
+/// client sent in the same read as a malformed frame is answered with the error's code.
 pub fn read_client(buf: &mut BytesMut) -> Result<Vec<ClientFrame>, ClientError> {
     let mut frames = Vec::new();
     loop {
@@ -225,6 +227,13 @@ mod tests {
         assert_eq!(read_client(&mut buf), Err(ClientError::Protocol));
         let mut buf = BytesMut::from(&[0x82u8, 0xFF, 0, 0, 0, 0, 0, 1, 0, 0, 1, 2, 3, 4][..]);
         assert_eq!(read_client(&mut buf), Err(ClientError::TooBig));
+    }
+
+    #[test]
+    fn an_error_drops_the_frames_read_with_it() {
+        let mut buf = BytesMut::from(&masked(0x88, &[0x03, 0xE8])[..]);
+        buf.extend_from_slice(b"\x89\x02hi");
+        assert_eq!(read_client(&mut buf), Err(ClientError::Protocol));
     }
 
     #[test]
