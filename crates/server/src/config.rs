@@ -211,10 +211,6 @@ impl Config {
         if self.history_limit > self.max_history_limit {
             return fail("--history-limit must not be above --max-history-limit");
         }
-        if self.max_events_per_request > self.ring_events {
-            // One request larger than the ring would send every parked viewer back to history.
-            return fail("--max-events-per-request must not be above --ring-events");
-        }
         if self.redis.is_some()
             && self.public_host.is_none()
             && self.viewers.iter().any(|a| a.ip().is_unspecified())
