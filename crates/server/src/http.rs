@@ -196,14 +196,14 @@ async fn connection(stream: TcpStream, place: Place, front: Front, stop: Arc<Sto
 /// Serves one connection on any byte stream with `app` and no hand-over: the same router and
 /// stack as on a socket, without the socket's deadlines. For the fuzz target of the whole
 /// router (`fuzz/`), which feeds it an in-memory stream.
-pub async fn serve_io<IO>(app: Router, io: IO)
+pub async fn serve_io<IO>(app: Router, limits: Limits, io: IO)
 where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let service =
         hyper::service::service_fn(move |req: hyper::Request<Incoming>| app.clone().call(req));
     let connection = hyper::server::conn::http1::Builder::new()
-        .max_buf_size(16 * 1024)
+        .max_buf_size(limits.max_head.max(8192))
         // A client that sends its requests and then closes its side still gets every answer.
         .half_close(true)
         .serve_connection(TokioIo::new(io), service);

@@ -52,8 +52,9 @@ pub struct Node {
     admin: Option<JoinHandle<()>>,
     /// Ends the HTTP server, after the viewers (see `stopped`).
     stop_http: CancellationToken,
-    /// The public port's routes, for [`Node::serve_io`].
+    /// The public port's routes and limits, for [`Node::serve_io`].
     app: axum::Router,
+    limits: http::Limits,
 }
 
 /// Starts a node: on a shared Redis with `config.redis`, else on its embedded SQLite store in
@@ -209,6 +210,7 @@ async fn start_with_store(
         admin: admin_task,
         stop_http,
         app,
+        limits,
     })
 }
 
@@ -285,7 +287,7 @@ impl Node {
     where
         IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
-        http::serve_io(self.app.clone(), io).await;
+        http::serve_io(self.app.clone(), self.limits, io).await;
     }
 
     /// Asks the node to stop: listeners close, viewers get `bye shutdown`.
