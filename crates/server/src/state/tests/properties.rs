@@ -47,7 +47,7 @@ pub(crate) enum Step {
     Comment(String),
 }
 
-/// Events that move the period; `stop` once, as in a real match's scripts it comes last.
+/// Events that move the period, aliases included, and `start` (refused once started).
 const MOVES: [&str; 8] = [
     "halftime_start",
     "halftime_stop",
