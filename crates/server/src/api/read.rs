@@ -13,25 +13,16 @@ use super::pages::{self, At, Choice, Encoded};
 use super::{input, match_id, ApiError, AppState};
 use crate::locks::lock;
 
-/// An answer of the read API: a page encoded once with the answer a request gets, or any
-/// other response.
+/// An answer of the read API: a page encoded once, and which of its answers a request gets.
 pub enum Answer {
     Page(Arc<Encoded>, Choice),
-    Other(Response),
 }
 
 impl IntoResponse for Answer {
     fn into_response(self) -> Response {
         match self {
             Answer::Page(encoded, choice) => encoded.response(choice),
-            Answer::Other(response) => response,
         }
-    }
-}
-
-impl<E: IntoResponse> From<Result<Answer, E>> for Answer {
-    fn from(result: Result<Answer, E>) -> Answer {
-        result.unwrap_or_else(|e| Answer::Other(e.into_response()))
     }
 }
 
