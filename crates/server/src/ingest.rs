@@ -27,11 +27,15 @@ use crate::model::{Event, EventInput, Match, MatchId, MatchInfo, Millis, Seq};
 use crate::state::Rejection;
 use crate::store::{Append, Expect, Incarnation, LogEntry, Store, StoreError, StoredMatch};
 
-/// How many times a request is validated and appended again after another writer got there
-/// first, before the watcher is told to retry.
-const MAX_ATTEMPTS: usize = 12;
-/// After the n-th conflict in a row, a request pauses up to n times this (jittered).
-const CONFLICT_PAUSE_US: u64 = 500;
+/// How long a request keeps validating and appending again while other writers (other nodes)
+/// get there first. Each refusal means another writer's events landed, and a shared store makes
+/// writers take turns (the one refused goes next), so every request gets its turn well within
+/// this; it bounds only a request that a store broken in some new way keeps refusing.
+const CONTENTION_PATIENCE: Duration = Duration::from_secs(10);
+/// After the n-th refusal for another writer's turn, a request pauses up to n times this
+/// (jittered), at most [`MAX_TURN_PAUSE_US`].
+const TURN_PAUSE_US: u64 = 500;
+const MAX_TURN_PAUSE_US: u64 = 20_000;
 /// How long a request waits for this node's earlier appends to reach the log view before it
 /// reads the store itself.
 const OWN_APPENDS_WAIT: Duration = Duration::from_millis(200);
@@ -148,10 +152,22 @@ impl Ingest {
         inputs: &[EventInput],
         after: Option<Seq>,
     ) -> Result<Vec<Accepted>, IngestError> {
-        let slot = self.slot(id)?;
+        let slot = self.find(id).await?;
         // Whether this request has read the store to check `after` (see below).
         let mut read_store = false;
-        for attempt in 0..MAX_ATTEMPTS {
+        // Whether an append of this request was refused for another writer's (and so this
+        // node may hold the match's turn).
+        let mut conflicted = false;
+        let mut waited_turns = 0;
+        let deadline = tokio::time::Instant::now() + CONTENTION_PATIENCE;
+        let outcome = loop {
+            if tokio::time::Instant::now() >= deadline {
+                let e = format!(
+                    "other writers kept publishing to {id} first for {CONTENTION_PATIENCE:?}"
+                );
+                tracing::warn!(match_id = %id, "a request gave up: {e}");
+                break Err(IngestError::Store(StoreError::Backend(format!("{e}: try again"))));
+            }
             let (ticket, events, accepted) = {
                 let mut tip = slot.tip.lock().await;
                 let logged = slot.logged();
@@ -168,7 +184,7 @@ impl Ingest {
                             read_store = true;
                             continue;
                         }
-                        return Err(IngestError::NotAt {
+                        break Err(IngestError::NotAt {
                             id: id.clone(),
                             after,
                             current: logged.seq,
@@ -209,7 +225,7 @@ impl Ingest {
                         read_store = true;
                         continue;
                     }
-                    return Err(refused);
+                    break Err(refused);
                 }
                 let accepted: Vec<Accepted> =
                     events.iter().map(|e| Accepted { seq: e.seq, ts: e.ts }).collect();
@@ -230,40 +246,50 @@ impl Ingest {
                     self.apply(&slot, events);
                     self.wait_applied(&slot, last).await?;
                     tracing::trace!(match_id = %id, seq = last, "published");
-                    return Ok(accepted);
+                    break Ok(accepted);
                 }
                 Err(StoreError::SeqConflict { current, .. }) => {
                     // Someone else's events (or none, if one of ours failed) end the log:
-                    // learn them, then validate again.
+                    // learn them, then validate again at once (this node may hold the turn
+                    // now, and the others wait for it).
                     slot.tip.lock().await.stale = true;
+                    conflicted = true;
                     tracing::debug!(match_id = %id, current, "append conflicted; catching up");
                     self.catch_up(&slot).await?;
-                    // Two nodes racing for the same match take turns rather than collide again.
-                    let pause = rand::random_range(0..=CONFLICT_PAUSE_US * (attempt as u64 + 1));
+                }
+                Err(StoreError::NotYourTurn(_)) => {
+                    // Another node was refused a moment ago and goes first: let it.
+                    slot.tip.lock().await.stale = true;
+                    waited_turns += 1;
+                    let most = (TURN_PAUSE_US * waited_turns).min(MAX_TURN_PAUSE_US);
+                    let pause = rand::random_range(most / 2..=most);
                     tokio::time::sleep(Duration::from_micros(pause)).await;
                 }
                 Err(StoreError::NotFound(_)) => {
                     slot.tip.lock().await.stale = true;
                     // Cancelled, maybe elsewhere: this incarnation is gone here too.
                     self.remove(id, &slot);
-                    return Err(IngestError::NotFound(id.clone()));
+                    break Err(IngestError::NotFound(id.clone()));
                 }
                 Err(e) => {
                     // The store logged the cause (once per failing spell); this is per request.
                     slot.tip.lock().await.stale = true;
-                    tracing::debug!(match_id = %id, error = %e, "append failed");
-                    return Err(e.into());
+                    tracing::warn!(match_id = %id, error = %e, "an append failed");
+                    break Err(e.into());
                 }
             }
+        };
+        if conflicted && outcome.is_err() {
+            // This request may have taken the match's turn and will not use it.
+            let (store, id) = (self.store.clone(), id.clone());
+            tokio::spawn(async move { store.give_turn_back(&id).await });
         }
-        Err(IngestError::Store(StoreError::Backend(format!(
-            "other watchers kept publishing to {id} first ({MAX_ATTEMPTS} tries): try again"
-        ))))
+        outcome
     }
 
     /// Cancels a match: gone from the store and the hub; its viewers get `cancelled`.
     pub async fn cancel(&self, id: &MatchId) -> Result<(), IngestError> {
-        let slot = self.slot(id)?;
+        let slot = self.find(id).await?;
         // Held so that no request of this node queues events between the cancel and the removal.
         let _tip = slot.tip.lock().await;
         match self.store.cancel_match(id, slot.inc).await {
@@ -413,6 +439,19 @@ impl Ingest {
             }
         }
         self.hub.cancel(&slot.topic);
+    }
+
+    /// The match, read from the store if this node has not heard of it: with other nodes, one
+    /// created elsewhere a moment ago is in the store before its announcement arrives here
+    /// (SPEC 7: created everywhere). Alone on its store, a node knows every match.
+    async fn find(&self, id: &MatchId) -> Result<Arc<Slot>, IngestError> {
+        match self.slot(id) {
+            Err(IngestError::NotFound(_)) if !self.hub.knows_every_match() => {
+                self.load(id).await?;
+                self.slot(id)
+            }
+            found => found,
+        }
     }
 
     fn slot(&self, id: &MatchId) -> Result<Arc<Slot>, IngestError> {

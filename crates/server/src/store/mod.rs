@@ -37,6 +37,11 @@ pub enum StoreError {
     /// first (or an earlier append of this node failed). Nothing of the append was stored.
     #[error("match {id}: the append expected seq {expected}, the log is at {current}")]
     SeqConflict { id: MatchId, expected: Seq, current: Seq },
+    /// Another writer's turn: it was refused a moment ago and goes first (a shared store makes
+    /// writers take turns when they collide). Nothing of the append was stored; try again
+    /// shortly.
+    #[error("match {0}: another node goes first")]
+    NotYourTurn(MatchId),
     /// The backend itself failed (disk, database, connection).
     #[error("storage failed: {0}")]
     Backend(String),
@@ -170,6 +175,12 @@ pub trait Store: Send + Sync + 'static {
     fn follow(&self) -> Option<mpsc::Receiver<LogEntry>> {
         None
     }
+
+    /// Gives back the turn this node may have taken on `id` when one of its appends conflicted
+    /// ([`StoreError::NotYourTurn`]), because it has nothing to append after all (its events
+    /// were refused once it learned what it missed). Best effort: a turn also expires by
+    /// itself. Only a store shared by many writers has turns.
+    async fn give_turn_back(&self, _id: &MatchId) {}
 }
 
 /// Checks that `events` continue a log whose last seq is `last` (1, 2, 3 ... without gap or

@@ -15,9 +15,8 @@
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use redis::cluster_routing::{
-    MultipleNodeRoutingInfo, ResponsePolicy, Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr,
-};
+use redis::aio::ConnectionLike;
+use redis::cluster_routing::{MultipleNodeRoutingInfo, ResponsePolicy, RoutingInfo};
 use redis::{Script, Value};
 use tokio::sync::{mpsc, oneshot};
 
@@ -55,6 +54,8 @@ pub struct RedisOptions {
 /// The shared store on Redis.
 pub struct RedisStore {
     conn: Conn,
+    /// Names this node's appends when it takes a match's turn (`keys::APPEND`).
+    writer: Arc<str>,
     wait_replicas: u32,
     /// Why the last call failed, while Redis cannot be reached or written.
     failure: Arc<Mutex<Option<String>>>,
@@ -67,9 +68,8 @@ pub struct RedisStore {
 }
 
 struct Scripts {
-    create: Script,
-    cancel: Script,
     read: Script,
+    give_turn_back: Script,
 }
 
 impl RedisStore {
@@ -79,17 +79,24 @@ impl RedisStore {
         let conn = connect(&target).await?;
         let failure = Arc::new(Mutex::new(None));
         let (appends, queue) = mpsc::channel(append::QUEUE);
+        let writer: Arc<str> = format!("{:016x}", rand::random::<u64>()).into();
         // Ends once the store is dropped and every queued append is answered.
-        tokio::spawn(append::run(queue, conn.clone(), opts.wait_replicas, failure.clone()));
+        tokio::spawn(append::run(
+            queue,
+            conn.clone(),
+            opts.wait_replicas,
+            writer.clone(),
+            failure.clone(),
+        ));
         let store = RedisStore {
             conn,
+            writer,
             wait_replicas: opts.wait_replicas,
             failure,
             appends,
             scripts: Scripts {
-                create: Script::new(keys::CREATE),
-                cancel: Script::new(keys::CANCEL),
                 read: Script::new(keys::READ),
+                give_turn_back: Script::new(keys::GIVE_TURN_BACK),
             },
             follow: Mutex::new(None),
             follower: Mutex::new(None),
@@ -187,9 +194,30 @@ impl RedisStore {
         result
     }
 
-    /// Waits for the configured replicas to confirm the writes so far on `id`'s shard.
-    async fn wait_replicas(&self, id: &MatchId) -> Result<(), StoreError> {
-        confirm(&mut self.conn(), self.wait_replicas, id).await
+    /// Runs one write (a script call on one match's keys) and, with `--redis-wait-replicas`,
+    /// `WAIT` in the same pipeline, so that it runs on the connection that carried the write
+    /// (see `append.rs`). Returns the write's answer, and whether replicas confirmed it.
+    async fn write(&self, cmd: redis::Cmd) -> Result<(Value, Result<(), StoreError>), StoreError> {
+        let mut pipe = redis::pipe();
+        pipe.add_command(cmd);
+        let waits = self.wait_replicas > 0;
+        if waits {
+            pipe.cmd("WAIT").arg(self.wait_replicas).arg(WAIT_TIMEOUT_MS);
+        }
+        let n = 1 + usize::from(waits);
+        let mut replies = self.conn().req_packed_commands(&pipe, 0, n).await.map_err(redis_err)?;
+        if replies.len() != n {
+            return Err(StoreError::Backend(format!("a write answered {} replies", replies.len())));
+        }
+        let confirmation = match waits.then(|| replies.pop()).flatten() {
+            Some(acked) => confirmed(acked, self.wait_replicas),
+            None => Ok(()),
+        };
+        match replies.pop() {
+            Some(Value::ServerError(e)) => Err(StoreError::Backend(format!("redis: {e:?}"))),
+            Some(reply) => Ok((reply, confirmation)),
+            None => Err(StoreError::Backend("a write answered nothing".into())),
+        }
     }
 
     /// A match and its log from `first` (an entry id), `count` entries (-1: all), read at once.
@@ -256,26 +284,16 @@ impl Drop for RedisStore {
     }
 }
 
-/// Waits for `replicas` replicas to confirm the writes so far on `id`'s shard (`WAIT`).
-async fn confirm(conn: &mut Conn, replicas: u32, id: &MatchId) -> Result<(), StoreError> {
-    let mut cmd = redis::cmd("WAIT");
-    cmd.arg(replicas).arg(WAIT_TIMEOUT_MS);
-    let acked: i64 = match conn {
-        Conn::Single(c) => cmd.query_async(c).await.map_err(redis_err)?,
-        Conn::Cluster(c) => {
-            let shard = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(
-                Route::with_key(keys::meta(id), SlotAddr::Master),
-            ));
-            let v = c.route_command(cmd, shard).await.map_err(redis_err)?;
-            redis::from_redis_value(v).map_err(redis_err)?
-        }
-    };
-    if acked < i64::from(replicas) {
-        return Err(StoreError::Backend(format!(
-            "only {acked} of {replicas} replicas confirmed the write within {WAIT_TIMEOUT_MS} ms"
-        )));
+/// What `WAIT` answered (sent in the pipeline of the writes it confirms): enough replicas, or
+/// why not.
+fn confirmed(acked: Value, replicas: u32) -> Result<(), StoreError> {
+    match redis::from_redis_value::<i64>(acked) {
+        Ok(n) if n >= i64::from(replicas) => Ok(()),
+        Ok(n) => Err(StoreError::Backend(format!(
+            "only {n} of {replicas} replicas confirmed the write within {WAIT_TIMEOUT_MS} ms"
+        ))),
+        Err(e) => Err(redis_err(e)),
     }
-    Ok(())
 }
 
 /// Records a call's outcome: the first failure of a spell is logged, and so is the recovery.
@@ -328,26 +346,23 @@ impl Store for RedisStore {
                 .map_err(redis_err)?;
             let json = serde_json::to_string(info).map_err(|e| corrupt("match", e))?;
             let prefix = format!(r#"{{"t":"c","id":"{id}","inc":"#);
-            let inc: i64 = self
-                .scripts
-                .create
-                .key(keys::meta(id))
-                .key(keys::inc(id))
-                .key(keys::log(id))
+            let mut cmd = redis::cmd("EVAL");
+            cmd.arg(keys::CREATE)
+                .arg(3)
+                .arg(keys::meta(id))
+                .arg(keys::inc(id))
+                .arg(keys::log(id))
                 .arg(json)
                 .arg(keys::CHANNEL)
                 .arg(prefix)
                 // Names this create: sent again after a lost answer, it is recognised.
-                .arg(format!("{:016x}", rand::random::<u64>()))
-                .invoke_async(&mut self.conn())
-                .await
-                .map_err(redis_err)?;
+                .arg(format!("{:016x}", rand::random::<u64>()));
+            let (inc, confirmation) = self.write(cmd).await?;
+            let inc: i64 = redis::from_redis_value(inc).map_err(redis_err)?;
             if inc < 0 {
                 return Err(StoreError::Exists(id.clone()));
             }
-            if self.wait_replicas > 0 {
-                self.wait_replicas(id).await?;
-            }
+            confirmation?;
             Ok(inc as Incarnation)
         })
         .await
@@ -375,25 +390,21 @@ impl Store for RedisStore {
     async fn cancel_match(&self, id: &MatchId, inc: Incarnation) -> Result<(), StoreError> {
         self.track(async {
             let message = codec::announcement_cancelled(id, inc)?;
-            let done: i64 = self
-                .scripts
-                .cancel
-                .key(keys::meta(id))
-                .key(keys::log(id))
-                .key(keys::inc(id))
+            let mut cmd = redis::cmd("EVAL");
+            cmd.arg(keys::CANCEL)
+                .arg(3)
+                .arg(keys::meta(id))
+                .arg(keys::log(id))
+                .arg(keys::inc(id))
                 .arg(inc)
                 .arg(keys::CHANNEL)
-                .arg(message)
-                .invoke_async(&mut self.conn())
-                .await
-                .map_err(redis_err)?;
+                .arg(message);
+            let (done, confirmation) = self.write(cmd).await?;
+            let done: i64 = redis::from_redis_value(done).map_err(redis_err)?;
             if done == 0 {
                 return Err(StoreError::NotFound(id.clone()));
             }
-            if self.wait_replicas > 0 {
-                self.wait_replicas(id).await?;
-            }
-            Ok(())
+            confirmation
         })
         .await
     }
@@ -495,6 +506,20 @@ impl Store for RedisStore {
 
     fn follow(&self) -> Option<mpsc::Receiver<LogEntry>> {
         lock(&self.follow).take()
+    }
+
+    async fn give_turn_back(&self, id: &MatchId) {
+        let given: Result<i64, _> = self
+            .scripts
+            .give_turn_back
+            .key(keys::turn(id))
+            .arg(&*self.writer)
+            .invoke_async(&mut self.conn())
+            .await;
+        if let Err(e) = given {
+            // It expires by itself within `keys::TURN_MS`.
+            tracing::debug!(match_id = %id, error = %e, "giving the turn back");
+        }
     }
 }
 

@@ -6,6 +6,11 @@
 //!
 //! A task per append (what this replaced) let the runtime reorder them: an append could reach
 //! Redis before the one it names and be refused, and every request of the chain behind it with it.
+//!
+//! With `--redis-wait-replicas`, `WAIT` goes in the same pipeline as the appends: a pipeline
+//! is written on one connection, so `WAIT` counts exactly these writes (a `WAIT` sent alone
+//! after a reconnect or a slot move would run on a connection that wrote nothing, and confirm
+//! nothing).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -16,7 +21,7 @@ use redis::Value;
 use tokio::sync::{mpsc, oneshot};
 
 use super::codec::announcement_appended;
-use super::{confirm, corrupt, keys, note_outcome, redis_err, Conn};
+use super::{confirmed, corrupt, keys, note_outcome, redis_err, Conn, WAIT_TIMEOUT_MS};
 use crate::model::{MatchId, Seq};
 use crate::store::{check_seqs, Append, StoreError};
 
@@ -37,6 +42,7 @@ pub(super) async fn run(
     mut queue: mpsc::Receiver<Queued>,
     conn: Conn,
     wait_replicas: u32,
+    writer: Arc<str>,
     failure: Arc<Mutex<Option<String>>>,
 ) {
     while let Some(first) = queue.recv().await {
@@ -51,7 +57,7 @@ pub(super) async fn run(
         }
         let writes = groups
             .into_iter()
-            .map(|(id, group)| write_group(conn.clone(), wait_replicas, id, group));
+            .map(|(id, group)| write_group(conn.clone(), wait_replicas, &writer, id, group));
         for outcomes in join_all(writes).await {
             for (done, outcome) in outcomes {
                 note_outcome(&failure, outcome.as_ref().err());
@@ -68,6 +74,7 @@ type Outcomes = Vec<(oneshot::Sender<Result<(), StoreError>>, Result<(), StoreEr
 async fn write_group(
     mut conn: Conn,
     wait_replicas: u32,
+    writer: &str,
     id: MatchId,
     group: Vec<Queued>,
 ) -> Outcomes {
@@ -75,7 +82,7 @@ async fn write_group(
     let mut sent = Vec::with_capacity(group.len());
     let mut outcomes = Vec::with_capacity(group.len());
     for queued in group {
-        match command(&id, &queued.append, wait_replicas) {
+        match command(&id, &queued.append, wait_replicas, writer) {
             Ok((cmd, announce)) => {
                 pipe.add_command(cmd);
                 sent.push((queued, announce));
@@ -86,9 +93,13 @@ async fn write_group(
     if sent.is_empty() {
         return outcomes;
     }
-    let replies = conn.req_packed_commands(&pipe, 0, sent.len()).await.map_err(redis_err);
-    let replies = match replies {
-        Ok(replies) if replies.len() == sent.len() => replies,
+    let expected = sent.len() + usize::from(wait_replicas > 0);
+    if wait_replicas > 0 {
+        pipe.cmd("WAIT").arg(wait_replicas).arg(WAIT_TIMEOUT_MS);
+    }
+    let replies = conn.req_packed_commands(&pipe, 0, expected).await.map_err(redis_err);
+    let mut replies = match replies {
+        Ok(replies) if replies.len() == expected => replies,
         Ok(replies) => {
             let e =
                 StoreError::Backend(format!("{} appends answered {}", sent.len(), replies.len()));
@@ -100,6 +111,9 @@ async fn write_group(
             return outcomes;
         }
     };
+    // What `WAIT` answered: how many replicas have every write of this pipeline.
+    let confirmed =
+        (wait_replicas > 0).then(|| replies.pop()).flatten().map(|v| confirmed(v, wait_replicas));
     let mut stored = Vec::new();
     for ((queued, announce), reply) in sent.into_iter().zip(replies) {
         let outcome = outcome(&id, &queued.append, reply);
@@ -109,9 +123,9 @@ async fn write_group(
             outcomes.push((queued.done, outcome));
         }
     }
-    if wait_replicas > 0 && !stored.is_empty() {
+    if let Some(confirmed) = confirmed.filter(|_| !stored.is_empty()) {
         // With WAIT, the others hear of the appends only once replicas have them.
-        let confirmed = match confirm(&mut conn, wait_replicas, &id).await {
+        let confirmed = match confirmed {
             Ok(()) => announce_all(&mut conn, stored.iter().map(|(_, a)| a.as_str())).await,
             Err(e) => Err(e),
         };
@@ -128,20 +142,24 @@ fn command(
     id: &MatchId,
     append: &Append,
     wait_replicas: u32,
+    writer: &str,
 ) -> Result<(redis::Cmd, String), StoreError> {
     let last = check_seqs(id, append.expect.seq, &append.events)?;
     let announce = announcement_appended(id, append.inc, last, &append.events);
     let mut cmd = redis::cmd("EVAL");
     cmd.arg(keys::APPEND)
-        .arg(2)
+        .arg(3)
         .arg(keys::meta(id))
         .arg(keys::log(id))
+        .arg(keys::turn(id))
         .arg(append.inc)
         .arg(append.expect.seq)
         .arg(append.expect.tag.map(|t| t.to_string()).unwrap_or_default())
         .arg(append.tag.to_string())
         .arg(keys::CHANNEL)
-        .arg(if wait_replicas > 0 { "" } else { announce.as_str() });
+        .arg(if wait_replicas > 0 { "" } else { announce.as_str() })
+        .arg(writer)
+        .arg(keys::TURN_MS);
     for ev in &append.events {
         let data = serde_json::to_string(&ev.data).map_err(|e| corrupt("event", e))?;
         cmd.arg(ev.ts).arg(ev.kind.as_str()).arg(data);
@@ -158,6 +176,7 @@ fn outcome(id: &MatchId, append: &Append, reply: Value) -> Result<(), StoreError
     match reply.as_slice() {
         [0, _] => Ok(()),
         [-1] => Err(StoreError::NotFound(id.clone())),
+        [-3, _] => Err(StoreError::NotYourTurn(id.clone())),
         [-2, current] => Err(StoreError::SeqConflict {
             id: id.clone(),
             expected: append.expect.seq,

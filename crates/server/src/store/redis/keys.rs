@@ -44,12 +44,29 @@ redis.call('PUBLISH', ARGV[2], ARGV[3] .. inc .. '}')
 return inc
 ";
 
-/// Appends events if the log ends as expected. KEYS: meta, log. ARGV: inc, expected seq,
-/// expected tag ('' = any), new tag, channel, message ('' = announce later), then ts, kind,
-/// data per event. Returns {0, new last seq}, {-1} (no such incarnation) or {-2, last seq}.
-/// The first event of each append carries the append's tag (`g`): the same append sent again
-/// (a client resending a pipeline after a lost answer) finds itself and answers as it did,
+/// Whose turn it is to append to a match (a node id, with an expiry): set by a writer whose
+/// append conflicted, so that it goes next (see `APPEND`).
+pub(super) fn turn(id: &MatchId) -> String {
+    format!("ms:{{{id}}}:turn")
+}
+
+/// How long a writer whose append conflicted holds the match's turn at most (ms): long enough to
+/// read what it missed and send again, short enough that a node that died holding it does not
+/// stall the others for long.
+pub(super) const TURN_MS: u64 = 250;
+
+/// Appends events if the log ends as expected. KEYS: meta, log, turn. ARGV: inc, expected seq,
+/// expected tag ('' = any), new tag, channel, message ('' = announce later), writer (node id),
+/// turn length (ms), then ts, kind, data per event. Returns {0, new last seq}, {-1} (no such
+/// incarnation), {-2, last seq} (the log ends elsewhere) or {-3, last seq} (another writer's
+/// turn). The first event of each append carries the append's tag (`g`): the same append sent
+/// again (a client resending a pipeline after a lost answer) finds itself and answers as it did,
 /// instead of being taken for someone else's write.
+///
+/// Turns make contention fair: a writer refused with -2 takes the match's turn (unless another
+/// holds it), and until it has appended (or the turn expires) everyone else's appends are
+/// refused with -3. Without them, a node whose watcher sends its next request the moment the
+/// last is answered always wins the race against a node that must first read what it missed.
 pub(super) const APPEND: &str = r"
 local m = redis.call('HMGET', KEYS[1], 'inc', 'seq', 'tag')
 if not m[1] or m[1] ~= ARGV[1] then return {-1} end
@@ -61,15 +78,18 @@ if expected ~= seq or (ARGV[3] ~= '' and ARGV[3] ~= m[3]) then
     if e[1] then
       local f = e[1][2]
       for i = 1, #f, 2 do
-        if f[i] == 'g' and f[i + 1] == ARGV[4] then return {0, expected + (#ARGV - 6) / 3} end
+        if f[i] == 'g' and f[i + 1] == ARGV[4] then return {0, expected + (#ARGV - 8) / 3} end
       end
     end
   end
+  redis.call('SET', KEYS[3], ARGV[7], 'PX', ARGV[8], 'NX')
   return {-2, seq}
 end
-for i = 7, #ARGV, 3 do
+local turn = redis.call('GET', KEYS[3])
+if turn and turn ~= ARGV[7] then return {-3, seq} end
+for i = 9, #ARGV, 3 do
   seq = seq + 1
-  if i == 7 then
+  if i == 9 then
     redis.call('XADD', KEYS[2], seq .. '-0', 'ts', ARGV[i], 'k', ARGV[i + 1], 'd', ARGV[i + 2],
       'g', ARGV[4])
   else
@@ -77,8 +97,16 @@ for i = 7, #ARGV, 3 do
   end
 end
 redis.call('HSET', KEYS[1], 'seq', seq, 'tag', ARGV[4])
+if turn then redis.call('DEL', KEYS[3]) end
 if ARGV[6] ~= '' then redis.call('PUBLISH', ARGV[5], ARGV[6]) end
 return {0, seq}
+";
+
+/// Gives the turn back if `writer` holds it (a writer that took it and then had nothing to
+/// append: its events were refused after it read what it missed). KEYS: turn. ARGV: writer.
+pub(super) const GIVE_TURN_BACK: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+return 0
 ";
 
 /// Cancels an incarnation. KEYS: meta, log, inc. ARGV: inc, channel, message. Returns 1, or 0
