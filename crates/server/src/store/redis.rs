@@ -115,29 +115,51 @@ impl RedisStore {
     }
 
     /// Refuses a Redis that may lose an acknowledged write, unless the operator accepts it.
+    /// Durable means: every master fsyncs every write (`appendonly yes`, `appendfsync always`,
+    /// and no pause of the fsync while the AOF is rewritten: `no-appendfsync-on-rewrite no`), or,
+    /// with `--redis-wait-replicas N`, every master has at least N replicas connected to confirm
+    /// each write.
     async fn check_durability(&self, opts: &RedisOptions) -> Result<(), StoreError> {
-        if opts.wait_replicas > 0 {
-            tracing::info!(replicas = opts.wait_replicas, "each write waits for replicas (WAIT)");
-            return Ok(());
-        }
-        let settings = self.config_get(&["appendonly", "appendfsync"]).await;
-        let unsafe_because = match &settings {
-            Ok(pairs) => {
-                let bad: Vec<String> = pairs
+        let unsafe_because = if opts.wait_replicas > 0 {
+            match self.replicas().await {
+                Ok(counts) => counts
                     .iter()
-                    .filter(|(k, v)| match k.as_str() {
-                        "appendonly" => v != "yes",
-                        "appendfsync" => v != "always",
-                        _ => false,
-                    })
-                    .map(|(k, v)| format!("{k}={v}"))
-                    .collect();
-                (!bad.is_empty()).then(|| bad.join(", "))
+                    .filter(|(_, n)| *n < opts.wait_replicas)
+                    .map(|(master, n)| format!("{master} has {n} connected replicas"))
+                    .reduce(|a, b| format!("{a}, {b}"))
+                    .map(|bad| {
+                        format!("{bad}; --redis-wait-replicas wants {}", opts.wait_replicas)
+                    }),
+                Err(e) => Some(format!("its replication cannot be read ({e})")),
             }
-            Err(e) => Some(format!("its persistence settings cannot be read ({e})")),
+        } else {
+            let names = ["appendonly", "appendfsync", "no-appendfsync-on-rewrite"];
+            match self.config_get(&names).await {
+                Ok(pairs) => {
+                    let bad: Vec<String> = pairs
+                        .iter()
+                        .filter(|(k, v)| match k.as_str() {
+                            "appendonly" => v != "yes",
+                            "appendfsync" => v != "always",
+                            "no-appendfsync-on-rewrite" => v != "no",
+                            _ => false,
+                        })
+                        .map(|(k, v)| format!("{k}={v}"))
+                        .collect();
+                    (!bad.is_empty()).then(|| bad.join(", "))
+                }
+                Err(e) => Some(format!("its persistence settings cannot be read ({e})")),
+            }
         };
         let Some(why) = unsafe_because else {
-            tracing::info!(url = %conn::redacted(&opts.url), "redis persists every write (appendfsync always)");
+            if opts.wait_replicas > 0 {
+                tracing::info!(
+                    replicas = opts.wait_replicas,
+                    "each write waits for replicas (WAIT)"
+                );
+            } else {
+                tracing::info!(url = %conn::redacted(&opts.url), "redis persists every write (appendfsync always)");
+            }
             return Ok(());
         };
         if opts.volatile {
@@ -149,11 +171,50 @@ impl RedisStore {
         }
         Err(StoreError::Backend(format!(
             "redis at {} may lose acknowledged events ({why}). Make it fsync every write \
-             (`redis-cli CONFIG SET appendonly yes` and `CONFIG SET appendfsync always`, and the \
-             same in redis.conf), or confirm writes on replicas with --redis-wait-replicas N, or \
-             accept the risk with --redis-volatile",
+             (`redis-cli CONFIG SET appendonly yes`, `CONFIG SET appendfsync always` and \
+             `CONFIG SET no-appendfsync-on-rewrite no`, and the same in redis.conf), or confirm \
+             writes on replicas with --redis-wait-replicas N (each master needs N connected \
+             replicas), or accept the risk with --redis-volatile",
             conn::redacted(&opts.url)
         )))
+    }
+
+    /// How many replicas are connected to each master (`INFO replication`).
+    async fn replicas(&self) -> Result<Vec<(String, u32)>, StoreError> {
+        let mut cmd = redis::cmd("INFO");
+        cmd.arg("replication");
+        let answers: Vec<(String, Value)> = match self.conn() {
+            Conn::Single(mut c) => {
+                vec![(
+                    "redis".to_owned(),
+                    cmd.query_async::<Value>(&mut c).await.map_err(redis_err)?,
+                )]
+            }
+            Conn::Cluster(mut c) => {
+                let all = RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllMasters, None));
+                match c.route_command(cmd, all).await.map_err(redis_err)? {
+                    Value::Map(pairs) => pairs
+                        .into_iter()
+                        .map(|(k, v)| {
+                            Ok((redis::from_redis_value::<String>(k).map_err(redis_err)?, v))
+                        })
+                        .collect::<Result<_, StoreError>>()?,
+                    v => vec![("redis".to_owned(), v)],
+                }
+            }
+        };
+        answers
+            .into_iter()
+            .map(|(master, info)| {
+                let info: String = redis::from_redis_value(info).map_err(redis_err)?;
+                let n = info
+                    .lines()
+                    .find_map(|l| l.trim().strip_prefix("connected_slaves:"))
+                    .and_then(|n| n.parse().ok())
+                    .ok_or_else(|| corrupt("INFO replication", "no connected_slaves"))?;
+                Ok((master, n))
+            })
+            .collect()
     }
 
     /// `CONFIG GET` of each name, on every master of a cluster.

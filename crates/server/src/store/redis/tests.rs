@@ -190,8 +190,12 @@ async fn writes_confirmed_by_replicas_keep_the_contract_and_are_announced() {
         appended += usize::from(matches!(entry, LogEntry::Appended { .. }));
     }
     assert!(appended >= 5, "{appended} appends announced");
-    // More replicas than there are: the append is not confirmed, and says so.
+    // More replicas than there are: refused at start, naming the master and the count ...
     let two = RedisOptions { wait_replicas: 2, ..options(&primary.url()) };
+    let why = RedisStore::open(&two).await.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(why.contains("has 1 connected replicas") && why.contains("wants 2"), "{why}");
+    // ... and, if the operator accepts the risk, an append is not confirmed, and says so.
+    let two = RedisOptions { volatile: true, ..two };
     let store = RedisStore::open(&two).await.unwrap();
     let m = info("two", "tig");
     let inc = store.create_match(&m).await.err();
@@ -203,8 +207,13 @@ async fn writes_confirmed_by_replicas_keep_the_contract_and_are_announced() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_that_may_lose_acknowledged_writes_is_refused_unless_volatile() {
-    for args in [&["--appendonly", "no"][..], &["--appendonly", "yes", "--appendfsync", "everysec"]]
-    {
+    let pauses_on_rewrite =
+        &["--appendonly", "yes", "--appendfsync", "always", "--no-appendfsync-on-rewrite", "yes"];
+    for args in [
+        &["--appendonly", "no"][..],
+        &["--appendonly", "yes", "--appendfsync", "everysec"],
+        pauses_on_rewrite,
+    ] {
         let server = Server::start(args);
         let refused = RedisStore::open(&options(&server.url())).await.err();
         let why = refused.map(|e| e.to_string()).unwrap_or_default();
@@ -326,4 +335,39 @@ async fn a_write_sent_again_after_a_lost_answer_is_recognised_not_applied_twice(
     let inc2 = store.create_match(&m).await.unwrap();
     assert!(matches!(store.cancel_match(&m.id, inc).await, Err(StoreError::NotFound(_))));
     store.cancel_match(&m.id, inc2).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_writer_refused_for_a_conflict_goes_next() {
+    let server = Server::start(DURABLE);
+    let (a, b) = (open(&server.url()).await, open(&server.url()).await);
+    let m = info("turn", "tig");
+    let inc = a.create_match(&m).await.unwrap();
+    append(&a, &m.id, after_seq(inc, vec![event(1)])).await.unwrap();
+    // b had not heard of seq 1: refused, and it takes the turn.
+    let stale = Append { expect: Expect { seq: 0, tag: None }, ..after_seq(inc, vec![event(1)]) };
+    assert!(matches!(append(&b, &m.id, stale).await, Err(StoreError::SeqConflict { .. })));
+    // a, though right about the end of the log, waits for b ...
+    let a2 = Append { expect: Expect { seq: 1, tag: None }, ..after_seq(inc, vec![event(2)]) };
+    assert!(matches!(append(&a, &m.id, a2.clone()).await, Err(StoreError::NotYourTurn(_))));
+    // ... until b has written: then the turn is free again.
+    let b2 = Append { expect: Expect { seq: 1, tag: None }, ..after_seq(inc, vec![event(2)]) };
+    append(&b, &m.id, b2).await.unwrap();
+    let a3 = Append { expect: Expect { seq: 2, tag: None }, ..after_seq(inc, vec![event(3)]) };
+    append(&a, &m.id, a3).await.unwrap();
+
+    // A writer that took the turn and has nothing to write gives it back at once ...
+    let stale = Append { expect: Expect { seq: 0, tag: None }, ..after_seq(inc, vec![event(1)]) };
+    assert!(matches!(append(&b, &m.id, stale.clone()).await, Err(StoreError::SeqConflict { .. })));
+    b.give_turn_back(&m.id).await;
+    let a4 = Append { expect: Expect { seq: 3, tag: None }, ..after_seq(inc, vec![event(4)]) };
+    append(&a, &m.id, a4).await.unwrap();
+    // ... and one that does not (it died) holds it for a moment only.
+    assert!(matches!(append(&b, &m.id, stale).await, Err(StoreError::SeqConflict { .. })));
+    let a5 = Append { expect: Expect { seq: 4, tag: None }, ..after_seq(inc, vec![event(5)]) };
+    assert!(matches!(append(&a, &m.id, a5.clone()).await, Err(StoreError::NotYourTurn(_))));
+    tokio::time::sleep(Duration::from_millis(keys::TURN_MS + 50)).await;
+    append(&a, &m.id, a5).await.unwrap();
+    let page = a.history(&m.id, 0, 100).await.unwrap();
+    assert_eq!(page.events.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![1, 2, 3, 4, 5]);
 }
