@@ -14,6 +14,7 @@ use crate::support::*;
 
 mod contention;
 mod failures;
+mod rewind;
 
 /// Longest a test waits for what one node did to show on another. Announcements take
 /// milliseconds; a lost one is made up by the resync every 5 s.

@@ -35,6 +35,19 @@ impl RedisServer {
         RedisServer::start_with(&["--appendonly", "yes", "--appendfsync", "always"]).await
     }
 
+    /// A durable server replicating `master` (a replica: it refuses writes until promoted).
+    pub async fn replica_of(master: &RedisServer) -> RedisServer {
+        let port = master.port.to_string();
+        let args = ["--appendonly", "yes", "--appendfsync", "always", "--replicaof", "127.0.0.1"];
+        let replica = RedisServer::start_with(&[&args[..], &[port.as_str()]].concat()).await;
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        while !replica.cli(&["info", "replication"]).await.contains("master_link_status:up") {
+            assert!(tokio::time::Instant::now() < deadline, "the replica never reached its master");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        replica
+    }
+
     /// A server that may lose acknowledged writes (no append-only file), which a node refuses.
     pub async fn start_volatile() -> RedisServer {
         RedisServer::start_with(&["--appendonly", "no"]).await
@@ -91,6 +104,43 @@ impl RedisServer {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         panic!("redis-server did not start again on port {}:\n{}", self.port, log.join("\n"));
+    }
+
+    /// A copy of its directory as it is now (its append-only file): what an operator's backup
+    /// holds.
+    pub fn copy_data(&self) -> TempDir {
+        let copy = tempfile::tempdir().expect("temp dir for the copy");
+        copy_dir(self.dir.path(), copy.path());
+        copy
+    }
+
+    /// Puts a copy made by [`RedisServer::copy_data`] back in place of its data; the server must
+    /// be stopped.
+    pub fn restore_data(&mut self, copy: &TempDir) {
+        assert!(self.child.is_none(), "redis-server on port {} is running", self.port);
+        std::fs::remove_dir_all(self.dir.path()).expect("remove the data");
+        std::fs::create_dir(self.dir.path()).expect("an empty data directory");
+        copy_dir(copy.path(), self.dir.path());
+    }
+
+    /// Runs a `redis-cli` command against this server; its output.
+    pub async fn cli(&self, args: &[&str]) -> String {
+        let out = Command::new("redis-cli")
+            .args(["-p", &self.port.to_string()])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .await
+            .expect("run redis-cli");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Kills the server (SIGKILL, by PID) and waits until it is gone.
+    pub async fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.start_kill();
+            let _ = child.wait().await;
+        }
     }
 
     /// Stops the server and starts it again on the same port, keeping its data.
@@ -240,6 +290,17 @@ fn free_port() -> u16 {
             return port;
         }
     }
+}
+
+/// Copies the files of `from` (recursively) into `to`.
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    let status = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(format!("{}/.", from.display()))
+        .arg(to)
+        .status()
+        .expect("run cp");
+    assert!(status.success(), "cp -a {} {}", from.display(), to.display());
 }
 
 fn require(program: &str) {

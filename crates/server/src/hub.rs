@@ -74,8 +74,9 @@ struct Current {
     /// The last events published, oldest first (at most `ring_events`): catch-up reads these
     /// before it reads the store.
     recent: VecDeque<Arc<Frame>>,
-    /// Set once the match is cancelled: nobody joins this incarnation any more.
-    cancelled: bool,
+    /// Set once this topic is closed (the match was cancelled, or its log rewound): nobody
+    /// joins it any more, and whoever follows it is told goodbye for this reason.
+    closed: Option<ByeReason>,
 }
 
 /// A chunk of history read once and encoded once, for every viewer that needs it.
@@ -180,13 +181,13 @@ impl Hub {
             current: Mutex::new(Current {
                 snapshot: Snapshot::new(state.clone()),
                 recent: VecDeque::new(),
-                cancelled: false,
+                closed: None,
             }),
         });
         let old = write(&self.topics).insert(state.id().clone(), topic.clone());
         self.generation.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         if let Some(old) = old {
-            Hub::say_cancelled(&old);
+            Hub::close(&old, ByeReason::Cancelled);
         }
         TopicHandle(topic)
     }
@@ -217,21 +218,32 @@ impl Hub {
 
     /// Removes a cancelled match (if `handle` is still its topic); its viewers get `cancelled`.
     pub fn cancel(&self, handle: &TopicHandle) {
+        self.remove(handle, ByeReason::Cancelled);
+    }
+
+    /// Removes a match whose log the store no longer holds as this topic has it (the store came
+    /// back with less): its viewers get `shutdown`, so that they come back and follow what the
+    /// store holds. The caller adds the match again from the store.
+    pub fn rewound(&self, handle: &TopicHandle) {
+        self.remove(handle, ByeReason::Shutdown);
+    }
+
+    fn remove(&self, handle: &TopicHandle, reason: ByeReason) {
         let mut topics = write(&self.topics);
         if topics.get(&handle.0.id).is_some_and(|t| Arc::ptr_eq(t, &handle.0)) {
             topics.remove(&handle.0.id);
             self.generation.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         }
         drop(topics);
-        Hub::say_cancelled(&handle.0);
+        Hub::close(&handle.0, reason);
     }
 
-    fn say_cancelled(topic: &Topic) {
+    fn close(topic: &Topic, reason: ByeReason) {
         let mut current = lock(&topic.current);
-        if !current.cancelled {
-            current.cancelled = true;
+        if current.closed.is_none() {
+            current.closed = Some(reason);
             current.recent.clear();
-            let _ = topic.tx.send(Arc::new(Frame::Cancelled));
+            let _ = topic.tx.send(Arc::new(Frame::End(reason)));
         }
     }
 
@@ -312,9 +324,9 @@ impl Hub {
         topic: Arc<Topic>,
         format: Format,
     ) -> (Subscription, Arc<Snapshot>) {
-        let (rx, snapshot, cancelled) = {
+        let (rx, snapshot, closed) = {
             let current = lock(&topic.current);
-            (topic.tx.subscribe(), current.snapshot.clone(), current.cancelled)
+            (topic.tx.subscribe(), current.snapshot.clone(), current.closed)
         };
         let head = snapshot.state.seq;
         let sub = Subscription {
@@ -326,7 +338,7 @@ impl Hub {
             target: head,
             pending: VecDeque::new(),
             held: None,
-            ended: cancelled.then_some(ByeReason::Cancelled),
+            ended: closed,
             failed_reads: 0,
         };
         (sub, snapshot)
@@ -345,7 +357,11 @@ impl Hub {
         let topic = sub.topic.clone();
         let current = lock(&topic.current);
         let state = &current.snapshot.state;
-        if !sub.is_caught_up() || sub.last != state.seq || state.is_over() || current.cancelled {
+        if !sub.is_caught_up()
+            || sub.last != state.seq
+            || state.is_over()
+            || current.closed.is_some()
+        {
             return Err(sub);
         }
         put(sub.last);
@@ -502,7 +518,7 @@ impl Subscription {
     /// when history must fill a gap before it.
     fn accept(&mut self, frame: Arc<Frame>) -> Option<Next> {
         let ev = match &*frame {
-            Frame::Cancelled => return Some(Next::End(ByeReason::Cancelled)),
+            Frame::End(reason) => return Some(Next::End(*reason)),
             Frame::Event(ev) => ev,
         };
         if ev.seq <= self.last {
@@ -555,7 +571,7 @@ impl Subscription {
         let current = lock(&topic.current);
         let first = current.recent.iter().find_map(|f| match &**f {
             Frame::Event(ev) => Some(ev.seq),
-            Frame::Cancelled => None,
+            Frame::End(_) => None,
         });
         if first.is_none_or(|first| first > self.last + 1) {
             return false;
@@ -563,7 +579,7 @@ impl Subscription {
         let before = self.last;
         self.take_events(current.recent.iter().filter_map(|f| match &**f {
             Frame::Event(ev) => Some(ev),
-            Frame::Cancelled => None,
+            Frame::End(_) => None,
         }));
         self.last != before
     }

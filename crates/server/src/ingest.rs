@@ -15,7 +15,7 @@
 //! request starts again from the log, so a refused event is never published and an
 //! acknowledged one never dropped.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -25,7 +25,7 @@ use crate::hub::{Hub, TopicHandle};
 use crate::locks::{lock, read, write};
 use crate::model::{Event, EventInput, Match, MatchId, MatchInfo, Millis, Seq};
 use crate::state::Rejection;
-use crate::store::{Append, Expect, Incarnation, LogEntry, Store, StoreError, StoredMatch};
+use crate::store::{Append, Expect, Head, Incarnation, LogEntry, Store, StoreError, StoredMatch};
 
 /// How long a request keeps validating and appending again while other writers (other nodes)
 /// get there first. Each refusal means another writer's events landed, and a shared store makes
@@ -75,6 +75,8 @@ pub struct Accepted {
 /// What requests validate against: the log view plus this node's appends in flight.
 struct Tip {
     state: Arc<Match>,
+    /// The `ts` of the event at `state.seq`, if known (the store checks it: see [`Expect`]).
+    last_ts: Option<Millis>,
     /// The tag of the last append of this node in `state`, if it may not be durable yet.
     tag: Option<u64>,
     /// An append built on this tip failed: start again from the log view.
@@ -84,6 +86,9 @@ struct Tip {
 /// The log as this node has applied it.
 struct LogView {
     state: Arc<Match>,
+    /// The `ts` of the event at `state.seq` (`None` before the first event): which event this
+    /// node applied there, to tell whether the store still holds it.
+    last_ts: Option<Millis>,
     /// Events that arrived ahead of a gap, by their first seq.
     early: BTreeMap<Seq, Vec<Event>>,
 }
@@ -106,6 +111,12 @@ impl Slot {
     fn logged(&self) -> Arc<Match> {
         lock(&self.log).state.clone()
     }
+
+    /// The log view and the `ts` of its last event.
+    fn logged_at(&self) -> (Arc<Match>, Option<Millis>) {
+        let log = lock(&self.log);
+        (log.state.clone(), log.last_ts)
+    }
 }
 
 /// Every match this node serves.
@@ -113,16 +124,29 @@ pub struct Ingest {
     store: Arc<dyn Store>,
     hub: Arc<Hub>,
     slots: RwLock<HashMap<MatchId, Arc<Slot>>>,
+    /// `matchstream_log_rewinds_total`.
+    rewinds: metrics::Counter,
 }
 
 impl Ingest {
     /// Rebuilds every live match from the store and makes it available on the hub.
     pub async fn restore(store: Arc<dyn Store>, hub: Arc<Hub>) -> Result<Ingest, StoreError> {
-        let ingest = Ingest { store: store.clone(), hub, slots: RwLock::new(HashMap::new()) };
+        let ingest = Ingest {
+            store: store.clone(),
+            hub,
+            slots: RwLock::new(HashMap::new()),
+            rewinds: metrics::Counter::noop(),
+        };
         for stored in store.load_all().await? {
             ingest.insert_stored(stored);
         }
         Ok(ingest)
+    }
+
+    /// Counts the rewinds it repairs (see [`Ingest::rewind`]) on `counter`.
+    pub fn counting_rewinds(mut self, counter: metrics::Counter) -> Ingest {
+        self.rewinds = counter;
+        self
     }
 
     /// How many matches this node serves.
@@ -137,7 +161,7 @@ impl Ingest {
             StoreError::Exists(id) => IngestError::Exists(id),
             e => IngestError::Store(e),
         })?;
-        self.insert(Match::new(info), inc);
+        self.insert(Match::new(info), inc, None);
         tracing::info!(match_id = %id, inc, "match created");
         Ok(id)
     }
@@ -152,7 +176,7 @@ impl Ingest {
         inputs: &[EventInput],
         after: Option<Seq>,
     ) -> Result<Vec<Accepted>, IngestError> {
-        let slot = self.find(id).await?;
+        let mut slot = self.find(id).await?;
         // Whether this request has read the store to check `after` (see below).
         let mut read_store = false;
         // Whether an append of this request was refused for another writer's (and so this
@@ -168,11 +192,16 @@ impl Ingest {
                 tracing::warn!(match_id = %id, "a request gave up: {e}");
                 break Err(IngestError::Store(StoreError::Backend(format!("{e}: try again"))));
             }
+            if !self.is_current(&slot) {
+                // Its log rewound (and was read again from the store) meanwhile.
+                slot = self.find(id).await?;
+            }
             let (ticket, events, accepted) = {
                 let mut tip = slot.tip.lock().await;
-                let logged = slot.logged();
+                let (logged, logged_ts) = slot.logged_at();
                 if tip.stale || tip.state.seq < logged.seq {
-                    *tip = Tip { state: logged.clone(), tag: None, stale: false };
+                    let state = logged.clone();
+                    *tip = Tip { state, last_ts: logged_ts, tag: None, stale: false };
                 }
                 if let Some(after) = after.filter(|a| *a != tip.state.seq) {
                     if tip.state.seq == logged.seq {
@@ -231,13 +260,14 @@ impl Ingest {
                     events.iter().map(|e| Accepted { seq: e.seq, ts: e.ts }).collect();
                 let append = Append {
                     inc: slot.inc,
-                    expect: Expect { seq: tip.state.seq, tag: tip.tag },
+                    expect: Expect { seq: tip.state.seq, tag: tip.tag, ts: tip.last_ts },
                     tag: rand::random(),
                     events: events.clone(),
                 };
                 let tag = append.tag;
                 let ticket = self.store.submit_append(id, append).await?;
-                *tip = Tip { state: Arc::new(next), tag: Some(tag), stale: false };
+                let last_ts = events.last().map(|e| e.ts);
+                *tip = Tip { state: Arc::new(next), last_ts, tag: Some(tag), stale: false };
                 (ticket, events, accepted)
             };
             match ticket.await {
@@ -324,7 +354,11 @@ impl Ingest {
             }
             LogEntry::Appended { id, inc, events } => match self.slot(&id).ok() {
                 Some(slot) if slot.inc == inc => {
-                    if !self.apply(&slot, events) {
+                    // Another event under the seq this node applied last: the store rewound
+                    // (catching up reads the store and sees it).
+                    let (logged, ts) = slot.logged_at();
+                    let other = |e: &Event| e.seq == logged.seq && ts.is_some_and(|t| t != e.ts);
+                    if events.iter().any(other) || !self.apply(&slot, events) {
                         self.catch_up(&slot).await?;
                     }
                 }
@@ -354,18 +388,40 @@ impl Ingest {
     }
 
     /// Compares every match with the store's heads: loads new ones, drops cancelled ones,
-    /// catches up those behind.
+    /// catches up those behind, and reads again those the store holds less of than this node
+    /// applied (a rewind: see [`Ingest::rewind`]).
     async fn resync(&self) -> Result<(), StoreError> {
-        // Only what this node served before the heads were read can be missing from them
-        // because it was cancelled; a match created meanwhile may be missing for being new.
-        let before: Vec<(MatchId, Arc<Slot>)> =
-            read(&self.slots).iter().map(|(id, slot)| (id.clone(), slot.clone())).collect();
+        // What this node served and had applied before the heads were read: only that can be
+        // missing from them for being cancelled (a match created meanwhile may be missing for
+        // being new), and only that must be there (this node may apply more meanwhile).
+        let before: Vec<(MatchId, Arc<Slot>, Seq, Option<Millis>)> = read(&self.slots)
+            .iter()
+            .map(|(id, slot)| {
+                let (logged, ts) = slot.logged_at();
+                (id.clone(), slot.clone(), logged.seq, ts)
+            })
+            .collect();
         let heads = self.store.heads().await?;
-        let live: HashSet<&MatchId> = heads.iter().map(|h| &h.id).collect();
-        let gone: Vec<(MatchId, Arc<Slot>)> =
-            before.into_iter().filter(|(id, _)| !live.contains(id)).collect();
-        for (id, slot) in gone {
-            self.remove(&id, &slot);
+        let live: HashMap<&MatchId, &Head> = heads.iter().map(|h| (&h.id, h)).collect();
+        for (id, slot, seq, ts) in &before {
+            let Some(head) = live.get(id) else {
+                self.remove(id, slot);
+                continue;
+            };
+            let why = if head.inc < slot.inc {
+                Some(format!("the store's incarnation is {}, this node's {}", head.inc, slot.inc))
+            } else if head.inc > slot.inc {
+                None
+            } else if head.seq < *seq {
+                Some(format!("the store's log ends at seq {}, this node applied {seq}", head.seq))
+            } else if head.seq == *seq && head.ts.is_some() && ts.is_some() && head.ts != *ts {
+                Some(format!("the event at seq {seq} is another one in the store"))
+            } else {
+                None
+            };
+            if let Some(why) = why {
+                self.rewind(slot, &why).await?;
+            }
         }
         for head in &heads {
             match self.slot(&head.id).ok() {
@@ -404,13 +460,13 @@ impl Ingest {
         for ev in &stored.events {
             apply_logged(&mut m, ev);
         }
-        self.insert(m, stored.inc)
+        self.insert(m, stored.inc, stored.events.last().map(|e| e.ts))
     }
 
     /// Serves incarnation `inc` of a match, replacing an older one (whose viewers are told it
     /// was cancelled). True if it was inserted; false if this or a newer one is served already
     /// (the log and this node's own request may both bring it).
-    fn insert(&self, m: Match, inc: Incarnation) -> bool {
+    fn insert(&self, m: Match, inc: Incarnation, last_ts: Option<Millis>) -> bool {
         let mut slots = write(&self.slots);
         if slots.get(m.id()).is_some_and(|s| s.inc >= inc) {
             return false;
@@ -421,9 +477,14 @@ impl Ingest {
         let slot = Slot {
             inc,
             topic,
-            tip: tokio::sync::Mutex::new(Tip { state: m.clone(), tag: None, stale: false }),
+            tip: tokio::sync::Mutex::new(Tip {
+                state: m.clone(),
+                last_ts,
+                tag: None,
+                stale: false,
+            }),
             applied: watch::Sender::new(m.seq),
-            log: Mutex::new(LogView { state: m, early: BTreeMap::new() }),
+            log: Mutex::new(LogView { state: m, last_ts, early: BTreeMap::new() }),
             catching_up: tokio::sync::Mutex::new(()),
         };
         slots.insert(id, Arc::new(slot));
@@ -454,6 +515,11 @@ impl Ingest {
         }
     }
 
+    /// Whether `slot` is still what this node serves under its id.
+    fn is_current(&self, slot: &Arc<Slot>) -> bool {
+        read(&self.slots).get(slot.topic.id()).is_some_and(|s| Arc::ptr_eq(s, slot))
+    }
+
     fn slot(&self, id: &MatchId) -> Result<Arc<Slot>, IngestError> {
         read(&self.slots).get(id).cloned().ok_or_else(|| IngestError::NotFound(id.clone()))
     }
@@ -477,6 +543,7 @@ impl Ingest {
                     let m = Arc::new(m);
                     self.hub.publish(&slot.topic, &events, m.clone());
                     log.state = m;
+                    log.last_ts = events.last().map(|e| e.ts);
                 }
                 Some(first) if log.early.len() < MAX_EARLY => {
                     log.early.insert(first, events);
@@ -501,29 +568,91 @@ impl Ingest {
         log.early.is_empty()
     }
 
-    /// Reads the log from the store past the log view, and applies it.
-    async fn catch_up(&self, slot: &Slot) -> Result<(), StoreError> {
-        let _one = slot.catching_up.lock().await;
-        loop {
-            let from = slot.logged().seq;
-            let page = self.store.history(slot.topic.id(), from, CATCH_UP_PAGE).await?;
-            if page.inc != slot.inc {
-                return Err(StoreError::NotFound(slot.topic.id().clone()));
+    /// Reads the log from the store past the log view, and applies it. The read starts at the
+    /// log view's last event, one early: if the store no longer holds that very event (its log
+    /// ends before it, or another event has its seq), the store rewound, and the match is read
+    /// again from it ([`Ingest::rewind`]).
+    async fn catch_up(&self, slot: &Arc<Slot>) -> Result<(), StoreError> {
+        let rewound = {
+            let _one = slot.catching_up.lock().await;
+            loop {
+                let (logged, last_ts) = slot.logged_at();
+                let from = logged.seq;
+                let page = self
+                    .store
+                    .history(slot.topic.id(), from.saturating_sub(1), CATCH_UP_PAGE)
+                    .await?;
+                if page.inc != slot.inc {
+                    return Err(StoreError::NotFound(slot.topic.id().clone()));
+                }
+                let full = page.events.len() == CATCH_UP_PAGE;
+                let mut events = page.events.into_iter().peekable();
+                if from > 0 {
+                    match events.next_if(|e| e.seq == from) {
+                        Some(e) if last_ts.is_none_or(|ts| ts == e.ts) => {}
+                        Some(e) => {
+                            break Some(format!(
+                                "the event at seq {from} is another one in the store (ts {} \
+                                 there, {} here)",
+                                e.ts,
+                                last_ts.unwrap_or_default()
+                            ))
+                        }
+                        None => break Some(format!("the store's log ends before seq {from}")),
+                    }
+                }
+                let events: Vec<Event> = events.collect();
+                if events.is_empty() {
+                    break None;
+                }
+                self.apply(slot, events);
+                if !full {
+                    break None;
+                }
             }
-            let full = page.events.len() == CATCH_UP_PAGE;
-            if page.events.is_empty() {
-                return Ok(());
-            }
-            self.apply(slot, page.events);
-            if !full {
-                return Ok(());
-            }
+        };
+        if let Some(why) = rewound {
+            self.rewind(slot, &why).await?;
         }
+        Ok(())
+    }
+
+    /// The store holds less than this node applied to `slot`, or other events under the same
+    /// seqs: Redis came back from an older copy (an AOF restored from a backup, a replica
+    /// promoted without the last writes). Redis is the truth (SPEC 7): the match is read again
+    /// from it, its viewers are told `shutdown` (they come back, resuming, and get what the
+    /// store holds), and publishing goes on from there at once.
+    async fn rewind(&self, slot: &Arc<Slot>, why: &str) -> Result<(), StoreError> {
+        let id = slot.topic.id().clone();
+        let stored = self.store.load(&id).await?;
+        {
+            let mut slots = write(&self.slots);
+            if !slots.get(&id).is_some_and(|s| Arc::ptr_eq(s, slot)) {
+                // Repaired already, by another path that noticed too.
+                return Ok(());
+            }
+            slots.remove(&id);
+        }
+        self.hub.rewound(&slot.topic);
+        self.rewinds.increment(1);
+        let held = stored.as_ref().map(|m| m.events.last().map_or(0, |e| e.seq));
+        tracing::error!(
+            match_id = %id,
+            applied = slot.logged().seq,
+            store_holds = held.map_or_else(|| "nothing".to_owned(), |s| format!("seq {s}")),
+            why,
+            "the log rewound: the store holds less than this node applied (restored from an \
+             older copy?); following what it holds, and telling the match's viewers to come back"
+        );
+        if let Some(stored) = stored {
+            self.insert_stored(stored);
+        }
+        Ok(())
     }
 
     /// Waits until the log view reaches `seq` (this node's earlier appends landing first);
     /// reads the store if they take too long (an earlier request may have failed after all).
-    async fn wait_applied(&self, slot: &Slot, seq: Seq) -> Result<(), StoreError> {
+    async fn wait_applied(&self, slot: &Arc<Slot>, seq: Seq) -> Result<(), StoreError> {
         let mut applied = slot.applied.subscribe();
         let wait = async move { applied.wait_for(|s| *s >= seq).await.is_ok() };
         let reached = tokio::time::timeout(OWN_APPENDS_WAIT, wait).await;

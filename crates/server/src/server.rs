@@ -114,7 +114,9 @@ async fn start_with_store(
     // Subscribed before the restore, so nothing written meanwhile by another node is missed
     // (what the restore already holds is skipped).
     let log = store.follow();
-    let ingest = Arc::new(Ingest::restore(store.clone(), hub.clone()).await?);
+    let metrics = crate::telemetry::Metrics::new();
+    let ingest = Ingest::restore(store.clone(), hub.clone()).await?;
+    let ingest = Arc::new(ingest.counting_rewinds(metrics.log_rewinds.clone()));
     tracing::info!(matches = ingest.len(), "store restored");
     let shutdown = CancellationToken::new();
     // Following other nodes' writes ends with HTTP, after the viewers' goodbyes (while they
@@ -134,7 +136,7 @@ async fn start_with_store(
         &viewer_addrs,
         config.public_host.as_deref(),
         config.max_viewers,
-        crate::telemetry::Metrics::new(),
+        metrics,
     ));
     let tracker = TaskTracker::new();
     // The operator's figures, sampled every second until HTTP stops (they are read over HTTP).

@@ -31,6 +31,7 @@ pub mod names {
     pub const VIEWERS_PARKED: &str = "matchstream_viewers_parked";
     pub const VIEWER_HANDSHAKES: &str = "matchstream_viewer_handshakes";
     pub const LIMIT_REFUSALS: &str = "matchstream_limit_refusals_total";
+    pub const LOG_REWINDS: &str = "matchstream_log_rewinds_total";
     // And the standard process_* metrics of metrics-process (resident memory, open files and
     // their limit, CPU seconds, threads...), without a prefix.
 }
@@ -130,6 +131,8 @@ pub struct Metrics {
     limit_refusals: [Counter; Limit::ALL.len()],
     pub publish_seconds: Histogram,
     pub delivery_lag: LagHistogram,
+    /// Matches read again because the store held less than this node applied (SPEC 7).
+    pub log_rewinds: Counter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -176,6 +179,11 @@ impl Metrics {
             "Connections ended by a limit of SPEC 10, by limit.",
         );
         describe(names::PUBLISH_SECONDS, Unit::Seconds, "Publish request received to durable.");
+        describe(
+            names::LOG_REWINDS,
+            Unit::Count,
+            "Matches read again because the store came back holding less than this node applied.",
+        );
         let process = metrics_process::Collector::default();
         metrics::with_local_recorder(&recorder, || process.describe());
         let by_transport = |name: &'static str, f: &dyn Fn(&Key) -> Counter| -> [Counter; 4] {
@@ -214,6 +222,7 @@ impl Metrics {
             publish_seconds: recorder
                 .register_histogram(&Key::from_name(names::PUBLISH_SECONDS), &META),
             delivery_lag: LagHistogram::default(),
+            log_rewinds: counter(&Key::from_name(names::LOG_REWINDS)),
             recorder,
             handle,
             process,
@@ -225,6 +234,7 @@ impl Metrics {
         }
         metrics.events_published.increment(0);
         metrics.accept_errors.increment(0);
+        metrics.log_rewinds.increment(0);
         for g in &metrics.viewers {
             g.set(0.0);
         }

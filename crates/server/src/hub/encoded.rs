@@ -6,6 +6,7 @@ use std::sync::{Arc, OnceLock};
 use bytes::Bytes;
 
 use crate::model::{Event, EventKind, Match, Millis, Seq};
+use crate::wire::ByeReason;
 use crate::wire::{sse, v1, v2, ws};
 
 /// The wire format a viewer speaks; the hub hands it bytes already in that format.
@@ -74,8 +75,9 @@ impl EncodedEvent {
 #[derive(Debug)]
 pub enum Frame {
     Event(EncodedEvent),
-    /// The match was cancelled: every viewer says goodbye.
-    Cancelled,
+    /// The topic is closed (the match was cancelled, or its log rewound): every viewer is told
+    /// goodbye for this reason.
+    End(ByeReason),
 }
 
 /// A match as of some `seq`, shared by every reader of that moment; its `status` frame is

@@ -155,7 +155,7 @@ impl FailingStore {
         for ev in &stored.events {
             m.apply_stored(ev).unwrap();
         }
-        let expect = Expect { seq: m.seq, tag: None };
+        let expect = Expect { seq: m.seq, tag: None, ts: None };
         let mut events = Vec::new();
         for input in inputs {
             let ts = now_ms();

@@ -122,6 +122,7 @@ impl Store for MemoryStore {
                 id: m.info.id.clone(),
                 inc: m.inc,
                 seq: m.events.last().map_or(0, |e| e.seq),
+                ts: None,
             })
             .collect())
     }
@@ -236,7 +237,12 @@ pub(crate) mod tests {
     /// An append of `evs` to incarnation `inc`, expecting the log to end just before them.
     pub(crate) fn after_seq(inc: Incarnation, evs: Vec<Event>) -> Append {
         let seq = evs.first().map_or(0, |e| e.seq - 1);
-        Append { inc, expect: Expect { seq, tag: None }, tag: rand::random(), events: evs }
+        Append {
+            inc,
+            expect: Expect { seq, tag: None, ts: None },
+            tag: rand::random(),
+            events: evs,
+        }
     }
 
     pub(crate) async fn append(
@@ -283,11 +289,11 @@ pub(crate) mod tests {
         // A chain of this writer's own appends: the second names the first by its tag.
         let first = after_seq(ia, events(4..=4));
         let chained = Append {
-            expect: Expect { seq: 4, tag: Some(first.tag) },
+            expect: Expect { seq: 4, tag: Some(first.tag), ts: None },
             ..after_seq(ia, events(5..=5))
         };
         let wrong_tag = Append {
-            expect: Expect { seq: 5, tag: Some(first.tag) },
+            expect: Expect { seq: 5, tag: Some(first.tag), ts: None },
             ..after_seq(ia, events(6..=6))
         };
         append(store, &a.id, first).await.unwrap();
@@ -319,11 +325,17 @@ pub(crate) mod tests {
             .filter(|h| h.id.as_str().starts_with(prefix))
             .collect();
         heads.sort_by(|x, y| x.id.cmp(&y.id));
+        // A store that keeps the last event's ts gives that very event's.
+        for h in &mut heads {
+            let last = if h.id == a.id { event(5) } else { event(1) };
+            assert!(h.ts.is_none_or(|ts| ts == last.ts), "{h:?}");
+            h.ts = None;
+        }
         assert_eq!(
             heads,
             vec![
-                Head { id: a.id.clone(), inc: ia, seq: 5 },
-                Head { id: b.id.clone(), inc: ib, seq: 1 }
+                Head { id: a.id.clone(), inc: ia, seq: 5, ts: None },
+                Head { id: b.id.clone(), inc: ib, seq: 1, ts: None }
             ]
         );
 

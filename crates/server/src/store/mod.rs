@@ -13,7 +13,7 @@ use std::pin::Pin;
 use async_trait::async_trait;
 use tokio::sync::mpsc;
 
-use crate::model::{Event, MatchId, MatchInfo, Seq};
+use crate::model::{Event, MatchId, MatchInfo, Millis, Seq};
 
 #[cfg(test)]
 pub mod memory;
@@ -61,6 +61,10 @@ pub struct Head {
     pub id: MatchId,
     pub inc: Incarnation,
     pub seq: Seq,
+    /// The `ts` of the event at `seq`, where the store keeps it (Redis): with `seq`, it tells
+    /// whether the store still holds the very event this node applied there (see
+    /// `ingest::Ingest::resync`).
+    pub ts: Option<Millis>,
 }
 
 /// A page of a match's history, with the incarnation it was read from.
@@ -78,6 +82,10 @@ pub struct Page {
 pub struct Expect {
     pub seq: Seq,
     pub tag: Option<u64>,
+    /// The `ts` of the event at `seq` as the caller applied it, checked where the store keeps
+    /// it (Redis): a store that came back holding other events under the same seqs (a rewind)
+    /// refuses the append instead of letting it build on events the caller never saw.
+    pub ts: Option<Millis>,
 }
 
 /// Events to append to one incarnation of a match, if its log ends as expected.

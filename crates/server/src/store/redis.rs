@@ -510,18 +510,22 @@ impl Store for RedisStore {
                             .arg(keys::meta(id))
                             .arg("inc")
                             .arg("seq")
-                            .query_async::<(Option<String>, Option<String>)>(&mut conn)
+                            .arg("lts")
+                            .query_async::<(Option<String>, Option<String>, Option<String>)>(
+                                &mut conn,
+                            )
                             .await
                     }
                 });
                 let rows = futures_util::future::try_join_all(reads).await.map_err(redis_err)?;
                 for (id, row) in chunk.iter().zip(rows) {
                     // Not live (a cancelled match's id stays listed): skipped.
-                    if let (Some(inc), Some(seq)) = row {
+                    if let (Some(inc), Some(seq), ts) = row {
                         heads.push(Head {
                             id: id.clone(),
                             inc: inc.parse().map_err(|e| corrupt("incarnation", e))?,
                             seq: seq.parse().map_err(|e| corrupt("seq", e))?,
+                            ts: ts.map(|t| t.parse()).transpose().map_err(|e| corrupt("ts", e))?,
                         });
                     }
                 }

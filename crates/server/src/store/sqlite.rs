@@ -354,7 +354,7 @@ mod tests {
                 let mut tag = None;
                 for seq in 1..=100 {
                     let a = Append {
-                        expect: Expect { seq: seq - 1, tag },
+                        expect: Expect { seq: seq - 1, tag, ts: None },
                         ..after_seq(inc, vec![event(seq)])
                     };
                     tag = Some(a.tag);
@@ -390,7 +390,7 @@ mod tests {
         // A fresh file: the first match gets rowid 1, the second 2.
         let one = after_seq(1, vec![event(1)]);
         let chained = Append {
-            expect: Expect { seq: 1, tag: Some(one.tag) },
+            expect: Expect { seq: 1, tag: Some(one.tag), ts: None },
             ..after_seq(1, vec![event(2)])
         };
         // Driving the writer directly makes these one batch for sure.

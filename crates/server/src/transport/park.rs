@@ -297,7 +297,7 @@ async fn run_shard(
         while let Some(item) = next.take() {
             match item {
                 FeedItem::Frame(f) => match &*f {
-                    Frame::Cancelled => end = Some(ByeReason::Cancelled),
+                    Frame::End(reason) => end = Some(*reason),
                     Frame::Event(_) => frames.push(f),
                 },
                 FeedItem::Lagged => lagged = true,

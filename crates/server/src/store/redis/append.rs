@@ -159,7 +159,8 @@ fn command(
         .arg(keys::CHANNEL)
         .arg(if wait_replicas > 0 { "" } else { announce.as_str() })
         .arg(writer)
-        .arg(keys::TURN_MS);
+        .arg(keys::TURN_MS)
+        .arg(append.expect.ts.map(|t| t.to_string()).unwrap_or_default());
     for ev in &append.events {
         let data = serde_json::to_string(&ev.data).map_err(|e| corrupt("event", e))?;
         cmd.arg(ev.ts).arg(ev.kind.as_str()).arg(data);

@@ -17,7 +17,8 @@ pub(super) fn inc(id: &MatchId) -> String {
     format!("ms:{{{id}}}:inc")
 }
 
-/// Hash: `info` (JSON), `inc`, `seq` (last in the log), `tag` (of the append that wrote it).
+/// Hash: `info` (JSON), `inc`, `seq` (last in the log), `tag` (of the append that wrote it),
+/// `lts` (the `ts` of the event at `seq`).
 pub(super) fn meta(id: &MatchId) -> String {
     format!("ms:{{{id}}}:meta")
 }
@@ -57,7 +58,8 @@ pub(super) const TURN_MS: u64 = 250;
 
 /// Appends events if the log ends as expected. KEYS: meta, log, turn. ARGV: inc, expected seq,
 /// expected tag ('' = any), new tag, channel, message ('' = announce later), writer (node id),
-/// turn length (ms), then ts, kind, data per event. Returns {0, new last seq}, {-1} (no such
+/// turn length (ms), expected `ts` of the event at the expected seq ('' = any; a log written
+/// before `lts` was kept matches any), then ts, kind, data per event. Returns {0, new last seq}, {-1} (no such
 /// incarnation), {-2, last seq} (the log ends elsewhere) or {-3, last seq} (another writer's
 /// turn). The first event of each append carries the append's tag (`g`): the same append sent
 /// again (a client resending a pipeline after a lost answer) finds itself and answers as it did,
@@ -68,17 +70,18 @@ pub(super) const TURN_MS: u64 = 250;
 /// refused with -3. Without them, a node whose watcher sends its next request the moment the
 /// last is answered always wins the race against a node that must first read what it missed.
 pub(super) const APPEND: &str = r"
-local m = redis.call('HMGET', KEYS[1], 'inc', 'seq', 'tag')
+local m = redis.call('HMGET', KEYS[1], 'inc', 'seq', 'tag', 'lts')
 if not m[1] or m[1] ~= ARGV[1] then return {-1} end
 local seq = tonumber(m[2])
 local expected = tonumber(ARGV[2])
-if expected ~= seq or (ARGV[3] ~= '' and ARGV[3] ~= m[3]) then
+if expected ~= seq or (ARGV[3] ~= '' and ARGV[3] ~= m[3])
+    or (ARGV[9] ~= '' and m[4] and ARGV[9] ~= m[4]) then
   if expected < seq then
     local e = redis.call('XRANGE', KEYS[2], (expected + 1) .. '-0', (expected + 1) .. '-0')
     if e[1] then
       local f = e[1][2]
       for i = 1, #f, 2 do
-        if f[i] == 'g' and f[i + 1] == ARGV[4] then return {0, expected + (#ARGV - 8) / 3} end
+        if f[i] == 'g' and f[i + 1] == ARGV[4] then return {0, expected + (#ARGV - 9) / 3} end
       end
     end
   end
@@ -87,16 +90,16 @@ if expected ~= seq or (ARGV[3] ~= '' and ARGV[3] ~= m[3]) then
 end
 local turn = redis.call('GET', KEYS[3])
 if turn and turn ~= ARGV[7] then return {-3, seq} end
-for i = 9, #ARGV, 3 do
+for i = 10, #ARGV, 3 do
   seq = seq + 1
-  if i == 9 then
+  if i == 10 then
     redis.call('XADD', KEYS[2], seq .. '-0', 'ts', ARGV[i], 'k', ARGV[i + 1], 'd', ARGV[i + 2],
       'g', ARGV[4])
   else
     redis.call('XADD', KEYS[2], seq .. '-0', 'ts', ARGV[i], 'k', ARGV[i + 1], 'd', ARGV[i + 2])
   end
 end
-redis.call('HSET', KEYS[1], 'seq', seq, 'tag', ARGV[4])
+redis.call('HSET', KEYS[1], 'seq', seq, 'tag', ARGV[4], 'lts', ARGV[#ARGV - 2])
 if turn then redis.call('DEL', KEYS[3]) end
 if ARGV[6] ~= '' then redis.call('PUBLISH', ARGV[5], ARGV[6]) end
 return {0, seq}

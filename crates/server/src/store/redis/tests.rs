@@ -266,10 +266,10 @@ async fn appends_queued_by_one_caller_are_decided_in_queue_order() {
     // A chain of appends, each naming the one before, queued before any is awaited: what the
     // publishing path does with concurrent requests to one match.
     let mut tickets = Vec::new();
-    let mut expect = Expect { seq: 0, tag: None };
+    let mut expect = Expect { seq: 0, tag: None, ts: None };
     for seq in 1..=200 {
         let next = Append { inc, expect, tag: rand::random(), events: vec![event(seq)] };
-        expect = Expect { seq, tag: Some(next.tag) };
+        expect = Expect { seq, tag: Some(next.tag), ts: None };
         tickets.push(store.submit_append(&m.id, next).await.unwrap());
     }
     for (i, ticket) in tickets.into_iter().enumerate() {
@@ -313,7 +313,7 @@ async fn a_write_sent_again_after_a_lost_answer_is_recognised_not_applied_twice(
     let inc = store.create_match(&m).await.unwrap();
     let first = after_seq(inc, vec![event(1), event(2)]);
     let second = Append {
-        expect: Expect { seq: 2, tag: Some(first.tag) },
+        expect: Expect { seq: 2, tag: Some(first.tag), ts: None },
         ..after_seq(inc, vec![event(3)])
     };
     append(&store, &m.id, first.clone()).await.unwrap();
@@ -345,29 +345,59 @@ async fn a_writer_refused_for_a_conflict_goes_next() {
     let inc = a.create_match(&m).await.unwrap();
     append(&a, &m.id, after_seq(inc, vec![event(1)])).await.unwrap();
     // b had not heard of seq 1: refused, and it takes the turn.
-    let stale = Append { expect: Expect { seq: 0, tag: None }, ..after_seq(inc, vec![event(1)]) };
+    let stale =
+        Append { expect: Expect { seq: 0, tag: None, ts: None }, ..after_seq(inc, vec![event(1)]) };
     assert!(matches!(append(&b, &m.id, stale).await, Err(StoreError::SeqConflict { .. })));
     // a, though right about the end of the log, waits for b ...
-    let a2 = Append { expect: Expect { seq: 1, tag: None }, ..after_seq(inc, vec![event(2)]) };
+    let a2 =
+        Append { expect: Expect { seq: 1, tag: None, ts: None }, ..after_seq(inc, vec![event(2)]) };
     assert!(matches!(append(&a, &m.id, a2.clone()).await, Err(StoreError::NotYourTurn(_))));
     // ... until b has written: then the turn is free again.
-    let b2 = Append { expect: Expect { seq: 1, tag: None }, ..after_seq(inc, vec![event(2)]) };
+    let b2 =
+        Append { expect: Expect { seq: 1, tag: None, ts: None }, ..after_seq(inc, vec![event(2)]) };
     append(&b, &m.id, b2).await.unwrap();
-    let a3 = Append { expect: Expect { seq: 2, tag: None }, ..after_seq(inc, vec![event(3)]) };
+    let a3 =
+        Append { expect: Expect { seq: 2, tag: None, ts: None }, ..after_seq(inc, vec![event(3)]) };
     append(&a, &m.id, a3).await.unwrap();
 
     // A writer that took the turn and has nothing to write gives it back at once ...
-    let stale = Append { expect: Expect { seq: 0, tag: None }, ..after_seq(inc, vec![event(1)]) };
+    let stale =
+        Append { expect: Expect { seq: 0, tag: None, ts: None }, ..after_seq(inc, vec![event(1)]) };
     assert!(matches!(append(&b, &m.id, stale.clone()).await, Err(StoreError::SeqConflict { .. })));
     b.give_turn_back(&m.id).await;
-    let a4 = Append { expect: Expect { seq: 3, tag: None }, ..after_seq(inc, vec![event(4)]) };
+    let a4 =
+        Append { expect: Expect { seq: 3, tag: None, ts: None }, ..after_seq(inc, vec![event(4)]) };
     append(&a, &m.id, a4).await.unwrap();
     // ... and one that does not (it died) holds it for a moment only.
     assert!(matches!(append(&b, &m.id, stale).await, Err(StoreError::SeqConflict { .. })));
-    let a5 = Append { expect: Expect { seq: 4, tag: None }, ..after_seq(inc, vec![event(5)]) };
+    let a5 =
+        Append { expect: Expect { seq: 4, tag: None, ts: None }, ..after_seq(inc, vec![event(5)]) };
     assert!(matches!(append(&a, &m.id, a5.clone()).await, Err(StoreError::NotYourTurn(_))));
     tokio::time::sleep(Duration::from_millis(keys::TURN_MS + 50)).await;
     append(&a, &m.id, a5).await.unwrap();
     let page = a.history(&m.id, 0, 100).await.unwrap();
     assert_eq!(page.events.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![1, 2, 3, 4, 5]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_append_built_on_another_event_under_the_same_seq_is_refused() {
+    // After a rewind, the log may hold other events under seqs a node applied: an append that
+    // names the ts of the event it was validated on is refused unless the log holds that event.
+    let server = Server::start(DURABLE);
+    let store = open(&server.url()).await;
+    let m = info("lts", "tig");
+    let inc = store.create_match(&m).await.unwrap();
+    append(&store, &m.id, after_seq(inc, vec![event(1)])).await.unwrap();
+    let head = store.heads().await.unwrap().into_iter().find(|h| h.id == m.id).unwrap();
+    assert_eq!((head.seq, head.ts), (1, Some(event(1).ts)));
+    let elsewhere = Expect { seq: 1, tag: None, ts: Some(event(1).ts + 1) };
+    let wrong = Append { expect: elsewhere, ..after_seq(inc, vec![event(2)]) };
+    assert!(matches!(
+        append(&store, &m.id, wrong).await,
+        Err(StoreError::SeqConflict { expected: 1, current: 1, .. })
+    ));
+    let right = Expect { seq: 1, tag: None, ts: Some(event(1).ts) };
+    append(&store, &m.id, Append { expect: right, ..after_seq(inc, vec![event(2)]) })
+        .await
+        .unwrap();
 }

@@ -141,6 +141,7 @@ pub(super) fn heads(conn: &mut Connection) -> Result<Vec<Head>, StoreError> {
             id: MatchId::parse(&id).map_err(|e| corrupt("match id", e))?,
             inc: rowid as u64,
             seq: seq_from_sql(row.get(2).map_err(db_err)?)?,
+            ts: None,
         });
     }
     Ok(heads)

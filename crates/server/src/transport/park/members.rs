@@ -109,7 +109,7 @@ pub(super) fn deliver(
         .iter()
         .filter_map(|f| match &**f {
             Frame::Event(e) => Some(e),
-            Frame::Cancelled => None,
+            Frame::End(_) => None,
         })
         .collect();
     let Some(newest) = events.last().map(|e| e.seq) else { return };
