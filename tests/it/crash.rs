@@ -273,7 +273,7 @@ async fn crash_loop(dirs: Vec<tempfile::TempDir>, extra: Vec<String>, sqlite: bo
     }
     stop.cancel();
     publishing.await.expect("the watcher ran to the end");
-    let log = log.lock().unwrap();
+    let log = std::mem::take(&mut *log.lock().unwrap());
     for n in &nodes {
         let (held, match_seq) = check_history(&n.base, &log.applied, KILLS + 1).await;
         assert_eq!(held, log.applied.len(), "every event the node holds is one the watcher sent");
