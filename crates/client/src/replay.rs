@@ -187,11 +187,13 @@ fn after_events(steps: &[Step], n: usize) -> &[Step] {
     &steps[next.map_or(steps.len(), |(at, _)| at)..]
 }
 
-/// Attempts for one event that gets no answer (the server restarting, a lost answer). Safe
-/// because each carries `?after=`: an event the server did apply is not applied again.
-const PUBLISH_ATTEMPTS: u32 = 4;
-/// Wait before the first retry, doubled before each next one (0.5 + 1 + 2 s in all).
+/// How long one event is retried while the server gives no answer (restarting, a lost answer)
+/// or answers `503` (its store is down) before `replay` gives up (SPEC 8). Safe because each
+/// carries `?after=`: an event the server did apply is not applied again.
+const RETRY_FOR: Duration = Duration::from_secs(60);
+/// Wait before the first retry, doubled before each next one up to [`MAX_RETRY_WAIT`].
 const RETRY_WAIT: Duration = Duration::from_millis(500);
+const MAX_RETRY_WAIT: Duration = Duration::from_secs(5);
 
 /// Where an event stands in the replay.
 struct EventAt<'a> {
@@ -304,17 +306,25 @@ impl<'a> Api<'a> {
         let during = || format!("publishing event {index} of {total} ({kind})");
         let path = format!("/1/match/{id}/events?after={after}");
         let (mut attempt, mut wait) = (1, RETRY_WAIT);
+        let give_up = tokio::time::Instant::now() + RETRY_FOR;
         let answer = loop {
-            match self.send(Method::POST, &path, Some(event), &during).await {
-                Ok(answer) => break answer,
-                Err(ReplayError::Unreachable { reason, .. }) if attempt < PUBLISH_ATTEMPTS => {
-                    let wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
-                    progress(Progress::Retrying { index, wait_ms, reason });
-                    tokio::time::sleep(wait).await;
-                    (attempt, wait) = (attempt + 1, wait * 2);
+            let reason = match self.send(Method::POST, &path, Some(event), &during).await {
+                Ok(answer) if answer.status == StatusCode::SERVICE_UNAVAILABLE => {
+                    format!("the server answered 503: {}", answer.error_message())
                 }
+                Ok(answer) => break answer,
+                Err(ReplayError::Unreachable { reason, .. }) => reason,
                 Err(e) => return Err(e),
+            };
+            if tokio::time::Instant::now() + wait > give_up {
+                let server = self.server.to_owned();
+                let reason = format!("{reason} (still after {}s of retries)", RETRY_FOR.as_secs());
+                return Err(ReplayError::Unreachable { server, during: during(), reason });
             }
+            let wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
+            progress(Progress::Retrying { index, wait_ms, reason });
+            tokio::time::sleep(wait).await;
+            (attempt, wait) = (attempt + 1, (wait * 2).min(MAX_RETRY_WAIT));
         };
         // A retry finding the match one past `after`: the lost answer was a success.
         if answer.status == StatusCode::CONFLICT

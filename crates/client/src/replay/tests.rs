@@ -30,6 +30,8 @@ struct Fake {
     refuse: Option<u64>,
     /// Apply the event with this seq, then hang up without answering (a lost answer).
     lose_answer: Option<u64>,
+    /// Answer this many event requests with `503` (the store is down) before taking them.
+    unavailable: usize,
 }
 
 type Shared = Arc<Mutex<Fake>>;
@@ -113,6 +115,11 @@ async fn events(
         return unauthorized();
     }
     let mut f = fake.lock().unwrap();
+    if f.unavailable > 0 {
+        f.unavailable -= 1;
+        let error = json!({"error": "the store cannot take this now: try again shortly"});
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(error)).into_response();
+    }
     if q.after.is_some_and(|a| a != f.seq) {
         let error = json!({"error": "not at that seq", "seq": f.seq});
         return (StatusCode::CONFLICT, Json(error)).into_response();
@@ -225,6 +232,19 @@ async fn a_lost_answer_is_retried_without_publishing_twice() {
         "{:?}",
         Progress::Published { index: 2, total: 3, kind: "goal", seq: 2 }
     )));
+}
+
+/// A store down for a while (SPEC 8: retried for up to 60 s): four `503`s in a row take
+/// 0.5 + 1 + 2 + 4 s of waiting, more than the 3.5 s replay used to give a server.
+#[tokio::test]
+async fn a_store_down_for_a_while_is_waited_for() {
+    let (server, fake) = fake_server(Fake { unavailable: 4, ..Fake::default() }).await;
+    let (result, reports) = run(&small_file(), &options(&server)).await;
+    assert_eq!(result.unwrap().last_seq, 3);
+    let retries: Vec<_> = reports.iter().filter(|r| r.starts_with("Retrying")).collect();
+    assert_eq!(retries.len(), 4, "{reports:?}");
+    assert!(retries.iter().all(|r| r.contains("503")), "{retries:?}");
+    assert_eq!(fake.lock().unwrap().seq, 3, "each event applied once");
 }
 
 #[tokio::test]
