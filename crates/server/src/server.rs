@@ -253,13 +253,12 @@ async fn report_load(
             // Failures show on /readyz through the store; the next tick tries again.
             // Meanwhile this node cannot tell which others are alive: it names none.
             if nodes.report(&load).await.is_err() {
-                ports.set_others(Vec::new(), 1);
+                ports.set_others(Vec::new());
                 continue;
             }
         }
         if let Ok(live) = nodes.live().await {
             let others: Vec<NodeLoad> = live.into_iter().filter(|n| n.node != me).collect();
-            let count = others.len() + 1;
             ops.set_others(
                 others
                     .iter()
@@ -273,7 +272,7 @@ async fn report_load(
             if left {
                 ports.set_others_draining(others);
             } else {
-                ports.set_others(others, count);
+                ports.set_others(others);
             }
         }
     }
