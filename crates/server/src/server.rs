@@ -130,12 +130,15 @@ async fn start_with_store(
             }
         });
     }
-    let ports = Arc::new(ViewerPorts::new(
-        &viewer_addrs,
-        config.public_host.as_deref(),
-        config.max_viewers,
-        crate::telemetry::Metrics::new(),
-    ));
+    let ports = Arc::new(
+        ViewerPorts::new(
+            &viewer_addrs,
+            config.public_host.as_deref(),
+            config.max_viewers,
+            crate::telemetry::Metrics::new(),
+        )
+        .with_web_port(http_addr.port()),
+    );
     let tracker = TaskTracker::new();
     // The operator's figures, sampled every second until HTTP stops (they are read over HTTP).
     let ops = Ops::new(format!("{:016x}", rand::random::<u64>()), http_addr.to_string());

@@ -62,6 +62,8 @@ pub struct ViewerPorts {
     /// WebSocket and SSE viewers (on the HTTP port): they count towards the node's limit, and
     /// are reported spread over its viewer ports.
     web: AtomicUsize,
+    /// The HTTP port those connect to, as reported (so that another node's `full` can name it).
+    web_port: Option<u16>,
     /// The node's metrics: viewers by transport are counted by their [`PortGuard`]s.
     pub metrics: Arc<Metrics>,
 }
@@ -95,12 +97,20 @@ pub struct PortLoad {
     pub viewers: usize,
     /// Most viewers the port takes (its share of its node's limit).
     pub capacity: usize,
+    /// The node's HTTP port, where its WebSocket and SSE viewers connect (on the same host).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub web_port: Option<u16>,
 }
 
 impl PortLoad {
     /// `host:port`.
     pub fn addr_string(&self) -> String {
         format!("{}:{}", self.host, self.port)
+    }
+
+    /// `host:port` of the node's HTTP port: what a WebSocket or SSE viewer is told to `try`.
+    pub fn web_addr_string(&self) -> Option<String> {
+        self.web_port.map(|port| format!("{}:{}", self.host, port))
     }
 }
 
@@ -133,8 +143,15 @@ impl ViewerPorts {
             window_ms: AtomicU64::new(0),
             born: Instant::now(),
             web: AtomicUsize::new(0),
+            web_port: None,
             metrics,
         }
+    }
+
+    /// Reports `port` as the node's HTTP port, where its WebSocket and SSE viewers connect.
+    pub fn with_web_port(mut self, port: u16) -> ViewerPorts {
+        self.web_port = Some(port);
+        self
     }
 
     /// The port `/1/checkin` names, of every port of the cluster with room: drawn in proportion
@@ -261,6 +278,7 @@ impl ViewerPorts {
                 port: p.advertised.1,
                 viewers: p.viewers.load(Ordering::Relaxed) + web,
                 capacity: self.per_port,
+                web_port: self.web_port,
             })
             .collect()
     }
@@ -369,8 +387,13 @@ mod tests {
     fn checkin_names_ports_with_room_counting_what_it_named_once() {
         let bound = [SocketAddr::from(([127, 0, 0, 1], 9100))];
         let ports = Arc::new(ViewerPorts::new(&bound, None, 100, Metrics::new()));
-        let other =
-            |port, viewers| PortLoad { host: "10.0.0.2".into(), port, viewers, capacity: 100 };
+        let other = |port, viewers| PortLoad {
+            host: "10.0.0.2".into(),
+            port,
+            viewers,
+            capacity: 100,
+            web_port: None,
+        };
         // This node's port holds 5; the other node's reported 3 and 100 (full).
         let _held: Vec<PortGuard> = (0..5).map(|_| ports.try_enter(0).unwrap()).collect();
         ports.set_others(vec![other(9200, 3), other(9201, 100)]);
@@ -509,8 +532,13 @@ mod tests {
     fn a_draining_node_counts_what_it_sent_until_it_arrives() {
         let bound = [SocketAddr::from(([127, 0, 0, 1], 9100))];
         let ports = Arc::new(ViewerPorts::new(&bound, None, 100, Metrics::new()));
-        let other =
-            |viewers| PortLoad { host: "10.0.0.2".into(), port: 9200, viewers, capacity: 10 };
+        let other = |viewers| PortLoad {
+            host: "10.0.0.2".into(),
+            port: 9200,
+            viewers,
+            capacity: 10,
+            web_port: None,
+        };
         ports.set_others_draining(vec![other(0)]);
         for _ in 0..6 {
             assert_eq!(ports.other_node().map(|o| o.port), Some(9200));
@@ -536,7 +564,13 @@ mod tests {
         let ports = Arc::new(ViewerPorts::new(&bound, None, 1, Metrics::new()));
         let _held = ports.try_enter(0).unwrap();
         assert!(ports.try_enter(0).is_none(), "its share is 1");
-        ports.set_others(vec![PortLoad { host: "h".into(), port: 1, viewers: 7, capacity: 7 }]);
+        ports.set_others(vec![PortLoad {
+            host: "h".into(),
+            port: 1,
+            viewers: 7,
+            capacity: 7,
+            web_port: None,
+        }]);
         assert_eq!(ports.pick_for_checkin(), None);
         assert_eq!(ports.other_node(), None);
     }
