@@ -12,6 +12,7 @@ use serde_json::{json, Value};
 use crate::redis::{RedisCluster, RedisServer};
 use crate::support::*;
 
+mod crowds;
 mod failures;
 
 /// Longest a test waits for what one node did to show on another. Announcements take
