@@ -246,7 +246,7 @@ async fn live(sh: &Shared, spec: Spec, connected: &AtomicBool) -> Outcome {
 }
 
 /// Comes back after a lost connection: waits, then connects again with `FROM` (to the address
-/// the `bye` named first, TCP viewers only, then wherever checkin says), waiting longer after each failed attempt
+/// the `bye` named first, then wherever checkin says), waiting longer after each failed attempt
 /// until the time to resume is up.
 async fn reconnect(
     sh: &Shared,
@@ -258,10 +258,7 @@ async fn reconnect(
     loop {
         let wait = away.next_wait().ok_or_else(|| away.give_up())?;
         tokio::time::sleep(wait).await;
-        // A `bye shutdown`'s `try` names a TCP viewer port: of no use to a WebSocket or SSE
-        // viewer, which checks in at an HTTP port again.
-        let via = away.try_addr.take().filter(|_| spec.protocol.is_tcp());
-        match connect(sh, spec, from, via, buf).await {
+        match connect(sh, spec, from, away.try_addr.take(), buf).await {
             Ok(got) => return Ok(got),
             Err(v) => away.failed(v),
         }
