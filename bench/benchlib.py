@@ -106,6 +106,11 @@ def post(url, body):
         return json.loads(r.read() or b"null")
 
 
+class Stalled(RuntimeError):
+    """A held run that cannot connect every viewer: some failed for good (a held viewer that
+    failed never connects again), or nobody connected for a while."""
+
+
 class Viewers:
     """A held `matchstream sim` run: connects N, then receives until its stdin is closed."""
 
@@ -113,6 +118,10 @@ class Viewers:
         self.n = n
         self.connected = threading.Event()
         self.deliveries = 0
+        # The simulator's latest progress line: viewers connected now and failed for good.
+        self.now_connected = 0
+        self.failed = 0
+        self.last_connect = time.time()
         self.last_progress = time.time()
         self.t0 = time.time()
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -127,16 +136,37 @@ class Viewers:
             self.connected.set()
         elif line.startswith("{"):
             try:
-                d = json.loads(line).get("deliveries", self.deliveries)
+                progress = json.loads(line)
+                d = progress.get("deliveries", self.deliveries)
             except ValueError:
                 return
+            connected = progress.get("connected", self.now_connected)
+            if connected != self.now_connected:
+                self.now_connected = connected
+                self.last_connect = time.time()
+            self.failed = progress.get("failed", self.failed)
             if d != self.deliveries:
                 self.deliveries = d
                 self.last_progress = time.time()
 
-    def wait_connected(self, timeout=180):
-        if not self.connected.wait(timeout):
-            raise RuntimeError(f"not all {self.n} viewers connected within {timeout} s")
+    def wait_connected(self, timeout=180, quiet=30):
+        """Seconds until all N are connected. Stops early (`Stalled`) as soon as a viewer failed
+        for good, or when the number connected has not moved for `quiet` seconds, or the
+        simulator exited: waiting longer cannot help then."""
+        deadline = time.time() + timeout
+        while not self.connected.wait(0.2):
+            now = time.time()
+            why = None
+            if self.failed:
+                why = f"{self.failed:,} failed for good (refused, or gave up)"
+            elif now - self.last_connect > quiet:
+                why = f"no viewer connected for {quiet} s"
+            elif self.proc.poll() is not None:
+                why = f"the simulator exited ({self.proc.returncode})"
+            elif now > deadline:
+                why = f"not all connected within {timeout} s"
+            if why:
+                raise Stalled(f"{self.now_connected:,} of {self.n:,} viewers connected, {why}")
         return time.time() - self.t0
 
     def wait_deliveries(self, want, timeout, quiet=3.0):

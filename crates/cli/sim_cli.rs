@@ -103,9 +103,10 @@ struct SimViewerArgs {
     #[arg(long, env = "MATCHSTREAM_SIM_SLOW_READ_MS", default_value_t = 20)]
     slow_read_ms: u64,
     /// v2, ws and sse viewers that lose their node (closed or reset without `bye match_over`,
-    /// or `bye shutdown`) come back with FROM (ws, sse: from=) through /1/checkin (or the bye's
-    /// `try`; ws, sse: the next --server), retrying for up to 30 s, instead of failing; the
-    /// summary tells how many resumed and how fast.
+    /// or `bye shutdown`) come back with FROM (ws, sse: from=) at the bye's `try`, else through
+    /// /1/checkin (ws, sse: the next --server), retrying for up to 30 s, instead of failing; the
+    /// summary tells how many resumed and how fast. Told `full`, every viewer goes to its `try`
+    /// (or checks in again after `retry_after_ms`), with or without --resume.
     #[arg(long, env = "MATCHSTREAM_SIM_RESUME")]
     resume: bool,
     #[command(flatten)]

@@ -13,6 +13,7 @@ use crate::redis::{RedisCluster, RedisServer};
 use crate::support::*;
 
 mod contention;
+mod crowds;
 mod failures;
 mod rewind;
 
@@ -407,7 +408,8 @@ async fn ops_on_one_node_shows_every_node() {
     assert!(row["sample"]["rss_bytes"].as_u64().is_some_and(|b| b > 0), "{row}");
 }
 
-/// A draining node (SPEC 9) names another live node in `try` in every goodbye of its window,
+/// A draining node (SPEC 9) names another live node in `try` in every goodbye of its window
+/// (a viewer port to TCP viewers, its HTTP port to WebSocket ones),
 /// however many it sends there: what it sent since the other's last report is not held against
 /// it for longer than that report (before, 30 goodbyes filled a node of 60 in its estimate).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -437,7 +439,17 @@ async fn a_draining_node_names_another_node_in_every_goodbye() {
         ops["nodes"].as_array()?.iter().any(|n| n["http"] == other_http.as_str()).then_some(())
     })
     .await;
+    // A WebSocket viewer is named the other node's HTTP port, where it can ask again.
+    let mut ws = matchstream_client::WsViewer::watch(&draining.http_host(), &id, None)
+        .await
+        .expect("upgrade");
+    assert_eq!(ws.frame().await.expect("a frame").expect("a snapshot")["kind"], "status");
     draining.node.as_ref().expect("node").shutdown();
+    let (_, bye) = tokio::time::timeout(PATIENCE, ws.collect_v2())
+        .await
+        .expect("a goodbye")
+        .expect("frames in order");
+    assert_eq!((&bye["reason"], &bye["try"]), (&"shutdown".into(), &other_http.as_str().into()));
     let ports: Vec<String> =
         other.viewers.iter().map(|a| format!("127.0.0.1:{}", a.port())).collect();
     for v in viewers {

@@ -466,3 +466,44 @@ async fn redis_messages_sent_open_and_closed_loop_arrive_gapless() {
         assert_all_complete(&summary, 100, 100 * 80);
     }
 }
+
+/// SPEC 7: a viewer told `full` with `try` connects there, in every run (no `--resume`). All
+/// given one viewer port of node a (20 places, 10 a port), v1, v2 and WebSocket viewers are
+/// told `full` past a's places and go where it says (a's other port, then node b): all 60
+/// complete, none refused for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn viewers_told_full_go_where_try_says_in_every_run() {
+    let redis = RedisServer::start().await;
+    let url = redis.url();
+    let a = TestServer::start_with(|c| {
+        c.redis = Some(url.clone());
+        c.max_viewers = 20;
+    })
+    .await;
+    let b = TestServer::start_with(|c| c.redis = Some(url.clone())).await;
+    let id = a.started_match().await;
+    // Node a knows b's ports (and b the match) before the crowd comes.
+    let ops_url = format!("{}/ops.json", a.admin);
+    eventually("node a knows node b", PATIENCE, async || {
+        let ops: Value = reqwest::get(&ops_url).await.ok()?.json().await.ok()?;
+        (ops["nodes"].as_array()?.len() == 1).then_some(())
+    })
+    .await;
+    eventually("node b knows the match", PATIENCE, async || {
+        (b.get(&format!("/1/match/{id}")).await.1["seq"] == 1).then_some(())
+    })
+    .await;
+    let mut sim = SimRun::spawn(&format!(
+        "--server {} --viewers {} --match {id} -n 60 -c 60 --mix v1:30,v2:40,ws:30 --json",
+        a.base,
+        a.viewer()
+    ));
+    sim.wait_for("connected 60").await;
+    a.publish(&id, "stop", json!({})).await;
+    let (status, summary, stderr) = sim.finish().await;
+    assert!(status.success(), "{summary:#}\n{stderr}");
+    assert_eq!(summary["complete"], 60, "{summary:#}");
+    assert_eq!(summary["failed"], 0, "{summary:#}");
+    // More connections than viewers: the ones told `full` connected again elsewhere.
+    assert!(summary["connects"].as_u64().unwrap() > 60, "{summary:#}");
+}

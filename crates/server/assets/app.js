@@ -400,6 +400,8 @@
     failures: 0,
     connects: 0,
     ended: false,
+    // Another node's host:port, named by a `full` bye's `try` (SPEC 7); null: this page's own.
+    host: null,
   };
 
   function setConn(state, text) {
@@ -415,11 +417,12 @@
   // the seq the feed must reach); every later one resumes after the last event applied.
   function streamUrl(kind) {
     const query = conn.connects > 0 && lastSeq > 0 ? `?from=${lastSeq}` : '';
+    const host = conn.host || location.host;
     if (kind === 'ws') {
       const scheme = location.protocol === 'https:' ? 'wss:' : 'ws:';
-      return `${scheme}//${location.host}${matchPath(match.id)}/ws${query}`;
+      return `${scheme}//${host}${matchPath(match.id)}/ws${query}`;
     }
-    return `${matchPath(match.id)}/stream${query}`;
+    return `${location.protocol}//${host}${matchPath(match.id)}/stream${query}`;
   }
 
   function stopStream() {
@@ -445,6 +448,8 @@
   function dropped(opened) {
     if (conn.ended) return;
     setConn('reconnecting', 'Reconnecting…');
+    // The node a `full` sent us to does not answer: back to this page's own.
+    if (!opened && conn.host) conn.host = null;
     if (!opened && conn.transport === 'ws' && !conn.wsWorked) {
       // No WebSocket gets through from here (a proxy?): Server-Sent Events at once.
       conn.transport = 'sse';
@@ -493,8 +498,14 @@
       setConn('ended', final);
       return;
     }
-    // shutdown, full, too_slow...: come back (to this host) when the server says, else soon.
     setConn('reconnecting', 'Reconnecting…');
+    // A full node names another with room: go there at once (SPEC 7).
+    if (frame.reason === 'full' && typeof frame.try === 'string' && frame.try) {
+      conn.host = frame.try;
+      schedule(0);
+      return;
+    }
+    // shutdown, full, too_slow...: come back (to this host) when the server says, else soon.
     const wait = typeof frame.retry_after_ms === 'number' ? frame.retry_after_ms : backoff();
     schedule(wait);
   }

@@ -132,12 +132,15 @@ async fn start_with_store(
             }
         });
     }
-    let ports = Arc::new(ViewerPorts::new(
-        &viewer_addrs,
-        config.public_host.as_deref(),
-        config.max_viewers,
-        metrics,
-    ));
+    let ports = Arc::new(
+        ViewerPorts::new(
+            &viewer_addrs,
+            config.public_host.as_deref(),
+            config.max_viewers,
+            metrics,
+        )
+        .with_web_port(http_addr.port()),
+    );
     let tracker = TaskTracker::new();
     // The operator's figures, sampled every second until HTTP stops (they are read over HTTP).
     let ops = Ops::new(format!("{:016x}", rand::random::<u64>()), http_addr.to_string());
@@ -255,13 +258,12 @@ async fn report_load(
             // Failures show on /readyz through the store; the next tick tries again.
             // Meanwhile this node cannot tell which others are alive: it names none.
             if nodes.report(&load).await.is_err() {
-                ports.set_others(Vec::new(), 1);
+                ports.set_others(Vec::new());
                 continue;
             }
         }
         if let Ok(live) = nodes.live().await {
             let others: Vec<NodeLoad> = live.into_iter().filter(|n| n.node != me).collect();
-            let count = others.len() + 1;
             ops.set_others(
                 others
                     .iter()
@@ -275,7 +277,7 @@ async fn report_load(
             if left {
                 ports.set_others_draining(others);
             } else {
-                ports.set_others(others, count);
+                ports.set_others(others);
             }
         }
     }

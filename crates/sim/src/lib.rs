@@ -30,6 +30,7 @@ mod check;
 mod checkin;
 mod conn;
 mod display;
+mod full;
 pub mod http;
 mod job;
 mod pace;

@@ -182,10 +182,10 @@ impl Lost {
 #[derive(Debug, Deserialize, PartialEq, Eq)]
 pub(crate) struct Bye {
     kind: String,
-    reason: Option<String>,
-    retry_after_ms: Option<u64>,
+    pub reason: Option<String>,
+    pub retry_after_ms: Option<u64>,
     #[serde(rename = "try")]
-    try_addr: Option<String>,
+    pub try_addr: Option<String>,
 }
 
 /// The unfinished line at the end of what a viewer read so far, kept while it is short enough to

@@ -3,7 +3,7 @@
 //! connect slot, send the line (or the request: conn.rs), then read and check its own stream
 //! until the end, acting out its path (late, leave, reconnect with `FROM` / `from`, slow) and,
 //! with `--resume`, coming back the same way when its node is lost (when and how long to wait:
-//! resume.rs). The same loop drives Redis and Pusher (Sockudo) subscribers, so every system is
+//! resume.rs); told `full`, it goes where the refusal says (full.rs), in every phase. The same loop drives Redis and Pusher (Sockudo) subscribers, so every system is
 //! measured by one engine.
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,6 +16,7 @@ use tokio::net::TcpStream;
 use super::check::{Checker, Seen, State};
 use super::checkin;
 use super::conn::{self, Conn};
+use super::full::{self, Refused};
 use super::job::Target;
 use super::pusher::{self, PusherChecker};
 use super::redis::{self, RedisChecker};
@@ -119,10 +120,20 @@ async fn live(sh: &Shared, spec: Spec, connected: &AtomicBool) -> Outcome {
     let mut tail = LineTail::default();
     let mut away: Option<Away> = None;
     let mut resumed_before = false;
+    // Told `full`: where to go next, and how many times in a row so far.
+    let (mut refused, mut hops) = (None::<Refused>, 0u32);
     'connection: loop {
-        let got = match away.as_mut() {
-            None => connect(sh, &spec, from, None, &mut buf).await,
-            Some(a) => reconnect(sh, &spec, from, a, &mut buf).await,
+        let got = match (refused.take(), away.as_mut()) {
+            (Some(r), Some(a)) => {
+                a.try_addr = r.try_addr;
+                reconnect(sh, &spec, from, a, &mut buf).await
+            }
+            (Some(r), None) => {
+                tokio::time::sleep(r.wait).await;
+                connect(sh, &spec, from, r.try_addr, &mut buf).await
+            }
+            (None, None) => connect(sh, &spec, from, None, &mut buf).await,
+            (None, Some(a)) => reconnect(sh, &spec, from, a, &mut buf).await,
         };
         let (mut stream, mut n, addr) = match got {
             Ok(got) => got,
@@ -156,6 +167,15 @@ async fn live(sh: &Shared, spec: Spec, connected: &AtomicBool) -> Outcome {
                 catching_up = None;
             }
             match state {
+                // A node that is full names another (SPEC 7): go there, in every phase.
+                Err(v)
+                    if hops < full::HOPS && Refused::of(&v, tail.bye_in(&buf[..n])).is_some() =>
+                {
+                    hops += 1;
+                    refused = Refused::of(&v, tail.bye_in(&buf[..n]));
+                    checker.restart();
+                    continue 'connection;
+                }
                 Err(v) => match resuming.then(|| Lost::of_bye(&v, tail.bye_in(&buf[..n]))) {
                     Some(Some(lost)) => break lost,
                     _ => return Outcome::Failed(v),
@@ -168,8 +188,9 @@ async fn live(sh: &Shared, spec: Spec, connected: &AtomicBool) -> Outcome {
                 tail.push(&buf[..n]);
             }
             if got_frame {
-                // Back for good: a later drop starts afresh.
+                // Back for good: a later drop starts afresh, and so does a later `full`.
                 away = None;
+                hops = 0;
             }
             if act_at.is_some_and(|at| events >= at) && !closing {
                 if spec.path == PathKind::Leave {
@@ -325,7 +346,8 @@ fn set_bind_address_no_port(socket: &tokio::net::TcpSocket) -> std::io::Result<(
 
 /// Connects (holding a connect slot), sends the connect line (a WebSocket or SSE viewer: its
 /// request) and waits for the first bytes, which land in `buf`. `from`: resume after this seq;
-/// `via`: the viewer address to use instead of finding one (a `bye`'s `try`, for TCP). Also
+/// `via`: the address to use instead of finding one (a `bye`'s `try`: a viewer port for TCP,
+/// an HTTP port for WebSocket and SSE). Also
 /// returns the address it connected to.
 async fn connect(
     sh: &Shared,
@@ -343,11 +365,14 @@ async fn connect(
     sh.first_connect_start_ms.fetch_min(unix_ms(), Ordering::Relaxed);
     let timeout = Duration::from_millis(sh.job.behaviour.connect_timeout_ms);
     let web = !spec.protocol.is_tcp() && matches!(sh.job.target, Target::Matchstream { .. });
+    // A WebSocket or SSE viewer given an address goes to that HTTP port (a `full`'s `try`).
+    let via_web = via.clone().filter(|_| web);
     let (addr, line) = match &sh.job.target {
         // The nodes' HTTP ports: the request is written once one answers (`dial_web`).
-        Target::Matchstream { .. } if web => {
-            (sh.web[(id % sh.web.len().max(1) as u64) as usize].clone(), Vec::new())
-        }
+        Target::Matchstream { .. } if web => match &via_web {
+            Some(addr) => (addr.clone(), Vec::new()),
+            None => (sh.web[(id % sh.web.len().max(1) as u64) as usize].clone(), Vec::new()),
+        },
         Target::Matchstream { match_id, viewers, .. } => {
             let addr = match via {
                 Some(addr) => addr,
@@ -370,7 +395,14 @@ async fn connect(
         let io = |e: std::io::Error| Violation::new(Cause::of_io(&e), format!("{addr}: {e}"));
         let (mut conn, at) = match &sh.job.target {
             Target::Matchstream { match_id, .. } if web => {
-                let (stream, at) = dial_web(sh, id).await?;
+                let (stream, at) = match &via_web {
+                    Some(addr) => {
+                        let stream = dial(addr, id).await.map_err(io)?;
+                        stream.set_nodelay(true).map_err(io)?;
+                        (stream, addr.clone())
+                    }
+                    None => dial_web(sh, id).await?,
+                };
                 (conn::open_web(stream, &at, spec.protocol, match_id, from).await?, at)
             }
             // Connected once subscribed: the confirmation is the first bytes.

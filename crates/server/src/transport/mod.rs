@@ -3,20 +3,26 @@
 //! joined, every viewer is followed by `viewer.rs` and parked at the live edge by `park.rs`, and
 //! written to through `write.rs`. Transports see the hub, never the store. This file keeps the
 //! viewer ports and their load (viewers that joined a match, nothing else; connections still
-//! sending their connect line have their own `crate::budget`); `close.rs` is how every
+//! sending their connect line have their own `crate::budget`), and which port of the cluster
+//! `/1/checkin` and `try` name by the rules of `placement.rs`; `close.rs` is how every
 //! transport closes a connection it ends (without a reset).
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use rand::Rng;
 
 use crate::hub::Format;
 use crate::locks::{read, write};
 use crate::telemetry::{Left, Metrics};
 use crate::wire::ByeReason;
+use placement::Seen;
 
 pub mod close;
 mod park;
+pub mod placement;
 pub mod tcp;
 pub mod viewer;
 pub mod web;
@@ -28,7 +34,18 @@ pub struct Port {
     /// `host:port` as viewers should dial it.
     pub advertised: (String, u16),
     viewers: AtomicUsize,
+    /// Viewers `/1/checkin` named this port for in the current window (see [`IN_FLIGHT`]).
+    named: AtomicUsize,
+    /// Of those named before the window, the ones that had not arrived when it began.
+    carried: AtomicUsize,
+    /// Its viewers when the window began: what arrived since is `viewers` less this.
+    at_window: AtomicUsize,
 }
+
+/// How long a viewer named by `/1/checkin` counts on this node's own port before it connects:
+/// its name is forgotten once a whole window passed without it (a client that checked in and
+/// never came), so that such names never make a port look full for long.
+const IN_FLIGHT: Duration = Duration::from_secs(1);
 
 /// The node's viewer ports: their load, for `/1/checkin`, for `full` answers and for metrics.
 #[derive(Debug)]
@@ -39,32 +56,36 @@ pub struct ViewerPorts {
     /// The other live nodes' ports, with their load, as last reported through the shared
     /// store (empty for a node on its own).
     others: RwLock<Vec<Other>>,
-    /// Nodes sending viewers to the others as of the last report: every live node, this one
-    /// included (1 while this node drains).
-    nodes: AtomicUsize,
+    /// When the ports' current [`IN_FLIGHT`] window began (ms since `born`).
+    window_ms: AtomicU64,
+    born: Instant,
     /// WebSocket and SSE viewers (on the HTTP port): they count towards the node's limit, and
     /// are reported spread over its viewer ports.
     web: AtomicUsize,
+    /// The HTTP port those connect to, as reported (so that another node's `full` can name it).
+    web_port: Option<u16>,
     /// The node's metrics: viewers by transport are counted by their [`PortGuard`]s.
     pub metrics: Arc<Metrics>,
 }
 
-/// Another node's port: its last report, and how many viewers this node has sent it since.
+/// Another node's port: its last report, and the viewers this node named it for that the
+/// report does not show yet.
 #[derive(Debug)]
 struct Other {
     load: PortLoad,
+    /// Named since the report.
     sent: AtomicUsize,
+    /// Named before it and not arrived by it (see [`placement::still_pending`]).
+    carried: usize,
 }
 
 impl Other {
-    /// Its load as best known: the report, plus what this node named it for since times the
-    /// number of nodes (every node is as likely to be sending it viewers from the same report).
-    fn load(&self, nodes: usize) -> usize {
-        self.load.viewers + self.sent.load(Ordering::Relaxed) * nodes
-    }
-
-    fn has_room(&self, nodes: usize) -> bool {
-        self.load(nodes) < self.load.capacity
+    fn seen(&self) -> Seen {
+        Seen {
+            capacity: self.load.capacity,
+            known: self.load.viewers,
+            pending: self.carried.saturating_add(self.sent.load(Ordering::Relaxed)),
+        }
     }
 }
 
@@ -76,12 +97,20 @@ pub struct PortLoad {
     pub viewers: usize,
     /// Most viewers the port takes (its share of its node's limit).
     pub capacity: usize,
+    /// The node's HTTP port, where its WebSocket and SSE viewers connect (on the same host).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub web_port: Option<u16>,
 }
 
 impl PortLoad {
     /// `host:port`.
     pub fn addr_string(&self) -> String {
         format!("{}:{}", self.host, self.port)
+    }
+
+    /// `host:port` of the node's HTTP port: what a WebSocket or SSE viewer is told to `try`.
+    pub fn web_addr_string(&self) -> Option<String> {
+        self.web_port.map(|port| format!("{}:{}", self.host, port))
     }
 }
 
@@ -101,6 +130,9 @@ impl ViewerPorts {
                     a.port(),
                 ),
                 viewers: AtomicUsize::new(0),
+                named: AtomicUsize::new(0),
+                carried: AtomicUsize::new(0),
+                at_window: AtomicUsize::new(0),
             })
             .collect::<Vec<_>>();
         let per_port = max_viewers.div_ceil(ports.len().max(1));
@@ -108,76 +140,129 @@ impl ViewerPorts {
             ports,
             per_port,
             others: RwLock::new(Vec::new()),
-            nodes: AtomicUsize::new(1),
+            window_ms: AtomicU64::new(0),
+            born: Instant::now(),
             web: AtomicUsize::new(0),
+            web_port: None,
             metrics,
         }
     }
 
-    /// The port `/1/checkin` names: the least loaded with room in the whole cluster (this
-    /// node's ports win ties). Another node's load is its last report (up to a second old) plus
-    /// the viewers this node has named it for since, so that a crowd arriving within one
-    /// report spreads instead of all going to the same port. `None` when no port has room.
+    /// Reports `port` as the node's HTTP port, where its WebSocket and SSE viewers connect.
+    pub fn with_web_port(mut self, port: u16) -> ViewerPorts {
+        self.web_port = Some(port);
+        self
+    }
+
+    /// The port `/1/checkin` names, of every port of the cluster with room: drawn in proportion
+    /// to its free places as this node sees them (`placement`), so that a crowd arriving at
+    /// once spreads evenly whichever node it asks. `None` when no port has room.
     pub fn pick_for_checkin(&self) -> Option<(String, u16)> {
-        let mine = self
-            .ports
-            .iter()
-            .map(|p| (p.viewers.load(Ordering::Relaxed), p))
-            .filter(|(load, _)| *load < self.per_port)
-            .min_by_key(|(load, _)| *load);
-        let nodes = self.nodes.load(Ordering::Relaxed);
+        self.pick_at(Instant::now(), &mut rand::rng())
+    }
+
+    fn pick_at(&self, now: Instant, rng: &mut impl Rng) -> Option<(String, u16)> {
+        self.roll_window(now);
         let others = read(&self.others);
-        let other = others.iter().filter(|o| o.has_room(nodes)).min_by_key(|o| o.load(nodes));
-        match (mine, other) {
-            (Some((load, _)), Some(o)) if o.load(nodes) < load => Some(Self::send_to(o)),
-            (Some((_, p)), _) => Some(p.advertised.clone()),
-            (None, Some(o)) => Some(Self::send_to(o)),
-            (None, None) => None,
+        let seen: Vec<Seen> =
+            self.ports.iter().map(|p| self.seen(p)).chain(others.iter().map(Other::seen)).collect();
+        let i = placement::choose(&seen, rng)?;
+        match self.ports.get(i) {
+            Some(p) => {
+                p.named.fetch_add(1, Ordering::Relaxed);
+                Some(p.advertised.clone())
+            }
+            None => {
+                let o = &others[i - self.ports.len()];
+                o.sent.fetch_add(1, Ordering::Relaxed);
+                Some((o.load.host.clone(), o.load.port))
+            }
         }
     }
 
-    fn send_to(other: &Other) -> (String, u16) {
-        other.sent.fetch_add(1, Ordering::Relaxed);
-        (other.load.host.clone(), other.load.port)
+    /// One of this node's ports as `placement` sees it: its viewers (and its share of the web
+    /// viewers, as reported), and the viewers named for it that have not arrived.
+    fn seen(&self, p: &Port) -> Seen {
+        let viewers = p.viewers.load(Ordering::Relaxed);
+        let arrived = viewers.saturating_sub(p.at_window.load(Ordering::Relaxed));
+        let named = p.named.load(Ordering::Relaxed) + p.carried.load(Ordering::Relaxed);
+        Seen {
+            capacity: self.per_port,
+            known: viewers + self.web.load(Ordering::Relaxed) / self.ports.len().max(1),
+            pending: named.saturating_sub(arrived),
+        }
     }
 
-    /// The least-loaded port of another live node with room, to name in `try` (counted as sent
-    /// there, like a checkin).
+    /// Begins a new [`IN_FLIGHT`] window for this node's ports once the last is over.
+    fn roll_window(&self, now: Instant) {
+        let now_ms = now.saturating_duration_since(self.born).as_millis() as u64;
+        let began = self.window_ms.load(Ordering::Relaxed);
+        if now_ms.saturating_sub(began) < IN_FLIGHT.as_millis() as u64
+            || self
+                .window_ms
+                .compare_exchange(began, now_ms, Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
+        {
+            return;
+        }
+        for p in &self.ports {
+            let viewers = p.viewers.load(Ordering::Relaxed);
+            let before = p.at_window.swap(viewers, Ordering::Relaxed);
+            let named = p.named.swap(0, Ordering::Relaxed);
+            let carried = p.carried.load(Ordering::Relaxed);
+            let left = placement::still_pending(named, carried, before, viewers, false);
+            p.carried.store(left, Ordering::Relaxed);
+        }
+    }
+
+    /// Another live node's port with room, to name in `try` (drawn like a checkin's, by its
+    /// estimated free places, and counted as named there).
     pub fn other_node(&self) -> Option<PortLoad> {
-        let nodes = self.nodes.load(Ordering::Relaxed);
+        self.other_node_with(&mut rand::rng())
+    }
+
+    fn other_node_with(&self, rng: &mut impl Rng) -> Option<PortLoad> {
         let others = read(&self.others);
-        let other = others.iter().filter(|o| o.has_room(nodes)).min_by_key(|o| o.load(nodes))?;
-        Self::send_to(other);
+        let seen: Vec<Seen> = others.iter().map(Other::seen).collect();
+        let other = &others[placement::choose_estimated(&seen, rng)?];
+        other.sent.fetch_add(1, Ordering::Relaxed);
         Some(other.load.clone())
     }
 
-    /// Replaces what this node knows of the other nodes' ports (a new report). `senders`: how
-    /// many nodes are sending viewers to them (every live node, this one included).
-    pub fn set_others(&self, others: Vec<PortLoad>, senders: usize) {
-        self.nodes.store(senders.max(1), Ordering::Relaxed);
-        *write(&self.others) =
-            others.into_iter().map(|load| Other { load, sent: AtomicUsize::new(0) }).collect();
+    /// Replaces what this node knows of the other nodes' ports (a new report). What it named a
+    /// port for since the last report and the new one does not show arrived still counts, for
+    /// one more report at most.
+    pub fn set_others(&self, others: Vec<PortLoad>) {
+        self.replace_others(others, false);
     }
 
     /// Like [`ViewerPorts::set_others`], for a node that drains: the viewers it told goodbye
     /// come back to the port named in their `try` only after their `retry_after_ms` (up to the
-    /// drain window and more), long after the next report. So what it sent a port is kept
-    /// across reports, less what the port's new report shows arrived since the last, and no
-    /// other node's share is assumed (it alone is sending its viewers away).
+    /// drain window and more), long after the next report. So what it named a port for counts
+    /// until the port's reports show it arrived, however many reports that takes.
     pub fn set_others_draining(&self, others: Vec<PortLoad>) {
-        self.nodes.store(1, Ordering::Relaxed);
+        self.replace_others(others, true);
+    }
+
+    fn replace_others(&self, others: Vec<PortLoad>, keep_all: bool) {
         let mut kept = write(&self.others);
         let carried = others
             .into_iter()
             .map(|load| {
-                let sent = kept
+                let carried = kept
                     .iter()
                     .find(|o| o.load.host == load.host && o.load.port == load.port)
                     .map_or(0, |o| {
-                        let arrived = load.viewers.saturating_sub(o.load.viewers);
-                        o.sent.load(Ordering::Relaxed).saturating_sub(arrived)
+                        let sent = o.sent.load(Ordering::Relaxed);
+                        placement::still_pending(
+                            sent,
+                            o.carried,
+                            o.load.viewers,
+                            load.viewers,
+                            keep_all,
+                        )
                     });
-                Other { load, sent: AtomicUsize::new(sent) }
+                Other { load, sent: AtomicUsize::new(0), carried }
             })
             .collect();
         *kept = carried;
@@ -193,6 +278,7 @@ impl ViewerPorts {
                 port: p.advertised.1,
                 viewers: p.viewers.load(Ordering::Relaxed) + web,
                 capacity: self.per_port,
+                web_port: self.web_port,
             })
             .collect()
     }
@@ -293,32 +379,166 @@ impl Drop for PortGuard {
 mod tests {
     use super::*;
 
+    use rand::rngs::StdRng;
+    use rand::SeedableRng;
+    use std::collections::VecDeque;
+
     #[test]
-    fn checkin_names_the_least_loaded_port_of_the_cluster_counting_what_it_sent() {
+    fn checkin_names_ports_with_room_counting_what_it_named_once() {
         let bound = [SocketAddr::from(([127, 0, 0, 1], 9100))];
         let ports = Arc::new(ViewerPorts::new(&bound, None, 100, Metrics::new()));
-        let other =
-            |port, viewers| PortLoad { host: "10.0.0.2".into(), port, viewers, capacity: 100 };
+        let other = |port, viewers| PortLoad {
+            host: "10.0.0.2".into(),
+            port,
+            viewers,
+            capacity: 100,
+            web_port: None,
+        };
         // This node's port holds 5; the other node's reported 3 and 100 (full).
         let _held: Vec<PortGuard> = (0..5).map(|_| ports.try_enter(0).unwrap()).collect();
-        ports.set_others(vec![other(9200, 3), other(9201, 100)], 2);
-        // 9200 is the least loaded until this node has sent it 1 (3 + 1 sent × 2 nodes = 5: a
-        // tie, which this node's own port wins; its own load grows only as viewers connect).
-        let named: Vec<u16> = (0..3).map(|_| ports.pick_for_checkin().unwrap().1).collect();
-        assert_eq!(named, [9200, 9100, 9100]);
-        // `try` names the other node's least-loaded port with room (never the full 9201).
-        assert_eq!(ports.other_node().map(|o| o.port), Some(9200));
-        // A new report replaces the counts.
-        ports.set_others(vec![other(9300, 0)], 2);
-        assert_eq!(ports.pick_for_checkin().unwrap().1, 9300);
+        ports.set_others(vec![other(9200, 3), other(9201, 100)]);
+        // 192 free places as this node sees them: 192 names fill both ports with room to the
+        // last place (a name counts once, however many nodes there are), never the full 9201.
+        let mut named = [0usize; 2];
+        // A window begins with the 5 already there (not arrivals of names).
+        let now = Instant::now() + IN_FLIGHT;
+        let mut rng = StdRng::seed_from_u64(7);
+        for _ in 0..192 {
+            match ports.pick_at(now, &mut rng).unwrap().1 {
+                9100 => named[0] += 1,
+                9200 => named[1] += 1,
+                port => panic!("named {port}"),
+            }
+        }
+        assert_eq!(named, [95, 97]);
+        // Every place is taken by a name: a checkin still names a port with room by its count
+        // or report (names may never be used), a `try` does not.
+        assert!(ports.pick_at(now, &mut rng).is_some());
+        assert_eq!(ports.other_node(), None);
+        // A report that shows 87 of the 97 arrived: 10 still on their way, no room.
+        ports.set_others(vec![other(9200, 90), other(9201, 100)]);
+        assert_eq!(ports.other_node(), None);
+        // Names the next report does not show either are forgotten (they never came).
+        ports.set_others(vec![other(9200, 90), other(9201, 100)]);
+        assert_eq!((0..11).filter_map(|_| ports.other_node()).count(), 10);
+    }
+
+    /// A simulated cluster: `capacity` viewers on each node's one port; `crowd` viewers check
+    /// in, all through node 0 (`one_door`) or each through a random node, and connect `lag`
+    /// arrivals later to the port named, following `try` when told `full`; every node reports
+    /// every `report_every` arrivals (a second of the nodes' time). Each node's viewers, and how
+    /// many viewers were refused for good.
+    fn crowd(
+        nodes: usize,
+        capacity: usize,
+        crowd: usize,
+        one_door: bool,
+        report_every: usize,
+        lag: usize,
+        seed: u64,
+    ) -> (Vec<usize>, usize) {
+        let cluster: Vec<Arc<ViewerPorts>> = (0..nodes)
+            .map(|i| {
+                let bound = [SocketAddr::from(([127, 0, 0, 1], 10_000 + i as u16))];
+                Arc::new(ViewerPorts::new(&bound, None, capacity, Metrics::new()))
+            })
+            .collect();
+        let report = || {
+            let loads: Vec<Vec<PortLoad>> = cluster.iter().map(|n| n.snapshot()).collect();
+            for (i, node) in cluster.iter().enumerate() {
+                let others = loads.iter().enumerate().filter(|(j, _)| *j != i);
+                node.set_others(others.flat_map(|(_, l)| l.clone()).collect());
+            }
+        };
+        let mut rng = StdRng::seed_from_u64(seed);
+        let (mut held, mut refused, mut queue) = (Vec::new(), 0, VecDeque::new());
+        let mut connect = |port: u16, rng: &mut StdRng| {
+            let mut node = usize::from(port - 10_000);
+            for _ in 0..4 {
+                if let Some(guard) = cluster[node].try_enter(0) {
+                    held.push(guard);
+                    return;
+                }
+                match cluster[node].other_node_with(rng) {
+                    Some(o) => node = usize::from(o.port - 10_000),
+                    None => break,
+                }
+            }
+            refused += 1;
+        };
+        let start = Instant::now();
+        report();
+        for v in 0..crowd {
+            if v > 0 && v % report_every == 0 {
+                report();
+            }
+            let now = start + Duration::from_millis((v * 1000 / report_every) as u64);
+            let door = if one_door { 0 } else { rng.random_range(0..nodes) };
+            match cluster[door].pick_at(now, &mut rng) {
+                Some((_, port)) => queue.push_back(port),
+                None => refused_at_checkin(v),
+            }
+            while queue.len() > lag {
+                let port = queue.pop_front().expect("queued");
+                connect(port, &mut rng);
+            }
+        }
+        while let Some(port) = queue.pop_front() {
+            connect(port, &mut rng);
+        }
+        (cluster.iter().map(|n| n.total()).collect(), refused)
+    }
+
+    fn refused_at_checkin(v: usize) {
+        panic!("viewer {v}: no port with room at checkin");
+    }
+
+    /// SPEC 7: at 95% of the cluster's capacity, every node within 10% of the mean.
+    fn assert_even(held: &[usize], refused: usize, what: &str) {
+        assert_eq!(refused, 0, "{what}: {held:?}");
+        let mean = held.iter().sum::<usize>() as f64 / held.len() as f64;
+        for &n in held {
+            assert!((n as f64 - mean).abs() <= mean * 0.10, "{what}: {held:?}, mean {mean}");
+        }
+    }
+
+    #[test]
+    fn a_crowd_through_one_node_fills_every_node_evenly() {
+        for seed in 0..10 {
+            // Issue 18: 855 viewers on three nodes of 300, all asking node a at once.
+            let (held, refused) = crowd(3, 300, 855, true, 10_000, 50, seed);
+            assert_even(&held, refused, "3 × 300 through one node");
+        }
+        for seed in 0..2 {
+            // bench/cluster's scale phase at 95%: 7 nodes of 19,400, ~33,000 arrivals a second.
+            let (held, refused) = crowd(7, 19_400, 129_010, true, 33_000, 500, seed);
+            assert_even(&held, refused, "7 × 19,400 through one node");
+        }
+    }
+
+    #[test]
+    fn a_crowd_through_random_nodes_fills_every_node_evenly() {
+        for seed in 0..10 {
+            let (held, refused) = crowd(3, 300, 855, false, 10_000, 50, seed);
+            assert_even(&held, refused, "3 × 300 through random nodes");
+        }
+        for seed in 0..2 {
+            let (held, refused) = crowd(7, 19_400, 129_010, false, 33_000, 500, seed);
+            assert_even(&held, refused, "7 × 19,400 through random nodes");
+        }
     }
 
     #[test]
     fn a_draining_node_counts_what_it_sent_until_it_arrives() {
         let bound = [SocketAddr::from(([127, 0, 0, 1], 9100))];
         let ports = Arc::new(ViewerPorts::new(&bound, None, 100, Metrics::new()));
-        let other =
-            |viewers| PortLoad { host: "10.0.0.2".into(), port: 9200, viewers, capacity: 10 };
+        let other = |viewers| PortLoad {
+            host: "10.0.0.2".into(),
+            port: 9200,
+            viewers,
+            capacity: 10,
+            web_port: None,
+        };
         ports.set_others_draining(vec![other(0)]);
         for _ in 0..6 {
             assert_eq!(ports.other_node().map(|o| o.port), Some(9200));
@@ -344,7 +564,13 @@ mod tests {
         let ports = Arc::new(ViewerPorts::new(&bound, None, 1, Metrics::new()));
         let _held = ports.try_enter(0).unwrap();
         assert!(ports.try_enter(0).is_none(), "its share is 1");
-        ports.set_others(vec![PortLoad { host: "h".into(), port: 1, viewers: 7, capacity: 7 }], 2);
+        ports.set_others(vec![PortLoad {
+            host: "h".into(),
+            port: 1,
+            viewers: 7,
+            capacity: 7,
+            web_port: None,
+        }]);
         assert_eq!(ports.pick_for_checkin(), None);
         assert_eq!(ports.other_node(), None);
     }

@@ -86,8 +86,9 @@ impl ViewerContext {
     /// A `bye` for `reason`; a `shutdown` one carries a `retry_after_ms` jittered over the
     /// drain window (from `retry_after_ms` to that plus the window; with no window, up to twice
     /// `retry_after_ms`) and, with other nodes, one of theirs to `try` (chosen like
-    /// `/1/checkin` chooses, so a crowd spreads).
-    pub fn bye(&self, reason: ByeReason) -> Bye {
+    /// `/1/checkin` chooses, so a crowd spreads): a viewer port for a TCP viewer, the node's
+    /// HTTP port for a WebSocket or SSE one (`format`).
+    pub fn bye(&self, reason: ByeReason, format: Format) -> Bye {
         let mut bye = Bye::new(reason);
         if reason == ByeReason::Shutdown {
             let base = self.retry_after_ms;
@@ -96,7 +97,10 @@ impl ViewerContext {
                 window => window,
             };
             bye.retry_after_ms = Some(rand::rng().random_range(base..=base.saturating_add(spread)));
-            bye.try_addr = self.ports.other_node().map(|o| o.addr_string());
+            bye.try_addr = self.ports.other_node().and_then(|o| match format {
+                Format::Ws | Format::Sse => o.web_addr_string(),
+                Format::V1 | Format::V2 => Some(o.addr_string()),
+            });
         }
         bye
     }
@@ -229,7 +233,7 @@ pub async fn follow(
             }
             Outcome::Bye(reason) => {
                 guard.leaving(reason);
-                let frame = (format != Format::V1).then(|| ctx.bye(reason));
+                let frame = (format != Format::V1).then(|| ctx.bye(reason, format));
                 if let Some(frame) = frame.and_then(|bye| goodbye(format, &bye)) {
                     // A viewer that was too slow gets a moment for its goodbye, not another
                     // full timeout.

@@ -177,12 +177,13 @@ async fn join(
 
 /// The viewer to hand the connection to, counted from now; past the node's limit, or while the
 /// node drains, it is told `full` (SPEC 5: after the upgrade, with the close code 1013), naming
-/// another node if any.
+/// another node's HTTP port to `try` while one has room.
 fn handover(ctx: &ViewerContext, format: Format, sub: Subscription) -> Handover {
     let mut guard = ctx.ports.enter_web();
     let start = if ctx.ports.total() > ctx.max_viewers || ctx.shutdown.is_cancelled() {
         ctx.ports.metrics.refused(ByeReason::Full);
-        let other = ctx.ports.other_node().map(|o| o.addr_string());
+        // Another node's HTTP port: a browser follows `try` with the same request there.
+        let other = ctx.ports.other_node().and_then(|o| o.web_addr_string());
         Start::Refuse(Bye {
             reason: ByeReason::Full,
             retry_after_ms: other.is_none().then_some(ctx.retry_after_ms),

@@ -285,7 +285,13 @@ async fn nodes_report_their_ports_and_read_each_other() {
     let server = Server::start(DURABLE);
     let store = open(&server.url()).await;
     let nodes = store.conn_for_nodes();
-    let port = |port, viewers| PortLoad { host: "127.0.0.1".into(), port, viewers, capacity: 10 };
+    let port = |port, viewers| PortLoad {
+        host: "127.0.0.1".into(),
+        port,
+        viewers,
+        capacity: 10,
+        web_port: None,
+    };
     let node = |name: &str, ports| NodeLoad {
         node: name.into(),
         ports,

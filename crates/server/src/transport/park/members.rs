@@ -245,11 +245,11 @@ pub(super) fn say_goodbye(ctx: &ViewerContext, mut members: Vec<Member>, reason:
             continue;
         }
         let frame = if reason == ByeReason::Shutdown {
-            goodbye(m.format, &ctx.bye(reason))
+            goodbye(m.format, &ctx.bye(reason, m.format))
         } else {
             let slot = &mut shared[m.format as usize];
             if slot.is_none() {
-                *slot = goodbye(m.format, &ctx.bye(reason));
+                *slot = goodbye(m.format, &ctx.bye(reason, m.format));
             }
             slot.clone()
         };
