@@ -133,13 +133,8 @@ async fn start_with_store(
         });
     }
     let ports = Arc::new(
-        ViewerPorts::new(
-            &viewer_addrs,
-            config.public_host.as_deref(),
-            config.max_viewers,
-            metrics,
-        )
-        .with_web_port(http_addr.port()),
+        ViewerPorts::new(&viewer_addrs, config.public_host.as_deref(), config.max_viewers, metrics)
+            .with_web_port(http_addr.port()),
     );
     let tracker = TaskTracker::new();
     // The operator's figures, sampled every second until HTTP stops (they are read over HTTP).

@@ -154,8 +154,8 @@ impl ViewerPorts {
         self
     }
 
-    /// The port `/1/checkin` names, of every port of the cluster with room: drawn in proportion
-    /// to its free places as this node sees them (`placement`), so that a crowd arriving at
+    /// The port `/1/checkin` names, of every port of the cluster with room: the least loaded as
+    /// this node sees it, counting what it named once (`placement`), so that a crowd arriving at
     /// once spreads evenly whichever node it asks. `None` when no port has room.
     pub fn pick_for_checkin(&self) -> Option<(String, u16)> {
         self.pick_at(Instant::now(), &mut rand::rng())
