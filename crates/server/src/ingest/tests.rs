@@ -202,6 +202,22 @@ impl Store for FailingStore {
         self.inner.load(id).await
     }
 
+    async fn load_live(&self) -> Result<Vec<Resumed>, StoreError> {
+        self.inner.load_live().await
+    }
+
+    async fn resume(&self, id: &MatchId) -> Result<Option<Resumed>, StoreError> {
+        self.inner.resume(id).await
+    }
+
+    async fn ended_ids(&self) -> Result<Vec<MatchId>, StoreError> {
+        self.inner.ended_ids().await
+    }
+
+    async fn save_state(&self, inc: Incarnation, state: &Match) -> Result<(), StoreError> {
+        self.inner.save_state(inc, state).await
+    }
+
     async fn heads(&self) -> Result<Vec<Head>, StoreError> {
         self.inner.heads().await
     }

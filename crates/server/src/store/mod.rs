@@ -13,11 +13,12 @@ use std::pin::Pin;
 use async_trait::async_trait;
 use tokio::sync::mpsc;
 
-use crate::model::{Event, MatchId, MatchInfo, Seq};
+use crate::model::{Event, Match, MatchId, MatchInfo, Seq};
 
 #[cfg(test)]
 pub mod memory;
 pub mod redis;
+pub mod saved;
 pub mod sqlite;
 
 /// Which creation of a match id this is: a match cancelled and created again under the same id
@@ -47,6 +48,15 @@ pub enum StoreError {
 pub struct StoredMatch {
     pub info: MatchInfo,
     pub inc: Incarnation,
+    pub events: Vec<Event>,
+}
+
+/// A match as a node needs it to serve it: its state at some seq (saved by
+/// [`Store::save_state`], else the match as created) and the events of the log after that.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resumed {
+    pub inc: Incarnation,
+    pub state: Match,
     pub events: Vec<Event>,
 }
 
@@ -152,7 +162,24 @@ pub trait Store: Send + Sync + 'static {
     /// One live match with all its events (a node learning of a match created elsewhere).
     async fn load(&self, id: &MatchId) -> Result<Option<StoredMatch>, StoreError>;
 
-    /// Where every live match's log ends.
+    /// Every live match that has not ended (see [`Store::save_state`]), from its saved state:
+    /// what a node serves on start. A season of past matches is not read.
+    async fn load_live(&self) -> Result<Vec<Resumed>, StoreError>;
+
+    /// One live match (ended or not) from its saved state: an ended match read back on demand,
+    /// or a match created elsewhere.
+    async fn resume(&self, id: &MatchId) -> Result<Option<Resumed>, StoreError>;
+
+    /// The ids of the ended matches (live: not cancelled), which `load_live` leaves out.
+    async fn ended_ids(&self) -> Result<Vec<MatchId>, StoreError>;
+
+    /// Saves the state of incarnation `inc` at `state.seq`, whose events are durable (kept only
+    /// if it is further than the one saved). An ended state also marks the match ended: it
+    /// leaves `load_live` and `heads`, and is listed by `ended_ids`. Idempotent: any node that
+    /// sees the match end (or finds it ended but not marked) may call it.
+    async fn save_state(&self, inc: Incarnation, state: &Match) -> Result<(), StoreError>;
+
+    /// Where every live match's log ends, except ended matches' (they do not move any more).
     async fn heads(&self) -> Result<Vec<Head>, StoreError>;
 
     /// Up to `limit` events of a live match with `seq > after`, in `seq` order.

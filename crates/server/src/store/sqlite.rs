@@ -25,8 +25,9 @@ use async_trait::async_trait;
 use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Append, AppendTicket, Head, Incarnation, Page, Store, StoreError, StoredMatch};
-use crate::model::{MatchId, MatchInfo, Seq};
+use super::{Append, AppendTicket, Head, Incarnation, Page, Resumed, Store, StoreError};
+use super::{saved, StoredMatch};
+use crate::model::{Match, MatchId, MatchInfo, Seq};
 
 mod read;
 mod writer;
@@ -239,6 +240,26 @@ impl Store for SqliteStore {
     async fn load(&self, id: &MatchId) -> Result<Option<StoredMatch>, StoreError> {
         let id = id.clone();
         self.read(move |conn| read::load(conn, &id)).await
+    }
+
+    async fn load_live(&self) -> Result<Vec<Resumed>, StoreError> {
+        self.read(|conn| read::resume_where(conn, None)).await
+    }
+
+    async fn resume(&self, id: &MatchId) -> Result<Option<Resumed>, StoreError> {
+        let id = id.clone();
+        self.read(move |conn| Ok(read::resume_where(conn, Some(&id))?.pop())).await
+    }
+
+    async fn ended_ids(&self) -> Result<Vec<MatchId>, StoreError> {
+        self.read(read::ended_ids).await
+    }
+
+    /// Queued like an append (one more command in the next group commit).
+    async fn save_state(&self, inc: Incarnation, state: &Match) -> Result<(), StoreError> {
+        let json = saved::encode(inc, state)?;
+        let op = Op::Save(state.id().clone(), inc, state.seq, json, state.is_over());
+        self.call(op).await.map(|_| ())
     }
 
     async fn heads(&self) -> Result<Vec<Head>, StoreError> {
