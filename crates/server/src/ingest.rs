@@ -15,9 +15,9 @@
 //! request starts again from the log, so a refused event is never published and an
 //! acknowledged one never dropped.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, watch};
 
@@ -25,7 +25,7 @@ use crate::hub::{Hub, TopicHandle};
 use crate::locks::{lock, read, write};
 use crate::model::{Event, EventInput, Match, MatchId, MatchInfo, Millis, Seq};
 use crate::state::Rejection;
-use crate::store::{Append, Expect, Incarnation, LogEntry, Store, StoreError, StoredMatch};
+use crate::store::{Append, Expect, Incarnation, LogEntry, Resumed, Store, StoreError};
 
 /// How many times a request is validated and appended again after another writer got there
 /// first, before the watcher is told to retry.
@@ -37,6 +37,11 @@ const CONFLICT_PAUSE_US: u64 = 500;
 const OWN_APPENDS_WAIT: Duration = Duration::from_millis(200);
 /// Events read from the store per history page while catching a match up.
 const CATCH_UP_PAGE: usize = 1024;
+/// A live match's state is saved in the store every this many events (and when it ends), so
+/// that serving it again applies at most this many events rather than its whole log.
+const SAVE_EVERY: Seq = 64;
+/// How long an ended match stays in memory after its end unless told otherwise (SPEC 10).
+pub const KEEP_ENDED: Duration = Duration::from_secs(600);
 /// Batches kept ahead of a gap in the log view; beyond this they are dropped (the store has
 /// them; catching up reads them again).
 const MAX_EARLY: usize = 4096;
@@ -109,21 +114,128 @@ pub struct Ingest {
     store: Arc<dyn Store>,
     hub: Arc<Hub>,
     slots: RwLock<HashMap<MatchId, Arc<Slot>>>,
+    /// Ended matches in memory, in the order they ended (or were read back): each leaves
+    /// memory `keep_ended` after that, once nobody follows it ([`Ingest::evict_ended`]).
+    ending: Mutex<VecDeque<(Instant, Weak<Slot>)>>,
+    keep_ended: Duration,
+    /// One read-back of an ended match at a time: a crowd asking for the same one reads once.
+    reviving: tokio::sync::Mutex<()>,
 }
 
 impl Ingest {
-    /// Rebuilds every live match from the store and makes it available on the hub.
+    /// Serves every match of the store that has not ended (from its saved state), and knows
+    /// the ended ones without holding them (SPEC 10: start-up does not grow with past seasons).
     pub async fn restore(store: Arc<dyn Store>, hub: Arc<Hub>) -> Result<Ingest, StoreError> {
-        let ingest = Ingest { store: store.clone(), hub, slots: RwLock::new(HashMap::new()) };
-        for stored in store.load_all().await? {
-            ingest.insert_stored(stored);
+        let ingest = Ingest {
+            store: store.clone(),
+            hub,
+            slots: RwLock::new(HashMap::new()),
+            ending: Mutex::new(VecDeque::new()),
+            keep_ended: KEEP_ENDED,
+            reviving: tokio::sync::Mutex::new(()),
+        };
+        let mut ended = Vec::new();
+        for resumed in store.load_live().await? {
+            let inc = resumed.inc;
+            let m = resumed_state(resumed);
+            if m.is_over() {
+                // Ended without being marked so (stopped in between, or an older store):
+                // marked now, and not held.
+                ingest.save_later(inc, Arc::new(m.clone()));
+                ended.push(m.id().clone());
+            } else {
+                ingest.insert(m, inc);
+            }
         }
+        ended.extend(store.ended_ids().await?);
+        ingest.hub.set_evicted(ended);
         Ok(ingest)
     }
 
-    /// How many matches this node serves.
+    /// How long an ended match stays in memory after its end (`--keep-ended`).
+    pub fn keep_ended(mut self, keep: Duration) -> Ingest {
+        self.keep_ended = keep;
+        self
+    }
+
+    /// How many matches this node holds in memory (ended ones that left it are not counted).
     pub fn len(&self) -> usize {
         read(&self.slots).len()
+    }
+
+    /// Takes out of memory the ended matches whose `--keep-ended` has passed and that nobody
+    /// follows any more (one still followed waits until its viewers are gone). They stay
+    /// listed and are read back on demand ([`Ingest::revive`]). Returns how many left.
+    pub fn evict_ended(&self) -> usize {
+        let now = Instant::now();
+        let mut due = Vec::new();
+        {
+            let mut ending = lock(&self.ending);
+            while ending.front().is_some_and(|(at, _)| *at + self.keep_ended <= now) {
+                if let Some((_, slot)) = ending.pop_front() {
+                    due.push(slot);
+                }
+            }
+        }
+        let mut evicted = 0;
+        for slot in due {
+            let Some(slot) = slot.upgrade() else { continue };
+            if self.hub.followers(&slot.topic) > 0 {
+                // Viewers still on it: looked at again after another period.
+                lock(&self.ending).push_back((now, Arc::downgrade(&slot)));
+                continue;
+            }
+            let id = slot.topic.id().clone();
+            {
+                let mut slots = write(&self.slots);
+                if !slots.get(&id).is_some_and(|s| Arc::ptr_eq(s, &slot)) {
+                    continue;
+                }
+                slots.remove(&id);
+            }
+            self.hub.evict(&slot.topic);
+            evicted += 1;
+        }
+        if evicted > 0 {
+            tracing::debug!(evicted, "ended matches left memory");
+        }
+        evicted
+    }
+
+    /// Brings an ended match that left memory back from the store (its saved state), so that
+    /// its page, history and viewers are served as before. True if the match is now served;
+    /// false if there is no such match (or it was cancelled meanwhile).
+    pub async fn revive(&self, id: &MatchId) -> Result<bool, StoreError> {
+        if self.known(id).is_some() {
+            return Ok(true);
+        }
+        if !self.hub.is_evicted(id) {
+            return Ok(false);
+        }
+        let _one = self.reviving.lock().await;
+        if self.known(id).is_some() {
+            return Ok(true);
+        }
+        match self.store.resume(id).await? {
+            Some(resumed) => {
+                self.insert_resumed(resumed, false);
+                tracing::debug!(match_id = %id, "ended match read back");
+                Ok(self.known(id).is_some())
+            }
+            None => {
+                self.hub.forget(id);
+                Ok(false)
+            }
+        }
+    }
+
+    /// The slot of `id`, reading an ended match back from the store if it left memory.
+    async fn slot_or_revive(&self, id: &MatchId) -> Result<Arc<Slot>, IngestError> {
+        if let Ok(slot) = self.slot(id) {
+            return Ok(slot);
+        }
+        self.revive(id).await?;
+        self.slot(id)
     }
 
     /// Creates a match (durably) and opens it to viewers.
@@ -148,7 +260,7 @@ impl Ingest {
         inputs: &[EventInput],
         after: Option<Seq>,
     ) -> Result<Vec<Accepted>, IngestError> {
-        let slot = self.slot(id)?;
+        let slot = self.slot_or_revive(id).await?;
         // Whether this request has read the store to check `after` (see below).
         let mut read_store = false;
         for attempt in 0..MAX_ATTEMPTS {
@@ -263,7 +375,7 @@ impl Ingest {
 
     /// Cancels a match: gone from the store and the hub; its viewers get `cancelled`.
     pub async fn cancel(&self, id: &MatchId) -> Result<(), IngestError> {
-        let slot = self.slot(id)?;
+        let slot = self.slot_or_revive(id).await?;
         // Held so that no request of this node queues events between the cancel and the removal.
         let _tip = slot.tip.lock().await;
         match self.store.cancel_match(id, slot.inc).await {
@@ -315,6 +427,8 @@ impl Ingest {
                 _ => self.load(&id).await?,
             },
             LogEntry::Cancelled { id, inc } => {
+                // An ended match out of memory: no longer listed.
+                self.hub.forget(&id);
                 if let Ok(slot) = self.slot(&id) {
                     if slot.inc == inc {
                         self.remove(&id, &slot);
@@ -336,10 +450,18 @@ impl Ingest {
             read(&self.slots).iter().map(|(id, slot)| (id.clone(), slot.clone())).collect();
         let heads = self.store.heads().await?;
         let live: HashSet<&MatchId> = heads.iter().map(|h| &h.id).collect();
-        let gone: Vec<(MatchId, Arc<Slot>)> =
-            before.into_iter().filter(|(id, _)| !live.contains(id)).collect();
+        // Ended matches are not among the heads (they no longer move): kept until evicted.
+        let gone: Vec<(MatchId, Arc<Slot>)> = before
+            .into_iter()
+            .filter(|(id, slot)| !live.contains(id) && !slot.logged().is_over())
+            .collect();
         for (id, slot) in gone {
-            self.remove(&id, &slot);
+            // Cancelled, or ended on another node before this one heard the end: the store
+            // tells which.
+            match self.store.resume(&id).await? {
+                Some(r) if r.inc == slot.inc => self.catch_up(&slot).await?,
+                _ => self.remove(&id, &slot),
+            }
         }
         for head in &heads {
             match self.slot(&head.id).ok() {
@@ -362,23 +484,38 @@ impl Ingest {
 
     /// Loads a match created elsewhere (or its newer incarnation) from the store.
     async fn load(&self, id: &MatchId) -> Result<(), StoreError> {
-        if let Some(stored) = self.store.load(id).await? {
-            let inc = stored.inc;
-            if self.insert_stored(stored) {
+        if let Some(resumed) = self.store.resume(id).await? {
+            let inc = resumed.inc;
+            // An ended match found among the live ones is marked ended (by whoever finds it).
+            if self.insert_resumed(resumed, true) {
                 tracing::info!(match_id = %id, inc, "match created on another node");
             }
         }
         Ok(())
     }
 
-    /// Applies a stored match's events and serves it, unless this or a newer incarnation is
-    /// already served. True if it was inserted.
-    fn insert_stored(&self, stored: StoredMatch) -> bool {
-        let mut m = Match::new(stored.info);
-        for ev in &stored.events {
-            apply_logged(&mut m, ev);
+    /// Serves a match from its saved state and the events after it, unless this or a newer
+    /// incarnation is already served. True if it was inserted. `mark`: an ended one is marked
+    /// ended in the store (idempotent), for a match that was found among the live ones.
+    fn insert_resumed(&self, resumed: Resumed, mark: bool) -> bool {
+        let inc = resumed.inc;
+        let m = resumed_state(resumed);
+        if mark && m.is_over() {
+            self.save_later(inc, Arc::new(m.clone()));
         }
-        self.insert(m, stored.inc)
+        self.insert(m, inc)
+    }
+
+    /// Saves `m` (durable events only) in the store in the background: a saved state is a
+    /// cache of the log, so a failure only means a longer replay later (or, for an ended
+    /// match, that it is marked ended by whoever finds it next).
+    fn save_later(&self, inc: Incarnation, m: Arc<Match>) {
+        let store = self.store.clone();
+        tokio::spawn(async move {
+            if let Err(e) = store.save_state(inc, &m).await {
+                tracing::debug!(match_id = %m.id(), seq = m.seq, error = %e, "saving the state");
+            }
+        });
     }
 
     /// Serves incarnation `inc` of a match, replacing an older one (whose viewers are told it
@@ -392,6 +529,7 @@ impl Ingest {
         let m = Arc::new(m);
         let topic = self.hub.add(m.clone(), inc);
         let id = m.id().clone();
+        let over = m.is_over();
         let slot = Slot {
             inc,
             topic,
@@ -400,7 +538,12 @@ impl Ingest {
             log: Mutex::new(LogView { state: m, early: BTreeMap::new() }),
             catching_up: tokio::sync::Mutex::new(()),
         };
-        slots.insert(id, Arc::new(slot));
+        let slot = Arc::new(slot);
+        slots.insert(id, slot.clone());
+        drop(slots);
+        if over {
+            lock(&self.ending).push_back((Instant::now(), Arc::downgrade(&slot)));
+        }
         true
     }
 
@@ -437,6 +580,17 @@ impl Ingest {
                     }
                     let m = Arc::new(m);
                     self.hub.publish(&slot.topic, &events, m.clone());
+                    if m.is_over() {
+                        // The end is durable: save the final state and mark the match ended
+                        // (every node that applies it does; the store keeps one), and let it
+                        // leave memory `keep_ended` from now.
+                        self.save_later(slot.inc, m.clone());
+                        if let Some(me) = read(&self.slots).get(m.id()).filter(|s| s.inc == slot.inc) {
+                            lock(&self.ending).push_back((Instant::now(), Arc::downgrade(me)));
+                        }
+                    } else if m.seq / SAVE_EVERY > log.state.seq / SAVE_EVERY {
+                        self.save_later(slot.inc, m.clone());
+                    }
                     log.state = m;
                 }
                 Some(first) if log.early.len() < MAX_EARLY => {
@@ -493,6 +647,15 @@ impl Ingest {
         }
         Ok(())
     }
+}
+
+/// A match as resumed from the store: its saved state with the events after it applied.
+fn resumed_state(resumed: Resumed) -> Match {
+    let mut m = resumed.state;
+    for ev in &resumed.events {
+        apply_logged(&mut m, ev);
+    }
+    m
 }
 
 /// Applies an event of the log to `m`. Every stored event was validated against the state with

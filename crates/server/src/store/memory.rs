@@ -156,10 +156,12 @@ impl Store for MemoryStore {
         Ok(())
     }
 
+    #[cfg(test)]
     async fn load_all(&self) -> Result<Vec<StoredMatch>, StoreError> {
         Ok(self.lock().matches.values().map(|(m, _)| m.clone()).collect())
     }
 
+    #[cfg(test)]
     async fn load(&self, id: &MatchId) -> Result<Option<StoredMatch>, StoreError> {
         Ok(self.lock().live_mut(id, None).ok().map(|(m, _)| m.clone()))
     }

@@ -23,8 +23,9 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{
     saved, Append, AppendTicket, Head, Incarnation, LogEntry, Page, Resumed, Store, StoreError,
-    StoredMatch,
 };
+#[cfg(test)]
+use super::StoredMatch;
 use crate::locks::lock;
 use crate::model::{Event, Match, MatchId, MatchInfo, Seq};
 
@@ -494,6 +495,7 @@ impl Store for RedisStore {
         .await
     }
 
+    #[cfg(test)]
     async fn load_all(&self) -> Result<Vec<StoredMatch>, StoreError> {
         self.track(async {
             let mut all = Vec::new();
@@ -508,6 +510,7 @@ impl Store for RedisStore {
         .await
     }
 
+    #[cfg(test)]
     async fn load(&self, id: &MatchId) -> Result<Option<StoredMatch>, StoreError> {
         self.track(async {
             Ok(self.read(id, 0, -1).await?.map(|(info, inc, events)| StoredMatch {

@@ -26,7 +26,9 @@ use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{Append, AppendTicket, Head, Incarnation, Page, Resumed, Store, StoreError};
-use super::{saved, StoredMatch};
+use super::saved;
+#[cfg(test)]
+use super::StoredMatch;
 use crate::model::{Match, MatchId, MatchInfo, Seq};
 
 mod read;
@@ -233,10 +235,12 @@ impl Store for SqliteStore {
         self.call(Op::Cancel(id.clone(), inc)).await.map(|_| ())
     }
 
+    #[cfg(test)]
     async fn load_all(&self) -> Result<Vec<StoredMatch>, StoreError> {
         self.read(read::load_all).await
     }
 
+    #[cfg(test)]
     async fn load(&self, id: &MatchId) -> Result<Option<StoredMatch>, StoreError> {
         let id = id.clone();
         self.read(move |conn| read::load(conn, &id)).await

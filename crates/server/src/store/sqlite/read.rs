@@ -1,6 +1,7 @@
 //! The read side of the SQLite store: a small pool of read-only connections and the queries
 //! behind `load_all`, `load`, `heads` and `history`. Writes never come here.
 
+#[cfg(test)]
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Mutex;
@@ -8,8 +9,10 @@ use std::sync::Mutex;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
 use super::{corrupt, db_err, seq_from_sql, seq_to_sql, BUSY_TIMEOUT};
-use crate::model::{Event, EventData, EventKind, Match, MatchId, MatchInfo, Seq};
-use crate::store::{saved, Head, Page, Resumed, StoreError, StoredMatch};
+use crate::model::{Event, EventData, EventKind, Match, MatchId, Seq};
+use crate::store::{saved, Head, Page, Resumed, StoreError};
+#[cfg(test)]
+use crate::{model::MatchInfo, store::StoredMatch};
 
 /// Idle read connections kept for reuse; more may be open while reads are in flight.
 const MAX_IDLE_READERS: usize = 8;
@@ -61,16 +64,19 @@ fn event_from_row(seq: i64, ts: i64, kind: &str, data: &str) -> Result<Event, St
     })
 }
 
+#[cfg(test)]
 pub(super) fn load_all(conn: &mut Connection) -> Result<Vec<StoredMatch>, StoreError> {
     load_where(conn, None)
 }
 
+#[cfg(test)]
 pub(super) fn load(conn: &mut Connection, id: &MatchId) -> Result<Option<StoredMatch>, StoreError> {
     Ok(load_where(conn, Some(id))?.pop())
 }
 
 /// Every live match (or the one named `only`), with its events, in creation order. A match's
 /// incarnation is its rowid.
+#[cfg(test)]
 fn load_where(
     conn: &mut Connection,
     only: Option<&MatchId>,
