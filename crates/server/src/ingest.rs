@@ -506,16 +506,11 @@ impl Ingest {
         self.insert(m, inc)
     }
 
-    /// Saves `m` (durable events only) in the store in the background: a saved state is a
-    /// cache of the log, so a failure only means a longer replay later (or, for an ended
-    /// match, that it is marked ended by whoever finds it next).
+    /// Queues saving `m` (durable events only) in the store: a saved state is a cache of the
+    /// log, so one not written only means a longer replay later (or, for an ended match, that
+    /// it is marked ended by whoever finds it next). Never waits.
     fn save_later(&self, inc: Incarnation, m: Arc<Match>) {
-        let store = self.store.clone();
-        tokio::spawn(async move {
-            if let Err(e) = store.save_state(inc, &m).await {
-                tracing::debug!(match_id = %m.id(), seq = m.seq, error = %e, "saving the state");
-            }
-        });
+        self.store.save_state(inc, &m);
     }
 
     /// Serves incarnation `inc` of a match, replacing an older one (whose viewers are told it

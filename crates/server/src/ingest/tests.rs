@@ -17,7 +17,7 @@ use crate::model::EventKind;
 use crate::state::RejectKind;
 use crate::store::memory::tests::{append, info};
 use crate::store::memory::MemoryStore;
-use crate::store::{AppendTicket, Head, Page};
+use crate::store::{AppendTicket, Head, Page, StoredMatch};
 use crate::wire::{v2, ByeReason};
 
 mod restore;
@@ -214,8 +214,8 @@ impl Store for FailingStore {
         self.inner.ended_ids().await
     }
 
-    async fn save_state(&self, inc: Incarnation, state: &Match) -> Result<(), StoreError> {
-        self.inner.save_state(inc, state).await
+    fn save_state(&self, inc: Incarnation, state: &Match) {
+        self.inner.save_state(inc, state)
     }
 
     async fn heads(&self) -> Result<Vec<Head>, StoreError> {

@@ -145,15 +145,13 @@ impl Store for MemoryStore {
             .collect())
     }
 
-    async fn save_state(&self, inc: Incarnation, state: &Match) -> Result<(), StoreError> {
+    fn save_state(&self, inc: Incarnation, state: &Match) {
         let mut inner = self.lock();
         let head = inner.matches.get(&inc).map(|(m, _)| m.events.last().map_or(0, |e| e.seq));
-        let Some(head) = head else { return Err(StoreError::NotFound(state.id().clone())) };
-        let newer = inner.saved.get(&inc).is_none_or(|s| s.seq < state.seq);
-        if newer && state.seq <= head {
+        let newer = inner.saved.get(&inc).is_none_or(|s| s.seq <= state.seq);
+        if head.is_some_and(|head| newer && state.seq <= head) {
             inner.saved.insert(inc, state.clone());
         }
-        Ok(())
     }
 
     #[cfg(test)]
@@ -237,8 +235,8 @@ pub(crate) mod tests {
         async fn ended_ids(&self) -> Result<Vec<MatchId>, StoreError> {
             self.inner.ended_ids().await
         }
-        async fn save_state(&self, inc: Incarnation, state: &Match) -> Result<(), StoreError> {
-            self.inner.save_state(inc, state).await
+        fn save_state(&self, inc: Incarnation, state: &Match) {
+            self.inner.save_state(inc, state)
         }
         async fn heads(&self) -> Result<Vec<Head>, StoreError> {
             self.inner.heads().await

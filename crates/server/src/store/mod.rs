@@ -176,11 +176,14 @@ pub trait Store: Send + Sync + 'static {
     /// The ids of the ended matches (live: not cancelled), which `load_live` leaves out.
     async fn ended_ids(&self) -> Result<Vec<MatchId>, StoreError>;
 
-    /// Saves the state of incarnation `inc` at `state.seq`, whose events are durable (kept only
-    /// if it is further than the one saved). An ended state also marks the match ended: it
-    /// leaves `load_live` and `heads`, and is listed by `ended_ids`. Idempotent: any node that
-    /// sees the match end (or finds it ended but not marked) may call it.
-    async fn save_state(&self, inc: Incarnation, state: &Match) -> Result<(), StoreError>;
+    /// Queues saving the state of incarnation `inc` at `state.seq`, whose events are durable
+    /// (kept only if it is further than the one saved). An ended state also marks the match
+    /// ended: it leaves `load_live` and `heads`, and is listed by `ended_ids`. Idempotent: any
+    /// node that sees the match end (or finds it ended but not marked) may call it. Never
+    /// waits: a saved state is a cache of the log, so one that is not written (a full queue, a
+    /// store down) is logged and costs a longer replay later; a match ended but not marked is
+    /// marked by whoever loads it next. `flush` waits for what was queued.
+    fn save_state(&self, inc: Incarnation, state: &Match);
 
     /// Where every live match's log ends, except ended matches' (they do not move any more).
     async fn heads(&self) -> Result<Vec<Head>, StoreError>;

@@ -256,7 +256,7 @@ impl RedisStore {
 
     /// Runs one command (each may go to another shard of a cluster).
     async fn command(&self, cmd: &redis::Cmd) -> Result<(), StoreError> {
-        cmd.query_async::<Value>(&mut self.conn()).await.map_err(redis_err).map(|_| ())
+        command(&mut self.conn(), cmd).await
     }
 
     /// A match from its saved state and the log after it; `None` when it is not live.
@@ -305,35 +305,6 @@ impl RedisStore {
         }
     }
 
-    /// Moves an ended match from the live sets to [`keys::ENDED`]: added there first, so that
-    /// it is never in neither. In a cluster these sets are on other shards than the match, so
-    /// this follows its script rather than being part of it; it is idempotent, and a match
-    /// found ended in the live set is moved again by whoever finds it.
-    async fn mark_ended(&self, id: &MatchId, inc: Incarnation) -> Result<(), StoreError> {
-        self.command(redis::cmd("SADD").arg(keys::ENDED).arg(id.as_str())).await?;
-        self.command(redis::cmd("SREM").arg(keys::LIVE).arg(id.as_str())).await?;
-        self.command(redis::cmd("SREM").arg(keys::LEGACY_MATCHES).arg(id.as_str())).await?;
-        // Cancelled and created anew meanwhile (by another node): that one is live.
-        self.relist_if_live(id, Some(inc)).await
-    }
-
-    /// Lists `id` in [`keys::LIVE`] again if an incarnation other than `not` is live: what a
-    /// removal from that set does after it, so that it never unlists a match another node has
-    /// just created under the same id.
-    async fn relist_if_live(&self, id: &MatchId, not: Option<Incarnation>) -> Result<(), StoreError> {
-        let live: Option<String> = redis::cmd("HGET")
-            .arg(keys::meta(id))
-            .arg("inc")
-            .query_async(&mut self.conn())
-            .await
-            .map_err(redis_err)?;
-        let other = live.and_then(|v| v.parse::<Incarnation>().ok()).filter(|i| Some(*i) != not);
-        if other.is_some() {
-            self.command(redis::cmd("SADD").arg(keys::LIVE).arg(id.as_str())).await?;
-        }
-        Ok(())
-    }
-
     /// The live viewer ports of the cluster, for `/1/checkin` and `try` (see `nodes.rs`).
     pub fn conn_for_nodes(&self) -> nodes::NodesConn {
         nodes::NodesConn::new(self.conn())
@@ -366,6 +337,69 @@ async fn confirm(conn: &mut Conn, replicas: u32, id: &MatchId) -> Result<(), Sto
         return Err(StoreError::Backend(format!(
             "only {acked} of {replicas} replicas confirmed the write within {WAIT_TIMEOUT_MS} ms"
         )));
+    }
+    Ok(())
+}
+
+/// Moves an ended match from the live sets to [`keys::ENDED`]: added there first, so that
+/// it is never in neither. In a cluster these sets are on other shards than the match, so
+/// this follows its script rather than being part of it; it is idempotent, and a match
+/// found ended in the live set is moved again by whoever finds it.
+async fn mark_ended(conn: &mut Conn, id: &MatchId, inc: Incarnation) -> Result<(), StoreError> {
+    command(conn, redis::cmd("SADD").arg(keys::ENDED).arg(id.as_str())).await?;
+    command(conn, redis::cmd("SREM").arg(keys::LIVE).arg(id.as_str())).await?;
+    command(conn, redis::cmd("SREM").arg(keys::LEGACY_MATCHES).arg(id.as_str())).await?;
+    // Cancelled and created anew meanwhile (by another node): that one is live.
+    relist_if_live(conn, id, Some(inc)).await
+}
+
+/// Lists `id` in [`keys::LIVE`] again if an incarnation other than `not` is live: what a
+/// removal from that set does after it, so that it never unlists a match another node has
+/// just created under the same id.
+async fn relist_if_live(
+conn: &mut Conn,
+id: &MatchId,
+not: Option<Incarnation>,
+) -> Result<(), StoreError> {
+    let live: Option<String> = redis::cmd("HGET")
+        .arg(keys::meta(id))
+        .arg("inc")
+        .query_async(conn)
+        .await
+        .map_err(redis_err)?;
+    let other = live.and_then(|v| v.parse::<Incarnation>().ok()).filter(|i| Some(*i) != not);
+    if other.is_some() {
+        command(conn, redis::cmd("SADD").arg(keys::LIVE).arg(id.as_str())).await?;
+    }
+    Ok(())
+}
+
+/// Runs one command (each may go to another shard of a cluster).
+async fn command(conn: &mut Conn, cmd: &redis::Cmd) -> Result<(), StoreError> {
+    cmd.query_async::<Value>(conn).await.map_err(redis_err).map(|_| ())
+}
+
+/// Saves a match's state (`keys::SAVE`) and, if it ended, moves it to the ended set.
+async fn save(
+    conn: &mut Conn,
+    script: &Script,
+    inc: Incarnation,
+    state: &Match,
+) -> Result<(), StoreError> {
+    let id = state.id();
+    let kept: i64 = script
+        .key(keys::meta(id))
+        .arg(inc)
+        .arg(state.seq)
+        .arg(saved::encode(inc, state)?)
+        .invoke_async(conn)
+        .await
+        .map_err(redis_err)?;
+    if kept == 0 {
+        return Err(StoreError::NotFound(id.clone()));
+    }
+    if state.is_over() {
+        mark_ended(conn, id, inc).await?;
     }
     Ok(())
 }
@@ -490,7 +524,7 @@ impl Store for RedisStore {
             for set in [keys::LIVE, keys::ENDED, keys::LEGACY_MATCHES] {
                 self.command(redis::cmd("SREM").arg(set).arg(id.as_str())).await?;
             }
-            self.relist_if_live(id, Some(inc)).await
+            relist_if_live(&mut self.conn(), id, Some(inc)).await
         })
         .await
     }
@@ -533,7 +567,7 @@ impl Store for RedisStore {
                     match resumed {
                         // Its final state is saved: the move to the ended set did not happen
                         // (a node stopped in between, or an older deployment). Done now.
-                        Some(r) if r.state.is_over() => self.mark_ended(id, r.inc).await?,
+                        Some(r) if r.state.is_over() => mark_ended(&mut self.conn(), id, r.inc).await?,
                         Some(r) => live.push(r),
                         // Cancelled; nobody adds to the old set any more.
                         None if *legacy => {
@@ -565,28 +599,15 @@ impl Store for RedisStore {
         .await
     }
 
-    async fn save_state(&self, inc: Incarnation, state: &Match) -> Result<(), StoreError> {
-        self.track(async {
-            let id = state.id();
-            let kept: i64 = self
-                .scripts
-                .save
-                .key(keys::meta(id))
-                .arg(inc)
-                .arg(state.seq)
-                .arg(saved::encode(inc, state)?)
-                .invoke_async(&mut self.conn())
-                .await
-                .map_err(redis_err)?;
-            if kept == 0 {
-                return Err(StoreError::NotFound(id.clone()));
+    /// Sent in the background (a cache of the log: a failure is logged, and repaired by
+    /// whoever finds the match again).
+    fn save_state(&self, inc: Incarnation, state: &Match) {
+        let (mut conn, script, state) = (self.conn(), self.scripts.save.clone(), state.clone());
+        tokio::spawn(async move {
+            if let Err(e) = save(&mut conn, &script, inc, &state).await {
+                tracing::debug!(match_id = %state.id(), seq = state.seq, error = %e, "saving the state");
             }
-            if state.is_over() {
-                self.mark_ended(id, inc).await?;
-            }
-            Ok(())
-        })
-        .await
+        });
     }
 
     async fn heads(&self) -> Result<Vec<Head>, StoreError> {

@@ -259,11 +259,18 @@ impl Store for SqliteStore {
         self.read(read::ended_ids).await
     }
 
-    /// Queued like an append (one more command in the next group commit).
-    async fn save_state(&self, inc: Incarnation, state: &Match) -> Result<(), StoreError> {
-        let json = saved::encode(inc, state)?;
+    /// One more command in the next group commit; dropped (and logged) if the queue is full.
+    fn save_state(&self, inc: Incarnation, state: &Match) {
+        let json = match saved::encode(inc, state) {
+            Ok(json) => json,
+            Err(e) => return tracing::warn!(match_id = %state.id(), error = %e, "saving the state"),
+        };
         let op = Op::Save(state.id().clone(), inc, state.seq, json, state.is_over());
-        self.call(op).await.map(|_| ())
+        let (reply, _) = oneshot::channel();
+        let queued = self.tx.as_ref().map(|tx| tx.try_send(Command { op, reply }));
+        if !matches!(queued, Some(Ok(()))) {
+            tracing::debug!(match_id = %state.id(), seq = state.seq, "state not saved: the store is busy");
+        }
     }
 
     async fn heads(&self) -> Result<Vec<Head>, StoreError> {
