@@ -127,8 +127,9 @@ local m = redis.call('HMGET', KEYS[1], 'info', 'inc', 'seq', 'saved', 'saved_seq
 if not m[1] then return {} end
 local from = 0
 local saved = ''
-if m[4] and tonumber(m[5]) <= tonumber(m[3]) then
-  from = tonumber(m[5])
+local at = tonumber(m[5])
+if m[4] and at and at <= tonumber(m[3]) then
+  from = at
   saved = m[4]
 end
 local entries = redis.call('XRANGE', KEYS[2], (from + 1) .. '-0', '+')
