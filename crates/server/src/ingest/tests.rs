@@ -573,3 +573,34 @@ async fn a_match_created_anew_reaches_none_of_the_old_viewers() {
     assert_eq!(next(&mut behind).await, Next::End(ByeReason::Cancelled));
     assert_eq!(behind.try_next(), None);
 }
+
+#[tokio::test]
+async fn an_ended_match_leaves_memory_once_nobody_follows_it_and_comes_back_from_its_saved_state() {
+    let store = Arc::new(MemoryStore::new());
+    let hub = Arc::new(Hub::new(store.clone(), 64, 1_000));
+    let ingest =
+        Ingest::restore(store.clone(), hub.clone()).await.unwrap().keep_ended(Duration::ZERO);
+    let id = ingest.create(info("elp", "tig")).await.unwrap();
+    ingest.publish(&id, &[input("start", START)], None).await.unwrap();
+    let viewer = hub.join(id.as_str(), Format::V2, None, 0).unwrap().0;
+    ingest.publish(&id, &[input("stop", "{}")], None).await.unwrap();
+    let ended = hub.current(&id).unwrap().1.state.clone();
+    assert_eq!(ingest.evict_ended(), 0, "a viewer still follows it");
+    assert_eq!(ingest.len(), 1);
+    drop(viewer);
+    assert_eq!(ingest.evict_ended(), 1);
+    assert_eq!((ingest.len(), hub.current(&id).is_none()), (0, true));
+    assert_eq!(hub.ids(), vec![id.clone()], "still listed");
+    // Its final state was saved when it ended: read back without replaying a single event.
+    let saved = store.resume(&id).await.unwrap().unwrap();
+    assert_eq!((&saved.state, saved.events.len()), (&*ended, 0));
+    assert!(ingest.revive(&id).await.unwrap());
+    assert_eq!(hub.current(&id).unwrap().1.state, ended);
+    // A restart knows it without holding it.
+    let again = Ingest::restore(store.clone(), Arc::new(Hub::new(store.clone(), 64, 1_000)))
+        .await
+        .unwrap();
+    assert_eq!(again.len(), 0);
+    assert!(again.revive(&id).await.unwrap());
+    assert!(!again.revive(&MatchId::parse("abc-def-2020-01-01").unwrap()).await.unwrap());
+}
