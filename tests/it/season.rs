@@ -69,7 +69,8 @@ async fn an_ended_match_leaves_memory_and_is_read_back_on_demand() {
 
     // A watcher is told the match is over (409), not that it does not exist.
     left_memory(&s, 1).await;
-    let (status, body) = s.post_events(&id, json!({"kind": "comment", "data": {"text": "x"}})).await;
+    let (status, body) =
+        s.post_events(&id, json!({"kind": "comment", "data": {"text": "x"}})).await;
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
     // An unknown match is still a 404; the live one never left.
     assert_eq!(s.get("/1/match/abc-def-2020-01-01/history").await.0, StatusCode::NOT_FOUND);
@@ -130,7 +131,8 @@ async fn on_redis_an_ended_match_leaves_every_node_and_is_read_back() {
     // A node started now loads only the live match, and knows the ended one.
     let c = TestServer::start_with(tune).await;
     assert_eq!(in_memory(&c), 1);
-    let mut v = Viewer::connect(c.viewer(), &format!("VERSION:2:CONNECT:me:MATCH:{id}:FROM:2")).await;
+    let mut v =
+        Viewer::connect(c.viewer(), &format!("VERSION:2:CONNECT:me:MATCH:{id}:FROM:2")).await;
     let (seqs, bye) = collect_v2(&mut v).await;
     assert_eq!((seqs, bye["reason"].as_str()), (vec![3], Some("match_over")));
 }

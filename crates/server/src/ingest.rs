@@ -580,7 +580,9 @@ impl Ingest {
                         // (every node that applies it does; the store keeps one), and let it
                         // leave memory `keep_ended` from now.
                         self.save_later(slot.inc, m.clone());
-                        if let Some(me) = read(&self.slots).get(m.id()).filter(|s| s.inc == slot.inc) {
+                        if let Some(me) =
+                            read(&self.slots).get(m.id()).filter(|s| s.inc == slot.inc)
+                        {
                             lock(&self.ending).push_back((Instant::now(), Arc::downgrade(me)));
                         }
                     } else if m.seq / SAVE_EVERY > log.state.seq / SAVE_EVERY {

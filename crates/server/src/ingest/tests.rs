@@ -597,9 +597,8 @@ async fn an_ended_match_leaves_memory_once_nobody_follows_it_and_comes_back_from
     assert!(ingest.revive(&id).await.unwrap());
     assert_eq!(hub.current(&id).unwrap().1.state, ended);
     // A restart knows it without holding it.
-    let again = Ingest::restore(store.clone(), Arc::new(Hub::new(store.clone(), 64, 1_000)))
-        .await
-        .unwrap();
+    let again =
+        Ingest::restore(store.clone(), Arc::new(Hub::new(store.clone(), 64, 1_000))).await.unwrap();
     assert_eq!(again.len(), 0);
     assert!(again.revive(&id).await.unwrap());
     assert!(!again.revive(&MatchId::parse("abc-def-2020-01-01").unwrap()).await.unwrap());

@@ -21,11 +21,11 @@ use redis::cluster_routing::{
 use redis::{Script, Value};
 use tokio::sync::{mpsc, oneshot};
 
+#[cfg(test)]
+use super::StoredMatch;
 use super::{
     saved, Append, AppendTicket, Head, Incarnation, LogEntry, Page, Resumed, Store, StoreError,
 };
-#[cfg(test)]
-use super::StoredMatch;
 use crate::locks::lock;
 use crate::model::{Event, Match, MatchId, MatchInfo, Seq};
 
@@ -247,7 +247,9 @@ impl RedisStore {
                 .query_async(&mut self.conn())
                 .await
                 .map_err(redis_err)?;
-            ids.extend(members.iter().filter_map(|id| MatchId::parse(id).ok()).map(|id| (id, legacy)));
+            ids.extend(
+                members.iter().filter_map(|id| MatchId::parse(id).ok()).map(|id| (id, legacy)),
+            );
         }
         ids.sort();
         ids.dedup_by(|a, b| a.0 == b.0);
@@ -357,9 +359,9 @@ async fn mark_ended(conn: &mut Conn, id: &MatchId, inc: Incarnation) -> Result<(
 /// removal from that set does after it, so that it never unlists a match another node has
 /// just created under the same id.
 async fn relist_if_live(
-conn: &mut Conn,
-id: &MatchId,
-not: Option<Incarnation>,
+    conn: &mut Conn,
+    id: &MatchId,
+    not: Option<Incarnation>,
 ) -> Result<(), StoreError> {
     let live: Option<String> = redis::cmd("HGET")
         .arg(keys::meta(id))
@@ -567,11 +569,16 @@ impl Store for RedisStore {
                     match resumed {
                         // Its final state is saved: the move to the ended set did not happen
                         // (a node stopped in between, or an older deployment). Done now.
-                        Some(r) if r.state.is_over() => mark_ended(&mut self.conn(), id, r.inc).await?,
+                        Some(r) if r.state.is_over() => {
+                            mark_ended(&mut self.conn(), id, r.inc).await?
+                        }
                         Some(r) => live.push(r),
                         // Cancelled; nobody adds to the old set any more.
                         None if *legacy => {
-                            let cmd = redis::cmd("SREM").arg(keys::LEGACY_MATCHES).arg(id.as_str()).clone();
+                            let cmd = redis::cmd("SREM")
+                                .arg(keys::LEGACY_MATCHES)
+                                .arg(id.as_str())
+                                .clone();
                             self.command(&cmd).await?;
                         }
                         None => {}

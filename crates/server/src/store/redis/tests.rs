@@ -377,7 +377,13 @@ async fn ended_matches_leave_the_live_set(url: &str) {
     let mut c_over = crate::model::Match::new(c.clone());
     c_over.period = crate::model::Period::Ended;
     let json = saved::encode(ic, &c_over).unwrap();
-    let hset = redis::cmd("HSET").arg(keys::meta(&c.id)).arg("saved").arg(json).arg("saved_seq").arg(0).clone();
+    let hset = redis::cmd("HSET")
+        .arg(keys::meta(&c.id))
+        .arg("saved")
+        .arg(json)
+        .arg("saved_seq")
+        .arg(0)
+        .clone();
     command(&mut conn, &hset).await.unwrap();
     let live: Vec<MatchId> =
         store.load_live().await.unwrap().into_iter().map(|r| r.state.info.id).collect();

@@ -19,7 +19,7 @@ use crate::store::{check_append, Append, Incarnation, StoreError};
 /// than misread.
 pub(super) const SCHEMA_VERSION: i64 = 2;
 
-const SCHEMA: &str = "
+pub(super) const SCHEMA: &str = "
     CREATE TABLE IF NOT EXISTS matches (
         rowid INTEGER PRIMARY KEY,
         id TEXT NOT NULL,
