@@ -267,8 +267,8 @@ impl Store for SqliteStore {
         };
         let op = Op::Save(state.id().clone(), inc, state.seq, json, state.is_over());
         let (reply, _) = oneshot::channel();
-        let queued = self.tx.as_ref().map(|tx| tx.try_send(Command { op, reply }));
-        if !matches!(queued, Some(Ok(()))) {
+        let queued = self.tx.as_ref().is_some_and(|tx| tx.try_send(Command { op, reply }).is_ok());
+        if !queued {
             tracing::debug!(match_id = %state.id(), seq = state.seq, "state not saved: the store is busy");
         }
     }
