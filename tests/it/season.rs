@@ -44,6 +44,9 @@ async fn an_ended_match_leaves_memory_and_is_read_back_on_demand() {
     let (_, list) = s.get("/1/matches").await;
     assert_eq!(in_memory(&s), 2);
     left_memory(&s, 1).await;
+    // What an operator sees.
+    let text = crate::metrics::scrape(&s).await;
+    assert_eq!(crate::metrics::value(&text, "matchstream_matches_in_memory"), 1.0);
 
     // The list, the page and the history, as before.
     assert_eq!(s.get("/1/matches").await, (StatusCode::OK, list));

@@ -291,6 +291,11 @@ impl Hub {
         handle.0.tx.receiver_count()
     }
 
+    /// How many matches are in memory (ended ones that left it are not).
+    pub fn in_memory(&self) -> usize {
+        read(&self.topics).len()
+    }
+
     /// A number that changes whenever the list of matches does.
     pub fn generation(&self) -> u64 {
         self.generation.load(std::sync::atomic::Ordering::Acquire)
