@@ -218,7 +218,10 @@ impl Ingest {
         }
         match self.store.resume(id).await? {
             Some(resumed) => {
-                self.insert_resumed(resumed, false);
+                // Replayed (no saved state yet: a data directory of an older version): its
+                // state is saved, so that the next read back does not replay again.
+                let replayed = !resumed.events.is_empty();
+                self.insert_resumed(resumed, replayed);
                 tracing::debug!(match_id = %id, "ended match read back");
                 Ok(self.known(id).is_some())
             }
@@ -495,8 +498,9 @@ impl Ingest {
     }
 
     /// Serves a match from its saved state and the events after it, unless this or a newer
-    /// incarnation is already served. True if it was inserted. `mark`: an ended one is marked
-    /// ended in the store (idempotent), for a match that was found among the live ones.
+    /// incarnation is already served. True if it was inserted. `mark`: an ended one is saved
+    /// and marked ended in the store (idempotent), for a match found among the live ones or
+    /// one whose events had to be replayed.
     fn insert_resumed(&self, resumed: Resumed, mark: bool) -> bool {
         let inc = resumed.inc;
         let m = resumed_state(resumed);

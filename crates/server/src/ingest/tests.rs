@@ -603,3 +603,31 @@ async fn an_ended_match_leaves_memory_once_nobody_follows_it_and_comes_back_from
     assert!(again.revive(&id).await.unwrap());
     assert!(!again.revive(&MatchId::parse("abc-def-2020-01-01").unwrap()).await.unwrap());
 }
+
+#[tokio::test]
+async fn a_match_ended_but_never_marked_is_marked_by_the_node_that_finds_it() {
+    // Ended in the log, its state never saved (a node stopped in between, or an older store).
+    let store = Arc::new(MemoryStore::new());
+    let m = info("elp", "tig");
+    let inc = store.create_match(&m).await.unwrap();
+    let mut state = Match::new(m.clone());
+    let mut events = Vec::new();
+    for (kind, data) in [("start", START), ("stop", "{}")] {
+        let input = input(kind, data);
+        let data = state.apply(input.kind, &input.data, 1_000).unwrap();
+        events.push(Event { seq: state.seq, ts: 1_000, kind: input.kind, data });
+    }
+    let append_all = crate::store::memory::tests::after_seq(inc, events);
+    append(&*store, &m.id, append_all).await.unwrap();
+    assert!(store.ended_ids().await.unwrap().is_empty());
+
+    let hub = Arc::new(Hub::new(store.clone(), 64, 1_000));
+    let ingest = Ingest::restore(store.clone(), hub.clone()).await.unwrap();
+    assert_eq!(ingest.len(), 0, "not held: it has ended");
+    assert_eq!(hub.ids(), vec![m.id.clone()]);
+    assert_eq!(store.ended_ids().await.unwrap(), vec![m.id.clone()], "marked ended");
+    let saved = store.resume(&m.id).await.unwrap().unwrap();
+    assert_eq!((&saved.state, saved.events.len()), (&state, 0), "its state saved");
+    assert!(ingest.revive(&m.id).await.unwrap());
+    assert_eq!(hub.current(&m.id).unwrap().1.state.as_ref(), &state);
+}
