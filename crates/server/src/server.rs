@@ -228,15 +228,37 @@ async fn evict_ended(ingest: Arc<Ingest>, keep_ended: Duration, stop: Cancellati
     let every = (keep_ended / 4).clamp(Duration::from_millis(100), Duration::from_secs(5));
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut trimmed = tokio::time::Instant::now();
+    let mut freed = false;
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
-            _ = tick.tick() => {
-                ingest.evict_ended();
-            }
+            _ = tick.tick() => {}
+        }
+        freed |= ingest.evict_ended() > 0;
+        if freed && trimmed.elapsed() >= Duration::from_secs(1) {
+            give_back_memory();
+            (trimmed, freed) = (tokio::time::Instant::now(), false);
         }
     }
 }
+
+/// Hands the memory of evicted matches back to the system. glibc's malloc keeps what is freed
+/// in its arenas (one per thread that allocated), so a node that evicted a season of matches
+/// would otherwise keep the RSS of its busiest moment; `malloc_trim` releases the free pages of
+/// every arena. At most once a second, and only after an eviction.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn give_back_memory() {
+    // SAFETY: `malloc_trim` takes no pointer; it only walks the allocator's own free lists,
+    // under the allocator's locks, and is safe to call from any thread at any time.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+/// Other allocators return memory by themselves (or cannot be asked): nothing to do.
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn give_back_memory() {}
 
 /// Tells the cluster, every second, which viewer ports this node has and how loaded they are,
 /// and learns the other live nodes' (for `/1/checkin`, `full` and `bye shutdown`). Leaves the
