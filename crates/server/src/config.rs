@@ -325,6 +325,11 @@ mod tests {
             .unwrap_err()
             .0
             .starts_with("--keepalive must be between 10ms and 15s"));
+        let c = Config { keep_ended: Duration::from_millis(500), ..Config::default() };
+        let e = c.validate().unwrap_err().0;
+        assert_eq!(e, "--keep-ended must be between 1s and 168h (got 500ms)");
+        let c = Config { keep_ended: Duration::from_secs(1), ..Config::default() };
+        assert!(c.validate().is_ok(), "down to 1 s");
     }
 
     #[test]
