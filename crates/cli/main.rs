@@ -122,6 +122,10 @@ struct ServeArgs {
     /// they carry), so that they do not all reconnect elsewhere at once.
     #[arg(long, env = "MATCHSTREAM_DRAIN_WINDOW", default_value = "10s", value_parser = duration)]
     drain_window: Duration,
+    /// How long an ended match stays in memory after its end (1s to 7 days); after that it is
+    /// read again from the store when asked for, so memory does not grow with past matches.
+    #[arg(long, env = "MATCHSTREAM_KEEP_ENDED", default_value = "10m", value_parser = duration)]
+    keep_ended: Duration,
     /// --drain-window in milliseconds (the older spelling).
     #[arg(long, env = "MATCHSTREAM_DRAIN_WINDOW_MS", conflicts_with = "drain_window")]
     drain_window_ms: Option<u64>,
@@ -381,6 +385,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
         keepalive: args.keepalive_ms.map_or(args.keepalive, Duration::from_millis),
         shutdown_grace: args.shutdown_grace,
         drain_window: args.drain_window_ms.map_or(args.drain_window, Duration::from_millis),
+        keep_ended: args.keep_ended,
         http_head_timeout: args.http_head_timeout,
         http_max_head: args.http_max_head,
         http_max_body: args.http_max_body,

@@ -137,7 +137,7 @@ fn doctor_judges_this_machine_and_exits_non_zero_when_a_limit_stops_the_viewers(
 #[test]
 fn serve_refuses_a_flag_out_of_range_naming_it_and_its_range() {
     let dir = tempfile::tempdir().unwrap();
-    let cases: [(&[&str], &str); 6] = [
+    let cases: [(&[&str], &str); 7] = [
         (
             &["--shutdown-grace", "18446744073709551615"],
             "--shutdown-grace must be between 0s and 24h",
@@ -150,6 +150,7 @@ fn serve_refuses_a_flag_out_of_range_naming_it_and_its_range() {
             "--history-limit must not be above",
         ),
         (&["--write-timeout", "soon"], "\"soon\" is not a duration"),
+        (&["--keep-ended", "500ms"], "--keep-ended must be between 1s and 168h (got 500ms)"),
     ];
     for (args, expected) in cases {
         let out = Command::new(BIN)

@@ -19,6 +19,7 @@ mod metrics;
 mod properties;
 mod redis;
 mod resume;
+mod season;
 mod sim;
 mod support;
 mod viewers;

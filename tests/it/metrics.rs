@@ -55,6 +55,7 @@ async fn every_spec_metric_is_exposed_before_anything_happens() {
         "matchstream_viewers{transport=\"ws\"}",
         "matchstream_viewers{transport=\"sse\"}",
         "matchstream_matches_live",
+        "matchstream_matches_in_memory",
         "matchstream_events_published_total",
         "matchstream_deliveries_total{transport=\"tcp_v2\"}",
         "matchstream_viewer_connects_total{transport=\"ws\"}",

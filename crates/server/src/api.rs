@@ -283,6 +283,7 @@ async fn finish_even_if_client_leaves<T: Send + 'static>(
 async fn metrics(State(state): State<AppState>) -> Response {
     let metrics = &state.ports.metrics;
     metrics.matches_live.set(state.hub.live_count() as f64);
+    metrics.matches_in_memory.set(state.hub.in_memory() as f64);
     (
         [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
         metrics.render(),

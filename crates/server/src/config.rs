@@ -58,6 +58,11 @@ pub struct Config {
     /// On shutdown, the goodbyes are spread over this window (SPEC 9), and so are the
     /// `retry_after_ms` they carry: a crowd of viewers does not reconnect all at once elsewhere.
     pub drain_window: Duration,
+    /// How long an ended match stays in memory after its end (SPEC 10, "Memory over time"):
+    /// then its state, topic and encodings are dropped and read again from the store when
+    /// someone asks (its page, its history, a viewer). A season's past matches cost a node an
+    /// id each, not a match each.
+    pub keep_ended: Duration,
     /// Base of the `retry_after_ms` sent with `bye shutdown`; each viewer gets a random value
     /// between it and it plus the drain window (twice it with no window), so that reconnects do
     /// not arrive all at once.
@@ -129,6 +134,7 @@ impl Default for Config {
             keepalive: Duration::from_secs(15),
             shutdown_grace: Duration::from_secs(5),
             drain_window: Duration::from_secs(10),
+            keep_ended: Duration::from_secs(600),
             retry_after_ms: 1000,
             listen_backlog: 65_535,
             admin: None,
@@ -167,6 +173,7 @@ impl Config {
             ("--keepalive", self.keepalive, Duration::from_millis(10), Duration::from_secs(15)),
             ("--shutdown-grace", self.shutdown_grace, Duration::ZERO, day),
             ("--drain-window", self.drain_window, Duration::ZERO, day),
+            ("--keep-ended", self.keep_ended, Duration::from_secs(1), 7 * day),
             ("--http-head-timeout", self.http_head_timeout, ms, Duration::from_secs(3600)),
             ("--http-body-timeout", self.http_body_timeout, ms, Duration::from_secs(3600)),
             ("--http-idle-timeout", self.http_idle_timeout, ms, day),
@@ -318,6 +325,11 @@ mod tests {
             .unwrap_err()
             .0
             .starts_with("--keepalive must be between 10ms and 15s"));
+        let c = Config { keep_ended: Duration::from_millis(500), ..Config::default() };
+        let e = c.validate().unwrap_err().0;
+        assert_eq!(e, "--keep-ended must be between 1s and 168h (got 500ms)");
+        let c = Config { keep_ended: Duration::from_secs(1), ..Config::default() };
+        assert!(c.validate().is_ok(), "down to 1 s");
     }
 
     #[test]

@@ -14,7 +14,7 @@
 //! The publisher never waits for a viewer: sending into the ring never blocks, and a viewer's
 //! memory is its small [`Subscription`] plus at most one history chunk while catching up.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, RwLock};
 
 use bytes::Bytes;
@@ -91,6 +91,9 @@ type SharedRead = Arc<OnceCell<Result<Arc<Chunk>, StoreError>>>;
 /// The fan-out of every match on this node.
 pub struct Hub {
     topics: RwLock<HashMap<MatchId, Arc<Topic>>>,
+    /// Ended matches that left memory (`--keep-ended`, SPEC 10): known to exist (listed,
+    /// never a wrong 404) and read back from the store when asked for. An id each.
+    evicted: RwLock<HashSet<MatchId>>,
     store: Arc<dyn Store>,
     ring_events: usize,
     max_lag_events: u64,
@@ -130,6 +133,7 @@ impl Hub {
     pub fn new(store: Arc<dyn Store>, ring_events: usize, max_lag_events: u64) -> Hub {
         Hub {
             topics: RwLock::new(HashMap::new()),
+            evicted: RwLock::new(HashSet::new()),
             store,
             ring_events: ring_events.max(1),
             max_lag_events,
@@ -185,6 +189,7 @@ impl Hub {
             }),
         });
         let old = write(&self.topics).insert(state.id().clone(), topic.clone());
+        write(&self.evicted).remove(state.id());
         self.generation.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         if let Some(old) = old {
             Hub::close(&old, ByeReason::Cancelled);
@@ -235,6 +240,7 @@ impl Hub {
             self.generation.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         }
         drop(topics);
+        self.forget(&handle.0.id);
         Hub::close(&handle.0, reason);
     }
 
@@ -264,15 +270,55 @@ impl Hub {
             .count()
     }
 
+    /// Ended matches this node does not hold in memory (at start: every ended match).
+    pub fn set_evicted(&self, ids: impl IntoIterator<Item = MatchId>) {
+        write(&self.evicted).extend(ids);
+        self.generation.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    }
+
+    /// Whether `id` is an ended match that left memory (and is read back on demand).
+    pub fn is_evicted(&self, id: &MatchId) -> bool {
+        read(&self.evicted).contains(id)
+    }
+
+    /// Takes an ended match out of memory (if `handle` is still its topic): its id stays
+    /// listed; its viewers, if any, keep the topic they hold until they leave.
+    pub fn evict(&self, handle: &TopicHandle) {
+        let mut topics = write(&self.topics);
+        if topics.get(&handle.0.id).is_some_and(|t| Arc::ptr_eq(t, &handle.0)) {
+            topics.remove(&handle.0.id);
+            write(&self.evicted).insert(handle.0.id.clone());
+        }
+    }
+
+    /// Forgets an ended match that left memory: cancelled, or no longer in the store.
+    pub fn forget(&self, id: &MatchId) {
+        if write(&self.evicted).remove(id) {
+            self.generation.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        }
+    }
+
+    /// How many viewers (and parked groups) follow this topic now.
+    pub fn followers(&self, handle: &TopicHandle) -> usize {
+        handle.0.tx.receiver_count()
+    }
+
+    /// How many matches are in memory (ended ones that left it are not).
+    pub fn in_memory(&self) -> usize {
+        read(&self.topics).len()
+    }
+
     /// A number that changes whenever the list of matches does.
     pub fn generation(&self) -> u64 {
         self.generation.load(std::sync::atomic::Ordering::Acquire)
     }
 
-    /// Every match's id, sorted.
+    /// Every match's id, sorted: those in memory and the ended ones that left it.
     pub fn ids(&self) -> Vec<MatchId> {
         let mut ids: Vec<MatchId> = read(&self.topics).keys().cloned().collect();
+        ids.extend(read(&self.evicted).iter().cloned());
         ids.sort();
+        ids.dedup();
         ids
     }
 

@@ -15,9 +15,9 @@
 //! request starts again from the log, so a refused event is never published and an
 //! acknowledged one never dropped.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, watch};
 
@@ -25,7 +25,7 @@ use crate::hub::{Hub, TopicHandle};
 use crate::locks::{lock, read, write};
 use crate::model::{Event, EventInput, Match, MatchId, MatchInfo, Millis, Seq};
 use crate::state::Rejection;
-use crate::store::{Append, Expect, Head, Incarnation, LogEntry, Store, StoreError, StoredMatch};
+use crate::store::{Append, Expect, Head, Incarnation, LogEntry, Resumed, Store, StoreError};
 
 /// How long a request keeps validating and appending again while other writers (other nodes)
 /// get there first. Each refusal means another writer's events landed, and a shared store makes
@@ -41,6 +41,11 @@ const MAX_TURN_PAUSE_US: u64 = 20_000;
 const OWN_APPENDS_WAIT: Duration = Duration::from_millis(200);
 /// Events read from the store per history page while catching a match up.
 const CATCH_UP_PAGE: usize = 1024;
+/// A live match's state is saved in the store every this many events (and when it ends), so
+/// that serving it again applies at most this many events rather than its whole log.
+const SAVE_EVERY: Seq = 64;
+/// How long an ended match stays in memory after its end unless told otherwise (SPEC 10).
+pub const KEEP_ENDED: Duration = Duration::from_secs(600);
 /// Batches kept ahead of a gap in the log view; beyond this they are dropped (the store has
 /// them; catching up reads them again).
 const MAX_EARLY: usize = 4096;
@@ -126,20 +131,42 @@ pub struct Ingest {
     slots: RwLock<HashMap<MatchId, Arc<Slot>>>,
     /// `matchstream_log_rewinds_total`.
     rewinds: metrics::Counter,
+    /// Ended matches in memory, in the order they ended (or were read back): each leaves
+    /// memory `keep_ended` after that, once nobody follows it ([`Ingest::evict_ended`]).
+    ending: Mutex<VecDeque<(Instant, Weak<Slot>)>>,
+    keep_ended: Duration,
+    /// One read-back of an ended match at a time: a crowd asking for the same one reads once.
+    reviving: tokio::sync::Mutex<()>,
 }
 
 impl Ingest {
-    /// Rebuilds every live match from the store and makes it available on the hub.
+    /// Serves every match of the store that has not ended (from its saved state), and knows
+    /// the ended ones without holding them (SPEC 10: start-up does not grow with past seasons).
     pub async fn restore(store: Arc<dyn Store>, hub: Arc<Hub>) -> Result<Ingest, StoreError> {
         let ingest = Ingest {
             store: store.clone(),
             hub,
             slots: RwLock::new(HashMap::new()),
             rewinds: metrics::Counter::noop(),
+            ending: Mutex::new(VecDeque::new()),
+            keep_ended: KEEP_ENDED,
+            reviving: tokio::sync::Mutex::new(()),
         };
-        for stored in store.load_all().await? {
-            ingest.insert_stored(stored);
+        let mut ended = Vec::new();
+        for resumed in store.load_live().await? {
+            let (inc, last_ts) = (resumed.inc, resumed.last_ts());
+            let m = resumed_state(resumed);
+            if m.is_over() {
+                // Ended without being marked so (stopped in between, or an older store):
+                // marked now, and not held.
+                ingest.save_later(inc, Arc::new(m.clone()));
+                ended.push(m.id().clone());
+            } else {
+                ingest.insert(m, inc, last_ts);
+            }
         }
+        ended.extend(store.ended_ids().await?);
+        ingest.hub.set_evicted(ended);
         Ok(ingest)
     }
 
@@ -149,9 +176,84 @@ impl Ingest {
         self
     }
 
-    /// How many matches this node serves.
+    /// How long an ended match stays in memory after its end (`--keep-ended`).
+    pub fn keep_ended(mut self, keep: Duration) -> Ingest {
+        self.keep_ended = keep;
+        self
+    }
+
+    /// How many matches this node holds in memory (ended ones that left it are not counted).
     pub fn len(&self) -> usize {
         read(&self.slots).len()
+    }
+
+    /// Takes out of memory the ended matches whose `--keep-ended` has passed and that nobody
+    /// follows any more (one still followed waits until its viewers are gone). They stay
+    /// listed and are read back on demand ([`Ingest::revive`]). Returns how many left.
+    pub fn evict_ended(&self) -> usize {
+        let now = Instant::now();
+        let mut due = Vec::new();
+        {
+            let mut ending = lock(&self.ending);
+            while ending.front().is_some_and(|(at, _)| *at + self.keep_ended <= now) {
+                if let Some((_, slot)) = ending.pop_front() {
+                    due.push(slot);
+                }
+            }
+        }
+        let mut evicted = 0;
+        for slot in due {
+            let Some(slot) = slot.upgrade() else { continue };
+            if self.hub.followers(&slot.topic) > 0 {
+                // Viewers still on it: looked at again after another period.
+                lock(&self.ending).push_back((now, Arc::downgrade(&slot)));
+                continue;
+            }
+            let id = slot.topic.id().clone();
+            {
+                let mut slots = write(&self.slots);
+                if !slots.get(&id).is_some_and(|s| Arc::ptr_eq(s, &slot)) {
+                    continue;
+                }
+                slots.remove(&id);
+            }
+            self.hub.evict(&slot.topic);
+            evicted += 1;
+        }
+        if evicted > 0 {
+            tracing::debug!(evicted, "ended matches left memory");
+        }
+        evicted
+    }
+
+    /// Brings an ended match that left memory back from the store (its saved state), so that
+    /// its page, history and viewers are served as before. True if the match is now served;
+    /// false if there is no such match (or it was cancelled meanwhile).
+    pub async fn revive(&self, id: &MatchId) -> Result<bool, StoreError> {
+        if self.known(id).is_some() {
+            return Ok(true);
+        }
+        if !self.hub.is_evicted(id) {
+            return Ok(false);
+        }
+        let _one = self.reviving.lock().await;
+        if self.known(id).is_some() {
+            return Ok(true);
+        }
+        match self.store.resume(id).await? {
+            Some(resumed) => {
+                // Replayed (no saved state yet: a data directory of an older version): its
+                // state is saved, so that the next read back does not replay again.
+                let replayed = !resumed.events.is_empty();
+                self.insert_resumed(resumed, replayed);
+                tracing::debug!(match_id = %id, "ended match read back");
+                Ok(self.known(id).is_some())
+            }
+            None => {
+                self.hub.forget(id);
+                Ok(false)
+            }
+        }
     }
 
     /// Creates a match (durably) and opens it to viewers.
@@ -375,6 +477,8 @@ impl Ingest {
                 _ => self.load(&id).await?,
             },
             LogEntry::Cancelled { id, inc } => {
+                // An ended match out of memory: no longer listed.
+                self.hub.forget(&id);
                 if let Ok(slot) = self.slot(&id) {
                     if slot.inc == inc {
                         self.remove(&id, &slot);
@@ -405,7 +509,15 @@ impl Ingest {
         let live: HashMap<&MatchId, &Head> = heads.iter().map(|h| (&h.id, h)).collect();
         for (id, slot, seq, ts) in &before {
             let Some(head) = live.get(id) else {
-                self.remove(id, slot);
+                // Ended matches are not among the heads (they no longer move): kept until
+                // evicted. Another one was cancelled, or ended on another node before this one
+                // heard the end: the store tells which.
+                if !slot.logged().is_over() {
+                    match self.store.resume(id).await? {
+                        Some(r) if r.inc == slot.inc => self.catch_up(slot).await?,
+                        _ => self.remove(id, slot),
+                    }
+                }
                 continue;
             };
             let why = if head.inc < slot.inc {
@@ -444,23 +556,34 @@ impl Ingest {
 
     /// Loads a match created elsewhere (or its newer incarnation) from the store.
     async fn load(&self, id: &MatchId) -> Result<(), StoreError> {
-        if let Some(stored) = self.store.load(id).await? {
-            let inc = stored.inc;
-            if self.insert_stored(stored) {
+        if let Some(resumed) = self.store.resume(id).await? {
+            let inc = resumed.inc;
+            // An ended match found among the live ones is marked ended (by whoever finds it).
+            if self.insert_resumed(resumed, true) {
                 tracing::info!(match_id = %id, inc, "match created on another node");
             }
         }
         Ok(())
     }
 
-    /// Applies a stored match's events and serves it, unless this or a newer incarnation is
-    /// already served. True if it was inserted.
-    fn insert_stored(&self, stored: StoredMatch) -> bool {
-        let mut m = Match::new(stored.info);
-        for ev in &stored.events {
-            apply_logged(&mut m, ev);
+    /// Serves a match from its saved state and the events after it, unless this or a newer
+    /// incarnation is already served. True if it was inserted. `mark`: an ended one is saved
+    /// and marked ended in the store (idempotent), for a match found among the live ones or
+    /// one whose events had to be replayed.
+    fn insert_resumed(&self, resumed: Resumed, mark: bool) -> bool {
+        let (inc, last_ts) = (resumed.inc, resumed.last_ts());
+        let m = resumed_state(resumed);
+        if mark && m.is_over() {
+            self.save_later(inc, Arc::new(m.clone()));
         }
-        self.insert(m, stored.inc, stored.events.last().map(|e| e.ts))
+        self.insert(m, inc, last_ts)
+    }
+
+    /// Queues saving `m` (durable events only) in the store: a saved state is a cache of the
+    /// log, so one not written only means a longer replay later (or, for an ended match, that
+    /// it is marked ended by whoever finds it next). Never waits.
+    fn save_later(&self, inc: Incarnation, m: Arc<Match>) {
+        self.store.save_state(inc, &m);
     }
 
     /// Serves incarnation `inc` of a match, replacing an older one (whose viewers are told it
@@ -474,6 +597,7 @@ impl Ingest {
         let m = Arc::new(m);
         let topic = self.hub.add(m.clone(), inc);
         let id = m.id().clone();
+        let over = m.is_over();
         let slot = Slot {
             inc,
             topic,
@@ -487,7 +611,12 @@ impl Ingest {
             log: Mutex::new(LogView { state: m, last_ts, early: BTreeMap::new() }),
             catching_up: tokio::sync::Mutex::new(()),
         };
-        slots.insert(id, Arc::new(slot));
+        let slot = Arc::new(slot);
+        slots.insert(id, slot.clone());
+        drop(slots);
+        if over {
+            lock(&self.ending).push_back((Instant::now(), Arc::downgrade(&slot)));
+        }
         true
     }
 
@@ -502,17 +631,30 @@ impl Ingest {
         self.hub.cancel(&slot.topic);
     }
 
-    /// The match, read from the store if this node has not heard of it: with other nodes, one
-    /// created elsewhere a moment ago is in the store before its announcement arrives here
-    /// (SPEC 7: created everywhere). Alone on its store, a node knows every match.
-    async fn find(&self, id: &MatchId) -> Result<Arc<Slot>, IngestError> {
-        match self.slot(id) {
-            Err(IngestError::NotFound(_)) if !self.hub.knows_every_match() => {
-                self.load(id).await?;
-                self.slot(id)
-            }
-            found => found,
+    /// Whether match `id` is served, reading it from the store when it is not in memory (see
+    /// [`Ingest::find`]): for a viewer about to join it.
+    pub async fn ensure(&self, id: &MatchId) -> Result<bool, StoreError> {
+        match self.find(id).await {
+            Ok(_) => Ok(true),
+            Err(IngestError::Store(e)) => Err(e),
+            Err(_) => Ok(false),
         }
+    }
+
+    /// The match, read from the store if it is not in memory: an ended match that left it
+    /// ([`Ingest::revive`]), or, with other nodes, one created elsewhere a moment ago, which is
+    /// in the store before its announcement arrives here (SPEC 7: created everywhere). Alone on
+    /// its store, a node knows every match, so an unknown one costs no read.
+    async fn find(&self, id: &MatchId) -> Result<Arc<Slot>, IngestError> {
+        if let Ok(slot) = self.slot(id) {
+            return Ok(slot);
+        }
+        if self.hub.is_evicted(id) {
+            self.revive(id).await?;
+        } else if !self.hub.knows_every_match() {
+            self.load(id).await?;
+        }
+        self.slot(id)
     }
 
     /// Whether `slot` is still what this node serves under its id.
@@ -542,6 +684,19 @@ impl Ingest {
                     }
                     let m = Arc::new(m);
                     self.hub.publish(&slot.topic, &events, m.clone());
+                    if m.is_over() {
+                        // The end is durable: save the final state and mark the match ended
+                        // (every node that applies it does; the store keeps one), and let it
+                        // leave memory `keep_ended` from now.
+                        self.save_later(slot.inc, m.clone());
+                        if let Some(me) =
+                            read(&self.slots).get(m.id()).filter(|s| s.inc == slot.inc)
+                        {
+                            lock(&self.ending).push_back((Instant::now(), Arc::downgrade(me)));
+                        }
+                    } else if m.seq / SAVE_EVERY > log.state.seq / SAVE_EVERY {
+                        self.save_later(slot.inc, m.clone());
+                    }
                     log.state = m;
                     log.last_ts = events.last().map(|e| e.ts);
                 }
@@ -624,7 +779,7 @@ impl Ingest {
     /// store holds), and publishing goes on from there at once.
     async fn rewind(&self, slot: &Arc<Slot>, why: &str) -> Result<(), StoreError> {
         let id = slot.topic.id().clone();
-        let stored = self.store.load(&id).await?;
+        let stored = self.store.resume(&id).await?;
         {
             let mut slots = write(&self.slots);
             if !slots.get(&id).is_some_and(|s| Arc::ptr_eq(s, slot)) {
@@ -635,7 +790,7 @@ impl Ingest {
         }
         self.hub.rewound(&slot.topic);
         self.rewinds.increment(1);
-        let held = stored.as_ref().map(|m| m.events.last().map_or(0, |e| e.seq));
+        let held = stored.as_ref().map(|r| r.events.last().map_or(r.state.seq, |e| e.seq));
         tracing::error!(
             match_id = %id,
             applied = slot.logged().seq,
@@ -645,7 +800,7 @@ impl Ingest {
              older copy?); following what it holds, and telling the match's viewers to come back"
         );
         if let Some(stored) = stored {
-            self.insert_stored(stored);
+            self.insert_resumed(stored, false);
         }
         Ok(())
     }
@@ -661,6 +816,15 @@ impl Ingest {
         }
         Ok(())
     }
+}
+
+/// A match as resumed from the store: its saved state with the events after it applied.
+fn resumed_state(resumed: Resumed) -> Match {
+    let mut m = resumed.state;
+    for ev in &resumed.events {
+        apply_logged(&mut m, ev);
+    }
+    m
 }
 
 /// Applies an event of the log to `m`. Every stored event was validated against the state with

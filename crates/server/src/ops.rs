@@ -108,6 +108,7 @@ impl Ops {
                 _ = tick.tick() => {}
             }
             metrics.matches_live.set(hub.live_count() as f64);
+            metrics.matches_in_memory.set(hub.in_memory() as f64);
             let now = parse(&metrics.render());
             let at = tokio::time::Instant::now();
             if let Some((then, prev)) = &before {

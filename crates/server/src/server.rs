@@ -55,6 +55,7 @@ pub struct Node {
     /// The public port's routes and limits, for [`Node::serve_io`].
     app: axum::Router,
     limits: http::Limits,
+    ingest: Arc<Ingest>,
 }
 
 /// Starts a node: on a shared Redis with `config.redis`, else on its embedded SQLite store in
@@ -115,9 +116,17 @@ async fn start_with_store(
     // (what the restore already holds is skipped).
     let log = store.follow();
     let metrics = crate::telemetry::Metrics::new();
+    let started = std::time::Instant::now();
     let ingest = Ingest::restore(store.clone(), hub.clone()).await?;
-    let ingest = Arc::new(ingest.counting_rewinds(metrics.log_rewinds.clone()));
-    tracing::info!(matches = ingest.len(), "store restored");
+    let ingest = Arc::new(
+        ingest.keep_ended(config.keep_ended).counting_rewinds(metrics.log_rewinds.clone()),
+    );
+    tracing::info!(
+        matches = ingest.len(),
+        ended = hub.ids().len().saturating_sub(ingest.len()),
+        ms = started.elapsed().as_millis() as u64,
+        "store restored (ended matches are read back when asked for)"
+    );
     let shutdown = CancellationToken::new();
     // Following other nodes' writes ends with HTTP, after the viewers' goodbyes (while they
     // drain, viewers not yet told goodbye still get events published elsewhere).
@@ -141,13 +150,12 @@ async fn start_with_store(
     let ops = Ops::new(format!("{:016x}", rand::random::<u64>()), http_addr.to_string());
     tokio::spawn(ops.clone().run(ports.metrics.clone(), hub.clone(), stop_http.clone()));
 
-    let ctx = Arc::new(ViewerContext::new(
-        &config,
-        hub.clone(),
-        ports.clone(),
-        shutdown.clone(),
-        tracker.clone(),
-    ));
+    tokio::spawn(evict_ended(ingest.clone(), config.keep_ended, stop_http.clone()));
+
+    let ctx = Arc::new(
+        ViewerContext::new(&config, hub.clone(), ports.clone(), shutdown.clone(), tracker.clone())
+            .with_ingest(ingest.clone()),
+    );
     if let Some(nodes) = nodes {
         tokio::spawn(report_load(
             nodes,
@@ -163,7 +171,7 @@ async fn start_with_store(
     }
 
     let state = api::Shared::new(
-        ingest,
+        ingest.clone(),
         hub.clone(),
         store.clone(),
         ports.clone(),
@@ -211,8 +219,47 @@ async fn start_with_store(
         stop_http,
         app,
         limits,
+        ingest,
     })
 }
+
+/// Takes ended matches out of memory once `--keep-ended` has passed (SPEC 10), until HTTP
+/// stops. Looks a few times per period, so a match leaves at most a quarter period late.
+async fn evict_ended(ingest: Arc<Ingest>, keep_ended: Duration, stop: CancellationToken) {
+    let every = (keep_ended / 4).clamp(Duration::from_millis(100), Duration::from_secs(5));
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut trimmed = tokio::time::Instant::now();
+    let mut freed = false;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        freed |= ingest.evict_ended() > 0;
+        if freed && trimmed.elapsed() >= Duration::from_secs(1) {
+            give_back_memory();
+            (trimmed, freed) = (tokio::time::Instant::now(), false);
+        }
+    }
+}
+
+/// Hands the memory of evicted matches back to the system. glibc's malloc keeps what is freed
+/// in its arenas (one per thread that allocated), so a node that evicted a season of matches
+/// would otherwise keep the RSS of its busiest moment; `malloc_trim` releases the free pages of
+/// every arena. At most once a second, and only after an eviction.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn give_back_memory() {
+    // SAFETY: `malloc_trim` takes no pointer; it only walks the allocator's own free lists,
+    // under the allocator's locks, and is safe to call from any thread at any time.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+/// Other allocators return memory by themselves (or cannot be asked): nothing to do.
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn give_back_memory() {}
 
 /// Tells the cluster, every second, which viewer ports this node has and how loaded they are,
 /// and learns the other live nodes' (for `/1/checkin`, `full` and `bye shutdown`). Leaves the
@@ -279,6 +326,12 @@ async fn report_load(
 }
 
 impl Node {
+    /// How many matches the node holds in memory now: those not ended, and ended ones until
+    /// `--keep-ended` after their end (or after they were last read back).
+    pub fn matches_in_memory(&self) -> usize {
+        self.ingest.len()
+    }
+
     /// Serves one HTTP connection on any byte stream through the public port's router and
     /// stack (no hand-over to a viewer, no socket deadlines): the fuzz target's way in.
     #[doc(hidden)]

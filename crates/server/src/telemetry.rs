@@ -21,6 +21,7 @@ use crate::wire::ByeReason;
 pub mod names {
     pub const VIEWERS: &str = "matchstream_viewers";
     pub const MATCHES_LIVE: &str = "matchstream_matches_live";
+    pub const MATCHES_IN_MEMORY: &str = "matchstream_matches_in_memory";
     pub const EVENTS_PUBLISHED: &str = "matchstream_events_published_total";
     pub const DELIVERIES: &str = "matchstream_deliveries_total";
     pub const VIEWER_CONNECTS: &str = "matchstream_viewer_connects_total";
@@ -117,6 +118,8 @@ pub struct Metrics {
     process: metrics_process::Collector,
     viewers: [Gauge; 4],
     pub matches_live: Gauge,
+    /// Matches held in memory: not ended, or ended less than `--keep-ended` ago (SPEC 10).
+    pub matches_in_memory: Gauge,
     pub events_published: Counter,
     deliveries: [Counter; 4],
     connects: [Counter; 4],
@@ -154,6 +157,11 @@ impl Metrics {
         };
         describe(names::VIEWERS, Unit::Count, "Viewers connected now, by transport.");
         describe(names::MATCHES_LIVE, Unit::Count, "Matches under way (started, not ended).");
+        describe(
+            names::MATCHES_IN_MEMORY,
+            Unit::Count,
+            "Matches held in memory (ended ones leave it --keep-ended after their end).",
+        );
         describe(names::EVENTS_PUBLISHED, Unit::Count, "Events accepted and durable.");
         describe(names::DELIVERIES, Unit::Count, "Frames written to viewers, by transport.");
         describe(names::VIEWER_CONNECTS, Unit::Count, "Viewers that joined a match, by transport.");
@@ -214,6 +222,8 @@ impl Metrics {
             handshakes: gauge(names::VIEWER_HANDSHAKES),
             limit_refusals,
             matches_live: recorder.register_gauge(&Key::from_name(names::MATCHES_LIVE), &META),
+            matches_in_memory: recorder
+                .register_gauge(&Key::from_name(names::MATCHES_IN_MEMORY), &META),
             events_published: counter(&Key::from_name(names::EVENTS_PUBLISHED)),
             deliveries: by_transport(names::DELIVERIES, &counter),
             connects: by_transport(names::VIEWER_CONNECTS, &counter),
@@ -239,6 +249,7 @@ impl Metrics {
             g.set(0.0);
         }
         metrics.matches_live.set(0.0);
+        metrics.matches_in_memory.set(0.0);
         metrics.parked.set(0.0);
         metrics.handshakes.set(0.0);
         Arc::new(metrics)
@@ -351,6 +362,7 @@ mod tests {
         for name in [
             names::VIEWERS,
             names::MATCHES_LIVE,
+            names::MATCHES_IN_MEMORY,
             names::EVENTS_PUBLISHED,
             names::DELIVERIES,
             names::VIEWER_CONNECTS,

@@ -11,7 +11,11 @@ use axum::response::{IntoResponse, Response};
 
 use super::pages::{self, At, Choice, Encoded};
 use super::{input, match_id, ApiError, AppState};
+use crate::hub::Snapshot;
+use crate::ingest::IngestError;
 use crate::locks::lock;
+use crate::model::MatchId;
+use crate::store::Incarnation;
 
 /// An answer of the read API: a page encoded once, and which of its answers a request gets.
 pub enum Answer {
@@ -40,7 +44,7 @@ pub async fn get_match(
     Path(raw): Path<String>,
     request: Request,
 ) -> Result<Answer, ApiError> {
-    one_match(&state, &raw, request.headers())
+    one_match(&state, &raw, request.headers()).await
 }
 
 /// `GET /1/match/<id>/history[?after=&limit=]`.
@@ -82,11 +86,25 @@ pub(super) fn fnv1a(bytes: &[u8]) -> u64 {
         .fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3))
 }
 
-fn one_match(state: &AppState, raw: &str, headers: &HeaderMap) -> Result<Answer, ApiError> {
+/// The match `id` as the hub holds it, reading an ended match that left memory back from the
+/// store first (SPEC 10). `None`: no such match.
+async fn current(
+    state: &AppState,
+    id: &MatchId,
+) -> Result<Option<(Incarnation, Arc<Snapshot>)>, ApiError> {
+    if let Some(found) = state.hub.current(id) {
+        return Ok(Some(found));
+    }
+    if state.hub.is_evicted(id) {
+        state.ingest.revive(id).await.map_err(IngestError::from)?;
+    }
+    Ok(state.hub.current(id))
+}
+
+async fn one_match(state: &AppState, raw: &str, headers: &HeaderMap) -> Result<Answer, ApiError> {
     let id = match_id(raw)?;
-    let (inc, snapshot) = state
-        .hub
-        .current(&id)
+    let (inc, snapshot) = current(state, &id)
+        .await?
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no match {id}")))?;
     let over = snapshot.state.is_over();
     let etag = format!("m{inc}-{}", snapshot.state.seq);
@@ -107,7 +125,7 @@ async fn history_page(
     let (after, limit) =
         input::history_query(query, config.history_limit, config.max_history_limit)?;
     let id = match_id(raw)?;
-    let Some((inc, snapshot)) = state.hub.current(&id) else {
+    let Some((inc, snapshot)) = current(state, &id).await? else {
         if state.hub.knows_every_match() {
             return Err(ApiError::new(StatusCode::NOT_FOUND, format!("no match {id}")));
         }

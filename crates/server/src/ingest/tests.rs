@@ -17,7 +17,7 @@ use crate::model::EventKind;
 use crate::state::RejectKind;
 use crate::store::memory::tests::{append, info};
 use crate::store::memory::MemoryStore;
-use crate::store::{AppendTicket, Head, Page};
+use crate::store::{AppendTicket, Head, Page, StoredMatch};
 use crate::wire::{v2, ByeReason};
 
 mod restore;
@@ -200,6 +200,22 @@ impl Store for FailingStore {
 
     async fn load(&self, id: &MatchId) -> Result<Option<StoredMatch>, StoreError> {
         self.inner.load(id).await
+    }
+
+    async fn load_live(&self) -> Result<Vec<Resumed>, StoreError> {
+        self.inner.load_live().await
+    }
+
+    async fn resume(&self, id: &MatchId) -> Result<Option<Resumed>, StoreError> {
+        self.inner.resume(id).await
+    }
+
+    async fn ended_ids(&self) -> Result<Vec<MatchId>, StoreError> {
+        self.inner.ended_ids().await
+    }
+
+    fn save_state(&self, inc: Incarnation, state: &Match) {
+        self.inner.save_state(inc, state)
     }
 
     async fn heads(&self) -> Result<Vec<Head>, StoreError> {
@@ -556,4 +572,62 @@ async fn a_match_created_anew_reaches_none_of_the_old_viewers() {
     assert_eq!(live.try_next(), None);
     assert_eq!(next(&mut behind).await, Next::End(ByeReason::Cancelled));
     assert_eq!(behind.try_next(), None);
+}
+
+#[tokio::test]
+async fn an_ended_match_leaves_memory_once_nobody_follows_it_and_comes_back_from_its_saved_state() {
+    let store = Arc::new(MemoryStore::new());
+    let hub = Arc::new(Hub::new(store.clone(), 64, 1_000));
+    let ingest =
+        Ingest::restore(store.clone(), hub.clone()).await.unwrap().keep_ended(Duration::ZERO);
+    let id = ingest.create(info("elp", "tig")).await.unwrap();
+    ingest.publish(&id, &[input("start", START)], None).await.unwrap();
+    let viewer = hub.join(id.as_str(), Format::V2, None, 0).unwrap().0;
+    ingest.publish(&id, &[input("stop", "{}")], None).await.unwrap();
+    let ended = hub.current(&id).unwrap().1.state.clone();
+    assert_eq!(ingest.evict_ended(), 0, "a viewer still follows it");
+    assert_eq!(ingest.len(), 1);
+    drop(viewer);
+    assert_eq!(ingest.evict_ended(), 1);
+    assert_eq!((ingest.len(), hub.current(&id).is_none()), (0, true));
+    assert_eq!(hub.ids(), vec![id.clone()], "still listed");
+    // Its final state was saved when it ended: read back without replaying a single event.
+    let saved = store.resume(&id).await.unwrap().unwrap();
+    assert_eq!((&saved.state, saved.events.len()), (&*ended, 0));
+    assert!(ingest.revive(&id).await.unwrap());
+    assert_eq!(hub.current(&id).unwrap().1.state, ended);
+    // A restart knows it without holding it.
+    let again =
+        Ingest::restore(store.clone(), Arc::new(Hub::new(store.clone(), 64, 1_000))).await.unwrap();
+    assert_eq!(again.len(), 0);
+    assert!(again.revive(&id).await.unwrap());
+    assert!(!again.revive(&MatchId::parse("abc-def-2020-01-01").unwrap()).await.unwrap());
+}
+
+#[tokio::test]
+async fn a_match_ended_but_never_marked_is_marked_by_the_node_that_finds_it() {
+    // Ended in the log, its state never saved (a node stopped in between, or an older store).
+    let store = Arc::new(MemoryStore::new());
+    let m = info("elp", "tig");
+    let inc = store.create_match(&m).await.unwrap();
+    let mut state = Match::new(m.clone());
+    let mut events = Vec::new();
+    for (kind, data) in [("start", START), ("stop", "{}")] {
+        let input = input(kind, data);
+        let data = state.apply(input.kind, &input.data, 1_000).unwrap();
+        events.push(Event { seq: state.seq, ts: 1_000, kind: input.kind, data });
+    }
+    let append_all = crate::store::memory::tests::after_seq(inc, events);
+    append(&*store, &m.id, append_all).await.unwrap();
+    assert!(store.ended_ids().await.unwrap().is_empty());
+
+    let hub = Arc::new(Hub::new(store.clone(), 64, 1_000));
+    let ingest = Ingest::restore(store.clone(), hub.clone()).await.unwrap();
+    assert_eq!(ingest.len(), 0, "not held: it has ended");
+    assert_eq!(hub.ids(), vec![m.id.clone()]);
+    assert_eq!(store.ended_ids().await.unwrap(), vec![m.id.clone()], "marked ended");
+    let saved = store.resume(&m.id).await.unwrap().unwrap();
+    assert_eq!((&saved.state, saved.events.len()), (&state, 0), "its state saved");
+    assert!(ingest.revive(&m.id).await.unwrap());
+    assert_eq!(hub.current(&m.id).unwrap().1.state.as_ref(), &state);
 }

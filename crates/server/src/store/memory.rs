@@ -7,9 +7,9 @@ use std::sync::{Mutex, MutexGuard};
 
 use async_trait::async_trait;
 
-use super::StoredMatch;
 use super::{check_append, Append, AppendTicket, Head, Incarnation, Page, Store, StoreError};
-use crate::model::{MatchId, MatchInfo, Seq};
+use super::{Resumed, StoredMatch};
+use crate::model::{Match, MatchId, MatchInfo, Seq};
 
 /// The state behind the lock. Matches are keyed by their incarnation, a creation counter like
 /// SQLite's rowid, so `load_all` lists them in creation order in both stores.
@@ -18,6 +18,8 @@ struct Inner {
     next_inc: Incarnation,
     live: HashMap<MatchId, Incarnation>,
     matches: BTreeMap<Incarnation, (StoredMatch, Option<u64>)>,
+    /// Saved states by incarnation (as SQLite keeps them beside the match's row).
+    saved: HashMap<Incarnation, Match>,
 }
 
 impl Inner {
@@ -42,6 +44,17 @@ impl Inner {
         }
         stored.events.extend(append.events);
         Ok(())
+    }
+
+    fn resumed(&self, stored: &StoredMatch) -> Resumed {
+        let state = self.saved.get(&stored.inc).cloned();
+        let state = state.unwrap_or_else(|| Match::new(stored.info.clone()));
+        let events = stored.events.iter().filter(|e| e.seq > state.seq).cloned().collect();
+        Resumed { inc: stored.inc, state, events }
+    }
+
+    fn ended(&self, inc: Incarnation) -> bool {
+        self.saved.get(&inc).is_some_and(Match::is_over)
     }
 }
 
@@ -102,13 +115,51 @@ impl Store for MemoryStore {
         // SQLite keeps a cancelled match's rows but never shows them; dropping them here is the
         // same as far as any caller can tell.
         inner.matches.remove(&inc);
+        inner.saved.remove(&inc);
         Ok(())
     }
 
+    async fn load_live(&self) -> Result<Vec<Resumed>, StoreError> {
+        let inner = self.lock();
+        Ok(inner
+            .matches
+            .values()
+            .filter(|(m, _)| !inner.ended(m.inc))
+            .map(|(m, _)| inner.resumed(m))
+            .collect())
+    }
+
+    async fn resume(&self, id: &MatchId) -> Result<Option<Resumed>, StoreError> {
+        let mut inner = self.lock();
+        let stored = inner.live_mut(id, None).ok().map(|(m, _)| m.clone());
+        Ok(stored.map(|m| inner.resumed(&m)))
+    }
+
+    async fn ended_ids(&self) -> Result<Vec<MatchId>, StoreError> {
+        let inner = self.lock();
+        Ok(inner
+            .matches
+            .values()
+            .filter(|(m, _)| inner.ended(m.inc))
+            .map(|(m, _)| m.info.id.clone())
+            .collect())
+    }
+
+    fn save_state(&self, inc: Incarnation, state: &Match) {
+        let mut inner = self.lock();
+        let head = inner.matches.get(&inc).map(|(m, _)| m.events.last().map_or(0, |e| e.seq));
+        let newer = inner.saved.get(&inc).is_none_or(|s| s.seq <= state.seq);
+        if head.is_some_and(|head| newer && state.seq <= head) {
+            inner.saved.insert(inc, state.clone());
+        }
+    }
+
+    #[cfg(test)]
     async fn load_all(&self) -> Result<Vec<StoredMatch>, StoreError> {
         Ok(self.lock().matches.values().map(|(m, _)| m.clone()).collect())
     }
 
+    #[cfg(test)]
     async fn load(&self, id: &MatchId) -> Result<Option<StoredMatch>, StoreError> {
         Ok(self.lock().live_mut(id, None).ok().map(|(m, _)| m.clone()))
     }
@@ -118,6 +169,7 @@ impl Store for MemoryStore {
         Ok(inner
             .matches
             .values()
+            .filter(|(m, _)| !inner.ended(m.inc))
             .map(|(m, _)| Head {
                 id: m.info.id.clone(),
                 inc: m.inc,
@@ -174,6 +226,18 @@ pub(crate) mod tests {
         }
         async fn load(&self, id: &MatchId) -> Result<Option<StoredMatch>, StoreError> {
             self.inner.load(id).await
+        }
+        async fn load_live(&self) -> Result<Vec<Resumed>, StoreError> {
+            self.inner.load_live().await
+        }
+        async fn resume(&self, id: &MatchId) -> Result<Option<Resumed>, StoreError> {
+            self.inner.resume(id).await
+        }
+        async fn ended_ids(&self) -> Result<Vec<MatchId>, StoreError> {
+            self.inner.ended_ids().await
+        }
+        fn save_state(&self, inc: Incarnation, state: &Match) {
+            self.inner.save_state(inc, state)
         }
         async fn heads(&self) -> Result<Vec<Head>, StoreError> {
             self.inner.heads().await

@@ -13,11 +13,12 @@ use std::pin::Pin;
 use async_trait::async_trait;
 use tokio::sync::mpsc;
 
-use crate::model::{Event, MatchId, MatchInfo, Millis, Seq};
+use crate::model::{Event, Match, MatchId, MatchInfo, Millis, Seq};
 
 #[cfg(test)]
 pub mod memory;
 pub mod redis;
+pub mod saved;
 pub mod sqlite;
 
 /// Which creation of a match id this is: a match cancelled and created again under the same id
@@ -48,11 +49,29 @@ pub enum StoreError {
 }
 
 /// A match as stored: what it was created with, its incarnation and every event since.
+#[cfg(test)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredMatch {
     pub info: MatchInfo,
     pub inc: Incarnation,
     pub events: Vec<Event>,
+}
+
+/// A match as a node needs it to serve it: its state at some seq (saved by
+/// [`Store::save_state`], else the match as created) and the events of the log after that.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resumed {
+    pub inc: Incarnation,
+    pub state: Match,
+    pub events: Vec<Event>,
+}
+
+impl Resumed {
+    /// The `ts` of its last event, when the events after the saved state are not empty (a saved
+    /// state does not say which event it ends with).
+    pub fn last_ts(&self) -> Option<Millis> {
+        self.events.last().map(|e| e.ts)
+    }
 }
 
 /// Where the log of a live match ends: what a node compares with its own view to catch up.
@@ -159,13 +178,35 @@ pub trait Store: Send + Sync + 'static {
     /// Durable on return.
     async fn cancel_match(&self, id: &MatchId, inc: Incarnation) -> Result<(), StoreError>;
 
-    /// Every live match with all its events, to rebuild a node's state on start.
+    /// Every live match with all its events, ended or not (what the store tests compare).
+    #[cfg(test)]
     async fn load_all(&self) -> Result<Vec<StoredMatch>, StoreError>;
 
-    /// One live match with all its events (a node learning of a match created elsewhere).
+    /// One live match with all its events.
+    #[cfg(test)]
     async fn load(&self, id: &MatchId) -> Result<Option<StoredMatch>, StoreError>;
 
-    /// Where every live match's log ends.
+    /// Every live match that has not ended (see [`Store::save_state`]), from its saved state:
+    /// what a node serves on start. A season of past matches is not read.
+    async fn load_live(&self) -> Result<Vec<Resumed>, StoreError>;
+
+    /// One live match (ended or not) from its saved state: an ended match read back on demand,
+    /// or a match created elsewhere.
+    async fn resume(&self, id: &MatchId) -> Result<Option<Resumed>, StoreError>;
+
+    /// The ids of the ended matches (live: not cancelled), which `load_live` leaves out.
+    async fn ended_ids(&self) -> Result<Vec<MatchId>, StoreError>;
+
+    /// Queues saving the state of incarnation `inc` at `state.seq`, whose events are durable
+    /// (kept only if it is further than the one saved). An ended state also marks the match
+    /// ended: it leaves `load_live` and `heads`, and is listed by `ended_ids`. Idempotent: any
+    /// node that sees the match end (or finds it ended but not marked) may call it. Never
+    /// waits: a saved state is a cache of the log, so one that is not written (a full queue, a
+    /// store down) is logged and costs a longer replay later; a match ended but not marked is
+    /// marked by whoever loads it next. `flush` waits for what was queued.
+    fn save_state(&self, inc: Incarnation, state: &Match);
+
+    /// Where every live match's log ends, except ended matches' (they do not move any more).
     async fn heads(&self) -> Result<Vec<Head>, StoreError>;
 
     /// Up to `limit` events of a live match with `seq > after`, in `seq` order.

@@ -20,11 +20,13 @@ use redis::cluster_routing::{MultipleNodeRoutingInfo, ResponsePolicy, RoutingInf
 use redis::{Script, Value};
 use tokio::sync::{mpsc, oneshot};
 
+#[cfg(test)]
+use super::StoredMatch;
 use super::{
-    Append, AppendTicket, Head, Incarnation, LogEntry, Page, Store, StoreError, StoredMatch,
+    saved, Append, AppendTicket, Head, Incarnation, LogEntry, Page, Resumed, Store, StoreError,
 };
 use crate::locks::lock;
-use crate::model::{Event, MatchId, MatchInfo, Seq};
+use crate::model::{Event, Match, MatchId, MatchInfo, Seq};
 
 mod append;
 mod codec;
@@ -70,6 +72,8 @@ pub struct RedisStore {
 struct Scripts {
     read: Script,
     give_turn_back: Script,
+    resume: Script,
+    save: Script,
 }
 
 impl RedisStore {
@@ -97,6 +101,8 @@ impl RedisStore {
             scripts: Scripts {
                 read: Script::new(keys::READ),
                 give_turn_back: Script::new(keys::GIVE_TURN_BACK),
+                resume: Script::new(keys::RESUME),
+                save: Script::new(keys::SAVE),
             },
             follow: Mutex::new(None),
             follower: Mutex::new(None),
@@ -320,15 +326,74 @@ impl RedisStore {
         Ok(Some((info, inc, events?)))
     }
 
-    async fn ids(&self) -> Result<Vec<MatchId>, StoreError> {
-        let ids: Vec<String> = redis::cmd("SMEMBERS")
-            .arg(keys::MATCHES)
-            .query_async(&mut self.conn())
+    /// The ids that may be live and not ended: [`keys::LIVE`] and what is left of the set of
+    /// an older deployment ([`keys::LEGACY_MATCHES`]), each with whether it came from there.
+    async fn ids(&self) -> Result<Vec<(MatchId, bool)>, StoreError> {
+        let mut ids = Vec::new();
+        for (set, legacy) in [(keys::LIVE, false), (keys::LEGACY_MATCHES, true)] {
+            let members: Vec<String> = redis::cmd("SMEMBERS")
+                .arg(set)
+                .query_async(&mut self.conn())
+                .await
+                .map_err(redis_err)?;
+            ids.extend(
+                members.iter().filter_map(|id| MatchId::parse(id).ok()).map(|id| (id, legacy)),
+            );
+        }
+        ids.sort();
+        ids.dedup_by(|a, b| a.0 == b.0);
+        Ok(ids)
+    }
+
+    /// Runs one command (each may go to another shard of a cluster).
+    async fn command(&self, cmd: &redis::Cmd) -> Result<(), StoreError> {
+        command(&mut self.conn(), cmd).await
+    }
+
+    /// A match from its saved state and the log after it; `None` when it is not live.
+    async fn resume_one(&self, id: &MatchId) -> Result<Option<Resumed>, StoreError> {
+        let value: Value = self
+            .scripts
+            .resume
+            .key(keys::meta(id))
+            .key(keys::log(id))
+            .invoke_async(&mut self.conn())
             .await
             .map_err(redis_err)?;
-        let mut ids: Vec<MatchId> = ids.iter().filter_map(|id| MatchId::parse(id).ok()).collect();
-        ids.sort();
-        Ok(ids)
+        let Value::Array(parts) = value else {
+            return Err(StoreError::Backend(format!("resume of {id} answered {value:?}")));
+        };
+        if parts.is_empty() {
+            return Ok(None);
+        }
+        let [info, inc, json, entries] = <[Value; 4]>::try_from(parts).map_err(|parts| {
+            StoreError::Backend(format!("resume of {id} answered {} parts", parts.len()))
+        })?;
+        let info: String = redis::from_redis_value(info).map_err(redis_err)?;
+        let info: MatchInfo = serde_json::from_str(&info).map_err(|e| corrupt("match", e))?;
+        let inc: String = redis::from_redis_value(inc).map_err(redis_err)?;
+        let inc: Incarnation = inc.parse().map_err(|e| corrupt("incarnation", e))?;
+        let json: String = redis::from_redis_value(json).map_err(redis_err)?;
+        let entries: Vec<(String, Vec<(String, String)>)> =
+            redis::from_redis_value(entries).map_err(redis_err)?;
+        let events: Vec<Event> = entries
+            .into_iter()
+            .map(|(eid, f)| codec::event_from_entry(&eid, &f))
+            .collect::<Result<_, _>>()?;
+        if json.is_empty() {
+            return Ok(Some(Resumed { inc, state: Match::new(info), events }));
+        }
+        // The script checked the seq against the log; `decode` checks the incarnation.
+        let head = events.last().map_or(Seq::MAX, |e| e.seq);
+        match saved::decode(&json, inc, head) {
+            Some(state) => Ok(Some(Resumed { inc, state, events })),
+            // Unusable: the whole log, then.
+            None => Ok(self.read(id, 0, -1).await?.map(|(info, inc, events)| Resumed {
+                inc,
+                state: Match::new(info),
+                events,
+            })),
+        }
     }
 
     /// The live viewer ports of the cluster, for `/1/checkin` and `try` (see `nodes.rs`).
@@ -355,6 +420,69 @@ fn confirmed(acked: Value, replicas: u32) -> Result<(), StoreError> {
         ))),
         Err(e) => Err(redis_err(e)),
     }
+}
+
+/// Moves an ended match from the live sets to [`keys::ENDED`]: added there first, so that
+/// it is never in neither. In a cluster these sets are on other shards than the match, so
+/// this follows its script rather than being part of it; it is idempotent, and a match
+/// found ended in the live set is moved again by whoever finds it.
+async fn mark_ended(conn: &mut Conn, id: &MatchId, inc: Incarnation) -> Result<(), StoreError> {
+    command(conn, redis::cmd("SADD").arg(keys::ENDED).arg(id.as_str())).await?;
+    command(conn, redis::cmd("SREM").arg(keys::LIVE).arg(id.as_str())).await?;
+    command(conn, redis::cmd("SREM").arg(keys::LEGACY_MATCHES).arg(id.as_str())).await?;
+    // Cancelled and created anew meanwhile (by another node): that one is live.
+    relist_if_live(conn, id, Some(inc)).await
+}
+
+/// Lists `id` in [`keys::LIVE`] again if an incarnation other than `not` is live: what a
+/// removal from that set does after it, so that it never unlists a match another node has
+/// just created under the same id.
+async fn relist_if_live(
+    conn: &mut Conn,
+    id: &MatchId,
+    not: Option<Incarnation>,
+) -> Result<(), StoreError> {
+    let live: Option<String> = redis::cmd("HGET")
+        .arg(keys::meta(id))
+        .arg("inc")
+        .query_async(conn)
+        .await
+        .map_err(redis_err)?;
+    let other = live.and_then(|v| v.parse::<Incarnation>().ok()).filter(|i| Some(*i) != not);
+    if other.is_some() {
+        command(conn, redis::cmd("SADD").arg(keys::LIVE).arg(id.as_str())).await?;
+    }
+    Ok(())
+}
+
+/// Runs one command (each may go to another shard of a cluster).
+async fn command(conn: &mut Conn, cmd: &redis::Cmd) -> Result<(), StoreError> {
+    cmd.query_async::<Value>(conn).await.map_err(redis_err).map(|_| ())
+}
+
+/// Saves a match's state (`keys::SAVE`) and, if it ended, moves it to the ended set.
+async fn save(
+    conn: &mut Conn,
+    script: &Script,
+    inc: Incarnation,
+    state: &Match,
+) -> Result<(), StoreError> {
+    let id = state.id();
+    let kept: i64 = script
+        .key(keys::meta(id))
+        .arg(inc)
+        .arg(state.seq)
+        .arg(saved::encode(inc, state)?)
+        .invoke_async(conn)
+        .await
+        .map_err(redis_err)?;
+    if kept == 0 {
+        return Err(StoreError::NotFound(id.clone()));
+    }
+    if state.is_over() {
+        mark_ended(conn, id, inc).await?;
+    }
+    Ok(())
 }
 
 /// Records a call's outcome: the first failure of a spell is logged, and so is the recovery.
@@ -399,12 +527,7 @@ impl Store for RedisStore {
             let id = &info.id;
             // Listed first: a match is never live without being listed (a listed id without a
             // live match is skipped by every reader).
-            redis::cmd("SADD")
-                .arg(keys::MATCHES)
-                .arg(id.as_str())
-                .query_async::<i64>(&mut self.conn())
-                .await
-                .map_err(redis_err)?;
+            self.command(redis::cmd("SADD").arg(keys::LIVE).arg(id.as_str())).await?;
             let json = serde_json::to_string(info).map_err(|e| corrupt("match", e))?;
             let prefix = format!(r#"{{"t":"c","id":"{id}","inc":"#);
             let mut cmd = redis::cmd("EVAL");
@@ -423,6 +546,11 @@ impl Store for RedisStore {
             if inc < 0 {
                 return Err(StoreError::Exists(id.clone()));
             }
+            // Listed again after the script: a cancel of the incarnation before, on another
+            // node, may have unlisted the id between the first listing and the script. And
+            // not among the ended ones, whatever a race with the one before left there.
+            self.command(redis::cmd("SADD").arg(keys::LIVE).arg(id.as_str())).await?;
+            self.command(redis::cmd("SREM").arg(keys::ENDED).arg(id.as_str())).await?;
             confirmation?;
             Ok(inc as Incarnation)
         })
@@ -465,15 +593,22 @@ impl Store for RedisStore {
             if done == 0 {
                 return Err(StoreError::NotFound(id.clone()));
             }
-            confirmation
+            confirmation?;
+            // Unlisted once cancelled, so the sets do not grow with cancelled matches (a
+            // failure here leaves a member that readers skip).
+            for set in [keys::LIVE, keys::ENDED, keys::LEGACY_MATCHES] {
+                self.command(redis::cmd("SREM").arg(set).arg(id.as_str())).await?;
+            }
+            relist_if_live(&mut self.conn(), id, Some(inc)).await
         })
         .await
     }
 
+    #[cfg(test)]
     async fn load_all(&self) -> Result<Vec<StoredMatch>, StoreError> {
         self.track(async {
             let mut all = Vec::new();
-            for id in self.ids().await? {
+            for (id, _) in self.ids().await? {
                 if let Some((info, inc, events)) = self.read(&id, 0, -1).await? {
                     all.push(StoredMatch { info, inc, events });
                 }
@@ -484,6 +619,7 @@ impl Store for RedisStore {
         .await
     }
 
+    #[cfg(test)]
     async fn load(&self, id: &MatchId) -> Result<Option<StoredMatch>, StoreError> {
         self.track(async {
             Ok(self.read(id, 0, -1).await?.map(|(info, inc, events)| StoredMatch {
@@ -495,9 +631,68 @@ impl Store for RedisStore {
         .await
     }
 
-    async fn heads(&self) -> Result<Vec<Head>, StoreError> {
+    async fn load_live(&self) -> Result<Vec<Resumed>, StoreError> {
         self.track(async {
             let ids = self.ids().await?;
+            let mut live = Vec::with_capacity(ids.len());
+            for chunk in ids.chunks(HEADS_PER_PIPELINE) {
+                let reads = chunk.iter().map(|(id, _)| self.resume_one(id));
+                let found = futures_util::future::try_join_all(reads).await?;
+                for ((id, legacy), resumed) in chunk.iter().zip(found) {
+                    match resumed {
+                        // Its final state is saved: the move to the ended set did not happen
+                        // (a node stopped in between, or an older deployment). Done now.
+                        Some(r) if r.state.is_over() => {
+                            mark_ended(&mut self.conn(), id, r.inc).await?
+                        }
+                        Some(r) => live.push(r),
+                        // Cancelled; nobody adds to the old set any more.
+                        None if *legacy => {
+                            let cmd = redis::cmd("SREM")
+                                .arg(keys::LEGACY_MATCHES)
+                                .arg(id.as_str())
+                                .clone();
+                            self.command(&cmd).await?;
+                        }
+                        None => {}
+                    }
+                }
+            }
+            Ok(live)
+        })
+        .await
+    }
+
+    async fn resume(&self, id: &MatchId) -> Result<Option<Resumed>, StoreError> {
+        self.track(self.resume_one(id)).await
+    }
+
+    async fn ended_ids(&self) -> Result<Vec<MatchId>, StoreError> {
+        self.track(async {
+            let members: Vec<String> = redis::cmd("SMEMBERS")
+                .arg(keys::ENDED)
+                .query_async(&mut self.conn())
+                .await
+                .map_err(redis_err)?;
+            Ok(members.iter().filter_map(|id| MatchId::parse(id).ok()).collect())
+        })
+        .await
+    }
+
+    /// Sent in the background (a cache of the log: a failure is logged, and repaired by
+    /// whoever finds the match again).
+    fn save_state(&self, inc: Incarnation, state: &Match) {
+        let (mut conn, script, state) = (self.conn(), self.scripts.save.clone(), state.clone());
+        tokio::spawn(async move {
+            if let Err(e) = save(&mut conn, &script, inc, &state).await {
+                tracing::debug!(match_id = %state.id(), seq = state.seq, error = %e, "saving the state");
+            }
+        });
+    }
+
+    async fn heads(&self) -> Result<Vec<Head>, StoreError> {
+        self.track(async {
+            let ids: Vec<MatchId> = self.ids().await?.into_iter().map(|(id, _)| id).collect();
             let mut heads = Vec::with_capacity(ids.len());
             // A thousand reads at a time on the multiplexed connection (in a cluster each to
             // its match's shard), not a round trip per match: this runs on every node every few

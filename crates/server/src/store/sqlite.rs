@@ -25,8 +25,11 @@ use async_trait::async_trait;
 use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Append, AppendTicket, Head, Incarnation, Page, Store, StoreError, StoredMatch};
-use crate::model::{MatchId, MatchInfo, Seq};
+use super::saved;
+#[cfg(test)]
+use super::StoredMatch;
+use super::{Append, AppendTicket, Head, Incarnation, Page, Resumed, Store, StoreError};
+use crate::model::{Match, MatchId, MatchInfo, Seq};
 
 mod read;
 mod writer;
@@ -232,13 +235,42 @@ impl Store for SqliteStore {
         self.call(Op::Cancel(id.clone(), inc)).await.map(|_| ())
     }
 
+    #[cfg(test)]
     async fn load_all(&self) -> Result<Vec<StoredMatch>, StoreError> {
         self.read(read::load_all).await
     }
 
+    #[cfg(test)]
     async fn load(&self, id: &MatchId) -> Result<Option<StoredMatch>, StoreError> {
         let id = id.clone();
         self.read(move |conn| read::load(conn, &id)).await
+    }
+
+    async fn load_live(&self) -> Result<Vec<Resumed>, StoreError> {
+        self.read(|conn| read::resume_where(conn, None)).await
+    }
+
+    async fn resume(&self, id: &MatchId) -> Result<Option<Resumed>, StoreError> {
+        let id = id.clone();
+        self.read(move |conn| Ok(read::resume_where(conn, Some(&id))?.pop())).await
+    }
+
+    async fn ended_ids(&self) -> Result<Vec<MatchId>, StoreError> {
+        self.read(read::ended_ids).await
+    }
+
+    /// One more command in the next group commit; dropped (and logged) if the queue is full.
+    fn save_state(&self, inc: Incarnation, state: &Match) {
+        let json = match saved::encode(inc, state) {
+            Ok(json) => json,
+            Err(e) => return tracing::warn!(match_id = %state.id(), error = %e, "saving the state"),
+        };
+        let op = Op::Save(state.id().clone(), inc, state.seq, json, state.is_over());
+        let (reply, _) = oneshot::channel();
+        let queued = self.tx.as_ref().is_some_and(|tx| tx.try_send(Command { op, reply }).is_ok());
+        if !queued {
+            tracing::debug!(match_id = %state.id(), seq = state.seq, "state not saved: the store is busy");
+        }
     }
 
     async fn heads(&self) -> Result<Vec<Head>, StoreError> {
@@ -478,6 +510,58 @@ mod tests {
         let sync: i64 = conn.pragma_query_value(None, "synchronous", |r| r.get(0)).unwrap();
         assert_eq!(mode.to_lowercase(), "wal");
         assert_eq!(sync, 2, "synchronous=FULL");
+    }
+
+    #[tokio::test]
+    async fn a_version_1_directory_is_migrated_its_ended_matches_marked_and_not_loaded() {
+        let dir = TempDir::new().unwrap();
+        let (live, ended) = (info("elp", "tig"), info("rma", "fcb"));
+        {
+            let conn = Connection::open(dir.path().join(DB_FILE)).unwrap();
+            conn.execute_batch(writer::SCHEMA).unwrap();
+            conn.pragma_update(None, "user_version", 1).unwrap();
+            for (rowid, m) in [(1, &live), (2, &ended)] {
+                let json = serde_json::to_string(m).unwrap();
+                conn.execute(
+                    "INSERT INTO matches (rowid, id, info) VALUES (?1, ?2, ?3)",
+                    rusqlite::params![rowid, m.id.as_str(), json],
+                )
+                .unwrap();
+            }
+            let events = "INSERT INTO events VALUES (1, 1, 5, 'comment', '{}'), \
+                          (2, 1, 5, 'comment', '{}'), (2, 2, 6, 'stop', '{}')";
+            conn.execute_batch(events).unwrap();
+        }
+        let store = SqliteStore::open(dir.path()).unwrap();
+        let loaded: Vec<(MatchId, usize)> = store
+            .load_live()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| (r.state.info.id, r.events.len()))
+            .collect();
+        assert_eq!(loaded, vec![(live.id.clone(), 1)]);
+        assert_eq!(store.ended_ids().await.unwrap(), vec![ended.id.clone()]);
+        assert!(store.heads().await.unwrap().iter().all(|h| h.id == live.id));
+        // Read back on demand: no saved state yet, so the whole log; once saved, none of it.
+        let back = store.resume(&ended.id).await.unwrap().unwrap();
+        assert_eq!((back.inc, back.state.seq, back.events.len()), (2, 0, 2));
+        let mut state = back.state;
+        state.period = crate::model::Period::Ended;
+        state.seq = 2;
+        store.save_state(2, &state);
+        store.flush().await.unwrap();
+        let back = store.resume(&ended.id).await.unwrap().unwrap();
+        assert_eq!((back.state, back.events.len()), (state, 0));
+        // The ended match can be cancelled (it is not in the writer's map) and created anew.
+        store.cancel_match(&ended.id, 2).await.unwrap();
+        assert!(store.ended_ids().await.unwrap().is_empty());
+        assert_eq!(store.create_match(&ended).await.unwrap(), 3);
+        let version: i64 = Connection::open(dir.path().join(DB_FILE))
+            .unwrap()
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, writer::SCHEMA_VERSION);
     }
 
     #[tokio::test]

@@ -221,6 +221,8 @@ async fn handshake(ctx: &ViewerContext, index: usize, stream: &mut TcpStream) ->
             return None;
         }
     };
+    // An ended match that left memory is read back first.
+    ctx.revive(&match_id).await;
     // With other nodes, this one may not have heard yet of what the viewer has seen elsewhere.
     ctx.hub.wait_ready(&match_id, from).await;
     match ctx.hub.join(&match_id, format, from, now_ms()) {

@@ -18,6 +18,8 @@ use tokio_util::task::TaskTracker;
 use crate::budget::Budget;
 use crate::config::Config;
 use crate::hub::{Format, Hub, Next, Subscription};
+use crate::ingest::Ingest;
+use crate::model::MatchId;
 use crate::telemetry::Limit;
 use crate::transport::close::close;
 use crate::transport::park::{NotParked, Parking};
@@ -49,6 +51,8 @@ pub struct ViewerContext {
     /// When the drain began (set by the first to see the shutdown).
     drain_start: std::sync::OnceLock<tokio::time::Instant>,
     pub(crate) parking: Parking,
+    /// Reads an ended match that left memory back from the store when a viewer asks for it.
+    ingest: Option<Arc<Ingest>>,
 }
 
 impl ViewerContext {
@@ -80,6 +84,24 @@ impl ViewerContext {
             drain_window: config.drain_window,
             drain_start: std::sync::OnceLock::new(),
             parking: Parking::default(),
+            ingest: None,
+        }
+    }
+
+    /// Viewers of an ended match that left memory get it read back (SPEC 10).
+    pub fn with_ingest(mut self, ingest: Arc<Ingest>) -> ViewerContext {
+        self.ingest = Some(ingest);
+        self
+    }
+
+    /// Brings match `id` into memory before a viewer joins, if it is in the store: an ended
+    /// match that left memory, or, with other nodes, one created elsewhere that this node has
+    /// not heard of yet (SPEC 7: created everywhere). A store that cannot be read is logged;
+    /// the viewer is then told what the hub knows.
+    pub async fn revive(&self, id: &str) {
+        let (Some(ingest), Ok(id)) = (&self.ingest, MatchId::parse(id)) else { return };
+        if let Err(e) = ingest.ensure(&id).await {
+            tracing::warn!(match_id = %id, error = %e, "a match cannot be read from the store");
         }
     }
 

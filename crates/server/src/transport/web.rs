@@ -164,6 +164,8 @@ async fn join(
     format: Format,
     from: Option<Seq>,
 ) -> Result<Subscription, Refusal> {
+    // An ended match that left memory is read back first.
+    ctx.revive(id).await;
     // With other nodes, this one may not have heard yet of what the viewer has seen elsewhere.
     ctx.hub.wait_ready(id, from).await;
     match ctx.hub.join(id, format, from, now_ms()) {

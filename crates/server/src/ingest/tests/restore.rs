@@ -57,7 +57,9 @@ proptest! {
             let tip = ingest.slot(&id).unwrap().tip.lock().await.state.clone();
             assert_eq!(shown, tip, "the log view and the tip agree");
             drop((hub, ingest));
-            let (hub, _ingest) = node(dir.path()).await;
+            let (hub, ingest) = node(dir.path()).await;
+            // An ended match is not held after a restart: it is read back when asked for.
+            assert!(ingest.revive(&id).await.unwrap(), "the match is known");
             let restored = hub.current(&id).expect("the match is restored").1.state.clone();
             (tip, restored)
         });

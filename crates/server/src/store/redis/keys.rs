@@ -4,9 +4,20 @@
 
 use crate::model::MatchId;
 
-/// Set of match ids that may be live. Members whose meta hash is gone are cancelled matches;
-/// nodes skip them.
-pub(super) const MATCHES: &str = "ms:matches";
+/// Set of the ids of matches still to be played or under way (SPEC 10: what a node loads on
+/// start, and what resync compares every few seconds). A create adds the id before its script
+/// (a match is never live without being listed); members whose meta hash is gone are
+/// cancelled matches, which nodes skip.
+pub(super) const LIVE: &str = "ms:live";
+/// Set of the ids of ended matches: read once by a node on start (so that it knows they
+/// exist), never by resync. A match moves here from [`LIVE`] once its `stop` is durable and its
+/// final state saved; not in its scripts (in a Redis Cluster these sets live on other shards
+/// than the match's keys) but by a separate, idempotent command of whichever node sees it end,
+/// or finds an ended match still in [`LIVE`].
+pub(super) const ENDED: &str = "ms:ended";
+/// The one set of every match of a deployment before [`LIVE`] and [`ENDED`]: still read as
+/// live, and emptied as its matches are found ended (moved) or cancelled (removed).
+pub(super) const LEGACY_MATCHES: &str = "ms:matches";
 /// Hash of node id -> `<reported at, Redis ms>|<load JSON>`: the cluster's viewer ports.
 pub(super) const NODES: &str = "ms:nodes";
 /// Pub/sub channel (not a key) on which every change to the log is announced.
@@ -18,7 +29,8 @@ pub(super) fn inc(id: &MatchId) -> String {
 }
 
 /// Hash: `info` (JSON), `inc`, `seq` (last in the log), `tag` (of the append that wrote it),
-/// `lts` (the `ts` of the event at `seq`).
+/// `lts` (the `ts` of the event at `seq`), `saved` and `saved_seq` (the match's state at that
+/// seq, `store/saved.rs`).
 pub(super) fn meta(id: &MatchId) -> String {
     format!("ms:{{{id}}}:meta")
 }
@@ -136,6 +148,35 @@ else
   entries = redis.call('XRANGE', KEYS[2], ARGV[1], '+', 'COUNT', ARGV[2])
 end
 return {m[1], m[2], entries}
+";
+
+/// A match from its saved state: the state and the log after it. KEYS: meta, log. Returns
+/// {info, inc, saved ('' = none), entries} or {} when not live. A saved state beyond the log
+/// (a Redis that came back with less) is not used.
+pub(super) const RESUME: &str = r"
+local m = redis.call('HMGET', KEYS[1], 'info', 'inc', 'seq', 'saved', 'saved_seq')
+if not m[1] then return {} end
+local from = 0
+local saved = ''
+local at = tonumber(m[5])
+if m[4] and at and at <= tonumber(m[3]) then
+  from = at
+  saved = m[4]
+end
+local entries = redis.call('XRANGE', KEYS[2], (from + 1) .. '-0', '+')
+return {m[1], m[2], saved, entries}
+";
+
+/// Saves a match's state. KEYS: meta. ARGV: inc, seq, state JSON. Kept only for the live
+/// incarnation, a seq its log has reached, and no older than the state saved. Returns 1, or 0
+/// when that incarnation is not live.
+pub(super) const SAVE: &str = r"
+local m = redis.call('HMGET', KEYS[1], 'inc', 'seq', 'saved_seq')
+if not m[1] or m[1] ~= ARGV[1] then return 0 end
+local s = tonumber(ARGV[2])
+if s > tonumber(m[2]) or (m[3] and tonumber(m[3]) > s) then return 1 end
+redis.call('HSET', KEYS[1], 'saved', ARGV[3], 'saved_seq', s)
+return 1
 ";
 
 /// A node's report. KEYS: nodes hash. ARGV: node id, load JSON. Stamped with Redis's clock.

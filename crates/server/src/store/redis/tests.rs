@@ -407,3 +407,85 @@ async fn an_append_built_on_another_event_under_the_same_seq_is_refused() {
         .await
         .unwrap();
 }
+
+/// The members of a set, sorted.
+async fn members(store: &RedisStore, set: &str) -> Vec<String> {
+    let mut m: Vec<String> =
+        redis::cmd("SMEMBERS").arg(set).query_async(&mut store.conn()).await.expect("SMEMBERS");
+    m.sort();
+    m
+}
+
+/// A match ended (its final state saved) moves from `ms:live` to `ms:ended`: heads (what every
+/// node's resync reads) and `load_live` (a node's start) no longer read it; it is read back
+/// from its saved state. A match of an older deployment's `ms:matches` is still read as live,
+/// and moved once found ended. On one Redis and on a cluster (the sets on other shards).
+async fn ended_matches_leave_the_live_set(url: &str) {
+    let store = open(url).await;
+    let (a, b, c) = (info("sea", "liv"), info("sea", "end"), info("sea", "old"));
+    let ia = store.create_match(&a).await.unwrap();
+    let ib = store.create_match(&b).await.unwrap();
+    let ic = store.create_match(&c).await.unwrap();
+    append(&store, &b.id, after_seq(ib, vec![event(1), event(2)])).await.unwrap();
+    let mut over = crate::model::Match::new(b.clone());
+    over.period = crate::model::Period::Ended;
+    over.seq = 2;
+    store.save_state(ib, &over);
+    let ended = vec![b.id.to_string()];
+    let deadline = Instant::now() + PATIENCE;
+    while members(&store, keys::ENDED).await != ended {
+        assert!(Instant::now() < deadline, "the ended match never moved");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!members(&store, keys::LIVE).await.contains(&b.id.to_string()));
+    let heads: Vec<MatchId> = store.heads().await.unwrap().into_iter().map(|h| h.id).collect();
+    assert_eq!(heads, vec![a.id.clone(), c.id.clone()]);
+    let live: Vec<MatchId> =
+        store.load_live().await.unwrap().into_iter().map(|r| r.state.info.id).collect();
+    assert_eq!(live, vec![a.id.clone(), c.id.clone()]);
+    assert_eq!(store.ended_ids().await.unwrap(), vec![b.id.clone()]);
+    let back = store.resume(&b.id).await.unwrap().expect("read back");
+    assert_eq!((back.inc, &back.state, back.events.len()), (ib, &over, 0));
+
+    // An older deployment: `c` only in `ms:matches`, ended with its state saved but not moved.
+    let mut conn = store.conn();
+    let cid = c.id.as_str();
+    command(&mut conn, redis::cmd("SREM").arg(keys::LIVE).arg(cid)).await.unwrap();
+    command(&mut conn, redis::cmd("SADD").arg(keys::LEGACY_MATCHES).arg(cid)).await.unwrap();
+    let heads: Vec<MatchId> = store.heads().await.unwrap().into_iter().map(|h| h.id).collect();
+    assert_eq!(heads, vec![a.id.clone(), c.id.clone()], "the old set is still read");
+    let mut c_over = crate::model::Match::new(c.clone());
+    c_over.period = crate::model::Period::Ended;
+    let json = saved::encode(ic, &c_over).unwrap();
+    let hset = redis::cmd("HSET")
+        .arg(keys::meta(&c.id))
+        .arg("saved")
+        .arg(json)
+        .arg("saved_seq")
+        .arg(0)
+        .clone();
+    command(&mut conn, &hset).await.unwrap();
+    let live: Vec<MatchId> =
+        store.load_live().await.unwrap().into_iter().map(|r| r.state.info.id).collect();
+    assert_eq!(live, vec![a.id.clone()], "found ended: not loaded");
+    assert_eq!(members(&store, keys::LEGACY_MATCHES).await, Vec::<String>::new());
+    assert_eq!(members(&store, keys::ENDED).await, vec![b.id.to_string(), c.id.to_string()]);
+    // A cancel unlists it; the id can be created anew, live.
+    store.cancel_match(&b.id, ib).await.unwrap();
+    assert_eq!(members(&store, keys::ENDED).await, vec![c.id.to_string()]);
+    store.create_match(&b).await.unwrap();
+    assert!(members(&store, keys::LIVE).await.contains(&b.id.to_string()));
+    let _ = ia;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ended_matches_leave_the_live_set_on_redis() {
+    let server = Server::start(DURABLE);
+    ended_matches_leave_the_live_set(&server.url()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ended_matches_leave_the_live_set_on_a_redis_cluster() {
+    let (_nodes, url) = cluster();
+    ended_matches_leave_the_live_set(&url).await;
+}

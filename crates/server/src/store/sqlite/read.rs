@@ -1,6 +1,7 @@
 //! The read side of the SQLite store: a small pool of read-only connections and the queries
 //! behind `load_all`, `load`, `heads` and `history`. Writes never come here.
 
+#[cfg(test)]
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Mutex;
@@ -8,8 +9,10 @@ use std::sync::Mutex;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
 use super::{corrupt, db_err, seq_from_sql, seq_to_sql, BUSY_TIMEOUT};
-use crate::model::{Event, EventData, EventKind, MatchId, MatchInfo, Seq};
-use crate::store::{Head, Page, StoreError, StoredMatch};
+use crate::model::{Event, EventData, EventKind, Match, MatchId, Seq};
+use crate::store::{saved, Head, Page, Resumed, StoreError};
+#[cfg(test)]
+use crate::{model::MatchInfo, store::StoredMatch};
 
 /// Idle read connections kept for reuse; more may be open while reads are in flight.
 const MAX_IDLE_READERS: usize = 8;
@@ -61,16 +64,19 @@ fn event_from_row(seq: i64, ts: i64, kind: &str, data: &str) -> Result<Event, St
     })
 }
 
+#[cfg(test)]
 pub(super) fn load_all(conn: &mut Connection) -> Result<Vec<StoredMatch>, StoreError> {
     load_where(conn, None)
 }
 
+#[cfg(test)]
 pub(super) fn load(conn: &mut Connection, id: &MatchId) -> Result<Option<StoredMatch>, StoreError> {
     Ok(load_where(conn, Some(id))?.pop())
 }
 
 /// Every live match (or the one named `only`), with its events, in creation order. A match's
 /// incarnation is its rowid.
+#[cfg(test)]
 fn load_where(
     conn: &mut Connection,
     only: Option<&MatchId>,
@@ -124,12 +130,83 @@ fn load_where(
     Ok(matches)
 }
 
+/// Every live match that has not ended (or the one named `only`, ended or not), from its
+/// saved state and the events after it, in creation order.
+pub(super) fn resume_where(
+    conn: &mut Connection,
+    only: Option<&MatchId>,
+) -> Result<Vec<Resumed>, StoreError> {
+    let tx = conn.transaction().map_err(db_err)?;
+    let only = only.map(|id| id.as_str().to_owned());
+    let mut found = Vec::new();
+    {
+        let mut stmt = tx
+            .prepare_cached(
+                "SELECT rowid, info, saved, saved_seq FROM matches WHERE cancelled = 0 \
+                 AND ((?1 IS NULL AND ended = 0) OR id = ?1) ORDER BY rowid",
+            )
+            .map_err(db_err)?;
+        let mut rows = stmt.query([&only]).map_err(db_err)?;
+        while let Some(row) = rows.next().map_err(db_err)? {
+            let rowid: i64 = row.get(0).map_err(db_err)?;
+            let info: String = row.get(1).map_err(db_err)?;
+            let json: Option<String> = row.get(2).map_err(db_err)?;
+            let saved_seq = seq_from_sql(row.get(3).map_err(db_err)?)?;
+            let inc = rowid as u64;
+            // A save is only written for events already in the log (`writer.rs`).
+            let state = json.and_then(|json| saved::decode(&json, inc, saved_seq));
+            let state = match state {
+                Some(state) => state,
+                None => Match::new(serde_json::from_str(&info).map_err(|e| corrupt("match", e))?),
+            };
+            found.push((rowid, state));
+        }
+    }
+    let mut resumed = Vec::with_capacity(found.len());
+    let mut stmt = tx
+        .prepare_cached(
+            "SELECT seq, ts, kind, data FROM events WHERE match_rowid = ?1 AND seq > ?2 \
+             ORDER BY seq",
+        )
+        .map_err(db_err)?;
+    for (rowid, state) in found {
+        let mut rows = stmt.query(params![rowid, seq_to_sql(state.seq)]).map_err(db_err)?;
+        let mut events = Vec::new();
+        while let Some(row) = rows.next().map_err(db_err)? {
+            let kind: String = row.get(2).map_err(db_err)?;
+            let data: String = row.get(3).map_err(db_err)?;
+            events.push(event_from_row(
+                row.get(0).map_err(db_err)?,
+                row.get(1).map_err(db_err)?,
+                &kind,
+                &data,
+            )?);
+        }
+        resumed.push(Resumed { inc: rowid as u64, state, events });
+    }
+    Ok(resumed)
+}
+
+/// The ids of the ended (live, not cancelled) matches.
+pub(super) fn ended_ids(conn: &mut Connection) -> Result<Vec<MatchId>, StoreError> {
+    let mut stmt = conn
+        .prepare_cached("SELECT id FROM matches WHERE cancelled = 0 AND ended = 1")
+        .map_err(db_err)?;
+    let mut rows = stmt.query([]).map_err(db_err)?;
+    let mut ids = Vec::new();
+    while let Some(row) = rows.next().map_err(db_err)? {
+        let id: String = row.get(0).map_err(db_err)?;
+        ids.push(MatchId::parse(&id).map_err(|e| corrupt("match id", e))?);
+    }
+    Ok(ids)
+}
+
 pub(super) fn heads(conn: &mut Connection) -> Result<Vec<Head>, StoreError> {
     let mut stmt = conn
         .prepare_cached(
             "SELECT m.rowid, m.id, COALESCE((SELECT MAX(seq) FROM events e \
-             WHERE e.match_rowid = m.rowid), 0) FROM matches m WHERE m.cancelled = 0 \
-             ORDER BY m.rowid",
+             WHERE e.match_rowid = m.rowid), 0) FROM matches m \
+             WHERE m.cancelled = 0 AND m.ended = 0 ORDER BY m.rowid",
         )
         .map_err(db_err)?;
     let mut rows = stmt.query([]).map_err(db_err)?;

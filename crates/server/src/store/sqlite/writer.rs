@@ -17,9 +17,9 @@ use crate::store::{check_append, Append, Incarnation, StoreError};
 
 /// The schema this code writes, kept in `PRAGMA user_version`. A newer file is refused rather
 /// than misread.
-pub(super) const SCHEMA_VERSION: i64 = 1;
+pub(super) const SCHEMA_VERSION: i64 = 2;
 
-const SCHEMA: &str = "
+pub(super) const SCHEMA: &str = "
     CREATE TABLE IF NOT EXISTS matches (
         rowid INTEGER PRIMARY KEY,
         id TEXT NOT NULL,
@@ -37,6 +37,23 @@ const SCHEMA: &str = "
     ) WITHOUT ROWID;
 ";
 
+/// Version 2 (SPEC 10, "Memory over time"): a match's saved state (`store/saved.rs`) and
+/// whether it has ended, so that a node loads only the matches still to be played and reads a
+/// past one back without replaying its log. A data directory of version 1 is brought up to it
+/// on open: its matches that have a `stop` are marked ended; they have no saved state until
+/// one is read back (their log is replayed once then, and the state saved).
+const SCHEMA_2: &str = "
+    ALTER TABLE matches ADD COLUMN ended INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE matches ADD COLUMN saved TEXT;
+    ALTER TABLE matches ADD COLUMN saved_seq INTEGER NOT NULL DEFAULT 0;
+    UPDATE matches SET ended = 1 WHERE cancelled = 0 AND EXISTS
+        (SELECT 1 FROM events e WHERE e.match_rowid = matches.rowid AND e.kind = 'stop');
+    CREATE INDEX IF NOT EXISTS matches_unended ON matches(rowid)
+        WHERE cancelled = 0 AND ended = 0;
+    CREATE INDEX IF NOT EXISTS matches_ended_ids ON matches(id)
+        WHERE cancelled = 0 AND ended = 1;
+";
+
 /// A command's answer: the new match's incarnation for `Create`, 0 for the others.
 pub(super) type Reply = oneshot::Sender<Result<u64, StoreError>>;
 
@@ -45,6 +62,8 @@ pub(super) enum Op {
     Create(MatchInfo),
     Append(MatchId, Append),
     Cancel(MatchId, Incarnation),
+    /// A saved state (`store/saved.rs`): the incarnation, its seq, the JSON, whether it ended.
+    Save(MatchId, Incarnation, Seq, String, bool),
     /// Nothing: its answer means everything queued before it is durable.
     Flush,
     /// A write that changes nothing (the schema version written again): its commit tells
@@ -98,7 +117,11 @@ pub(super) fn open_writer(path: &Path) -> Result<Connection, StoreError> {
     tracing::info!(path = %path.display(), journal_mode = %mode, synchronous, "store open");
     if version < SCHEMA_VERSION {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db_err)?;
-        tx.execute_batch(SCHEMA).map_err(db_err)?;
+        if version < 1 {
+            tx.execute_batch(SCHEMA).map_err(db_err)?;
+        }
+        tx.execute_batch(SCHEMA_2).map_err(db_err)?;
+        tracing::info!(path = %path.display(), from = version, to = SCHEMA_VERSION, "store schema updated");
         tx.pragma_update(None, "user_version", SCHEMA_VERSION).map_err(db_err)?;
         tx.commit().map_err(db_err)?;
     }
@@ -114,12 +137,15 @@ pub(super) struct Live {
     tag: Option<u64>,
 }
 
-/// Every live match's id, rowid and last seq: what the writer checks appends against.
+/// Every live match's id, rowid and last seq: what the writer checks appends against. Ended
+/// matches are left out (nothing can follow a `stop`; a cancel of one reads its row), so the
+/// writer's memory does not grow with past seasons.
 pub(super) fn load_live(conn: &Connection) -> Result<HashMap<MatchId, Live>, StoreError> {
     let mut stmt = conn
         .prepare(
             "SELECT m.rowid, m.id, COALESCE((SELECT MAX(seq) FROM events e \
-             WHERE e.match_rowid = m.rowid), 0) FROM matches m WHERE m.cancelled = 0",
+             WHERE e.match_rowid = m.rowid), 0) FROM matches m \
+             WHERE m.cancelled = 0 AND m.ended = 0",
         )
         .map_err(db_err)?;
     let rows = stmt
@@ -293,14 +319,44 @@ fn apply(
             Ok(0)
         }
         Op::Cancel(id, inc) => {
-            let before = *live_incarnation(live, id, *inc)?;
+            let before = match live_incarnation(live, id, *inc) {
+                Ok(before) => Some(*before),
+                // An ended match is not in `live`: its row says whether it is this incarnation.
+                Err(_) if ended_incarnation(tx, id, *inc)? => None,
+                Err(e) => return Err(e),
+            };
+            let rowid = before.map_or(*inc as i64, |b| b.rowid);
             // The rows stay (a record of what was played) but are never shown again.
             in_savepoint(tx, |sp| {
-                sp.execute("UPDATE matches SET cancelled = 1 WHERE rowid = ?1", [before.rowid])
+                sp.execute("UPDATE matches SET cancelled = 1 WHERE rowid = ?1", [rowid])
             })
             .map_err(db_err)?;
-            undo.push((id.clone(), Some(before)));
-            live.remove(id);
+            if let Some(before) = before {
+                undo.push((id.clone(), Some(before)));
+                live.remove(id);
+            }
+            Ok(0)
+        }
+        Op::Save(id, inc, seq, json, ended) => {
+            let rowid = i64::try_from(*inc).unwrap_or(i64::MAX);
+            // Only a state further than the one saved, of a live incarnation, whose events are
+            // in the log (the log is the truth).
+            in_savepoint(tx, |sp| {
+                sp.execute(
+                    "UPDATE matches SET saved = ?2, saved_seq = ?3, ended = ?4 \
+                     WHERE rowid = ?1 AND cancelled = 0 AND saved_seq <= ?3 \
+                     AND ?3 <= COALESCE((SELECT MAX(seq) FROM events e \
+                     WHERE e.match_rowid = ?1), 0)",
+                    params![rowid, json, seq_to_sql(*seq), i64::from(*ended)],
+                )
+            })
+            .map_err(db_err)?;
+            if *ended {
+                if let Some(before) = live.get(id).filter(|l| l.rowid == rowid).copied() {
+                    undo.push((id.clone(), Some(before)));
+                    live.remove(id);
+                }
+            }
             Ok(0)
         }
     }
@@ -313,6 +369,22 @@ fn live_incarnation<'a>(
     inc: Incarnation,
 ) -> Result<&'a Live, StoreError> {
     live.get(id).filter(|l| l.rowid as u64 == inc).ok_or_else(|| StoreError::NotFound(id.clone()))
+}
+
+/// Whether incarnation `inc` of `id` is live but ended (so not in the writer's map).
+fn ended_incarnation(
+    tx: &rusqlite::Transaction<'_>,
+    id: &MatchId,
+    inc: Incarnation,
+) -> Result<bool, StoreError> {
+    let rowid = i64::try_from(inc).unwrap_or(i64::MAX);
+    tx.query_row(
+        "SELECT COUNT(*) FROM matches WHERE rowid = ?1 AND id = ?2 AND cancelled = 0 AND ended = 1",
+        params![rowid, id.as_str()],
+        |row| row.get::<_, i64>(0),
+    )
+    .map(|n| n > 0)
+    .map_err(db_err)
 }
 
 /// Runs `f` in a savepoint: released if it succeeds, rolled back (on drop) if it fails.
