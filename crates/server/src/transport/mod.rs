@@ -164,9 +164,21 @@ impl ViewerPorts {
     fn pick_at(&self, now: Instant, rng: &mut impl Rng) -> Option<(String, u16)> {
         self.roll_window(now);
         let others = read(&self.others);
-        let seen: Vec<Seen> =
-            self.ports.iter().map(|p| self.seen(p)).chain(others.iter().map(Other::seen)).collect();
-        let i = placement::choose(&seen, rng)?;
+        let alone = others.is_empty();
+        let seen: Vec<Seen> = self
+            .ports
+            .iter()
+            .map(|p| self.seen(p, alone))
+            .chain(others.iter().map(Other::seen))
+            .collect();
+        let mut i = placement::choose(&seen, rng)?;
+        if i < self.ports.len() && !alone {
+            // This node it is: which of its ports, by their exact counts (SPEC 3: the least
+            // loaded), so that checkins nobody followed (yet) never make a busier port of it
+            // look emptier.
+            let exact: Vec<Seen> = self.ports.iter().map(|p| self.seen(p, true)).collect();
+            i = placement::choose(&exact, rng).unwrap_or(i);
+        }
         match self.ports.get(i) {
             Some(p) => {
                 p.named.fetch_add(1, Ordering::Relaxed);
@@ -180,17 +192,24 @@ impl ViewerPorts {
         }
     }
 
-    /// One of this node's ports as `placement` sees it: its viewers (and its share of the web
-    /// viewers, as reported), and the viewers named for it that have not arrived.
-    fn seen(&self, p: &Port) -> Seen {
-        let viewers = p.viewers.load(Ordering::Relaxed);
-        let arrived = viewers.saturating_sub(p.at_window.load(Ordering::Relaxed));
-        let named = p.named.load(Ordering::Relaxed) + p.carried.load(Ordering::Relaxed);
-        Seen {
-            capacity: self.per_port,
-            known: viewers + self.web.load(Ordering::Relaxed) / self.ports.len().max(1),
-            pending: named.saturating_sub(arrived),
+    /// One of this node's ports as `placement` sees it. Alone, a node knows its ports' loads
+    /// exactly: its viewers (and its share of the web viewers). With other nodes, it sees its
+    /// own ports the way it sees theirs, so that every node water-fills the ports alike from
+    /// the same picture: the load when the current [`IN_FLIGHT`] window began (about when the
+    /// last report went out) plus the viewers it named the port for since, whoever else
+    /// arrived there meanwhile (they are what another node named, which that node counts).
+    fn seen(&self, p: &Port, alone: bool) -> Seen {
+        let web = self.web.load(Ordering::Relaxed) / self.ports.len().max(1);
+        if alone {
+            let viewers = p.viewers.load(Ordering::Relaxed);
+            return Seen { capacity: self.per_port, known: viewers + web, pending: 0 };
         }
+        let named = p.named.load(Ordering::Relaxed) + p.carried.load(Ordering::Relaxed);
+        // A port full by its count is full, whatever the picture says.
+        let viewers = p.viewers.load(Ordering::Relaxed) + web;
+        let at_window = p.at_window.load(Ordering::Relaxed) + web;
+        let known = if viewers >= self.per_port { viewers } else { at_window };
+        Seen { capacity: self.per_port, known, pending: named }
     }
 
     /// Begins a new [`IN_FLIGHT`] window for this node's ports once the last is over.
@@ -556,6 +575,32 @@ mod tests {
         ports.set_others_draining(vec![other(5)]);
         assert!(ports.other_node().is_some() && ports.other_node().is_some());
         assert_eq!(ports.other_node(), None);
+    }
+
+    #[test]
+    fn checkin_names_the_least_loaded_port_of_the_cluster() {
+        let bound = [SocketAddr::from(([127, 0, 0, 1], 9100))];
+        let ports = Arc::new(ViewerPorts::new(&bound, None, 10_000, Metrics::new()));
+        let _held: Vec<PortGuard> = (0..5).map(|_| ports.try_enter(0).unwrap()).collect();
+        let other = |viewers| PortLoad {
+            host: "10.0.0.2".into(),
+            port: 9200,
+            viewers,
+            capacity: 10_000,
+            web_port: None,
+        };
+        // The other node reported 3, this one holds 5 (its picture as of the next window).
+        ports.set_others(vec![other(3)]);
+        let now = Instant::now() + IN_FLIGHT;
+        let mut rng = StdRng::seed_from_u64(3);
+        assert_eq!(ports.pick_at(now, &mut rng).unwrap().1, 9200);
+        assert_eq!(ports.pick_at(now, &mut rng).unwrap().1, 9200, "3 + 1 named < 5");
+        // Level: 5 and 3 + 2; then they take turns.
+        let next: Vec<u16> = (0..4).map(|_| ports.pick_at(now, &mut rng).unwrap().1).collect();
+        assert_eq!(next.iter().filter(|p| **p == 9100).count(), 2, "{next:?}");
+        // A report with the other node at 50: this node's port is the least loaded.
+        ports.set_others(vec![other(50)]);
+        assert_eq!(ports.pick_at(now, &mut rng).unwrap().1, 9100);
     }
 
     #[test]

@@ -10,10 +10,14 @@
 //! whole crowd asked, which then filled itself and answered `full` with nothing to `try`.
 //! Instead each name counts once, and the port named is the least loaded as this node sees it
 //! (the most free places; SPEC 3), ties drawn at random. One node sending alone fills the ports
-//! like water, level with each other; nodes sending at once from the same reports each raise
-//! every port's level alike, so together they do too (the crowd tests of `mod.rs` check both at
-//! 95% of 7 × 19,400). A draw in proportion to the free places spread as evenly in those tests,
-//! but a checkin could then name a busier port than the least-loaded one the SPEC promises.
+//! like water, level with each other; nodes sending at once each raise every port's level alike
+//! when they all start from the same picture, so together they do too. That is why a node in a
+//! cluster sees its own ports as it sees the others' (`mod.rs`: the load at the last window,
+//! about a report, plus what it named since) rather than by their exact counts: with exact
+//! counts it saw the viewers the others sent to it but not those it sent to them, so every node
+//! pushed its crowd away from itself, and ports overflowed (the crowd tests of `mod.rs` check
+//! both doors at 95% of 7 × 19,400). A draw in proportion to the free places spread evenly
+//! too, but a checkin could then name a busier port than the least-loaded one the SPEC promises.
 
 use rand::Rng;
 
