@@ -215,9 +215,11 @@ impl Ingest {
                 if !slots.get(&id).is_some_and(|s| Arc::ptr_eq(s, &slot)) {
                     continue;
                 }
+                // Known as evicted before it leaves the slots: whoever misses the slot from
+                // now on finds it among the evicted and reads it back (never a wrong 404).
+                self.hub.evict(&slot.topic);
                 slots.remove(&id);
             }
-            self.hub.evict(&slot.topic);
             evicted += 1;
         }
         if evicted > 0 {
@@ -498,11 +500,15 @@ impl Ingest {
         // What this node served and had applied before the heads were read: only that can be
         // missing from them for being cancelled (a match created meanwhile may be missing for
         // being new), and only that must be there (this node may apply more meanwhile).
-        let before: Vec<(MatchId, Arc<Slot>, Seq, Option<Millis>)> = read(&self.slots)
-            .iter()
+        // (The slots are copied out first: a slot's log lock is never taken under `slots`,
+        // which `apply` takes under the log lock.)
+        let slots: Vec<(MatchId, Arc<Slot>)> =
+            read(&self.slots).iter().map(|(id, slot)| (id.clone(), slot.clone())).collect();
+        let before: Vec<(MatchId, Arc<Slot>, Seq, Option<Millis>)> = slots
+            .into_iter()
             .map(|(id, slot)| {
                 let (logged, ts) = slot.logged_at();
-                (id.clone(), slot.clone(), logged.seq, ts)
+                (id, slot, logged.seq, ts)
             })
             .collect();
         let heads = self.store.heads().await?;
@@ -673,6 +679,7 @@ impl Ingest {
         let mut log = lock(&slot.log);
         let mut next = Some(events);
         let before = log.state.seq;
+        let mut ended = None;
         while let Some(mut events) = next.take() {
             events.retain(|e| e.seq > log.state.seq);
             match events.first().map(|e| e.seq) {
@@ -689,11 +696,7 @@ impl Ingest {
                         // (every node that applies it does; the store keeps one), and let it
                         // leave memory `keep_ended` from now.
                         self.save_later(slot.inc, m.clone());
-                        if let Some(me) =
-                            read(&self.slots).get(m.id()).filter(|s| s.inc == slot.inc)
-                        {
-                            lock(&self.ending).push_back((Instant::now(), Arc::downgrade(me)));
-                        }
+                        ended = Some(m.id().clone());
                     } else if m.seq / SAVE_EVERY > log.state.seq / SAVE_EVERY {
                         self.save_later(slot.inc, m.clone());
                     }
@@ -720,7 +723,16 @@ impl Ingest {
         if log.state.seq != before {
             slot.applied.send_replace(log.state.seq);
         }
-        log.early.is_empty()
+        let whole = log.early.is_empty();
+        drop(log);
+        // Queued for eviction once the log lock is released: `slots` is never taken under a
+        // slot's log lock (`resync` takes them the other way round).
+        if let Some(id) = ended {
+            if let Some(me) = read(&self.slots).get(&id).filter(|s| s.inc == slot.inc) {
+                lock(&self.ending).push_back((Instant::now(), Arc::downgrade(me)));
+            }
+        }
+        whole
     }
 
     /// Reads the log from the store past the log view, and applies it. The read starts at the

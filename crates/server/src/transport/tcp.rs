@@ -16,7 +16,6 @@ use tokio_util::sync::CancellationToken;
 
 use crate::budget::Place;
 use crate::hub::{Format, JoinError, Next, Subscription};
-use crate::ingest::now_ms;
 use crate::model::Period;
 use crate::telemetry::{Limit, Metrics};
 use crate::transport::close::{close, close_now};
@@ -221,11 +220,7 @@ async fn handshake(ctx: &ViewerContext, index: usize, stream: &mut TcpStream) ->
             return None;
         }
     };
-    // An ended match that left memory is read back first.
-    ctx.revive(&match_id).await;
-    // With other nodes, this one may not have heard yet of what the viewer has seen elsewhere.
-    ctx.hub.wait_ready(&match_id, from).await;
-    match ctx.hub.join(&match_id, format, from, now_ms()) {
+    match ctx.join(&match_id, format, from).await {
         Ok((sub, snapshot)) => {
             let not_live = matches!(snapshot.state.period, Period::NotStarted | Period::Ended);
             Some(Joined { sub, format, v1_not_live: format == Format::V1 && not_live, guard })

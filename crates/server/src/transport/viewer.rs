@@ -17,9 +17,10 @@ use tokio_util::task::TaskTracker;
 
 use crate::budget::Budget;
 use crate::config::Config;
-use crate::hub::{Format, Hub, Next, Subscription};
+use crate::hub::{Format, Hub, JoinError, Next, Snapshot, Subscription};
+use crate::ingest::now_ms;
 use crate::ingest::Ingest;
-use crate::model::MatchId;
+use crate::model::{MatchId, Seq};
 use crate::telemetry::Limit;
 use crate::transport::close::close;
 use crate::transport::park::{NotParked, Parking};
@@ -94,11 +95,32 @@ impl ViewerContext {
         self
     }
 
-    /// Brings match `id` into memory before a viewer joins, if it is in the store: an ended
-    /// match that left memory, or, with other nodes, one created elsewhere that this node has
-    /// not heard of yet (SPEC 7: created everywhere). A store that cannot be read is logged;
-    /// the viewer is then told what the hub knows.
-    pub async fn revive(&self, id: &str) {
+    /// Joins match `id` for a viewer: brings it into memory first if it is in the store (an
+    /// ended match that left memory, or, with other nodes, one created elsewhere that this node
+    /// has not heard of yet: SPEC 7, created everywhere), waits (with other nodes) for what the
+    /// viewer may have seen elsewhere, and joins. A match that left memory again in between is
+    /// read back once more. A store that cannot be read is logged; the viewer is then told
+    /// what the hub knows.
+    pub async fn join(
+        &self,
+        id: &str,
+        format: Format,
+        from: Option<Seq>,
+    ) -> Result<(Subscription, Arc<Snapshot>), JoinError> {
+        self.bring_in(id).await;
+        self.hub.wait_ready(id, from).await;
+        match self.hub.join(id, format, from, now_ms()) {
+            Err(JoinError::NotFound(_))
+                if MatchId::parse(id).is_ok_and(|m| self.hub.is_evicted(&m)) =>
+            {
+                self.bring_in(id).await;
+                self.hub.join(id, format, from, now_ms())
+            }
+            joined => joined,
+        }
+    }
+
+    async fn bring_in(&self, id: &str) {
         let (Some(ingest), Ok(id)) = (&self.ingest, MatchId::parse(id)) else { return };
         if let Err(e) = ingest.ensure(&id).await {
             tracing::warn!(match_id = %id, error = %e, "a match cannot be read from the store");

@@ -15,7 +15,6 @@ use bytes::{Bytes, BytesMut};
 use tokio::net::TcpStream;
 
 use crate::hub::{Format, JoinError, Subscription};
-use crate::ingest::now_ms;
 use crate::locks::lock;
 use crate::model::Seq;
 use crate::transport::close::close;
@@ -164,11 +163,7 @@ async fn join(
     format: Format,
     from: Option<Seq>,
 ) -> Result<Subscription, Refusal> {
-    // An ended match that left memory is read back first.
-    ctx.revive(id).await;
-    // With other nodes, this one may not have heard yet of what the viewer has seen elsewhere.
-    ctx.hub.wait_ready(id, from).await;
-    match ctx.hub.join(id, format, from, now_ms()) {
+    match ctx.join(id, format, from).await {
         Ok((sub, _)) => Ok(sub),
         Err(JoinError::NotFound(_)) => {
             ctx.ports.metrics.refused(ByeReason::NotFound);

@@ -168,13 +168,16 @@ return {m[1], m[2], saved, entries}
 ";
 
 /// Saves a match's state. KEYS: meta. ARGV: inc, seq, state JSON. Kept only for the live
-/// incarnation, a seq its log has reached, and no older than the state saved. Returns 1, or 0
-/// when that incarnation is not live.
+/// incarnation, a seq its log has reached, and no older than the state saved. Returns 1 (kept,
+/// or an older one than the state saved), 2 when the log has not reached that seq (a node that
+/// has not yet noticed a rewind: the state is not kept, nor the match marked ended), or 0 when
+/// that incarnation is not live.
 pub(super) const SAVE: &str = r"
 local m = redis.call('HMGET', KEYS[1], 'inc', 'seq', 'saved_seq')
 if not m[1] or m[1] ~= ARGV[1] then return 0 end
 local s = tonumber(ARGV[2])
-if s > tonumber(m[2]) or (m[3] and tonumber(m[3]) > s) then return 1 end
+if s > tonumber(m[2]) then return 2 end
+if m[3] and tonumber(m[3]) > s then return 1 end
 redis.call('HSET', KEYS[1], 'saved', ARGV[3], 'saved_seq', s)
 return 1
 ";
