@@ -155,8 +155,9 @@ impl ViewerPorts {
     }
 
     /// The port `/1/checkin` names, of every port of the cluster with room: the least loaded as
-    /// this node sees it, counting what it named once (`placement`), so that a crowd arriving at
-    /// once spreads evenly whichever node it asks. `None` when no port has room.
+    /// this node sees it, counting what it named once, or while a crowd arrives a port drawn in
+    /// proportion to its room (`placement`), so that the crowd spreads evenly whichever node it
+    /// asks. `None` when no port has room.
     pub fn pick_for_checkin(&self) -> Option<(String, u16)> {
         self.pick_at(Instant::now(), &mut rand::rng())
     }
@@ -171,14 +172,7 @@ impl ViewerPorts {
             .map(|p| self.seen(p, alone))
             .chain(others.iter().map(Other::seen))
             .collect();
-        let mut i = placement::choose(&seen, rng)?;
-        if i < self.ports.len() && !alone {
-            // This node it is: which of its ports, by their exact counts (SPEC 3: the least
-            // loaded), so that checkins nobody followed (yet) never make a busier port of it
-            // look emptier.
-            let exact: Vec<Seen> = self.ports.iter().map(|p| self.seen(p, true)).collect();
-            i = placement::choose(&exact, rng).unwrap_or(i);
-        }
+        let i = placement::choose(&seen, rng)?;
         match self.ports.get(i) {
             Some(p) => {
                 p.named.fetch_add(1, Ordering::Relaxed);
@@ -192,24 +186,24 @@ impl ViewerPorts {
         }
     }
 
-    /// One of this node's ports as `placement` sees it. Alone, a node knows its ports' loads
-    /// exactly: its viewers (and its share of the web viewers). With other nodes, it sees its
-    /// own ports the way it sees theirs, so that every node water-fills the ports alike from
-    /// the same picture: the load when the current [`IN_FLIGHT`] window began (about when the
-    /// last report went out) plus the viewers it named the port for since, whoever else
-    /// arrived there meanwhile (they are what another node named, which that node counts).
+    /// One of this node's ports as `placement` sees it: its viewers (and its share of the web
+    /// viewers, as reported) and, with other nodes, the viewers named for it that have not
+    /// arrived. Alone, its exact count only: nothing to spread over other nodes, and checkins
+    /// nobody followed never make the least-loaded port look busier (SPEC 3).
     fn seen(&self, p: &Port, alone: bool) -> Seen {
         let web = self.web.load(Ordering::Relaxed) / self.ports.len().max(1);
         if alone {
             let viewers = p.viewers.load(Ordering::Relaxed);
             return Seen { capacity: self.per_port, known: viewers + web, pending: 0 };
         }
+        let viewers = p.viewers.load(Ordering::Relaxed);
+        let arrived = viewers.saturating_sub(p.at_window.load(Ordering::Relaxed));
         let named = p.named.load(Ordering::Relaxed) + p.carried.load(Ordering::Relaxed);
-        // A port full by its count is full, whatever the picture says.
-        let viewers = p.viewers.load(Ordering::Relaxed) + web;
-        let at_window = p.at_window.load(Ordering::Relaxed) + web;
-        let known = if viewers >= self.per_port { viewers } else { at_window };
-        Seen { capacity: self.per_port, known, pending: named }
+        Seen {
+            capacity: self.per_port,
+            known: viewers + web,
+            pending: named.saturating_sub(arrived),
+        }
     }
 
     /// Begins a new [`IN_FLIGHT`] window for this node's ports once the last is over.
@@ -579,9 +573,6 @@ mod tests {
 
     #[test]
     fn checkin_names_the_least_loaded_port_of_the_cluster() {
-        let bound = [SocketAddr::from(([127, 0, 0, 1], 9100))];
-        let ports = Arc::new(ViewerPorts::new(&bound, None, 10_000, Metrics::new()));
-        let _held: Vec<PortGuard> = (0..5).map(|_| ports.try_enter(0).unwrap()).collect();
         let other = |viewers| PortLoad {
             host: "10.0.0.2".into(),
             port: 9200,
@@ -589,18 +580,19 @@ mod tests {
             capacity: 10_000,
             web_port: None,
         };
-        // The other node reported 3, this one holds 5 (its picture as of the next window).
-        ports.set_others(vec![other(3)]);
         let now = Instant::now() + IN_FLIGHT;
         let mut rng = StdRng::seed_from_u64(3);
-        assert_eq!(ports.pick_at(now, &mut rng).unwrap().1, 9200);
-        assert_eq!(ports.pick_at(now, &mut rng).unwrap().1, 9200, "3 + 1 named < 5");
-        // Level: 5 and 3 + 2; then they take turns.
-        let next: Vec<u16> = (0..4).map(|_| ports.pick_at(now, &mut rng).unwrap().1).collect();
-        assert_eq!(next.iter().filter(|p| **p == 9100).count(), 2, "{next:?}");
-        // A report with the other node at 50: this node's port is the least loaded.
-        ports.set_others(vec![other(50)]);
-        assert_eq!(ports.pick_at(now, &mut rng).unwrap().1, 9100);
+        // 5 here and 3 there: the other, until what it was named for levels them (a name
+        // counts once). 5 here and 50 there: here, 20 times (what it named counts: 25 < 50).
+        for (reported, least, times) in [(3, 9200, 2), (50, 9100, 20)] {
+            let bound = [SocketAddr::from(([127, 0, 0, 1], 9100))];
+            let ports = Arc::new(ViewerPorts::new(&bound, None, 10_000, Metrics::new()));
+            let _held: Vec<PortGuard> = (0..5).map(|_| ports.try_enter(0).unwrap()).collect();
+            ports.set_others(vec![other(reported)]);
+            for _ in 0..times {
+                assert_eq!(ports.pick_at(now, &mut rng).unwrap().1, least, "5 here, {reported}");
+            }
+        }
     }
 
     #[test]

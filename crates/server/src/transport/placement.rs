@@ -8,16 +8,15 @@
 //! not shown up yet. It does not know what the other nodes named: assuming they named as many
 //! (the rule before this one: "nodes × what I sent") made the others look full to a node that a
 //! whole crowd asked, which then filled itself and answered `full` with nothing to `try`.
-//! Instead each name counts once, and the port named is the least loaded as this node sees it
-//! (the most free places; SPEC 3), ties drawn at random. One node sending alone fills the ports
-//! like water, level with each other; nodes sending at once each raise every port's level alike
-//! when they all start from the same picture, so together they do too. That is why a node in a
-//! cluster sees its own ports as it sees the others' (`mod.rs`: the load at the last window,
-//! about a report, plus what it named since) rather than by their exact counts: with exact
-//! counts it saw the viewers the others sent to it but not those it sent to them, so every node
-//! pushed its crowd away from itself, and ports overflowed (the crowd tests of `mod.rs` check
-//! both doors at 95% of 7 × 19,400). A draw in proportion to the free places spread evenly
-//! too, but a checkin could then name a busier port than the least-loaded one the SPEC promises.
+//! Instead each name counts once. While things are quiet (this node named fewer viewers than
+//! there are ports since its picture of them), the port named is the least loaded as this node
+//! sees it (the most free places, ties drawn at random: SPEC 3). While a crowd arrives, a port
+//! is drawn with a probability proportional to its estimated free places: one node sending
+//! alone fills every port evenly, and nodes sending at once from the same reports never all
+//! pick the same least-loaded port; together they send each port viewers in proportion to its
+//! room, as each does alone. Always naming the least-loaded port spread a crowd worse where
+//! every node's picture is a report late: measured with `bench/cluster` (BENCHMARKS.md, "Even
+//! crowds"), 15,887 to 19,131 per node against 16,937 to 17,493 for the draw.
 
 use rand::Rng;
 
@@ -44,18 +43,50 @@ impl Seen {
     }
 }
 
-/// The index of the port to name: the one with the most estimated free places (ties drawn at
-/// random). When every port looks full only because of what this node named (viewers that may
-/// never come: a client that checks in and goes elsewhere), by the known free places instead, so
-/// that a port with room by every report is never refused; `None` when no port has room.
+/// The index of the port to name: the least loaded while quiet, drawn in proportion to its
+/// estimated free places while a crowd arrives (see the module's comment). When every port
+/// looks full only because of what this node named (viewers that may never come: a client that
+/// checks in and goes elsewhere), by the known free places instead, so that a port with room by
+/// every report is never refused; `None` when no port has room.
 pub fn choose(ports: &[Seen], rng: &mut impl Rng) -> Option<usize> {
-    choose_estimated(ports, rng).or_else(|| least_loaded(ports, Seen::known_free, rng))
+    choose_estimated(ports, rng).or_else(|| pick(ports, Seen::known_free, rng))
 }
 
 /// Like [`choose`], by the estimated free places alone: for a `try`, whose viewer does come
 /// (it was refused or told goodbye), so that what this node already sent a port counts.
 pub fn choose_estimated(ports: &[Seen], rng: &mut impl Rng) -> Option<usize> {
-    least_loaded(ports, Seen::estimated_free, rng)
+    pick(ports, Seen::estimated_free, rng)
+}
+
+/// Viewers named and not arrived (across the ports) from which a crowd is taken to arrive.
+const CROWD: usize = 64;
+
+/// While quiet, the least-loaded port; while a crowd arrives (this node named at least
+/// [`CROWD`] viewers, and one per port, that its picture of the ports does not show yet), a
+/// port drawn in proportion to its free places.
+fn pick(ports: &[Seen], free: fn(&Seen) -> usize, rng: &mut impl Rng) -> Option<usize> {
+    let named: usize = ports.iter().map(|p| p.pending).sum();
+    if named >= ports.len().max(CROWD) {
+        weighted(ports, free, rng)
+    } else {
+        least_loaded(ports, free, rng)
+    }
+}
+
+fn weighted(ports: &[Seen], free: fn(&Seen) -> usize, rng: &mut impl Rng) -> Option<usize> {
+    let total: u64 = ports.iter().map(|p| free(p) as u64).sum();
+    if total == 0 {
+        return None;
+    }
+    let mut place = rng.random_range(0..total);
+    for (i, p) in ports.iter().enumerate() {
+        let room = free(p) as u64;
+        if place < room {
+            return Some(i);
+        }
+        place -= room;
+    }
+    None
 }
 
 fn least_loaded(ports: &[Seen], free: fn(&Seen) -> usize, rng: &mut impl Rng) -> Option<usize> {
@@ -100,10 +131,11 @@ mod tests {
     }
 
     #[test]
-    fn the_port_with_the_most_free_places_is_named_ties_at_random() {
-        let ports = [seen(100, 90, 0), seen(100, 40, 30), seen(100, 100, 0), seen(100, 0, 70)];
+    fn while_quiet_the_port_with_the_most_free_places_is_named_ties_at_random() {
         let mut rng = StdRng::seed_from_u64(1);
-        // Free places 10, 30, 0 and 30: the two with 30, each about half the time.
+        // Free places 10, 30, 0 and 30, with 3 named (no crowd): the two with 30, each about
+        // half the time.
+        let ports = [seen(100, 90, 0), seen(100, 68, 2), seen(100, 100, 0), seen(100, 69, 1)];
         let mut drawn = [0usize; 4];
         for _ in 0..1_000 {
             drawn[choose(&ports, &mut rng).unwrap()] += 1;
@@ -113,6 +145,21 @@ mod tests {
         // Least loaded by count, when capacities are alike.
         let ports = [seen(100, 7, 0), seen(100, 3, 0), seen(100, 5, 0)];
         assert_eq!(choose(&ports, &mut rng), Some(1));
+    }
+
+    #[test]
+    fn while_a_crowd_arrives_a_port_is_drawn_in_proportion_to_its_free_places() {
+        let ports = [seen(100, 90, 0), seen(100, 40, 30), seen(100, 100, 0), seen(100, 0, 100)];
+        assert!(30 + 100 >= CROWD);
+        let mut rng = StdRng::seed_from_u64(1);
+        let mut drawn = [0usize; 4];
+        for _ in 0..40_000 {
+            drawn[choose(&ports, &mut rng).unwrap()] += 1;
+        }
+        // Free places 10 and 30 of 40: a quarter and three quarters.
+        assert_eq!((drawn[2], drawn[3]), (0, 0), "{drawn:?}");
+        assert!((9_000..11_000).contains(&drawn[0]), "{drawn:?}");
+        assert!((29_000..31_000).contains(&drawn[1]), "{drawn:?}");
     }
 
     #[test]
