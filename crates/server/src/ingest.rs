@@ -288,131 +288,136 @@ impl Ingest {
         let mut conflicted = false;
         let mut waited_turns = 0;
         let deadline = tokio::time::Instant::now() + CONTENTION_PATIENCE;
-        let outcome = loop {
-            if tokio::time::Instant::now() >= deadline {
-                let e = format!(
-                    "other writers kept publishing to {id} first for {CONTENTION_PATIENCE:?}"
-                );
-                tracing::warn!(match_id = %id, "a request gave up: {e}");
-                break Err(IngestError::Store(StoreError::Backend(format!("{e}: try again"))));
-            }
-            if !self.is_current(&slot) {
-                // Its log rewound (and was read again from the store) meanwhile.
-                slot = self.find(id).await?;
-            }
-            let (ticket, events, accepted) = {
-                let mut tip = slot.tip.lock().await;
-                let (logged, logged_ts) = slot.logged_at();
-                if tip.stale || tip.state.seq < logged.seq {
-                    let state = logged.clone();
-                    *tip = Tip { state, last_ts: logged_ts, tag: None, stale: false };
+        // In a block of its own, so that a request leaving early (`?`) still gives back a turn
+        // it may have taken.
+        let outcome: Result<Vec<Accepted>, IngestError> = async {
+            loop {
+                if tokio::time::Instant::now() >= deadline {
+                    let e = format!(
+                        "other writers kept publishing to {id} first for {CONTENTION_PATIENCE:?}"
+                    );
+                    tracing::warn!(match_id = %id, "a request gave up: {e}");
+                    break Err(IngestError::Store(StoreError::Backend(format!("{e}: try again"))));
                 }
-                if let Some(after) = after.filter(|a| *a != tip.state.seq) {
-                    if tip.state.seq == logged.seq {
-                        if after > logged.seq && !read_store {
-                            // The watcher has seen events this node has not learned yet
-                            // (another node wrote them): read the store before refusing.
+                if !self.is_current(&slot) {
+                    // Its log rewound (and was read again from the store) meanwhile.
+                    slot = self.find(id).await?;
+                }
+                let (ticket, events, accepted) = {
+                    let mut tip = slot.tip.lock().await;
+                    let (logged, logged_ts) = slot.logged_at();
+                    if tip.stale || tip.state.seq < logged.seq {
+                        let state = logged.clone();
+                        *tip = Tip { state, last_ts: logged_ts, tag: None, stale: false };
+                    }
+                    if let Some(after) = after.filter(|a| *a != tip.state.seq) {
+                        if tip.state.seq == logged.seq {
+                            if after > logged.seq && !read_store {
+                                // The watcher has seen events this node has not learned yet
+                                // (another node wrote them): read the store before refusing.
+                                drop(tip);
+                                self.catch_up(&slot).await?;
+                                read_store = true;
+                                continue;
+                            }
+                            break Err(IngestError::NotAt {
+                                id: id.clone(),
+                                after,
+                                current: logged.seq,
+                            });
+                        }
+                        // This node's own appends are in flight: answer with a seq that is durable
+                        // (a watcher takes "one past my `after`" to mean its lost request was
+                        // applied), so wait for them to land or fail, then look again.
+                        let target = tip.state.seq;
+                        drop(tip);
+                        self.wait_applied(&slot, target).await?;
+                        continue;
+                    }
+                    // Applied to a copy: a request is all or none.
+                    let mut next = Match::clone(&tip.state);
+                    let mut events = Vec::with_capacity(inputs.len());
+                    let mut refused = None;
+                    for (index, input) in inputs.iter().enumerate() {
+                        let ts = now_ms();
+                        match next.apply(input.kind, &input.data, ts) {
+                            Ok(data) => {
+                                events.push(Event { seq: next.seq, ts, kind: input.kind, data })
+                            }
+                            Err(rejection) => {
+                                let kind = input.kind.as_str();
+                                refused = Some(IngestError::Rejected { index, kind, rejection });
+                                break;
+                            }
+                        }
+                    }
+                    if let Some(refused) = refused {
+                        if !read_store {
+                            // Refused against this node's view: with a shared store, another node
+                            // may have written events it has not heard of yet (the `start` this
+                            // goal needs). Read the store once before refusing.
                             drop(tip);
                             self.catch_up(&slot).await?;
                             read_store = true;
                             continue;
                         }
-                        break Err(IngestError::NotAt {
-                            id: id.clone(),
-                            after,
-                            current: logged.seq,
-                        });
+                        break Err(refused);
                     }
-                    // This node's own appends are in flight: answer with a seq that is durable
-                    // (a watcher takes "one past my `after`" to mean its lost request was
-                    // applied), so wait for them to land or fail, then look again.
-                    let target = tip.state.seq;
-                    drop(tip);
-                    self.wait_applied(&slot, target).await?;
-                    continue;
-                }
-                // Applied to a copy: a request is all or none.
-                let mut next = Match::clone(&tip.state);
-                let mut events = Vec::with_capacity(inputs.len());
-                let mut refused = None;
-                for (index, input) in inputs.iter().enumerate() {
-                    let ts = now_ms();
-                    match next.apply(input.kind, &input.data, ts) {
-                        Ok(data) => {
-                            events.push(Event { seq: next.seq, ts, kind: input.kind, data })
-                        }
-                        Err(rejection) => {
-                            let kind = input.kind.as_str();
-                            refused = Some(IngestError::Rejected { index, kind, rejection });
-                            break;
-                        }
-                    }
-                }
-                if let Some(refused) = refused {
-                    if !read_store {
-                        // Refused against this node's view: with a shared store, another node
-                        // may have written events it has not heard of yet (the `start` this
-                        // goal needs). Read the store once before refusing.
-                        drop(tip);
-                        self.catch_up(&slot).await?;
-                        read_store = true;
-                        continue;
-                    }
-                    break Err(refused);
-                }
-                let accepted: Vec<Accepted> =
-                    events.iter().map(|e| Accepted { seq: e.seq, ts: e.ts }).collect();
-                let append = Append {
-                    inc: slot.inc,
-                    expect: Expect { seq: tip.state.seq, tag: tip.tag, ts: tip.last_ts },
-                    tag: rand::random(),
-                    events: events.clone(),
+                    let accepted: Vec<Accepted> =
+                        events.iter().map(|e| Accepted { seq: e.seq, ts: e.ts }).collect();
+                    let append = Append {
+                        inc: slot.inc,
+                        expect: Expect { seq: tip.state.seq, tag: tip.tag, ts: tip.last_ts },
+                        tag: rand::random(),
+                        events: events.clone(),
+                    };
+                    let tag = append.tag;
+                    let ticket = self.store.submit_append(id, append).await?;
+                    let last_ts = events.last().map(|e| e.ts);
+                    *tip = Tip { state: Arc::new(next), last_ts, tag: Some(tag), stale: false };
+                    (ticket, events, accepted)
                 };
-                let tag = append.tag;
-                let ticket = self.store.submit_append(id, append).await?;
-                let last_ts = events.last().map(|e| e.ts);
-                *tip = Tip { state: Arc::new(next), last_ts, tag: Some(tag), stale: false };
-                (ticket, events, accepted)
-            };
-            match ticket.await {
-                Ok(()) => {
-                    let last = events.last().map_or(0, |e| e.seq);
-                    self.apply(&slot, events);
-                    self.wait_applied(&slot, last).await?;
-                    tracing::trace!(match_id = %id, seq = last, "published");
-                    break Ok(accepted);
-                }
-                Err(StoreError::SeqConflict { current, .. }) => {
-                    // Someone else's events (or none, if one of ours failed) end the log:
-                    // learn them, then validate again at once (this node may hold the turn
-                    // now, and the others wait for it).
-                    slot.tip.lock().await.stale = true;
-                    conflicted = true;
-                    tracing::debug!(match_id = %id, current, "append conflicted; catching up");
-                    self.catch_up(&slot).await?;
-                }
-                Err(StoreError::NotYourTurn(_)) => {
-                    // Another node was refused a moment ago and goes first: let it.
-                    slot.tip.lock().await.stale = true;
-                    waited_turns += 1;
-                    let most = (TURN_PAUSE_US * waited_turns).min(MAX_TURN_PAUSE_US);
-                    let pause = rand::random_range(most / 2..=most);
-                    tokio::time::sleep(Duration::from_micros(pause)).await;
-                }
-                Err(StoreError::NotFound(_)) => {
-                    slot.tip.lock().await.stale = true;
-                    // Cancelled, maybe elsewhere: this incarnation is gone here too.
-                    self.remove(id, &slot);
-                    break Err(IngestError::NotFound(id.clone()));
-                }
-                Err(e) => {
-                    // The store logged the cause (once per failing spell); this is per request.
-                    slot.tip.lock().await.stale = true;
-                    tracing::warn!(match_id = %id, error = %e, "an append failed");
-                    break Err(e.into());
+                match ticket.await {
+                    Ok(()) => {
+                        let last = events.last().map_or(0, |e| e.seq);
+                        self.apply(&slot, events);
+                        self.wait_applied(&slot, last).await?;
+                        tracing::trace!(match_id = %id, seq = last, "published");
+                        break Ok(accepted);
+                    }
+                    Err(StoreError::SeqConflict { current, .. }) => {
+                        // Someone else's events (or none, if one of ours failed) end the log:
+                        // learn them, then validate again at once (this node may hold the turn
+                        // now, and the others wait for it).
+                        slot.tip.lock().await.stale = true;
+                        conflicted = true;
+                        tracing::debug!(match_id = %id, current, "append conflicted; catching up");
+                        self.catch_up(&slot).await?;
+                    }
+                    Err(StoreError::NotYourTurn(_)) => {
+                        // Another node was refused a moment ago and goes first: let it.
+                        slot.tip.lock().await.stale = true;
+                        waited_turns += 1;
+                        let most = (TURN_PAUSE_US * waited_turns).min(MAX_TURN_PAUSE_US);
+                        let pause = rand::random_range(most / 2..=most);
+                        tokio::time::sleep(Duration::from_micros(pause)).await;
+                    }
+                    Err(StoreError::NotFound(_)) => {
+                        slot.tip.lock().await.stale = true;
+                        // Cancelled, maybe elsewhere: this incarnation is gone here too.
+                        self.remove(id, &slot);
+                        break Err(IngestError::NotFound(id.clone()));
+                    }
+                    Err(e) => {
+                        // The store logged the cause (once per failing spell); this is per request.
+                        slot.tip.lock().await.stale = true;
+                        tracing::warn!(match_id = %id, error = %e, "an append failed");
+                        break Err(e.into());
+                    }
                 }
             }
-        };
+        }
+        .await;
         if conflicted && outcome.is_err() {
             // This request may have taken the match's turn and will not use it.
             let (store, id) = (self.store.clone(), id.clone());
