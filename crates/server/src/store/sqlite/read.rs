@@ -54,14 +54,25 @@ impl Readers {
     }
 }
 
-/// Builds an event from its row: (seq, ts, kind, data).
-fn event_from_row(seq: i64, ts: i64, kind: &str, data: &str) -> Result<Event, StoreError> {
+/// Builds an event from the columns (seq, ts, kind, data) of `row`, from column `first` on.
+fn event_at(row: &rusqlite::Row<'_>, first: usize) -> Result<Event, StoreError> {
+    let kind: String = row.get(first + 2).map_err(db_err)?;
+    let data: String = row.get(first + 3).map_err(db_err)?;
     Ok(Event {
-        seq: seq_from_sql(seq)?,
-        ts,
-        kind: EventKind::parse(kind).map_err(|e| corrupt("event kind", e))?,
-        data: serde_json::from_str::<EventData>(data).map_err(|e| corrupt("event data", e))?,
+        seq: seq_from_sql(row.get(first).map_err(db_err)?)?,
+        ts: row.get(first + 1).map_err(db_err)?,
+        kind: EventKind::parse(&kind).map_err(|e| corrupt("event kind", e))?,
+        data: serde_json::from_str::<EventData>(&data).map_err(|e| corrupt("event data", e))?,
     })
+}
+
+/// Every event of rows whose columns are (seq, ts, kind, data).
+fn events(mut rows: rusqlite::Rows<'_>) -> Result<Vec<Event>, StoreError> {
+    let mut events = Vec::new();
+    while let Some(row) = rows.next().map_err(db_err)? {
+        events.push(event_at(row, 0)?);
+    }
+    Ok(events)
 }
 
 #[cfg(test)]
@@ -114,14 +125,7 @@ fn load_where(
         let mut rows = stmt.query([&only]).map_err(db_err)?;
         while let Some(row) = rows.next().map_err(db_err)? {
             let rowid: i64 = row.get(0).map_err(db_err)?;
-            let kind: String = row.get(3).map_err(db_err)?;
-            let data: String = row.get(4).map_err(db_err)?;
-            let event = event_from_row(
-                row.get(1).map_err(db_err)?,
-                row.get(2).map_err(db_err)?,
-                &kind,
-                &data,
-            )?;
+            let event = event_at(row, 1)?;
             if let Some(&i) = index.get(&rowid) {
                 matches[i].events.push(event);
             }
@@ -170,18 +174,8 @@ pub(super) fn resume_where(
         )
         .map_err(db_err)?;
     for (rowid, state) in found {
-        let mut rows = stmt.query(params![rowid, seq_to_sql(state.seq)]).map_err(db_err)?;
-        let mut events = Vec::new();
-        while let Some(row) = rows.next().map_err(db_err)? {
-            let kind: String = row.get(2).map_err(db_err)?;
-            let data: String = row.get(3).map_err(db_err)?;
-            events.push(event_from_row(
-                row.get(0).map_err(db_err)?,
-                row.get(1).map_err(db_err)?,
-                &kind,
-                &data,
-            )?);
-        }
+        let rows = stmt.query(params![rowid, seq_to_sql(state.seq)]).map_err(db_err)?;
+        let events = events(rows)?;
         resumed.push(Resumed { inc: rowid as u64, state, events });
     }
     Ok(resumed)
@@ -247,17 +241,6 @@ pub(super) fn history(
         )
         .map_err(db_err)?;
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-    let mut rows = stmt.query(params![rowid, seq_to_sql(after), limit]).map_err(db_err)?;
-    let mut events = Vec::new();
-    while let Some(row) = rows.next().map_err(db_err)? {
-        let kind: String = row.get(2).map_err(db_err)?;
-        let data: String = row.get(3).map_err(db_err)?;
-        events.push(event_from_row(
-            row.get(0).map_err(db_err)?,
-            row.get(1).map_err(db_err)?,
-            &kind,
-            &data,
-        )?);
-    }
-    Ok(Page { inc: rowid as u64, events })
+    let rows = stmt.query(params![rowid, seq_to_sql(after), limit]).map_err(db_err)?;
+    Ok(Page { inc: rowid as u64, events: events(rows)? })
 }
