@@ -18,7 +18,7 @@ use crate::ingest::{Ingest, IngestError};
 use crate::model::{MatchId, Seq};
 use crate::state::RejectKind;
 use crate::store::{Store, StoreError};
-use crate::transport::viewer::ViewerContext;
+use crate::transport::context::ViewerContext;
 use crate::transport::ViewerPorts;
 
 mod auth;
