@@ -35,6 +35,8 @@ pub struct ViewerContext {
     /// A WebSocket client frame must arrive whole within this long (SPEC 10).
     pub ws_frame_timeout: Duration,
     pub write_timeout: Duration,
+    /// At most one write per viewer per this long while events come fast (`Config`).
+    pub min_write_interval: Duration,
     pub retry_after_ms: u64,
     /// How often an idle SSE viewer gets a `: ping` comment (SPEC 5: at least every 15 s); a
     /// WebSocket viewer gets a ping every other period (SPEC 5: at most every 30 s).
@@ -71,6 +73,7 @@ impl ViewerContext {
             handshakes,
             ws_frame_timeout: config.ws_frame_timeout,
             write_timeout: config.write_timeout,
+            min_write_interval: config.min_write_interval,
             retry_after_ms: config.retry_after_ms,
             keepalive: config.keepalive,
             drain_window: config.drain_window,

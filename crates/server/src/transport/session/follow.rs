@@ -74,6 +74,8 @@ async fn stream_to_viewer(
     // While the node drains, this viewer keeps getting events until its moment comes.
     // Boxed: the timer exists only in this stretch, not in every viewer task's state.
     let mut goodbye = Box::pin(ctx.goodbye_time());
+    // When this task last wrote events, while writes are spaced (`--min-write-interval`).
+    let mut last_write: Option<Instant> = None;
     loop {
         // Half a WebSocket frame read cannot be parked (a shard keeps no buffer): it waits here
         // for the rest, until its deadline.
@@ -106,22 +108,22 @@ async fn stream_to_viewer(
                 continue;
             }
         };
-        let mut end = None;
         match next {
             Next::Data(b) => batch.push(b),
             Next::End(reason) => return Outcome::Bye(reason),
         }
-        while batch.len() < MAX_BATCH {
-            match sub.try_next() {
-                Some(Next::Data(b)) => batch.push(b),
-                Some(Next::End(reason)) => {
-                    end = Some(reason);
-                    break;
-                }
-                None => break,
+        let mut end = gather(sub, &mut batch);
+        // Events coming fast: this write waits for the interval since the last one, and takes
+        // what came meanwhile (a viewer catching up fills its writes and never waits). Boxed:
+        // the timer exists only then. Input and the drain are looked at again after it.
+        if let Some(at) = last_write.map(|at| at + ctx.min_write_interval) {
+            if end.is_none() && batch.len() < MAX_BATCH && at > Instant::now() {
+                Box::pin(tokio::time::sleep_until(at)).await;
+                end = gather(sub, &mut batch);
             }
         }
         let written = write_all(stream, &batch, ctx.write_timeout).await;
+        last_write = (!ctx.min_write_interval.is_zero()).then(Instant::now);
         if written.is_ok() {
             ctx.ports.metrics.delivered(format, batch.len() as u64);
         }
@@ -138,8 +140,21 @@ async fn stream_to_viewer(
     }
 }
 
+/// Takes what the subscription has ready, without waiting, until `batch` holds a write's worth;
+/// the stream's end if it came.
+fn gather(sub: &mut Subscription, batch: &mut Vec<Bytes>) -> Option<ByeReason> {
+    while batch.len() < MAX_BATCH {
+        match sub.try_next() {
+            Some(Next::Data(b)) => batch.push(b),
+            Some(Next::End(reason)) => return Some(reason),
+            None => break,
+        }
+    }
+    None
+}
+
 /// Waits until `at`, if it is set (the timer exists only once this is polled).
-async fn until(at: Option<Instant>) {
+pub(super) async fn until(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,

@@ -273,3 +273,97 @@ async fn a_stopping_shard_says_goodbye_to_a_share_at_every_tick_of_the_drain_win
         assert!(c.seqs.is_empty());
     }
 }
+
+/// Under the paused clock, time moves only when every task waits on a timer: an event that
+/// arrives with no time passed was written at once, one that took the interval was held.
+#[tokio::test(start_paused = true)]
+async fn a_shard_spaces_its_writes_while_events_come_fast_and_writes_at_once_after_a_quiet_spell() {
+    let interval = Duration::from_millis(100);
+    let node = Node::start(1024, |c| c.min_write_interval = interval).await;
+    let mut client = node.viewer(None).await;
+    node.until("parked", |n| n.parked() == 1).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    let t0 = tokio::time::Instant::now();
+    node.publish(&comments(1)).await;
+    client.until_seq(2).await;
+    assert_eq!(t0.elapsed(), Duration::ZERO, "after a quiet spell an event goes out at once");
+
+    // Two more right after that write: they wait for the interval, and go out together.
+    node.publish(&comments(1)).await;
+    node.publish(&comments(1)).await;
+    client.until_seq(4).await;
+    let waited = t0.elapsed();
+    assert!(waited >= interval, "held for the interval since the last write, got {waited:?}");
+    assert!(waited < interval * 2, "{waited:?}");
+
+    // A burst that fills a write goes at once, interval or not.
+    let t1 = tokio::time::Instant::now();
+    node.publish(&comments(64)).await;
+    client.until_seq(68).await;
+    assert_eq!(t1.elapsed(), Duration::ZERO, "a full write is never held");
+
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let t2 = tokio::time::Instant::now();
+    node.publish(&[input("stop")]).await;
+    assert_eq!(client.until_bye().await, "match_over");
+    assert_eq!(t2.elapsed(), Duration::ZERO);
+    client.saw_exactly(2, 69);
+}
+
+#[tokio::test(start_paused = true)]
+async fn with_no_interval_every_burst_is_written_as_it_comes() {
+    let node = Node::start(1024, |c| c.min_write_interval = Duration::ZERO).await;
+    let mut client = node.viewer(None).await;
+    node.until("parked", |n| n.parked() == 1).await;
+    let t0 = tokio::time::Instant::now();
+    for seq in 2..=6 {
+        node.publish(&comments(1)).await;
+        client.until_seq(seq).await;
+    }
+    assert_eq!(t0.elapsed(), Duration::ZERO);
+}
+
+/// A WebSocket viewer holding half a frame of its own cannot be parked: its task spaces its
+/// writes the same way.
+#[tokio::test(start_paused = true)]
+async fn a_viewer_in_a_task_spaces_its_writes_too() {
+    use tokio::io::AsyncReadExt;
+    let interval = Duration::from_millis(100);
+    let node = Node::start(1024, |c| {
+        c.min_write_interval = interval;
+        c.ws_frame_timeout = Duration::from_secs(3600);
+    })
+    .await;
+    let (client, viewer) = node.joined(None).await;
+    let Following { stream, sub, guard, .. } = viewer;
+    // The first byte of a masked text frame: the rest never comes within this test.
+    let half = BytesMut::from(&[0x81u8][..]);
+    let viewer = Following::joined(stream, sub, guard, Format::Ws, half);
+    node.viewers.spawn(viewer);
+    let mut raw = client.lines.into_inner();
+    let mut seen = Vec::new();
+    // Reads WebSocket text frames (short, unmasked) until one holds `"seq":<seq>,`.
+    async fn read_until(raw: &mut TcpStream, seen: &mut Vec<u8>, seq: u64) {
+        let want = format!("\"seq\":{seq},");
+        let mut buf = [0u8; 4096];
+        while !String::from_utf8_lossy(seen).contains(&want) {
+            let n = tokio::time::timeout(Duration::from_secs(10), raw.read(&mut buf))
+                .await
+                .expect("a frame")
+                .expect("read");
+            assert!(n > 0, "closed");
+            seen.extend_from_slice(&buf[..n]);
+        }
+    }
+    let t0 = tokio::time::Instant::now();
+    node.publish(&comments(1)).await;
+    read_until(&mut raw, &mut seen, 2).await;
+    assert_eq!(t0.elapsed(), Duration::ZERO, "the first event goes out at once");
+    node.publish(&comments(1)).await;
+    node.publish(&comments(1)).await;
+    read_until(&mut raw, &mut seen, 4).await;
+    let waited = t0.elapsed();
+    assert!(waited >= interval && waited < interval * 2, "{waited:?}");
+    assert_eq!(node.parked(), 0, "it stayed in its task");
+}

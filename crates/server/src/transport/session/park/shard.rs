@@ -8,12 +8,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::unix::AsyncFd;
+use tokio::time::Instant;
 
 use super::members::{is_stop, Members};
 use super::Shard;
 use crate::hub::{Feed, FeedItem, Frame};
 use crate::locks::lock;
 use crate::transport::context::ViewerContext;
+use crate::transport::session::follow::until;
 use crate::transport::write::MAX_BATCH;
 use crate::wire::ByeReason;
 
@@ -50,6 +52,11 @@ pub(super) async fn run_shard(
     // the members not told yet still get the match.
     let mut drain: Option<tokio::time::Interval> = None;
     let drain_tick = drain_tick(ctx.drain_window);
+    // Writes spaced by `--min-write-interval` while events come fast: when the shard last
+    // wrote a burst, and until when the frames it holds wait.
+    let interval = ctx.min_write_interval;
+    let mut last_write: Option<Instant> = None;
+    let mut hold: Option<Instant> = None;
     let end = loop {
         let item = tokio::select! {
             biased;
@@ -69,7 +76,8 @@ pub(super) async fn run_shard(
                 }
                 continue;
             }
-            item = feed.recv() => item,
+            _ = until(hold), if hold.is_some() => None,
+            item = feed.recv() => Some(item),
             ready = poll.readable_mut() => {
                 let Ok(mut ready) = ready else { continue };
                 let fds = take_events(ready.get_inner_mut(), &mut events);
@@ -90,11 +98,10 @@ pub(super) async fn run_shard(
                 continue;
             }
         };
-        ping.as_mut().reset(tokio::time::Instant::now() + ctx.keepalive);
-        quiet_ticks = 0;
         let mut lagged = false;
         let mut end = None;
-        let mut next = Some(item);
+        // When the hold ends, what came meanwhile is taken too.
+        let mut next = item.or_else(|| feed.try_recv());
         while let Some(item) = next.take() {
             match item {
                 FeedItem::Frame(f) => match &*f {
@@ -108,11 +115,24 @@ pub(super) async fn run_shard(
                 next = feed.try_recv();
             }
         }
+        // Events coming fast: the burst waits for the interval since the last write, gathering
+        // what comes meanwhile, unless it fills a write or ends the stream.
+        let now = Instant::now();
+        if let Some(at) = last_write.map(|at| at + interval) {
+            if end.is_none() && !lagged && frames.len() < MAX_BATCH && at > now {
+                hold = Some(at);
+                continue;
+            }
+        }
+        hold = None;
+        ping.as_mut().reset(now + ctx.keepalive);
+        quiet_ticks = 0;
         // Taken only now, after the last frame of this burst was received: a viewer parked
         // meanwhile may need any of them (it skips those it has).
         members.add(&mut lock(&shard.incoming));
         if !frames.is_empty() {
             members.deliver(&ctx, &shard, &frames);
+            last_write = (!interval.is_zero()).then_some(now);
             if frames.iter().any(|f| is_stop(f)) {
                 end = Some(ByeReason::MatchOver);
             }
