@@ -250,7 +250,7 @@ async fn publish_events(
             .await??;
     let metrics = &state.ports.metrics;
     metrics.publish_seconds.record(received.elapsed().as_secs_f64());
-    metrics.events_published.increment(accepted.len() as u64);
+    metrics.published(accepted.len() as u64);
     let acks: Vec<Value> = accepted.iter().map(|a| json!({ "seq": a.seq, "ts": a.ts })).collect();
     let body =
         if is_batch { Value::Array(acks) } else { acks.into_iter().next().unwrap_or_default() };

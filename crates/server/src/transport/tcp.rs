@@ -100,7 +100,7 @@ pub(crate) async fn accept_next(
             Ok(accepted) => return Some(accepted),
             Err(e) => e,
         };
-        metrics.accept_errors.increment(1);
+        metrics.accept_failed();
         if is_transient(&e) {
             continue;
         }

@@ -156,7 +156,7 @@ impl Members {
                 metrics.delivered(format, frames);
             }
         }
-        let now = crate::ingest::now_ms();
+        let now = crate::model::now_ms();
         for (ev, count) in events.iter().zip(reached).filter(|(_, c)| *c > 0) {
             let lag = now.saturating_sub(ev.ts).max(0) as f64 / 1000.0;
             metrics.delivery_lag.record_many(lag, count);
