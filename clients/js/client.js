@@ -316,7 +316,15 @@ function connectWebSocket(WS, fetchFn, url, on) {
   ws.onmessage = (e) => {
     if (typeof e.data === 'string') on.frame(e.data);
   };
-  ws.onerror = () => {}; // a close always follows
+  // Browsers fire a close after an error; Node 20's WebSocket does not after a refused upgrade.
+  ws.onerror = () => {
+    end();
+    try {
+      ws.close();
+    } catch (_) {
+      /* not open */
+    }
+  };
   ws.onclose = end;
   return {
     close() {

@@ -196,8 +196,8 @@ async fn the_page_and_its_assets_come_from_the_binary_with_their_types_and_etags
         let again = get(path, Some(&etag)).await.expect("GET again");
         assert_eq!(again.status(), reqwest::StatusCode::NOT_MODIFIED, "{path}");
         assert!(again.bytes().await.expect("body").is_empty(), "{path}");
-    }    // The library is the repository's clients/js/client.js, byte for byte, and a page of any
-    // other site may import it (CORS).
+    } // The library is the repository's clients/js/client.js, byte for byte, and a page of any
+      // other site may import it (CORS).
     let library = http
         .get(format!("{}/client.js", s.base))
         .header("origin", "https://scores.example.com")

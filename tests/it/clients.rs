@@ -1,0 +1,153 @@
+//! What the people who build on MatchStream use (SPEC 12), run for real: the JavaScript client
+//! library in Node (`node`, as `scripts/test` installs it) against a real node over SSE and
+//! WebSocket, through a restart of the node; and the curl/nc walk-through of
+//! `examples/walkthrough.md`, its commands run as written. The library in a browser is in
+//! `browser/library.rs`; its unit tests (`node --test`) and types (`tsc`) run in `scripts/test`.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use serde_json::{json, Value};
+use tokio::io::{AsyncBufReadExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdout, Command};
+
+use crate::support::*;
+
+fn repository() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// `node`, with the flag that gives Node 20 its (experimental) global WebSocket where the
+/// runtime does not have one by default.
+async fn node() -> Command {
+    let probe =
+        Command::new("node").args(["-p", "typeof WebSocket"]).output().await.unwrap_or_else(|e| {
+            panic!("cannot run node ({e}); scripts/test installs it (Debian: nodejs)")
+        });
+    let mut command = Command::new("node");
+    if String::from_utf8_lossy(&probe.stdout).trim() != "function" {
+        command.arg("--experimental-websocket");
+    }
+    command
+}
+
+/// `clients/js/test/e2e/follow.mjs` following match `id` on `server` over `transport`: what
+/// each of the library's handlers gets, one line each.
+struct Follower {
+    child: Child,
+    lines: Lines<BufReader<ChildStdout>>,
+    /// Every line so far, as `[what, value]`.
+    seen: Vec<(String, Value)>,
+}
+
+impl Follower {
+    async fn start(server: &str, id: &str, transport: &str) -> Follower {
+        let script: PathBuf = repository().join("clients/js/test/e2e/follow.mjs");
+        let mut child = node()
+            .await
+            .arg(script)
+            .args([server, id, transport])
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("node follow.mjs");
+        let stdout = child.stdout.take().expect("stdout");
+        Follower { child, lines: BufReader::new(stdout).lines(), seen: Vec::new() }
+    }
+
+    /// Reads lines until one passes `want`; fails with everything seen otherwise.
+    async fn until(&mut self, what: &str, want: impl Fn(&str, &Value) -> bool) {
+        loop {
+            let line = tokio::time::timeout(PATIENCE, self.lines.next_line()).await;
+            let line = match line {
+                Ok(Ok(Some(line))) => line,
+                other => panic!("{what}: not seen ({other:?}); seen:\n{:#?}", self.seen),
+            };
+            let parsed: Value =
+                serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
+            let entry = (parsed[0].as_str().unwrap_or("").to_owned(), parsed[1].clone());
+            let done = want(&entry.0, &entry.1);
+            self.seen.push(entry);
+            if done {
+                return;
+            }
+        }
+    }
+
+    /// Waits for the script to end by itself (the watch ended) and reads what is left.
+    async fn ended(&mut self) {
+        self.until("the watch ends", |what, v| what == "state" && v["state"] == "ended").await;
+        let status = tokio::time::timeout(PATIENCE, self.child.wait()).await;
+        assert!(matches!(status, Ok(Ok(s)) if s.success()), "node exits 0: {status:?}");
+    }
+
+    fn of(&self, kind: &str) -> Vec<&Value> {
+        self.seen.iter().filter(|(what, _)| what == kind).map(|(_, v)| v).collect()
+    }
+}
+
+/// The library in Node follows a match through a restart of its node: the snapshot, every
+/// event once and in order (one published while the node was away), the `bye shutdown` it came
+/// back from, and `match_over` at the end, which ends it.
+async fn node_follows_a_match_through_a_restart(transport: &str) {
+    let s = TestServer::start_with(|c| c.retry_after_ms = 50).await;
+    let id = s.started_match().await;
+    s.publish(&id, "corner", json!({"team": "elp"})).await;
+    let mut f = Follower::start(&s.base, &id, transport).await;
+    f.until("the snapshot", |what, v| what == "status" && v["seq"] == 2).await;
+    s.publish(&id, "goal", json!({"team": "tig", "player": 7})).await;
+    f.until("the live goal", |what, v| what == "event" && v["seq"] == 3).await;
+
+    let http = s.node.as_ref().expect("node").http_addr;
+    let dir = s.stop().await;
+    f.until("the node's goodbye", |what, v| what == "bye" && v["reason"] == "shutdown").await;
+    let s = TestServer::start_in(dir, |c| {
+        c.http = http;
+        c.retry_after_ms = 50;
+    })
+    .await;
+    s.publish(&id, "card", json!({"team": "tig", "player": 10, "card": "yellow"})).await;
+    f.until("back, with what it missed", |what, v| what == "event" && v["seq"] == 4).await;
+    s.publish(&id, "stop", json!({})).await;
+    f.ended().await;
+
+    let seqs: Vec<u64> = f.of("event").iter().map(|e| e["seq"].as_u64().expect("seq")).collect();
+    assert_eq!(seqs, [3, 4, 5], "every event once, in order");
+    let kinds: Vec<&str> = f.of("event").iter().map(|e| e["kind"].as_str().unwrap_or("")).collect();
+    assert_eq!(kinds, ["goal", "card", "stop"]);
+    assert_eq!(
+        f.of("event")[0]["data"],
+        json!({"team": "tig", "player": {"number": 7, "name": "Luna"}})
+    );
+    let status = f.of("status");
+    assert_eq!(status.len(), 1, "one snapshot: the resume needed none");
+    assert_eq!(status[0]["data"]["home-score"], 0);
+    let byes: Vec<&str> = f.of("bye").iter().map(|b| b["reason"].as_str().unwrap_or("")).collect();
+    assert_eq!(byes, ["shutdown", "match_over"]);
+    let last = f.of("state").last().cloned().cloned().expect("a state");
+    assert_eq!(last["connects"], 2, "{last}");
+    assert!(f.of("state").iter().all(|st| st["transport"] == transport), "{:#?}", f.seen);
+}
+
+#[tokio::test]
+async fn the_library_in_node_follows_a_match_over_sse_through_a_restart() {
+    node_follows_a_match_through_a_restart("sse").await;
+}
+
+#[tokio::test]
+async fn the_library_in_node_follows_a_match_over_websocket_through_a_restart() {
+    node_follows_a_match_through_a_restart("ws").await;
+}
+
+/// An unknown match: the node's 404 (before any upgrade or stream) ends the watch with a
+/// `not_found` bye, over either transport.
+#[tokio::test]
+async fn the_library_in_node_stops_on_an_unknown_match() {
+    let s = TestServer::start().await;
+    for transport in ["sse", "ws"] {
+        let mut f = Follower::start(&s.base, "nob-ody-2011-09-10", transport).await;
+        f.ended().await;
+        assert_eq!(f.of("bye"), [&json!({"kind": "bye", "reason": "not_found"})], "{transport}");
+        assert!(f.of("event").is_empty() && f.of("status").is_empty(), "{transport}");
+    }
+}
