@@ -10,6 +10,7 @@ use serde_json::{json, Value};
 
 use crate::support::*;
 
+mod library;
 mod session;
 
 use session::{run, save_screenshot, screenshots, Browser, Screen};
