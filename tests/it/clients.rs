@@ -151,3 +151,89 @@ async fn the_library_in_node_stops_on_an_unknown_match() {
         assert!(f.of("event").is_empty() && f.of("status").is_empty(), "{transport}");
     }
 }
+
+/// The `sh` blocks of `examples/walkthrough.md`, each with the `text` block after it (the
+/// output it shows), if any.
+fn walkthrough_steps(markdown: &str) -> Vec<(String, Option<String>)> {
+    let mut steps: Vec<(String, Option<String>)> = Vec::new();
+    let mut block: Option<(String, String)> = None; // (fence info, lines)
+    for line in markdown.lines() {
+        match (&mut block, line.strip_prefix("```")) {
+            (None, Some(info)) => block = Some((info.trim().to_owned(), String::new())),
+            (Some(_), Some("")) => {
+                let (info, body) = block.take().expect("a block");
+                match info.as_str() {
+                    "sh" => steps.push((body, None)),
+                    "text" => {
+                        let last = steps.last_mut().expect("a text block follows an sh block");
+                        assert!(last.1.is_none(), "one text block per sh block");
+                        last.1 = Some(body);
+                    }
+                    _ => {} // `console`: for the reader only (starting a node)
+                }
+            }
+            (Some((_, body)), _) => {
+                body.push_str(line);
+                body.push('\n');
+            }
+            (None, None) => {}
+        }
+    }
+    assert!(block.is_none(), "an unclosed block");
+    steps
+}
+
+/// Unix-ms times differ from run to run: `<ms>` in their place.
+fn mask_ms(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut digits = String::new();
+    for ch in text.chars().chain(std::iter::once(' ')) {
+        if ch.is_ascii_digit() {
+            digits.push(ch);
+            continue;
+        }
+        out.push_str(if digits.len() == 13 { "<ms>" } else { &digits });
+        digits.clear();
+        out.push(ch);
+    }
+    out.pop();
+    out
+}
+
+/// `examples/walkthrough.md` run as written: its `sh` blocks in order in one bash, in a temp
+/// dir, with `NODE`, `TCP_HOST`, `TCP_PORT` and `TOKEN` naming a fresh node, and each block's
+/// output what the walk-through shows under it.
+#[tokio::test]
+async fn the_curl_and_nc_walkthrough_runs_as_written() {
+    let markdown = std::fs::read_to_string(repository().join("examples/walkthrough.md"))
+        .expect("examples/walkthrough.md");
+    let steps = walkthrough_steps(&markdown);
+    assert!(steps.len() >= 6, "{steps:#?}");
+    let s = TestServer::start().await;
+    let marker = "--- end of a walk-through step ---";
+    let script: String =
+        steps.iter().map(|(commands, _)| format!("{commands}echo '{marker}'\n")).collect();
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let run = Command::new("bash")
+        .args(["-u", "-c", &script])
+        .current_dir(dir.path())
+        .env("NODE", &s.base)
+        .env("TCP_HOST", s.viewer().ip().to_string())
+        .env("TCP_PORT", s.viewer().port().to_string())
+        .env("TOKEN", TOKEN)
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(PATIENCE, run).await.expect("in time").expect("bash");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let outputs: Vec<&str> = stdout.split(&format!("{marker}\n")).collect();
+    assert_eq!(outputs.len(), steps.len() + 1, "every step ran: {stdout}");
+    // Every step that differs, with what it printed: what the walk-through should show.
+    let mut differ = Vec::new();
+    for ((commands, shown), got) in steps.iter().zip(&outputs) {
+        if mask_ms(got) != mask_ms(shown.as_deref().unwrap_or("")) {
+            differ.push(format!("{commands}printed:\n{got}"));
+        }
+    }
+    assert!(differ.is_empty(), "steps print otherwise:\n\n{}", differ.join("\n\n"));
+}
