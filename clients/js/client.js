@@ -338,6 +338,9 @@ function connectWebSocket(WS, fetchFn, url, on) {
   };
 }
 
+/** The longest SSE line the reader holds while waiting for its end (characters). */
+const MAX_LINE = 1 << 20;
+
 // Server-Sent Events read with fetch (in browsers and in Node, which has no EventSource): the
 // library resumes with its own `from`, and sees a 404 as a 404.
 function connectEventStream(fetchFn, url, on) {
@@ -373,6 +376,11 @@ function connectEventStream(fetchFn, url, on) {
       const { done, value } = await reader.read();
       if (done || closed) break;
       buffer += decoder.decode(value, { stream: true });
+      // A frame is at most a few KiB: a line that never ends is not a node speaking.
+      if (buffer.length > MAX_LINE) {
+        abort.abort();
+        break;
+      }
       let at;
       while ((at = buffer.search(/\r\n|\r|\n/)) >= 0) {
         // A CR at the end may be half of a CRLF: wait for the next piece.
