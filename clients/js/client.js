@@ -163,7 +163,7 @@ class Watch {
       // The node a bye sent us to does not answer: back to the one at `server`.
       if (this.host) {
         this.host = null;
-        this._schedule(0);
+        this._schedule(this._backoff());
         return;
       }
       if (!this._forced && conn.kind === 'ws' && !this._wsWorked) {
@@ -236,15 +236,12 @@ class Watch {
     // it says (`retry_after_ms`), else at once, then backing off.
     if (typeof frame.try === 'string' && frame.try !== '') this.host = frame.try;
     this._setState('reconnecting', frame);
-    let wait;
-    if (typeof frame.retry_after_ms === 'number' && frame.retry_after_ms >= 0) {
-      wait = frame.retry_after_ms;
-      this._failures = Math.max(this._failures, 1);
-    } else if (this.host && frame.try) {
-      wait = 0;
-    } else {
-      wait = this._backoff();
-    }
+    // A bye counts as a failure either way: a node that keeps saying it (a full node whose `try`
+    // does not answer either) is come back to ever more slowly, never in a tight loop.
+    const backoff = this._backoff();
+    const wait = typeof frame.retry_after_ms === 'number' && frame.retry_after_ms >= 0
+      ? frame.retry_after_ms
+      : backoff;
     this._schedule(wait);
   }
 

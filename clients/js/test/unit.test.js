@@ -134,9 +134,33 @@ test('bye full with try: to that node at once; if it does not answer, back to se
   assert.equal(node.conns.length, 2, 'at once');
   assert.equal(node.last().url, `ws://node-c:9000/1/match/${ID}/ws?from=3`);
   node.last().drop(); // never opened
+  t.mock.timers.tick(188); // 3/4 of the first backoff, 187.5 ms (Math.random is 0.5)
   assert.equal(node.conns.length, 3);
   assert.equal(node.last().url, `ws://node-a:8888/1/match/${ID}/ws?from=3`);
   assert.equal(w.host, null);
+  w.close();
+}));
+
+test('a full node whose try never answers is not hammered: the waits grow', withTimers((t) => {
+  const { w, node } = start({ backoffMs: 100, maxBackoffMs: 1000 });
+  node.last().open().send(status(3));
+  const waits = [];
+  for (let i = 0; i < 4; i++) {
+    const before = node.conns.length;
+    node.last().open().send({ kind: 'bye', reason: 'full', try: 'node-c:9000' });
+    while (node.conns.length === before) {
+      t.mock.timers.tick(1);
+    }
+    assert.equal(node.last().url, `ws://node-c:9000/1/match/${ID}/ws?from=3`);
+    node.last().drop(); // never opened
+    let waited = 0;
+    while (node.conns.length === before + 1) {
+      t.mock.timers.tick(1);
+      waited += 1;
+    }
+    waits.push(waited);
+  }
+  assert.deepEqual(waits, [75, 300, 750, 750]);
   w.close();
 }));
 
