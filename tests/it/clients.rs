@@ -237,3 +237,49 @@ async fn the_curl_and_nc_walkthrough_runs_as_written() {
     }
     assert!(differ.is_empty(), "steps print otherwise:\n\n{}", differ.join("\n\n"));
 }
+
+/// A full node's `try`, followed for real: node a (one place, taken) says `bye full` naming
+/// node b's HTTP port; the library in Node goes there and follows the match on b, every event
+/// once, over WebSocket and over SSE.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_library_in_node_follows_a_full_nodes_try_to_another_node() {
+    let redis = crate::redis::RedisServer::start().await;
+    let a = TestServer::start_with(|c| {
+        c.redis = Some(redis.url());
+        c.max_viewers = 1;
+    })
+    .await;
+    let b = TestServer::start_with(|c| c.redis = Some(redis.url())).await;
+    let ops_url = format!("{}/ops.json", a.admin);
+    eventually("node a knows node b", PATIENCE, async || {
+        let ops: Value = reqwest::get(&ops_url).await.ok()?.json().await.ok()?;
+        (!ops["nodes"].as_array()?.is_empty()).then_some(())
+    })
+    .await;
+    let id = a.started_match().await;
+    eventually("node b knows the match", PATIENCE, async || {
+        let (_, m) = b.get(&format!("/1/match/{id}")).await;
+        (m["seq"] == 1).then_some(())
+    })
+    .await;
+    // a's one place, taken.
+    let mut holder = Viewer::connect(a.viewer(), &format!("VERSION:2:CONNECT:h:MATCH:{id}")).await;
+    assert_eq!(holder.frame().await.expect("a snapshot")["kind"], "status");
+
+    for (transport, seq) in [("ws", 2), ("sse", 4)] {
+        let mut f = Follower::start(&a.base, &id, transport).await;
+        f.until("sent to b", |what, v| what == "status" && v["seq"] == seq - 1).await;
+        let bye = f.of("bye");
+        assert_eq!(bye, [&json!({"kind": "bye", "reason": "full", "try": b.http_host()})]);
+        a.publish(&id, "corner", json!({"team": "elp"})).await;
+        f.until("the event, through b", |what, v| what == "event" && v["seq"] == seq).await;
+        a.publish(&id, "shot", json!({"team": "tig", "player": 7})).await;
+        f.until("the next", |what, v| what == "event" && v["seq"] == seq + 1).await;
+        let last = f.of("state").last().cloned().cloned().expect("a state");
+        assert_eq!(last["host"], b.http_host().as_str(), "{transport}: {last}");
+        assert_eq!(last["state"], "live", "{transport}: {last}");
+        let seqs: Vec<u64> =
+            f.of("event").iter().map(|e| e["seq"].as_u64().expect("seq")).collect();
+        assert_eq!(seqs, [seq, seq + 1], "{transport}");
+    }
+}
