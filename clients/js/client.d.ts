@@ -122,7 +122,8 @@ export interface WatchOptions {
   onEvent?: (frame: EventFrame) => void;
   /** Every bye; after `match_over`, `cancelled` or `not_found` the watch has ended. */
   onBye?: (frame: ByeFrame) => void;
-  /** The connection's state, for an indicator. */
+  /** The connection's state, for an indicator. The first call (`connecting`) comes before
+   * `watch()` returns. */
   onState?: (state: WatchState, info: StateInfo) => void;
   /** `ws` or `sse` only; by default WebSocket, falling back to SSE where it cannot connect. */
   transport?: Transport | "auto";

@@ -72,6 +72,10 @@ class Watch {
   /** Ends the watch: the connection is closed, no handler is called again. */
   close() {
     if (this.state === 'closed') return;
+    if (this.state === 'ended') {
+      this.state = 'closed'; // nothing left to end, and nothing more to tell
+      return;
+    }
     this._finish('closed');
   }
 
@@ -212,8 +216,8 @@ class Watch {
     }
     if (this.lastSeq !== null && frame.seq <= this.lastSeq) return; // seen already
     if (this.lastSeq !== null && frame.seq > this.lastSeq + 1) {
-      // (No reset of the failures here: a node that keeps skipping is come back to more slowly.)
-      // A gap: never skipped. Come back from the last seq handed over.
+      // A gap: never skipped. Come back from the last seq handed over (the failures are not
+      // reset: a node that keeps skipping is come back to more slowly).
       const conn = this._conn;
       this._stop();
       if (conn) this._dropped({ kind: conn.kind, opened: true });

@@ -100,6 +100,8 @@ for (const reason of FINAL_REASONS) {
     assert.deepEqual(got, [['status', 5], ['bye', reason]]);
     assert.equal(w.state, 'ended');
     assert.deepEqual(states.at(-1), ['ended', 'ws', 1]);
+    w.close();
+    assert.equal(states.length, 3, 'nothing more to tell after the end');
   }));
 }
 
