@@ -81,7 +81,7 @@ class Watch {
 
   // ---- Connecting ----
 
-  _url(kind) {
+  _address(kind) {
     // A `try` names a node's own HTTP port: no proxy's path prefix there.
     const origin = `${this._base.protocol}//${this.host || this._base.host}`;
     const prefix = this.host ? '' : this._base.pathname.replace(/\/+$/, '');
@@ -97,7 +97,7 @@ class Watch {
     if (this._done()) return;
     this._stop();
     const kind = this.transport;
-    const url = this._url(kind);
+    const url = this._address(kind);
     const conn = { kind, opened: false, handle: null };
     this._conn = conn;
     this._setState(this.connects === 0 ? 'connecting' : 'reconnecting');
