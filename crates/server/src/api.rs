@@ -106,6 +106,7 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .route("/", get(page::index))
         .route("/assets/app.js", get(page::script))
+        .route("/client.js", get(page::client))
         .route("/assets/model.js", get(page::model))
         .route("/assets/app.css", get(page::style))
         .fallback(no_such_path)
