@@ -15,6 +15,7 @@
 
 mod api;
 mod budget;
+mod cluster;
 pub mod config;
 #[doc(hidden)]
 pub mod fuzzing;
