@@ -312,7 +312,7 @@ async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> 
 async fn checkin(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     // A node that is stopping names only the others.
     let pick = if state.shutdown.is_cancelled() {
-        state.ports.other_node().map(|o| (o.host, o.port))
+        state.ports.cluster.other_node().map(|o| (o.host, o.port))
     } else {
         state.ports.pick_for_checkin()
     };

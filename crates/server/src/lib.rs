@@ -9,12 +9,15 @@
 //! ```
 //!
 //! `model` is plain data, `state` the rules of a match, `wire` the encodings, `store` the durable
-//! log, `hub` the fan-out, `transport` the viewer listeners and connections, `http` the HTTP listener, `api` the HTTP routes, `server` the
-//! wiring and lifecycle. The server only: clients (the replaying watcher, the test client) are
-//! `matchstream-client`, the load simulator `matchstream-sim`, the command line `matchstream`.
+//! log, `hub` the fan-out, `transport` the viewer listeners and connections, `cluster` what a
+//! node knows of the others (where a viewer is sent, the load reports), `http` the HTTP
+//! listener, `api` the HTTP routes, `server` the wiring and lifecycle. The server only: clients
+//! (the replaying watcher, the test client) are `matchstream-client`, the load simulator
+//! `matchstream-sim`, the command line `matchstream`.
 
 mod api;
 mod budget;
+mod cluster;
 pub mod config;
 #[doc(hidden)]
 pub mod fuzzing;

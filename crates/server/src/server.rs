@@ -10,11 +10,12 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::cluster::report_load;
 use crate::config::{Config, ConfigError};
 use crate::hub::Hub;
 use crate::ingest::Ingest;
-use crate::ops::{NodeSample, Ops};
-use crate::store::redis::nodes::{self, NodeLoad, NodesConn};
+use crate::ops::Ops;
+use crate::store::redis::nodes::NodesConn;
 use crate::store::redis::{RedisOptions, RedisStore};
 use crate::store::sqlite::SqliteStore;
 use crate::store::{Store, StoreError};
@@ -159,9 +160,11 @@ async fn start_with_store(
     );
     let viewers = Viewers::new(ctx.clone());
     if let Some(nodes) = nodes {
+        let here = ports.clone();
         tokio::spawn(report_load(
             nodes,
-            ports.clone(),
+            ports.cluster.clone(),
+            move || here.snapshot(),
             ops.clone(),
             shutdown.clone(),
             stop_http.clone(),
@@ -262,70 +265,6 @@ fn give_back_memory() {
 /// Other allocators return memory by themselves (or cannot be asked): nothing to do.
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn give_back_memory() {}
-
-/// Tells the cluster, every second, which viewer ports this node has and how loaded they are,
-/// and learns the other live nodes' (for `/1/checkin`, `full` and `bye shutdown`). Leaves the
-/// cluster's view as soon as the node starts stopping (`shutdown`), but goes on learning the
-/// others until HTTP stops (`stopped`): a draining node names them in its goodbyes for the
-/// whole window, and counts what it sent each until their reports show it arrived.
-async fn report_load(
-    nodes: NodesConn,
-    ports: Arc<ViewerPorts>,
-    ops: Arc<Ops>,
-    shutdown: CancellationToken,
-    stopped: CancellationToken,
-) {
-    let me = ops.node.clone();
-    let mut tick = tokio::time::interval(nodes::REPORT_EVERY);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut left = false;
-    loop {
-        tokio::select! {
-            biased;
-            _ = stopped.cancelled() => break,
-            _ = shutdown.cancelled(), if !left => {
-                left = true;
-                if let Err(e) = nodes.leave(&me).await {
-                    tracing::debug!(error = %e, "could not leave the cluster's view");
-                }
-                continue;
-            }
-            _ = tick.tick() => {}
-        }
-        if !left {
-            let load = NodeLoad {
-                node: me.clone(),
-                ports: ports.snapshot(),
-                http: ops.http.clone(),
-                sample: ops.latest(),
-            };
-            // Failures show on /readyz through the store; the next tick tries again.
-            // Meanwhile this node cannot tell which others are alive: it names none.
-            if nodes.report(&load).await.is_err() {
-                ports.set_others(Vec::new());
-                continue;
-            }
-        }
-        if let Ok(live) = nodes.live().await {
-            let others: Vec<NodeLoad> = live.into_iter().filter(|n| n.node != me).collect();
-            ops.set_others(
-                others
-                    .iter()
-                    .filter_map(|n| {
-                        let sample = n.sample.clone()?;
-                        Some(NodeSample { node: n.node.clone(), http: n.http.clone(), sample })
-                    })
-                    .collect(),
-            );
-            let others = others.into_iter().flat_map(|n| n.ports).collect();
-            if left {
-                ports.set_others_draining(others);
-            } else {
-                ports.set_others(others);
-            }
-        }
-    }
-}
 
 impl Node {
     /// How many matches the node holds in memory now: those not ended, and ended ones until

@@ -1,7 +1,7 @@
 //! `RedisStore`: the shared log of many nodes (SPEC 7), on one Redis server or a Redis Cluster.
 //! Keys and scripts are in `redis/keys.rs`; the writer that sends appends in order in
-//! `redis/append.rs`; following other nodes' writes in `redis/follow.rs`; the cluster's viewer
-//! ports (`/1/checkin`) in `redis/nodes.rs`.
+//! `redis/append.rs`; following other nodes' writes in `redis/follow.rs`; the directory of
+//! nodes (each node's latest report, which `crate::cluster` writes and reads) in `redis/nodes.rs`.
 //!
 //! Each write is one Lua script on the match's own keys (one shard of a cluster), so it is
 //! atomic: an append checks the incarnation and the end of the log, adds the events to the
@@ -396,7 +396,7 @@ impl RedisStore {
         }
     }
 
-    /// The live viewer ports of the cluster, for `/1/checkin` and `try` (see `nodes.rs`).
+    /// The directory of the cluster's nodes, for `crate::cluster`'s reports (see `nodes.rs`).
     pub fn conn_for_nodes(&self) -> nodes::NodesConn {
         nodes::NodesConn::new(self.conn())
     }

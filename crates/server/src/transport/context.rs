@@ -133,7 +133,7 @@ impl ViewerContext {
                 window => window,
             };
             bye.retry_after_ms = Some(rand::rng().random_range(base..=base.saturating_add(spread)));
-            bye.try_addr = self.ports.other_node().and_then(|o| match format {
+            bye.try_addr = self.ports.cluster.other_node().and_then(|o| match format {
                 Format::Ws | Format::Sse => o.web_addr_string(),
                 Format::V1 | Format::V2 => Some(o.addr_string()),
             });

@@ -297,7 +297,7 @@ async fn refuse_full(ctx: &ViewerContext, stream: &TcpStream, index: usize, vers
         .ports
         .other_with_room(index)
         .map(|p| p.addr_string())
-        .or_else(|| ctx.ports.other_node().map(|o| o.addr_string()));
+        .or_else(|| ctx.ports.cluster.other_node().map(|o| o.addr_string()));
     let frame = match version {
         Some(2) => v2::bye_frame(&Bye {
             reason: ByeReason::Full,

@@ -181,7 +181,7 @@ fn handover(ctx: &ViewerContext, format: Format, sub: Subscription) -> Handover 
     let start = if ctx.ports.total() > ctx.max_viewers || ctx.shutdown.is_cancelled() {
         ctx.ports.metrics.refused(ByeReason::Full);
         // Another node's HTTP port: a browser follows `try` with the same request there.
-        let other = ctx.ports.other_node().and_then(|o| o.web_addr_string());
+        let other = ctx.ports.cluster.other_node().and_then(|o| o.web_addr_string());
         Start::Refuse(Bye {
             reason: ByeReason::Full,
             retry_after_ms: other.is_none().then_some(ctx.retry_after_ms),

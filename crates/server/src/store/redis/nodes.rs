@@ -1,36 +1,20 @@
-//! The cluster's viewer ports, for `/1/checkin`, `full` and `bye shutdown` (SPEC 7): every node
-//! reports its ports and their load into one hash, stamped with Redis's own clock (so the
-//! nodes' clocks do not matter); a node silent for [`LIVE_FOR`] is no longer named, and its
-//! entry is deleted after [`FORGET_AFTER`].
+//! The directory of the cluster's nodes (SPEC 7), the Redis I/O only: every node's latest
+//! report (its viewer ports and their load, for `/1/checkin`, `full` and `bye shutdown`) in one
+//! hash, stamped with Redis's own clock (so the nodes' clocks do not matter); a node silent for
+//! [`LIVE_FOR`] is no longer live, and its entry is deleted after [`FORGET_AFTER`]. A report is
+//! text the store keeps as is: what it holds is `crate::cluster`'s (its report loop).
 
 use std::time::Duration;
 
 use redis::Script;
-use serde::{Deserialize, Serialize};
 
 use super::{keys, redis_err, Conn};
 use crate::store::StoreError;
-pub use crate::transport::PortLoad;
 
-/// How often a node reports.
-pub const REPORT_EVERY: Duration = Duration::from_secs(1);
-/// A node that has not reported for this long is not named any more.
-pub const LIVE_FOR: Duration = Duration::from_secs(3);
+/// A node that has not reported for this long is not live any more (nodes report every second).
+const LIVE_FOR: Duration = Duration::from_secs(3);
 /// ... and its entry is deleted after this long.
 const FORGET_AFTER: Duration = Duration::from_secs(60);
-
-/// What a node reports.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct NodeLoad {
-    /// Random per process.
-    pub node: String,
-    pub ports: Vec<PortLoad>,
-    /// Its HTTP address and latest figures, for the operator's views (`/ops`, `top`).
-    #[serde(default)]
-    pub http: String,
-    #[serde(default)]
-    pub sample: Option<crate::ops::Sample>,
-}
 
 /// Reports this node and reads the others.
 #[derive(Clone)]
@@ -45,22 +29,21 @@ impl NodesConn {
         NodesConn { conn, report: Script::new(keys::REPORT), live: Script::new(keys::LIVE_NODES) }
     }
 
-    /// Says this node is alive with this load.
-    pub async fn report(&self, me: &NodeLoad) -> Result<(), StoreError> {
-        let json = serde_json::to_string(me).map_err(|e| StoreError::Backend(e.to_string()))?;
+    /// Says this node (`node`) is alive, with its latest report.
+    pub async fn report(&self, node: &str, report: &str) -> Result<(), StoreError> {
         let _: i64 = self
             .report
             .key(keys::NODES)
-            .arg(&me.node)
-            .arg(json)
+            .arg(node)
+            .arg(report)
             .invoke_async(&mut self.conn.clone())
             .await
             .map_err(redis_err)?;
         Ok(())
     }
 
-    /// Every node that reported within [`LIVE_FOR`], this one included.
-    pub async fn live(&self) -> Result<Vec<NodeLoad>, StoreError> {
+    /// The latest report of every node that reported within [`LIVE_FOR`], this one included.
+    pub async fn live(&self) -> Result<Vec<String>, StoreError> {
         let entries: Vec<String> = self
             .live
             .key(keys::NODES)
@@ -69,7 +52,7 @@ impl NodesConn {
             .invoke_async(&mut self.conn.clone())
             .await
             .map_err(redis_err)?;
-        Ok(entries.iter().filter_map(|e| serde_json::from_str(e).ok()).collect())
+        Ok(entries)
     }
 
     /// Removes this node from the cluster's view (a node that drains or stops).

@@ -1,7 +1,8 @@
 //! Where `/1/checkin` and a `full` answer's `try` send a viewer (SPEC 7: a crowd arriving at
 //! once fills the nodes evenly, whichever node it asks): the pure rules, with no clock, lock or
-//! socket. `mod.rs` keeps the counts these rules read (the ports' loads, the other nodes'
-//! reports, what this node named since) and applies the choice.
+//! socket. `cluster.rs` keeps the counts these rules read (the other nodes' reports, what this
+//! node named each port for since; this node's own ports' loads come from the transports) and
+//! applies the choice.
 //!
 //! What a node knows of a port is its load, either exact (its own ports) or as last reported
 //! (another node's, up to a second old), plus the viewers it named that port for and that have
