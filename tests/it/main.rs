@@ -6,6 +6,7 @@ mod caching;
 mod cli;
 mod close;
 mod cluster;
+mod contract;
 mod crash;
 mod drain;
 mod durability;
