@@ -29,6 +29,8 @@ pub(crate) mod openapi;
 mod ops;
 mod page;
 pub(crate) mod pages;
+#[cfg(test)]
+mod protocol_doc;
 pub mod read;
 mod viewers;
 
