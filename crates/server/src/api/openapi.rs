@@ -149,7 +149,9 @@ static DOCUMENT: LazyLock<Encoded> = LazyLock::new(|| {
         tracing::error!(error = %e, "the OpenAPI document did not serialize");
         "{}".to_owned()
     });
-    Encoded::new(Bytes::from(body), "openapi", "public, max-age=300", true)
+    // Named by its content: a node of another version serves another tag.
+    let etag = format!("o{:016x}", super::read::fnv1a(body.as_bytes()));
+    Encoded::new(Bytes::from(body), &etag, "public, max-age=300", true)
 });
 
 /// `GET /openapi.json`.
