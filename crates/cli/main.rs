@@ -115,6 +115,11 @@ struct ServeArgs {
     /// --keepalive in milliseconds (the older spelling).
     #[arg(long, env = "MATCHSTREAM_KEEPALIVE_MS", conflicts_with = "keepalive")]
     keepalive_ms: Option<u64>,
+    /// While events come fast, at most one write per viewer per this long (an event sooner
+    /// after the last write waits for the next, which carries all pending); after a quiet
+    /// spell an event goes out at once. 0s writes every burst as it comes.
+    #[arg(long, env = "MATCHSTREAM_MIN_WRITE_INTERVAL", default_value = "0s", value_parser = duration)]
+    min_write_interval: Duration,
     /// How long viewers and requests get to finish on shutdown, after the drain window.
     #[arg(long, env = "MATCHSTREAM_SHUTDOWN_GRACE", default_value = "5s", value_parser = duration)]
     shutdown_grace: Duration,
@@ -383,6 +388,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
         ring_events: args.ring_events,
         max_lag_events: args.max_lag_events,
         keepalive: args.keepalive_ms.map_or(args.keepalive, Duration::from_millis),
+        min_write_interval: args.min_write_interval,
         shutdown_grace: args.shutdown_grace,
         drain_window: args.drain_window_ms.map_or(args.drain_window, Duration::from_millis),
         keep_ended: args.keep_ended,

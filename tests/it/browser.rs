@@ -10,6 +10,7 @@ use serde_json::{json, Value};
 
 use crate::support::*;
 
+mod library;
 mod session;
 
 use session::{run, save_screenshot, screenshots, Browser, Screen};
@@ -173,6 +174,9 @@ async fn the_page_and_its_assets_come_from_the_binary_with_their_types_and_etags
         html[at..].split('"').next().unwrap_or_default().to_owned()
     };
     let (script, model, style) = (asset("app.js"), asset("model.js"), asset("app.css"));
+    // The client library (SPEC 12), by its hash too.
+    let at = html.find("/client.js?v=").unwrap_or_else(|| panic!("client.js in {html}"));
+    let client = html[at..].split('"').next().unwrap_or_default().to_owned();
     for (path, content_type, cache) in [
         ("/", "text/html; charset=utf-8", "no-cache"),
         ("/?mid=elp-tig-2011-09-10", "text/html; charset=utf-8", "no-cache"),
@@ -180,6 +184,8 @@ async fn the_page_and_its_assets_come_from_the_binary_with_their_types_and_etags
         (model.as_str(), "text/javascript; charset=utf-8", "public, max-age=300"),
         (style.as_str(), "text/css; charset=utf-8", "public, max-age=300"),
         ("/assets/app.js", "text/javascript; charset=utf-8", "public, max-age=300"),
+        (client.as_str(), "text/javascript; charset=utf-8", "public, max-age=300"),
+        ("/client.js", "text/javascript; charset=utf-8", "public, max-age=300"),
     ] {
         let answer = get(path, None).await.expect("GET");
         assert_eq!(answer.status(), reqwest::StatusCode::OK, "{path}");
@@ -191,7 +197,17 @@ async fn the_page_and_its_assets_come_from_the_binary_with_their_types_and_etags
         let again = get(path, Some(&etag)).await.expect("GET again");
         assert_eq!(again.status(), reqwest::StatusCode::NOT_MODIFIED, "{path}");
         assert!(again.bytes().await.expect("body").is_empty(), "{path}");
-    }
+    } // The library is the repository's clients/js/client.js, byte for byte, and a page of any
+      // other site may import it (CORS).
+    let library = http
+        .get(format!("{}/client.js", s.base))
+        .header("origin", "https://scores.example.com")
+        .send()
+        .await
+        .expect("GET /client.js");
+    assert_eq!(library.headers()["access-control-allow-origin"], "*");
+    let want = include_str!("../../clients/js/client.js");
+    assert_eq!(library.text().await.expect("the library"), want);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -12,7 +12,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::time::Instant;
 
-use crate::metrics::{scrape, value};
+use crate::metrics::{metric_is, scrape, value};
 use crate::support::*;
 
 /// Where the silent connections come from; real viewers come from [`OTHER`].
@@ -40,13 +40,6 @@ async fn viewer_from(from: [u8; 4], to: SocketAddr, id: &str) -> Viewer {
     let mut v = silent_from(from, to).await;
     v.send(format!("VERSION:2:CONNECT:me:MATCH:{id}\r\n").as_bytes()).await;
     v
-}
-
-/// Waits until the node's `series` reads `want`.
-async fn metric_is(s: &TestServer, series: &str, want: f64) {
-    let what = format!("{series} reads {want}");
-    eventually(&what, PATIENCE, async || (value(&scrape(s).await, series) == want).then_some(()))
-        .await;
 }
 
 #[tokio::test]

@@ -4,6 +4,7 @@ mod api;
 mod browser;
 mod caching;
 mod cli;
+mod clients;
 mod close;
 mod cluster;
 mod contract;

@@ -10,6 +10,13 @@ use serde_json::json;
 
 use crate::support::{eventually, NodeProcess, TestServer, Viewer, PATIENCE, TOKEN};
 
+/// Waits until the node's `series` reads `want`.
+pub(crate) async fn metric_is(s: &TestServer, series: &str, want: f64) {
+    let what = format!("{series} reads {want}");
+    eventually(&what, PATIENCE, async || (value(&scrape(s).await, series) == want).then_some(()))
+        .await;
+}
+
 /// One scrape, as text.
 pub(crate) async fn scrape(s: &TestServer) -> String {
     let answer = reqwest::get(format!("{}/metrics", s.admin)).await.expect("GET /metrics");

@@ -16,6 +16,7 @@ use serde_json::{json, Value};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
+use crate::metrics::metric_is;
 use crate::support::*;
 
 mod crowd;
@@ -242,9 +243,8 @@ async fn ws_answers_pings_at_the_live_edge_ignores_text_and_binary_and_pings_whe
     let id = s.started_match().await;
     let mut ws = Ws::watch(&s, &id, None).await;
     assert_eq!(ws.frame().await["kind"], "status");
-    // Long enough for the viewer to be parked at the live edge, where nothing reads its socket
-    // until it has something to say.
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Parked at the live edge, where nothing reads its socket until it has something to say.
+    metric_is(&s, "matchstream_viewers_parked", 1.0).await;
     ws.0.send(Message::Ping(b"still there?".to_vec().into())).await.expect("ping");
     loop {
         match ws.message().await {
@@ -299,7 +299,7 @@ async fn ws_a_close_sent_with_the_fin_is_answered() {
          Sec-WebSocket-Version: 13\r\n\r\n"
     );
     tcp.write_all(request.as_bytes()).await.unwrap();
-    // The 101 and the snapshot, then a moment for the viewer to be parked.
+    // The 101 and the snapshot, then the viewer is parked.
     let mut seen = Vec::new();
     let mut buf = [0u8; 4096];
     while !seen.windows(8).any(|w| w == b"\"status\"") {
@@ -307,7 +307,7 @@ async fn ws_a_close_sent_with_the_fin_is_answered() {
         assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&seen));
         seen.extend_from_slice(&buf[..n]);
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    metric_is(&s, "matchstream_viewers_parked", 1.0).await;
     // A masked close frame (1000), then the FIN.
     let mask = [1u8, 2, 3, 4];
     let payload: Vec<u8> = [0x03u8, 0xE8].iter().enumerate().map(|(i, b)| b ^ mask[i]).collect();

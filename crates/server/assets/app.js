@@ -1,16 +1,18 @@
 // The live page (SPEC 5): the list of matches at `/`, one match followed live at `/?mid=<id>`.
 // Plain JavaScript, no framework and no build step; everything it reads comes from this host:
-// the read API (SPEC 3) once, then the v2 frames over a WebSocket, or Server-Sent Events where
-// a WebSocket cannot connect. The match is kept as SPEC 1 says and every event is shown once.
-'use strict';
+// the read API (SPEC 3) once, then the v2 frames through the client library (`/client.js`,
+// clients/js in the repository: WebSocket, else Server-Sent Events, resume, byes), which owns
+// the connection. The match is kept as SPEC 1 says and every event is shown once.
+// An ES module (it imports the library); the node names the import by its hash when serving.
+import { watch } from '/client.js';
 
 (function () {
   const {
-    KINDS, PERIOD_NAMES, isLive, teamColour, fromMatch, apply, describe, minuteOf, clockText,
+    PERIOD_NAMES, isLive, teamColour, fromMatch, apply, describe, minuteOf, clockText,
     dateText,
   } = window.MatchStreamModel;
 
-  // A bye after which coming back is pointless.
+  // The bye that ended the match's stream, in words.
   const FINAL_BYES = { match_over: 'Ended', cancelled: 'Cancelled', not_found: 'Not found' };
   const HISTORY_PAGE = 1000;
   const LIST_REFRESH_MS = 15000;
@@ -386,168 +388,47 @@
     if (gap) fillFeed();
   }
 
-  // ---- The connection: WebSocket, else SSE; resume with from=<lastSeq> ----
+  // ---- The connection: the client library (/client.js) owns it ----
 
-  // `/?mid=<id>&transport=sse` starts on Server-Sent Events (for networks known to block
-  // WebSockets, and to try that path on purpose).
-  const sseOnly = new URLSearchParams(location.search).get('transport') === 'sse';
-  const conn = {
-    transport: sseOnly ? 'sse' : 'ws',
-    wsWorked: false,
-    ws: null,
-    es: null,
-    timer: null,
-    failures: 0,
-    connects: 0,
-    ended: false,
-    // Another node's host:port, named by a `full` bye's `try` (SPEC 7); null: this page's own.
-    host: null,
-  };
+  // What the indicator says in each of the library's states; `ended` by the bye that ended it.
+  const STATE_TEXT = { connecting: 'Connecting…', live: 'Live', reconnecting: 'Reconnecting…' };
 
-  function setConn(state, text) {
+  function setConn(state, text, info) {
     const el = document.getElementById('conn');
     el.hidden = false;
     el.dataset.state = state;
-    el.dataset.connects = String(conn.connects);
-    el.dataset.transport = conn.transport;
+    if (info) {
+      el.dataset.connects = String(info.connects);
+      el.dataset.transport = info.transport;
+    }
     el.querySelector('.conn-text').textContent = text;
   }
 
-  // The first connection starts from the server's snapshot (the match as the server has it, and
-  // the seq the feed must reach); every later one resumes after the last event applied.
-  function streamUrl(kind) {
-    const query = conn.connects > 0 && lastSeq > 0 ? `?from=${lastSeq}` : '';
-    const host = conn.host || location.host;
-    if (kind === 'ws') {
-      const scheme = location.protocol === 'https:' ? 'wss:' : 'ws:';
-      return `${scheme}//${host}${matchPath(match.id)}/ws${query}`;
-    }
-    return `${location.protocol}//${host}${matchPath(match.id)}/stream${query}`;
-  }
-
-  function stopStream() {
-    const { ws, es } = conn;
-    conn.ws = null;
-    conn.es = null;
-    if (ws) ws.close();
-    if (es) es.close();
-  }
-
-  function schedule(delay) {
-    clearTimeout(conn.timer);
-    conn.timer = setTimeout(connect, delay);
-  }
-
-  // After a drop: quickly at first, then up to every 10 s, with jitter so a crowd spreads out.
-  function backoff() {
-    conn.failures += 1;
-    const base = Math.min(10000, 250 * 2 ** Math.min(conn.failures, 6));
-    return base / 2 + Math.random() * base / 2;
-  }
-
-  function dropped(opened) {
-    if (conn.ended) return;
-    setConn('reconnecting', 'Reconnecting…');
-    // The node a `full` sent us to does not answer: back to this page's own.
-    if (!opened && conn.host) conn.host = null;
-    if (!opened && conn.transport === 'ws' && !conn.wsWorked) {
-      // No WebSocket gets through from here (a proxy?): Server-Sent Events at once.
-      conn.transport = 'sse';
-      schedule(0);
-      return;
-    }
-    if (!opened && conn.transport === 'sse' && !conn.wsWorked && !sseOnly) conn.transport = 'ws';
-    schedule(backoff());
-  }
-
-  function opened(kind) {
-    conn.failures = 0;
-    conn.connects += 1;
-    if (kind === 'ws') conn.wsWorked = true;
-    setConn('live', 'Live');
-  }
-
-  function onFrame(text) {
-    let frame;
-    try {
-      frame = JSON.parse(text);
-    } catch (_) {
-      return;
-    }
-    if (frame.kind === 'bye') {
-      bye(frame);
-    } else if (frame.kind === 'status') {
-      // A snapshot replaces the match wholesale (never an older one over a newer view).
-      if (typeof frame.seq === 'number' && frame.seq >= lastSeq && frame.data) {
-        match = fromMatch(frame.data);
-        lastSeq = match.seq;
-        renderMatch();
-        fillFeed();
-      }
-    } else if (typeof frame.seq === 'number' && frame.seq > lastSeq) {
-      onEvent({ seq: frame.seq, ts: frame.ts, kind: frame.kind, data: frame.data || {} });
-    }
-  }
-
-  function bye(frame) {
-    stopStream();
-    const final = FINAL_BYES[frame.reason];
-    if (final) {
-      conn.ended = true;
-      clearTimeout(conn.timer);
-      setConn('ended', final);
-      return;
-    }
-    setConn('reconnecting', 'Reconnecting…');
-    // A full node names another with room: go there at once (SPEC 7).
-    if (frame.reason === 'full' && typeof frame.try === 'string' && frame.try) {
-      conn.host = frame.try;
-      schedule(0);
-      return;
-    }
-    // shutdown, full, too_slow...: come back (to this host) when the server says, else soon.
-    const wait = typeof frame.retry_after_ms === 'number' ? frame.retry_after_ms : backoff();
-    schedule(wait);
-  }
-
-  function connect() {
-    clearTimeout(conn.timer);
-    conn.timer = null;
-    if (conn.ended) return;
-    stopStream();
-    if (conn.transport === 'ws') {
-      let ws;
-      try {
-        ws = new WebSocket(streamUrl('ws'));
-      } catch (_) {
-        dropped(false);
-        return;
-      }
-      let open = false;
-      conn.ws = ws;
-      ws.onopen = () => { open = true; opened('ws'); };
-      ws.onmessage = (e) => { if (conn.ws === ws && typeof e.data === 'string') onFrame(e.data); };
-      ws.onclose = () => {
-        if (conn.ws !== ws) return;
-        conn.ws = null;
-        dropped(open);
-      };
-    } else {
-      const es = new EventSource(streamUrl('sse'));
-      let open = false;
-      conn.es = es;
-      es.onopen = () => { open = true; opened('sse'); };
-      const handler = (e) => { if (conn.es === es) onFrame(e.data); };
-      for (const kind of ['status', 'bye', ...KINDS]) es.addEventListener(kind, handler);
-      es.onmessage = handler;
-      // EventSource would retry by itself; this page resumes with its own from=<lastSeq>.
-      es.onerror = () => {
-        if (conn.es !== es) return;
-        conn.es = null;
-        es.close();
-        dropped(open);
-      };
-    }
+  // Follows the match live from the server's snapshot: the library hands over each frame once
+  // and in order, resumes after drops and follows the node's byes; the page only shows them.
+  function follow() {
+    // `/?mid=<id>&transport=sse` starts on Server-Sent Events (for networks known to block
+    // WebSockets, and to try that path on purpose).
+    const sseOnly = new URLSearchParams(location.search).get('transport') === 'sse';
+    watch(location.origin, match.id, {
+      transport: sseOnly ? 'sse' : 'auto',
+      onStatus(frame) {
+        // A snapshot replaces the match wholesale (never an older one over a newer view).
+        if (frame.seq >= lastSeq && frame.data) {
+          match = fromMatch(frame.data);
+          lastSeq = match.seq;
+          renderMatch();
+          fillFeed();
+        }
+      },
+      onEvent(frame) {
+        onEvent({ seq: frame.seq, ts: frame.ts, kind: frame.kind, data: frame.data || {} });
+      },
+      onState(state, info) {
+        const text = state === 'ended' ? FINAL_BYES[info.bye && info.bye.reason] || 'Ended' : STATE_TEXT[state];
+        if (text) setConn(state, text, info);
+      },
+    });
   }
 
   async function showMatch(id) {
@@ -567,24 +448,21 @@
           return;
         }
         setConn('reconnecting', 'Reconnecting…');
-        await new Promise((r) => setTimeout(r, backoff()));
+        await new Promise((r) => setTimeout(r, 1000 + Math.random() * 2000));
       }
     }
-    conn.failures = 0;
     match = fromMatch(first);
     lastSeq = match.seq;
     replay = fromMatch({ id: first.id, home: first.home, 'home-name': first['home-name'], visit: first.visit, 'visit-name': first['visit-name'] });
     renderMatch();
     setInterval(tick, 1000);
-    window.addEventListener('online', () => { if (!conn.ws && !conn.es && !conn.ended) connect(); });
     await fillFeed();
     if (match.period === 'ended') {
       // Nothing more can happen: no stream to hold open.
-      conn.ended = true;
       setConn('ended', 'Ended');
       return;
     }
-    connect();
+    follow();
   }
 
   function start() {

@@ -4,7 +4,7 @@
 'use strict';
 
 window.MatchStreamModel = (function () {
-  // Every kind of event (SPEC 1): SSE names each frame by its kind, so each needs a listener.
+  // Every kind of event (SPEC 1).
   const KINDS = [
     'start', 'stop', 'halftime_start', 'halftime_stop', 'extratime', 'penalties', 'shot', 'save',
     'goal', 'corner', 'goalkick', 'offside', 'foul', 'penalty', 'freekick', 'card',

@@ -20,7 +20,7 @@ use crate::ingest::{Ingest, IngestError};
 use crate::model::{MatchId, Seq};
 use crate::state::RejectKind;
 use crate::store::{Store, StoreError};
-use crate::transport::viewer::ViewerContext;
+use crate::transport::context::ViewerContext;
 use crate::transport::ViewerPorts;
 
 mod auth;
@@ -134,6 +134,7 @@ pub(crate) fn page_routes() -> Vec<(&'static str, MethodRouter<AppState>)> {
     vec![
         ("/", get(page::index)),
         ("/assets/app.js", get(page::script)),
+        ("/client.js", get(page::client)),
         ("/assets/model.js", get(page::model)),
         ("/assets/app.css", get(page::style)),
     ]
@@ -325,7 +326,7 @@ async fn publish_events(
             .await??;
     let metrics = &state.ports.metrics;
     metrics.publish_seconds.record(received.elapsed().as_secs_f64());
-    metrics.events_published.increment(accepted.len() as u64);
+    metrics.published(accepted.len() as u64);
     let mut acks: Vec<Ack> = accepted.iter().map(|a| Ack { seq: a.seq, ts: a.ts }).collect();
     let body = match acks.pop() {
         Some(one) if !is_batch && acks.is_empty() => Acks::One(one),

@@ -53,6 +53,14 @@ pub struct Config {
     /// least every 15 s), so that proxies and NATs do not drop a quiet stream; a WebSocket
     /// viewer gets a ping frame after twice this (SPEC 5: at most every 30 s).
     pub keepalive: Duration,
+    /// While events come fast, a viewer gets at most one write per this long: an event that
+    /// comes sooner after the last write waits for the next one, which carries everything
+    /// pending (a burst that fills a write, `transport::write::MAX_BATCH` frames, goes at once).
+    /// After a quiet spell an event goes out at once, so a real match (an event every few
+    /// seconds) gains no latency; under load, fewer writes mean fewer segments and wake-ups,
+    /// most of a delivery's cost. Zero writes every burst as it comes. Frames are never merged:
+    /// a write carries whole frames, a WebSocket message exactly one.
+    pub min_write_interval: Duration,
     /// On shutdown, how long viewers and requests get to finish, after the drain window.
     pub shutdown_grace: Duration,
     /// On shutdown, the goodbyes are spread over this window (SPEC 9), and so are the
@@ -132,6 +140,7 @@ impl Default for Config {
             ring_events: 1024,
             max_lag_events: 10_000,
             keepalive: Duration::from_secs(15),
+            min_write_interval: Duration::ZERO,
             shutdown_grace: Duration::from_secs(5),
             drain_window: Duration::from_secs(10),
             keep_ended: Duration::from_secs(600),
@@ -171,6 +180,12 @@ impl Config {
             ("--connect-timeout", self.connect_timeout, ms, Duration::from_secs(3600)),
             ("--write-timeout", self.write_timeout, ms, Duration::from_secs(3600)),
             ("--keepalive", self.keepalive, Duration::from_millis(10), Duration::from_secs(15)),
+            (
+                "--min-write-interval",
+                self.min_write_interval,
+                Duration::ZERO,
+                Duration::from_secs(1),
+            ),
             ("--shutdown-grace", self.shutdown_grace, Duration::ZERO, day),
             ("--drain-window", self.drain_window, Duration::ZERO, day),
             ("--keep-ended", self.keep_ended, Duration::from_secs(1), 7 * day),

@@ -32,8 +32,8 @@ use crate::config::Config;
 use crate::locks::lock;
 use crate::telemetry::{Limit, Metrics};
 use crate::transport::close::close_now;
+use crate::transport::session::Viewers;
 use crate::transport::tcp::accept_next;
-use crate::transport::viewer::ViewerContext;
 use crate::transport::web::{self, Takeover};
 
 mod timed;
@@ -77,7 +77,7 @@ impl Limits {
 pub struct Front {
     pub app: Router,
     pub limits: Limits,
-    pub viewers: Option<Arc<ViewerContext>>,
+    pub viewers: Option<Arc<Viewers>>,
     pub metrics: Arc<Metrics>,
     /// `http` or `admin`, for the log.
     pub name: &'static str,
@@ -184,7 +184,7 @@ async fn connection(stream: TcpStream, place: Place, front: Front, stop: Arc<Sto
         (Some(handover), Some(viewers)) => {
             // A viewer now: it counts against --max-viewers, no longer the HTTP budget.
             drop(place);
-            let tracker = viewers.tracker.clone();
+            let tracker = viewers.ctx.tracker.clone();
             tracker.spawn(web::begin(viewers, stream, parts.read_buf, handover));
         }
         _ => {

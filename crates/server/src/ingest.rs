@@ -23,7 +23,7 @@ use tokio::sync::watch;
 
 use crate::hub::{Hub, TopicHandle};
 use crate::locks::{lock, read, write};
-use crate::model::{Event, EventInput, Match, MatchId, MatchInfo, Millis, Seq};
+use crate::model::{now_ms, Event, EventInput, Match, MatchId, MatchInfo, Millis, Seq};
 use crate::state::Rejection;
 use crate::store::{Append, Expect, Incarnation, Resumed, Store, StoreError};
 
@@ -654,11 +654,6 @@ fn apply_logged(m: &mut Match, ev: &Event) {
         tracing::error!(match_id = %m.id(), seq = ev.seq, error = %r, "stored event does not apply");
         m.seq = ev.seq;
     }
-}
-
-/// The server clock, in Unix milliseconds.
-pub fn now_ms() -> Millis {
-    chrono::Utc::now().timestamp_millis()
 }
 
 mod follow;

@@ -11,6 +11,11 @@ use utoipa::ToSchema;
 
 pub use matchstream_proto::{Date, IdError, MatchId, Millis, Seq, Team, TeamId};
 
+/// The server clock, in Unix milliseconds.
+pub fn now_ms() -> Millis {
+    chrono::Utc::now().timestamp_millis()
+}
+
 /// Why a piece of domain input is malformed (an id, a date, a kind).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]

@@ -1,10 +1,10 @@
 //! The operator's view of a node (SPEC 9, `GET /ops` and `matchstream top`): every second the
-//! node reads its own metrics into a [`Sample`] (viewers by transport, events and deliveries per
+//! node reads its own figures (typed, `telemetry::Figures`) into a [`Sample`] (viewers by transport, events and deliveries per
 //! second, delivery lag p50/p99, `too_slow` cut-offs, accept errors, memory and open files),
 //! keeps the last ten minutes of them for the charts, and, with other nodes, shares its latest
 //! sample through the cluster's reports and keeps theirs. Served as JSON at `/ops.json`.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::hub::Hub;
 use crate::locks::{lock, read, write};
-use crate::telemetry::{names, Metrics, TRANSPORTS};
+use crate::telemetry::{Figures, Metrics, LAG_BUCKETS, TRANSPORTS};
 
 /// How often a sample is taken.
 pub const EVERY: Duration = Duration::from_secs(1);
@@ -60,9 +60,6 @@ pub struct Ops {
     others: RwLock<Vec<NodeSample>>,
 }
 
-/// The figures of one exposition, by series (name with its labels).
-type Exposition = HashMap<String, f64>;
-
 impl Ops {
     pub fn new(node: String, http: String) -> Arc<Ops> {
         Arc::new(Ops {
@@ -101,18 +98,19 @@ impl Ops {
     ) {
         let mut tick = tokio::time::interval(EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut before: Option<(tokio::time::Instant, Exposition)> = None;
+        let mut before: Option<(tokio::time::Instant, Figures)> = None;
         loop {
             tokio::select! {
                 _ = stop.cancelled() => return,
                 _ = tick.tick() => {}
             }
-            metrics.matches_live.set(hub.live_count() as f64);
+            let live = hub.live_count();
+            metrics.matches_live.set(live as f64);
             metrics.matches_in_memory.set(hub.in_memory() as f64);
-            let now = parse(&metrics.render());
+            let now = metrics.figures();
             let at = tokio::time::Instant::now();
             if let Some((then, prev)) = &before {
-                let sample = sample(prev, &now, (at - *then).as_secs_f64());
+                let sample = sample(prev, &now, (at - *then).as_secs_f64(), live as u64);
                 let mut history = lock(&self.history);
                 if history.len() == KEPT {
                     history.pop_front();
@@ -124,76 +122,46 @@ impl Ops {
     }
 }
 
-/// The series of a Prometheus text exposition.
-fn parse(text: &str) -> Exposition {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| {
-            let (series, value) = l.rsplit_once(' ')?;
-            Some((series.to_owned(), value.parse().ok()?))
-        })
-        .collect()
-}
-
-/// One sample from two expositions `secs` apart.
-fn sample(prev: &Exposition, now: &Exposition, secs: f64) -> Sample {
-    let get = |e: &Exposition, s: &str| e.get(s).copied().unwrap_or(0.0);
-    // A series, or every labelled series of the name.
-    let sum = |e: &Exposition, name: &str| -> f64 {
-        e.iter()
-            .filter(|(k, _)| {
-                k.strip_prefix(name).is_some_and(|rest| rest.is_empty() || rest.starts_with('{'))
-            })
-            .map(|(_, v)| v)
-            .sum()
-    };
-    let rate = |name: &str| ((sum(now, name) - sum(prev, name)).max(0.0)) / secs.max(0.001);
-    let viewers: BTreeMap<String, u64> = TRANSPORTS
-        .iter()
-        .map(|t| {
-            (t.to_string(), get(now, &format!("{}{{transport=\"{t}\"}}", names::VIEWERS)) as u64)
-        })
-        .collect();
+/// One sample from two readings of the node's figures `secs` apart, with `matches_live` now.
+fn sample(prev: &Figures, now: &Figures, secs: f64, matches_live: u64) -> Sample {
+    let rate = |then: u64, now: u64| now.saturating_sub(then) as f64 / secs.max(0.001);
+    let viewers: BTreeMap<String, u64> =
+        TRANSPORTS.iter().zip(now.viewers).map(|(t, n)| (t.to_string(), n)).collect();
     let total: u64 = viewers.values().sum();
-    let rss = get(now, "process_resident_memory_bytes") as u64;
     let (lag_p50_ms, lag_p99_ms) = lag_quantiles(prev, now);
     Sample {
-        at_ms: crate::ingest::now_ms(),
-        matches_live: get(now, names::MATCHES_LIVE) as u64,
-        events_per_s: rate(names::EVENTS_PUBLISHED),
-        deliveries_per_s: rate(names::DELIVERIES),
+        at_ms: crate::model::now_ms(),
+        matches_live,
+        events_per_s: rate(prev.events_published, now.events_published),
+        deliveries_per_s: rate(prev.deliveries, now.deliveries),
         lag_p50_ms,
         lag_p99_ms,
-        too_slow_total: get(now, &format!("{}{{reason=\"too_slow\"}}", names::VIEWER_DISCONNECTS))
-            as u64,
-        accept_errors_total: get(now, names::ACCEPT_ERRORS) as u64,
-        rss_bytes: rss,
-        rss_per_viewer: (total > 0).then(|| rss as f64 / total as f64),
-        open_fds: get(now, "process_open_fds") as u64,
-        max_fds: get(now, "process_max_fds") as u64,
+        too_slow_total: now.too_slow,
+        accept_errors_total: now.accept_errors,
+        rss_bytes: now.rss_bytes,
+        rss_per_viewer: (total > 0).then(|| now.rss_bytes as f64 / total as f64),
+        open_fds: now.open_fds,
+        max_fds: now.max_fds,
         viewers,
     }
 }
 
 /// p50 and p99 of the delivery lag over the interval, from the histogram's bucket counts (each
 /// the bucket's upper bound, in ms; `None` when nothing was delivered).
-fn lag_quantiles(prev: &Exposition, now: &Exposition) -> (Option<f64>, Option<f64>) {
-    let prefix = format!("{}_bucket{{le=\"", names::DELIVERY_LAG_SECONDS);
-    let mut buckets: Vec<(f64, f64)> = now
-        .iter()
-        .filter_map(|(k, v)| {
-            let le = k.strip_prefix(&prefix)?.strip_suffix("\"}")?;
-            let bound = if le == "+Inf" { f64::INFINITY } else { le.parse().ok()? };
-            Some((bound, v - prev.get(k).copied().unwrap_or(0.0)))
-        })
-        .collect();
-    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
-    let total = buckets.last().map_or(0.0, |b| b.1);
-    if total <= 0.0 {
+fn lag_quantiles(prev: &Figures, now: &Figures) -> (Option<f64>, Option<f64>) {
+    let counts: Vec<u64> =
+        now.lag_counts.iter().zip(prev.lag_counts).map(|(n, p)| n.saturating_sub(p)).collect();
+    let total: u64 = counts.iter().sum();
+    if total == 0 {
         return (None, None);
     }
     let quantile = |q: f64| {
-        buckets.iter().find(|(_, count)| *count >= q * total).map(|(bound, _)| bound * 1000.0)
+        let mut seen = 0;
+        counts.iter().enumerate().find_map(|(i, c)| {
+            seen += c;
+            (seen as f64 >= q * total as f64)
+                .then(|| LAG_BUCKETS.get(i).map_or(f64::INFINITY, |b| b * 1000.0))
+        })
     };
     (quantile(0.5), quantile(0.99))
 }
@@ -206,14 +174,14 @@ mod tests {
     #[test]
     fn a_sample_has_rates_and_lag_quantiles_between_two_expositions() {
         let m = Metrics::new();
-        let before = parse(&m.render());
+        let before = m.figures();
         m.joined(Format::Ws);
         m.joined(Format::V2);
         m.delivered(Format::Ws, 300);
-        m.events_published.increment(10);
+        m.published(10);
         m.delivery_lag.record_many(0.004, 98);
         m.delivery_lag.record_many(0.2, 2);
-        let s = sample(&before, &parse(&m.render()), 2.0);
+        let s = sample(&before, &m.figures(), 2.0, 1);
         assert_eq!(s.viewers["ws"], 1);
         assert_eq!(s.viewers.values().sum::<u64>(), 2);
         assert_eq!((s.events_per_s, s.deliveries_per_s), (5.0, 150.0));
@@ -224,7 +192,7 @@ mod tests {
     #[test]
     fn no_deliveries_no_lag() {
         let m = Metrics::new();
-        let e = parse(&m.render());
-        assert_eq!(sample(&e, &e, 1.0).lag_p99_ms, None);
+        let e = m.figures();
+        assert_eq!(sample(&e, &e, 1.0, 0).lag_p99_ms, None);
     }
 }

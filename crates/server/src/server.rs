@@ -18,8 +18,9 @@ use crate::store::redis::nodes::{self, NodeLoad, NodesConn};
 use crate::store::redis::{RedisOptions, RedisStore};
 use crate::store::sqlite::SqliteStore;
 use crate::store::{Store, StoreError};
+use crate::transport::context::ViewerContext;
+use crate::transport::session::Viewers;
 use crate::transport::tcp;
-use crate::transport::viewer::ViewerContext;
 use crate::transport::ViewerPorts;
 use crate::{api, http};
 
@@ -156,6 +157,7 @@ async fn start_with_store(
         ViewerContext::new(&config, hub.clone(), ports.clone(), shutdown.clone(), tracker.clone())
             .with_ingest(ingest.clone()),
     );
+    let viewers = Viewers::new(ctx.clone());
     if let Some(nodes) = nodes {
         tokio::spawn(report_load(
             nodes,
@@ -167,7 +169,7 @@ async fn start_with_store(
     }
     for (index, listener) in viewer_listeners.into_iter().enumerate() {
         tracing::info!(addr = %viewer_addrs[index], "viewer listener ready");
-        tracker.spawn(tcp::accept_loop(listener, index, ctx.clone()));
+        tracker.spawn(tcp::accept_loop(listener, index, viewers.clone()));
     }
 
     let state = api::Shared::new(
@@ -184,7 +186,7 @@ async fn start_with_store(
     let public = http::Front {
         app: app.clone(),
         limits,
-        viewers: Some(ctx.clone()),
+        viewers: Some(viewers),
         metrics: ports.metrics.clone(),
         name: "http",
     };

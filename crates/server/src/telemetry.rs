@@ -3,10 +3,11 @@
 //! several nodes in one process) and the parts that count hold plain handles (an atomic add):
 //! per-delivery counts are added once per burst, never per viewer write. The delivery lag is a
 //! histogram of our own ([`LagHistogram`]): the exporter's histograms keep every sample until
-//! the next scrape, which would be one per delivery.
+//! the next scrape, which would be one per delivery. The figures `/ops` samples every second are
+//! also kept as plain atomics and read as a typed [`Figures`], not parsed back from the text.
 
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use metrics::{Counter, Gauge, Histogram, Key, Label, Metadata, Recorder, Unit};
@@ -120,12 +121,14 @@ pub struct Metrics {
     pub matches_live: Gauge,
     /// Matches held in memory: not ended, or ended less than `--keep-ended` ago (SPEC 10).
     pub matches_in_memory: Gauge,
-    pub events_published: Counter,
+    events_published: Counter,
     deliveries: [Counter; 4],
     connects: [Counter; 4],
     /// By [`Left::index`]: the bye reasons, then hangup.
     disconnects: [Counter; REASONS],
-    pub accept_errors: Counter,
+    accept_errors: Counter,
+    /// What `/ops` samples, as atomics beside the exporter's handles (which cannot be read).
+    tally: Tally,
     /// Viewers parked at the live edge (in a shard, without a task of their own).
     pub parked: Gauge,
     /// Viewer connections accepted that have not sent their connect line yet.
@@ -229,6 +232,7 @@ impl Metrics {
             connects: by_transport(names::VIEWER_CONNECTS, &counter),
             disconnects,
             accept_errors: counter(&Key::from_name(names::ACCEPT_ERRORS)),
+            tally: Tally::default(),
             publish_seconds: recorder
                 .register_histogram(&Key::from_name(names::PUBLISH_SECONDS), &META),
             delivery_lag: LagHistogram::default(),
@@ -263,16 +267,52 @@ impl Metrics {
         text
     }
 
+    /// The figures `/ops` samples, read now (the process's from `/proc`).
+    pub fn figures(&self) -> Figures {
+        let t = &self.tally;
+        let process = metrics_process::collector::collect();
+        Figures {
+            viewers: std::array::from_fn(|i| t.viewers[i].load(Ordering::Relaxed).max(0) as u64),
+            events_published: t.events_published.load(Ordering::Relaxed),
+            deliveries: t.deliveries.load(Ordering::Relaxed),
+            too_slow: t.too_slow.load(Ordering::Relaxed),
+            accept_errors: t.accept_errors.load(Ordering::Relaxed),
+            lag_counts: std::array::from_fn(|i| {
+                self.delivery_lag.counts[i].load(Ordering::Relaxed)
+            }),
+            rss_bytes: process.resident_memory_bytes.unwrap_or(0),
+            open_fds: process.open_fds.unwrap_or(0),
+            max_fds: process.max_fds.unwrap_or(0),
+        }
+    }
+
     /// A viewer joined a match over `format`.
     pub fn joined(&self, format: Format) {
         self.connects[format as usize].increment(1);
         self.viewers[format as usize].increment(1.0);
+        self.tally.viewers[format as usize].fetch_add(1, Ordering::Relaxed);
     }
 
     /// A viewer that had joined over `format` left, for `why`.
     pub(crate) fn left(&self, format: Format, why: Left) {
         self.viewers[format as usize].decrement(1.0);
+        self.tally.viewers[format as usize].fetch_sub(1, Ordering::Relaxed);
         self.disconnects[why.index()].increment(1);
+        if why == Left::Bye(ByeReason::TooSlow) {
+            self.tally.too_slow.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// `n` events were accepted and are durable.
+    pub fn published(&self, n: u64) {
+        self.events_published.increment(n);
+        self.tally.events_published.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// An accept failed on a viewer or HTTP port.
+    pub fn accept_failed(&self) {
+        self.accept_errors.increment(1);
+        self.tally.accept_errors.fetch_add(1, Ordering::Relaxed);
     }
 
     /// A viewer was refused before it joined (`bad_request`, `not_found`, `full`).
@@ -293,8 +333,41 @@ impl Metrics {
     /// `frames` frames were written to viewers of `format`.
     pub fn delivered(&self, format: Format, frames: u64) {
         self.deliveries[format as usize].increment(frames);
+        self.tally.deliveries.fetch_add(frames, Ordering::Relaxed);
     }
 }
+
+/// The atomics behind [`Figures`].
+#[derive(Default)]
+struct Tally {
+    viewers: [AtomicI64; 4],
+    events_published: AtomicU64,
+    deliveries: AtomicU64,
+    too_slow: AtomicU64,
+    accept_errors: AtomicU64,
+}
+
+/// What `/ops` samples of a node, at one moment: totals since the node started (rates come from
+/// two of them), viewers now, and the process's memory and descriptors.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Figures {
+    /// Viewers connected now, by `Format as usize` (the order of [`TRANSPORTS`]).
+    pub viewers: [u64; 4],
+    pub events_published: u64,
+    /// Frames written to viewers, every transport.
+    pub deliveries: u64,
+    /// Viewers cut off as `too_slow`.
+    pub too_slow: u64,
+    pub accept_errors: u64,
+    /// Deliveries at the live edge per lag bucket ([`LAG_BUCKETS`], then above the last).
+    pub lag_counts: [u64; LAG_BUCKETS.len() + 1],
+    pub rss_bytes: u64,
+    pub open_fds: u64,
+    pub max_fds: u64,
+}
+
+/// The upper bounds of the delivery lag's buckets, in seconds.
+pub const LAG_BUCKETS: [f64; BUCKETS.len()] = BUCKETS;
 
 /// `matchstream_delivery_lag_seconds` over [`BUCKETS`]: a count per bucket, the sum and the
 /// count, each an atomic. Recording a lag for all the viewers a burst reached is three adds.

@@ -1,5 +1,6 @@
-//! The live page (SPEC 5): `GET /` and its scripts and style sheet, and the operator's page
-//! (SPEC 9): `GET /ops` and its own; compiled into the binary and served from memory with an `ETag` computed once, `304` for a matching `If-None-Match`, and
+//! The live page (SPEC 5): `GET /` and its scripts and style sheet, the client library the page
+//! is built on (SPEC 12: `GET /client.js`, from `clients/js/`), and the operator's page (SPEC
+//! 9): `GET /ops` and its own; compiled into the binary and served from memory with an `ETag` computed once, `304` for a matching `If-None-Match`, and
 //! gzip or brotli made once (through the read API's [`Encoded`]). What the page shows and how it
 //! follows a match live is in `crates/server/assets/`; the API it reads lives elsewhere.
 
@@ -14,6 +15,9 @@ use super::pages::Encoded;
 
 const INDEX_HTML: &str = include_str!("../../assets/index.html");
 const APP_JS: &str = include_str!("../../assets/app.js");
+/// The JavaScript client library (`clients/js/client.js`): for any page, and the live page's
+/// connection.
+const CLIENT_JS: &str = include_str!("../../../../clients/js/client.js");
 const MODEL_JS: &str = include_str!("../../assets/model.js");
 const APP_CSS: &str = include_str!("../../assets/app.css");
 const OPS_HTML: &str = include_str!("../../assets/ops.html");
@@ -60,9 +64,19 @@ impl Asset {
     }
 }
 
-static SCRIPT: LazyLock<Asset> = LazyLock::new(|| {
-    Asset::new(APP_JS.to_owned(), "js", "text/javascript; charset=utf-8", ASSET_CACHE)
+/// The library. Kept as long as the page's own scripts: a page of another site that loads it
+/// without `?v=` gets a new version within minutes.
+static CLIENT: LazyLock<Asset> = LazyLock::new(|| {
+    Asset::new(CLIENT_JS.to_owned(), "client", "text/javascript; charset=utf-8", ASSET_CACHE)
 });
+
+/// The page's script, importing the library by its hash (so its own hash changes with it).
+static SCRIPT: LazyLock<Asset> =
+    LazyLock::new(|| Asset::new(app_js(), "js", "text/javascript; charset=utf-8", ASSET_CACHE));
+
+fn app_js() -> String {
+    APP_JS.replace("from '/client.js';", &format!("from '/client.js?v={}';", CLIENT.hash))
+}
 
 static MODEL: LazyLock<Asset> = LazyLock::new(|| {
     Asset::new(MODEL_JS.to_owned(), "js", "text/javascript; charset=utf-8", ASSET_CACHE)
@@ -79,6 +93,7 @@ fn page_html() -> String {
     INDEX_HTML
         .replace("/assets/app.js\"", &format!("/assets/app.js?v={}\"", SCRIPT.hash))
         .replace("/assets/model.js\"", &format!("/assets/model.js?v={}\"", MODEL.hash))
+        .replace("/client.js\"", &format!("/client.js?v={}\"", CLIENT.hash))
         .replace("/assets/app.css\"", &format!("/assets/app.css?v={}\"", STYLE.hash))
 }
 
@@ -116,9 +131,14 @@ pub async fn ops_style(headers: HeaderMap) -> Response {
     OPS_STYLE.respond(&headers)
 }
 
-/// `GET /assets/app.js`: the page's views and its connection.
+/// `GET /assets/app.js`: the page's views, following a match through the library.
 pub async fn script(headers: HeaderMap) -> Response {
     SCRIPT.respond(&headers)
+}
+
+/// `GET /client.js`: the client library (SPEC 12), an ES module.
+pub async fn client(headers: HeaderMap) -> Response {
+    CLIENT.respond(&headers)
 }
 
 /// `GET /assets/model.js`: the page's model of a match.
@@ -141,7 +161,11 @@ mod tests {
         assert!(html.contains(&format!("/assets/app.js?v={}\"", SCRIPT.hash)), "{html}");
         assert!(html.contains(&format!("/assets/app.css?v={}\"", STYLE.hash)), "{html}");
         assert!(html.contains(&format!("/assets/model.js?v={}\"", MODEL.hash)), "{html}");
-        for text in [html.as_str(), APP_JS, MODEL_JS, APP_CSS] {
+        assert!(html.contains(&format!("/client.js?v={}\"", CLIENT.hash)), "{html}");
+        // The page's script imports the library by the same name, so the browser loads it once.
+        let import = format!("import {{ watch }} from '/client.js?v={}';", CLIENT.hash);
+        assert!(app_js().contains(&import), "the page's script imports the library by its hash");
+        for text in [html.as_str(), APP_JS, MODEL_JS, APP_CSS, CLIENT_JS] {
             // The inline icon's SVG namespace is a name, not a request.
             let text = text.replace("http://www.w3.org/2000/svg", "");
             assert!(!text.contains("http://") && !text.contains("https://"), "no other host");

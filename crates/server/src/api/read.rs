@@ -205,7 +205,7 @@ mod tests {
     use crate::ingest::Ingest;
     use crate::store::memory::tests::Counting;
     use crate::store::Store;
-    use crate::transport::viewer::ViewerContext;
+    use crate::transport::context::ViewerContext;
     use crate::transport::ViewerPorts;
 
     /// The handlers' state over a store that counts history reads; `shared`: as with Redis.

@@ -1,7 +1,7 @@
 //! Viewer transports: how viewers connect and receive their match. `tcp.rs` serves the plain TCP
 //! protocols v1 and v2 (SPEC 4), `web.rs` WebSocket and SSE on the HTTP port (SPEC 5); once
-//! joined, every viewer is followed by `viewer.rs` and parked at the live edge by `park.rs`, and
-//! written to through `write.rs`. Transports see the hub, never the store. This file keeps the
+//! joined, a viewer's life (following, parked at the live edge, closing) is `session.rs`'s; its
+//! bytes go out through `write.rs`. Transports see the hub, never the store. This file keeps the
 //! viewer ports and their load (viewers that joined a match, nothing else; connections still
 //! sending their connect line have their own `crate::budget`), and which port of the cluster
 //! `/1/checkin` and `try` name by the rules of `placement.rs`; `close.rs` is how every
@@ -21,10 +21,10 @@ use crate::wire::ByeReason;
 use placement::Seen;
 
 pub mod close;
-mod park;
+pub mod context;
 pub mod placement;
+pub mod session;
 pub mod tcp;
-pub mod viewer;
 pub mod web;
 mod write;
 

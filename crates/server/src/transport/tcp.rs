@@ -1,5 +1,5 @@
 //! The plain TCP viewer protocols v1 and v2 (SPEC 4): accept loops, the connect line and the
-//! refusals; a viewer that joins is followed by `viewer.rs` like any other. Until its connect
+//! refusals; a viewer that joins lives on in `session.rs` like any other. Until its connect
 //! line has joined it to a match, a connection is in the handshake budget (`crate::budget`),
 //! not among the port's viewers.
 
@@ -19,7 +19,8 @@ use crate::hub::{Format, JoinError, Next, Subscription};
 use crate::model::Period;
 use crate::telemetry::{Limit, Metrics};
 use crate::transport::close::{close, close_now};
-use crate::transport::viewer::{follow, ViewerContext};
+use crate::transport::context::ViewerContext;
+use crate::transport::session::{Following, Viewers};
 use crate::transport::write::write_all;
 use crate::transport::PortGuard;
 use crate::wire::{self, v1, v2, Bye, ByeReason, ConnectLine};
@@ -43,7 +44,8 @@ pub fn bind(addr: SocketAddr, backlog: i32) -> io::Result<TcpListener> {
 /// that also bounds those accepted past `--max-viewers` only to be told `full`) and keeps it
 /// until its handshake ends. Errors such as running out of descriptors (EMFILE) pause the loop
 /// with a growing backoff instead of ending it.
-pub async fn accept_loop(listener: TcpListener, index: usize, ctx: Arc<ViewerContext>) {
+pub async fn accept_loop(listener: TcpListener, index: usize, viewers: Arc<Viewers>) {
+    let ctx = &viewers.ctx;
     loop {
         let slot = tokio::select! {
             _ = ctx.shutdown.cancelled() => return,
@@ -55,10 +57,10 @@ pub async fn accept_loop(listener: TcpListener, index: usize, ctx: Arc<ViewerCon
             return;
         };
         let Some(place) = ctx.handshakes.enter(slot, peer) else {
-            too_many_from(&ctx, stream, peer);
+            too_many_from(ctx, stream, peer);
             continue;
         };
-        ctx.tracker.spawn(serve(ctx.clone(), index, stream, peer, place));
+        ctx.tracker.spawn(serve(viewers.clone(), index, stream, peer, place));
     }
 }
 
@@ -98,7 +100,7 @@ pub(crate) async fn accept_next(
             Ok(accepted) => return Some(accepted),
             Err(e) => e,
         };
-        metrics.accept_errors.increment(1);
+        metrics.accept_failed();
         if is_transient(&e) {
             continue;
         }
@@ -142,12 +144,13 @@ struct Joined {
 /// Serves one connection: its handshake, within `place` in the handshake budget, then, once it
 /// joined, the match.
 async fn serve(
-    ctx: Arc<ViewerContext>,
+    viewers: Arc<Viewers>,
     index: usize,
     mut stream: TcpStream,
     peer: SocketAddr,
     place: Place,
 ) {
+    let ctx = &viewers.ctx;
     let _ = stream.set_nodelay(true);
     // A parked viewer is out of the reactor; keepalive lets the kernel find peers that vanished
     // without a word, and the shard's epoll set then reports them.
@@ -156,7 +159,7 @@ async fn serve(
         .with_interval(Duration::from_secs(10));
     let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive);
     // Boxed: its buffers live only while the connect line is read, not in every viewer's task.
-    let Some(joined) = Box::pin(handshake(&ctx, index, &mut stream)).await else {
+    let Some(joined) = Box::pin(handshake(ctx, index, &mut stream)).await else {
         // Refused: its place is given back once it is closed (it holds a descriptor till then).
         close(stream, place).await;
         return;
@@ -174,7 +177,7 @@ async fn serve(
         close(stream, guard).await;
         return;
     }
-    follow(&ctx, stream, sub, guard, format, Vec::new(), BytesMut::new()).await;
+    viewers.run(Following::joined(stream, sub, guard, format, BytesMut::new())).await;
 }
 
 /// Reads and checks the connect line and joins the match; answers and returns `None` when the

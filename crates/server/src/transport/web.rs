@@ -3,7 +3,7 @@
 //! answer before any upgrade and keep-alive requests before it are plain HTTP. The answer is the
 //! `101 Switching Protocols`, or the event-stream headers as an HTTP/1.0 response whose body runs
 //! until the connection closes; then `http.rs` hands the socket back here and the viewer is
-//! followed like any other (`viewer.rs`): parked at the live edge, its frames shared bytes.
+//! followed like any other (`session.rs`): parked at the live edge, its frames shared bytes.
 
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
@@ -18,7 +18,8 @@ use crate::hub::{Format, JoinError, Subscription};
 use crate::locks::lock;
 use crate::model::Seq;
 use crate::transport::close::close;
-use crate::transport::viewer::{follow, goodbye, ViewerContext};
+use crate::transport::context::{goodbye, ViewerContext};
+use crate::transport::session::{Following, Viewers};
 use crate::transport::write::write_all;
 use crate::transport::PortGuard;
 use crate::wire::{Bye, ByeReason};
@@ -195,7 +196,8 @@ fn handover(ctx: &ViewerContext, format: Format, sub: Subscription) -> Handover 
 
 /// Serves a viewer on the connection its answer went out on. `read`: what hyper had read past
 /// the request (a WebSocket client may send its first frames at once).
-pub async fn begin(ctx: Arc<ViewerContext>, stream: TcpStream, read: Bytes, handover: Handover) {
+pub async fn begin(viewers: Arc<Viewers>, stream: TcpStream, read: Bytes, handover: Handover) {
+    let ctx = &viewers.ctx;
     let Handover { format, start, guard } = handover;
     // As for TCP viewers: a parked socket is out of tokio's reactor, and keepalive lets the
     // kernel find a peer that vanished without a word.
@@ -208,7 +210,7 @@ pub async fn begin(ctx: Arc<ViewerContext>, stream: TcpStream, read: Bytes, hand
             tracing::debug!(match_id = %sub.match_id(), ?format, "viewer joined");
             let input =
                 if format == Format::Ws { BytesMut::from(&read[..]) } else { BytesMut::new() };
-            follow(&ctx, stream, sub, guard, format, Vec::new(), input).await;
+            viewers.run(Following::joined(stream, sub, guard, format, input)).await;
         }
         Start::Refuse(bye) => {
             if let Some(frame) = goodbye(format, &bye) {
