@@ -136,17 +136,28 @@ fn the_links_into_the_document_name_its_headings() {
                 .collect()
         })
         .collect();
-    // Error bodies and the OpenAPI document point at `docs/PROTOCOL.md#<anchor>`.
-    let sources = [include_str!("../api.rs"), include_str!("viewers.rs"), PROTOCOL];
+    // Error bodies, the OpenAPI document and the repository's docs point at
+    // `docs/PROTOCOL.md#<anchor>`; the document itself at `#<anchor>`.
+    let sources = [
+        include_str!("../api.rs"),
+        include_str!("viewers.rs"),
+        include_str!("openapi.rs"),
+        include_str!("../../../../README.md"),
+        include_str!("../../../../DEVELOPERS.md"),
+        include_str!("../../../../HARDENING.md"),
+        include_str!("../../../../fuzz/README.md"),
+        include_str!("../../../../clients/js/README.md"),
+        PROTOCOL,
+    ];
     let mut links = Vec::new();
     for source in sources {
         for piece in source.split("PROTOCOL.md#").skip(1) {
             let anchor = piece.split(|c: char| !(c.is_alphanumeric() || c == '-')).next();
             links.extend(anchor);
         }
-        for piece in source.split("](#").skip(1) {
-            links.extend(piece.split(')').next());
-        }
+    }
+    for piece in PROTOCOL.split("](#").skip(1) {
+        links.extend(piece.split(')').next());
     }
     assert!(links.len() > 20, "{links:?}");
     let broken: Vec<&&str> = links.iter().filter(|l| !anchors.iter().any(|a| a == *l)).collect();
