@@ -7,6 +7,7 @@ mod cli;
 mod clients;
 mod close;
 mod cluster;
+mod contract;
 mod crash;
 mod drain;
 mod durability;

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Serialize, Serializer};
+use utoipa::ToSchema;
 
 pub use matchstream_proto::{Date, IdError, MatchId, Millis, Seq, Team, TeamId};
 
@@ -37,16 +38,36 @@ pub struct MatchInfo {
     pub stadium: Option<String>,
 }
 
-/// The body of `POST /1/matches` as sent by a watcher.
-#[derive(Clone, Debug, Deserialize)]
+/// The body of `POST /1/matches` as sent by a watcher. (Its schema is `/openapi.json`'s;
+/// `api/input.rs` reads the body by hand, for errors that name the field.)
+#[derive(Clone, Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"home": "elp", "visit": "tig", "start_date": "2011-09-10"}))]
 pub struct NewMatch {
+    /// The home team's id.
+    #[schema(value_type = String, pattern = "^[a-z0-9_]{1,16}$", example = "elp")]
     pub home: TeamId,
+    /// The visiting team's id (not the home team's).
+    #[schema(value_type = String, pattern = "^[a-z0-9_]{1,16}$", example = "tig")]
     pub visit: TeamId,
+    /// The match's day: a date of the calendar.
+    #[schema(value_type = String, format = Date, example = "2011-09-10")]
     pub start_date: Date,
+    /// 1 to 64 characters on one line.
+    #[serde(default)]
+    #[schema(min_length = 1, max_length = 64)]
     pub home_name: Option<String>,
+    /// 1 to 64 characters on one line.
+    #[serde(default)]
+    #[schema(min_length = 1, max_length = 64)]
     pub visit_name: Option<String>,
+    /// 1 to 200 characters on one line.
+    #[serde(default)]
+    #[schema(min_length = 1, max_length = 200)]
     pub division: Option<String>,
+    /// 1 to 200 characters on one line.
+    #[serde(default)]
+    #[schema(min_length = 1, max_length = 200)]
     pub stadium: Option<String>,
 }
 
@@ -66,7 +87,7 @@ impl NewMatch {
 }
 
 /// Where a match is. Printed bare in v1 (`first`) and as a string in JSON.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Period {
     NotStarted,
@@ -97,7 +118,7 @@ impl Period {
 }
 
 /// The kinds of event a watcher may publish (`status` is synthetic and never one of them).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum EventKind {
     Start,
@@ -193,9 +214,12 @@ impl<'de> Deserialize<'de> for EventKind {
 }
 
 /// A player as shown to viewers: `{"number": 7, "name": "Luna"}`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Player {
+    /// The shirt number.
     pub number: u32,
+    /// 1 to 64 characters, no control characters.
+    #[schema(min_length = 1, max_length = 64)]
     pub name: String,
 }
 
@@ -204,7 +228,7 @@ impl Player {
     pub const UNKNOWN_NAME: &'static str = "N/N";
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Card {
     Yellow,
@@ -237,8 +261,8 @@ pub const MAX_TEXT_CHARS: usize = 200;
 pub const MAX_LINEUP_PLAYERS: usize = 60;
 
 /// An accepted event's data, normalized (players resolved to number and name).
-/// Field order is the SPEC's detail-line order; JSON carries only the keys that are present.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// Field order is the order of v1's detail lines; JSON carries only the keys that are present.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EventData {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -252,18 +276,21 @@ pub struct EventData {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub card: Option<Card>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, pattern = "^[a-z0-9_]{1,16}$")]
     pub team: Option<TeamId>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub player_in: Option<Player>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, pattern = "^[a-z0-9_]{1,16}$")]
     pub player_team: Option<TeamId>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 280)]
     pub text: Option<String>,
 }
 
 /// A player as a watcher may name one: a bare shirt number (resolved against the roster) or a
 /// number with a name.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, ToSchema)]
 #[serde(untagged)]
 pub enum PlayerRef {
     Number(u32),
@@ -278,7 +305,7 @@ impl From<&Player> for PlayerRef {
 
 /// A line-up as a watcher may send it: `[{"number":25,"name":"Albil"}, ...]`,
 /// `[[25,"Albil"], ...]` or `{"25":"Albil", ...}`.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, ToSchema)]
 #[serde(untagged)]
 pub enum RosterInput {
     Players(Vec<Player>),
@@ -307,17 +334,30 @@ impl RosterInput {
 }
 
 /// An event's data as a watcher sends it, before the rules of `state.rs` resolve it.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EventDataInput {
+    #[serde(default)]
     pub home_players: Option<RosterInput>,
+    #[serde(default)]
     pub visit_players: Option<RosterInput>,
+    #[serde(default)]
     pub player: Option<PlayerRef>,
+    #[serde(default)]
     pub player_out: Option<PlayerRef>,
+    #[serde(default)]
     pub card: Option<Card>,
+    #[serde(default)]
+    #[schema(value_type = Option<String>, pattern = "^[a-z0-9_]{1,16}$")]
     pub team: Option<TeamId>,
+    #[serde(default)]
     pub player_in: Option<PlayerRef>,
+    #[serde(default)]
+    #[schema(value_type = Option<String>, pattern = "^[a-z0-9_]{1,16}$")]
     pub player_team: Option<TeamId>,
+    /// On `comment`: at most 280 characters.
+    #[serde(default)]
+    #[schema(max_length = 280)]
     pub text: Option<String>,
 }
 
@@ -339,10 +379,15 @@ impl From<&EventData> for EventDataInput {
 }
 
 /// One event as a watcher publishes it: `{"kind":"goal","data":{...}}`.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"kind": "goal", "data": {"team": "tig", "player": 7}}))]
 pub struct EventInput {
+    /// An event kind, or one of the original's aliases: `halftime` (= `halftime_start`),
+    /// `continue` (= `halftime_stop`).
+    #[schema(value_type = String, example = "goal")]
     pub kind: EventKind,
+    /// Left out for events that need none.
     #[serde(default)]
     pub data: EventDataInput,
 }

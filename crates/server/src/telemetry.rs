@@ -187,7 +187,7 @@ impl Metrics {
         describe(
             names::LIMIT_REFUSALS,
             Unit::Count,
-            "Connections ended by a limit of SPEC 10, by limit.",
+            "Connections and requests ended by a limit (HARDENING.md), by limit.",
         );
         describe(names::PUBLISH_SECONDS, Unit::Seconds, "Publish request received to durable.");
         describe(

@@ -22,9 +22,9 @@ use crate::model::{
 
 const EVENT: &str = r#"{"kind": "goal", "data": {"team": "elp", "player": 7}}"#;
 const MATCH: &str = r#"{"home": "elp", "visit": "tig", "start_date": "2011-09-10"}"#;
-const MATCH_KEYS: [&str; 7] =
+pub(super) const MATCH_KEYS: [&str; 7] =
     ["home", "visit", "start_date", "home_name", "visit_name", "division", "stadium"];
-const DATA_KEYS: [&str; 9] = [
+pub(super) const DATA_KEYS: [&str; 9] = [
     "home_players",
     "visit_players",
     "player",

@@ -9,6 +9,7 @@ use axum::extract::{Path, RawQuery, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 
+use super::openapi::{ErrorBody, HistoryEvent, MatchObject};
 use super::pages::{self, At, Choice, Encoded};
 use super::{input, match_id, ApiError, AppState};
 use crate::hub::Snapshot;
@@ -34,11 +35,37 @@ impl IntoResponse for Answer {
 // would copy for each request.
 
 /// `GET /1/matches`.
+#[utoipa::path(
+    get,
+    path = "/1/matches",
+    tag = "read",
+    summary = "Every match",
+    description = "The ids of every match, ended ones too.",
+    responses(
+        (status = 200, description = "The match ids", body = Vec<String>,
+            headers(("etag" = String, description = "Names the content"), ("cache-control" = String, description = "`public, max-age=2`"))),
+        (status = 304, description = "Unchanged since the `ETag` in `If-None-Match`"),
+    )
+)]
 pub async fn list_matches(State(state): State<AppState>, request: Request) -> Answer {
     matches(&state, request.headers())
 }
 
 /// `GET /1/match/<id>`.
+#[utoipa::path(
+    get,
+    path = "/1/match/{id}",
+    tag = "read",
+    summary = "One match as it stands",
+    params(("id" = String, Path, description = "The match id", example = "elp-tig-2011-09-10")),
+    responses(
+        (status = 200, description = "The match object (also the `data` of a v2 `status` frame)", body = MatchObject,
+            headers(("etag" = String, description = "Names the content"), ("cache-control" = String, description = "`public, max-age=3600` once ended, else `public, max-age=2`"))),
+        (status = 304, description = "Unchanged since the `ETag` in `If-None-Match`"),
+        (status = 404, description = "No such match", body = ErrorBody),
+        (status = 503, description = "An ended match could not be read back from the store now", body = ErrorBody),
+    )
+)]
 pub async fn get_match(
     State(state): State<AppState>,
     Path(raw): Path<String>,
@@ -48,6 +75,32 @@ pub async fn get_match(
 }
 
 /// `GET /1/match/<id>/history[?after=&limit=]`.
+#[utoipa::path(
+    get,
+    path = "/1/match/{id}/history",
+    tag = "read",
+    summary = "A page of a match's events",
+    description = "The events after `after`, at most `limit`, in seq order. When more follow, \
+        `Link` and `X-Next-After` point at the next page.",
+    params(
+        ("id" = String, Path, description = "The match id", example = "elp-tig-2011-09-10"),
+        ("after" = Option<u64>, Query, description = "List the events after this seq (default 0: from the first)"),
+        ("limit" = Option<u64>, Query, minimum = 1, description = "The most events of the page: default --history-limit (500); a larger one than --max-history-limit (2,000) is capped"),
+    ),
+    responses(
+        (status = 200, description = "The events", body = Vec<HistoryEvent>,
+            headers(
+                ("etag" = String, description = "Names the content"),
+                ("cache-control" = String, description = "`public, max-age=31536000, immutable` for an ended match, else `public, max-age=2`"),
+                ("link" = String, description = "Only when more events follow: `</1/match/<id>/history?after=<last>&limit=<limit>>; rel=\"next\"`"),
+                ("x-next-after" = u64, description = "Only when more events follow: the `after` of the next page"),
+            )),
+        (status = 304, description = "Unchanged since the `ETag` in `If-None-Match`"),
+        (status = 400, description = "A bad `after` or `limit`: the body says what a valid one looks like", body = ErrorBody),
+        (status = 404, description = "No such match", body = ErrorBody),
+        (status = 503, description = "The store cannot be read now", body = ErrorBody),
+    )
+)]
 pub async fn history(
     State(state): State<AppState>,
     Path(raw): Path<String>,

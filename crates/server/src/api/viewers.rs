@@ -7,6 +7,7 @@ use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
+use super::openapi::ErrorBody;
 use super::{ApiError, AppState};
 use crate::model::Seq;
 use crate::transport::web::{self, Refusal, Takeover};
@@ -54,6 +55,27 @@ fn refused(refusal: Refusal) -> Response {
     }
 }
 
+/// `GET /1/match/<id>/ws[?from=<seq>]`.
+#[utoipa::path(
+    get,
+    path = "/1/match/{id}/ws",
+    tag = "viewers",
+    summary = "Follow a match over WebSocket",
+    description = "An RFC 6455 handshake (version 13). After the `101`, each v2 frame (an event, \
+        the `status` snapshot, the final `bye`) is one text message; after the `bye`, a close \
+        frame (1000 `match_over`/`cancelled`, 1001 `shutdown`, 1008 `too_slow`, 1013 `full`). \
+        See docs/PROTOCOL.md#websocket.",
+    params(
+        ("id" = String, Path, description = "The match id", example = "elp-tig-2011-09-10"),
+        ("from" = Option<u64>, Query, description = "Resume: every event after this seq, then live (without it, the `status` snapshot first)"),
+    ),
+    responses(
+        (status = 101, description = "Switching Protocols: the WebSocket carries the v2 frames"),
+        (status = 400, description = "A bad `from`, or no `Sec-WebSocket-Key`", body = ErrorBody),
+        (status = 404, description = "No such match (before any upgrade)", body = ErrorBody),
+        (status = 426, description = "Not a WebSocket handshake (version 13); the answer has `Upgrade: websocket`", body = ErrorBody),
+    )
+)]
 pub(super) async fn websocket(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -66,6 +88,27 @@ pub(super) async fn websocket(
         .map_or_else(refused, IntoResponse::into_response))
 }
 
+/// `GET /1/match/<id>/stream[?from=<seq>]`.
+#[utoipa::path(
+    get,
+    path = "/1/match/{id}/stream",
+    tag = "viewers",
+    summary = "Follow a match over Server-Sent Events",
+    description = "An `HTTP/1.0` answer whose body runs until the node closes it: each v2 frame \
+        as `id: <seq>\\nevent: <kind>\\ndata: <v2 JSON>\\n\\n` (the `bye` without `id`), and \
+        `: ping` comments on a quiet stream. See docs/PROTOCOL.md#server-sent-events.",
+    params(
+        ("id" = String, Path, description = "The match id", example = "elp-tig-2011-09-10"),
+        ("from" = Option<u64>, Query, description = "Resume: every event after this seq, then live (without it, the `status` snapshot first)"),
+        ("Last-Event-ID" = Option<u64>, Header, description = "Resume, as `EventSource` does on reconnecting; wins over `from`"),
+    ),
+    responses(
+        (status = 200, description = "The event stream", content_type = "text/event-stream", body = String,
+            headers(("cache-control" = String, description = "`no-cache`"), ("x-accel-buffering" = String, description = "`no`"))),
+        (status = 400, description = "A bad `from` or `Last-Event-ID`", body = ErrorBody),
+        (status = 404, description = "No such match (before the stream)", body = ErrorBody),
+    )
+)]
 pub(super) async fn events(
     State(state): State<AppState>,
     method: Method,
