@@ -193,6 +193,16 @@ impl Cluster {
         }
     }
 
+    /// The HTTP addresses (`host:port`) of the other live nodes, each once: where a page of
+    /// this node may be sent by a `try`.
+    pub fn web_addrs(&self) -> Vec<String> {
+        let mut addrs: Vec<String> =
+            read(&self.others).iter().filter_map(|o| o.load.web_addr_string()).collect();
+        addrs.sort();
+        addrs.dedup();
+        addrs
+    }
+
     /// Another live node's port with room, to name in `try` (drawn like a checkin's, by its
     /// estimated free places, and counted as named there).
     pub fn other_node(&self) -> Option<PortLoad> {

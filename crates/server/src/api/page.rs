@@ -7,11 +7,13 @@
 use std::sync::LazyLock;
 
 use axum::body::Bytes;
+use axum::extract::State;
 use axum::http::header::{CONTENT_SECURITY_POLICY, CONTENT_TYPE, X_CONTENT_TYPE_OPTIONS};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
 
 use super::pages::Encoded;
+use super::AppState;
 
 const INDEX_HTML: &str = include_str!("../../assets/index.html");
 const APP_JS: &str = include_str!("../../assets/app.js");
@@ -35,6 +37,16 @@ const ASSET_CACHE: &str = "public, max-age=300";
 const POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
     connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; \
     frame-ancestors 'none'";
+
+/// [`POLICY`], letting the page also connect to the other live nodes (`host:port` of their HTTP
+/// ports), where a `full` or a `bye shutdown` may send it with `try`. A node that joins later is
+/// reachable from pages loaded after it reported.
+fn policy_with(others: &[String]) -> String {
+    let mut policy = POLICY.to_owned();
+    let extra: String = others.iter().map(|a| format!(" http://{a} ws://{a}")).collect();
+    policy = policy.replacen("connect-src 'self'", &format!("connect-src 'self'{extra}"), 1);
+    policy
+}
 
 /// One file of the page, encoded once.
 struct Asset {
@@ -98,9 +110,11 @@ fn page_html() -> String {
 }
 
 /// `GET /` (with any query: `/?mid=<id>` opens a match): the page.
-pub async fn index(headers: HeaderMap) -> Response {
+pub async fn index(State(state): State<AppState>, headers: HeaderMap) -> Response {
     let mut response = INDEX.respond(&headers);
-    response.headers_mut().insert(CONTENT_SECURITY_POLICY, HeaderValue::from_static(POLICY));
+    let policy = policy_with(&state.ports.cluster.web_addrs());
+    let policy = HeaderValue::from_str(&policy).unwrap_or(HeaderValue::from_static(POLICY));
+    response.headers_mut().insert(CONTENT_SECURITY_POLICY, policy);
     response
 }
 
@@ -154,6 +168,20 @@ pub async fn style(headers: HeaderMap) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_page_may_connect_to_the_other_live_nodes_and_nowhere_else() {
+        assert_eq!(policy_with(&[]), POLICY);
+        let policy = policy_with(&["10.0.0.2:8080".into(), "node3:8888".into()]);
+        assert!(
+            policy.contains(
+                "connect-src 'self' http://10.0.0.2:8080 ws://10.0.0.2:8080 http://node3:8888 \
+                 ws://node3:8888;"
+            ),
+            "{policy}"
+        );
+        assert!(policy.contains("script-src 'self';"), "{policy}");
+    }
 
     #[test]
     fn the_page_names_its_assets_by_their_hash_and_fetches_nothing_elsewhere() {
