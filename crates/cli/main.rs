@@ -118,7 +118,7 @@ struct ServeArgs {
     /// While events come fast, at most one write per viewer per this long (an event sooner
     /// after the last write waits for the next, which carries all pending); after a quiet
     /// spell an event goes out at once. 0s writes every burst as it comes.
-    #[arg(long, env = "MATCHSTREAM_MIN_WRITE_INTERVAL", default_value = "0s", value_parser = duration)]
+    #[arg(long, env = "MATCHSTREAM_MIN_WRITE_INTERVAL", default_value = "150ms", value_parser = duration)]
     min_write_interval: Duration,
     /// How long viewers and requests get to finish on shutdown, after the drain window.
     #[arg(long, env = "MATCHSTREAM_SHUTDOWN_GRACE", default_value = "5s", value_parser = duration)]
