@@ -1,14 +1,16 @@
 #!/usr/bin/env python3
 """Node RSS per idle v2 viewer, measured with plain Python sockets (no simulator in the way).
 
-Usage: bench/idle_rss.py N   (from the repository root, after `cargo build --release`)
+Usage: bench/idle_rss.py N   (from the repository root, after `cargo build --release`;
+       MATCHSTREAM_BIN=<path> measures another binary)
 Starts a node on free ports, opens N viewers on one started match, reads RSS before and after,
 checks that one event still reaches all of them, and stops the node.
 """
 import socket, subprocess, sys, time, re, os, json, urllib.request, tempfile
 N=int(sys.argv[1])
 d=tempfile.mkdtemp()
-p=subprocess.Popen([os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "target", "release", "matchstream"),"serve","--http","127.0.0.1:0","--viewers","127.0.0.1:0","--data",d,"--watcher-token","t"],stderr=subprocess.PIPE,text=True)
+BIN=os.environ.get("MATCHSTREAM_BIN") or os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "target", "release", "matchstream")
+p=subprocess.Popen([BIN,"serve","--http","127.0.0.1:0","--viewers","127.0.0.1:0","--data",d,"--watcher-token","t"],stderr=subprocess.PIPE,text=True)
 http=None; vport=None
 for line in p.stderr:
     m=re.search(r"addr=(\S+)",line)
