@@ -367,3 +367,23 @@ async fn a_viewer_in_a_task_spaces_its_writes_too() {
     assert!(waited >= interval && waited < interval * 2, "{waited:?}");
     assert_eq!(node.parked(), 0, "it stayed in its task");
 }
+
+/// A stopping node writes what its shards held for the interval before any goodbye: a viewer
+/// told `bye shutdown` has every event published before it.
+#[tokio::test(start_paused = true)]
+async fn held_events_go_out_before_the_goodbye_of_a_stopping_node() {
+    let node = Node::start(1024, |c| {
+        c.min_write_interval = Duration::from_secs(1);
+        c.drain_window = Duration::from_millis(100);
+    })
+    .await;
+    let mut client = node.viewer(None).await;
+    node.until("parked", |n| n.parked() == 1).await;
+    node.publish(&comments(1)).await;
+    client.until_seq(2).await;
+    // Held: the last write was a moment ago.
+    node.publish(&comments(2)).await;
+    node.shutdown.cancel();
+    assert_eq!(client.until_bye().await, "shutdown");
+    client.saw_exactly(2, 4);
+}

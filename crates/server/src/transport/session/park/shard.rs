@@ -66,6 +66,22 @@ pub(super) async fn run_shard(
             }
             _ = tick(&mut drain) => {
                 members.add(&mut lock(&shard.incoming));
+                // What was held for the interval, and what is waiting in the feed, goes out
+                // before any goodbye: a viewer told `shutdown` has every event published
+                // before it.
+                let ended = take_ready(&mut feed, &mut frames);
+                if !frames.is_empty() {
+                    members.deliver(&ctx, &shard, &frames);
+                    let over = frames.iter().any(|f| is_stop(f));
+                    frames.clear();
+                    hold = None;
+                    if over {
+                        break Some(ByeReason::MatchOver);
+                    }
+                }
+                if ended.is_some() {
+                    break ended;
+                }
                 let ends = ctx.drain_start() + ctx.drain_window;
                 let left = ends.saturating_duration_since(tokio::time::Instant::now());
                 let due = due_now(members.len(), drain_tick, left);
@@ -116,10 +132,11 @@ pub(super) async fn run_shard(
             }
         }
         // Events coming fast: the burst waits for the interval since the last write, gathering
-        // what comes meanwhile, unless it fills a write or ends the stream.
+        // what comes meanwhile, unless it fills a write, ends the stream or the node stops.
         let now = Instant::now();
         if let Some(at) = last_write.map(|at| at + interval) {
-            if end.is_none() && !lagged && frames.len() < MAX_BATCH && at > now {
+            let stopping = ctx.shutdown.is_cancelled();
+            if end.is_none() && !lagged && !stopping && frames.len() < MAX_BATCH && at > now {
                 hold = Some(at);
                 continue;
             }
@@ -173,6 +190,22 @@ fn due_now(members: usize, tick: Duration, left: Duration) -> usize {
     }
     let share = tick.as_secs_f64() / left.as_secs_f64();
     ((members as f64 * share).ceil() as usize).min(members)
+}
+
+/// Takes the events waiting in the feed, without waiting, until a write's worth; the stream's
+/// end if it came (a lag is left to the goodbye: a viewer comes back from its last seq).
+fn take_ready(feed: &mut Feed, frames: &mut Vec<Arc<Frame>>) -> Option<ByeReason> {
+    while frames.len() < MAX_BATCH {
+        match feed.try_recv() {
+            Some(FeedItem::Frame(f)) => match &*f {
+                Frame::End(reason) => return Some(*reason),
+                Frame::Event(_) => frames.push(f),
+            },
+            Some(FeedItem::Closed) => return Some(ByeReason::Cancelled),
+            Some(FeedItem::Lagged) | None => break,
+        }
+    }
+    None
 }
 
 /// The next tick of the drain, once there is one.
