@@ -31,7 +31,7 @@ mod page;
 pub(crate) mod pages;
 #[cfg(test)]
 mod protocol_doc;
-pub mod read;
+pub(crate) mod read;
 mod viewers;
 
 use auth::{Body, Watcher};
@@ -43,10 +43,10 @@ use pages::{Encoded, PageCache};
 type MatchList = (u64, Arc<Encoded>);
 
 /// What the handlers share: one `Arc`, so that a request clones one pointer, not eight.
-pub type AppState = Arc<Shared>;
+pub(crate) type AppState = Arc<Shared>;
 
 /// The parts behind [`AppState`].
-pub struct Shared {
+pub(crate) struct Shared {
     pub ingest: Arc<Ingest>,
     pub hub: Arc<Hub>,
     pub store: Arc<dyn Store>,
@@ -69,7 +69,7 @@ pub struct Shared {
 
 impl Shared {
     /// The handlers' state over these parts.
-    pub fn new(
+    pub(crate) fn new(
         ingest: Arc<Ingest>,
         hub: Arc<Hub>,
         store: Arc<dyn Store>,
@@ -100,7 +100,7 @@ impl Shared {
 /// OpenAPI document) and the live page's files ([`page_routes`]). Any origin may read them
 /// (CORS); every request body goes through [`Body`] (no other extractor reads one: axum's
 /// would hold it to their own 2 MB default).
-pub fn router(state: AppState) -> Router {
+pub(crate) fn router(state: AppState) -> Router {
     let (api, _) = documented().split_for_parts();
     page_routes()
         .into_iter()
@@ -142,7 +142,7 @@ pub(crate) fn page_routes() -> Vec<(&'static str, MethodRouter<AppState>)> {
 
 /// The routes of the admin listener (SPEC 9, 11): the operator's figures and page, and the
 /// health checks. No CORS: a page of another origin has no business reading them.
-pub fn admin_router(state: AppState) -> Router {
+pub(crate) fn admin_router(state: AppState) -> Router {
     admin_routes()
         .into_iter()
         .fold(Router::new(), |router, (path, route)| router.route(path, route))
@@ -177,7 +177,7 @@ async fn no_such_path() -> ApiError {
 
 /// An HTTP error: a status and a sentence for a person.
 #[derive(Debug)]
-pub struct ApiError {
+pub(crate) struct ApiError {
     status: StatusCode,
     message: String,
     /// The match's current seq, for a failed `?after=` precondition.

@@ -16,7 +16,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use crate::locks::lock;
 
 /// Connections of one kind: one budget for all the listeners that share it.
-pub struct Budget {
+pub(crate) struct Budget {
     slots: Arc<Semaphore>,
     max_per_address: usize,
     waiting: Arc<Waiting>,
@@ -31,14 +31,14 @@ struct Waiting {
 }
 
 /// One connection's place in the budget, given back when dropped.
-pub struct Place {
+pub(crate) struct Place {
     _permit: OwnedSemaphorePermit,
     address: IpAddr,
     waiting: Arc<Waiting>,
 }
 
 impl Budget {
-    pub fn new(max: usize, max_per_address: usize, gauge: Gauge) -> Budget {
+    pub(crate) fn new(max: usize, max_per_address: usize, gauge: Gauge) -> Budget {
         Budget {
             slots: Arc::new(Semaphore::new(max.min(Semaphore::MAX_PERMITS))),
             max_per_address,
@@ -49,7 +49,7 @@ impl Budget {
     /// Waits for a free slot, to be taken before `accept`. Each listener's accept loop holds
     /// one while it waits for a connection, so with several listeners on one budget up to one
     /// slot per other listener may sit idle: a few out of thousands.
-    pub async fn slot(&self) -> OwnedSemaphorePermit {
+    pub(crate) async fn slot(&self) -> OwnedSemaphorePermit {
         match self.slots.clone().acquire_owned().await {
             Ok(permit) => permit,
             // The semaphore is never closed.
@@ -58,12 +58,12 @@ impl Budget {
     }
 
     /// Most connections at once from one address.
-    pub fn max_per_address(&self) -> usize {
+    pub(crate) fn max_per_address(&self) -> usize {
         self.max_per_address
     }
 
     /// A place for a connection from `peer`, or `None` when its address has its share.
-    pub fn enter(&self, permit: OwnedSemaphorePermit, peer: SocketAddr) -> Option<Place> {
+    pub(crate) fn enter(&self, permit: OwnedSemaphorePermit, peer: SocketAddr) -> Option<Place> {
         let address = client(peer);
         let mut counts = lock(&self.waiting.per_address);
         let count = counts.entry(address).or_default();

@@ -18,7 +18,7 @@ use placement::Seen;
 mod placement;
 mod report;
 
-pub use report::report_load;
+pub(crate) use report::report_load;
 
 /// A viewer port and its load, as nodes report them to each other.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

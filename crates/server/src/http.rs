@@ -42,7 +42,7 @@ use timed::{Activity, Timed};
 
 /// The limits of one HTTP listener (SPEC 10), from the node's configuration.
 #[derive(Debug, Clone, Copy)]
-pub struct Limits {
+pub(crate) struct Limits {
     /// A request's head must arrive within this long of its first byte (or of the accept).
     pub head_timeout: Duration,
     /// A kept-alive connection with no request for this long is closed.
@@ -59,7 +59,7 @@ pub struct Limits {
 }
 
 impl Limits {
-    pub fn of(config: &Config) -> Limits {
+    pub(crate) fn of(config: &Config) -> Limits {
         Limits {
             head_timeout: config.http_head_timeout,
             idle_timeout: config.http_idle_timeout,
@@ -74,7 +74,7 @@ impl Limits {
 /// One HTTP listener's service: its router, its limits, and, on the public port, the viewers a
 /// connection may be handed over to (the admin port has none).
 #[derive(Clone)]
-pub struct Front {
+pub(crate) struct Front {
     pub app: Router,
     pub limits: Limits,
     pub viewers: Option<Arc<Viewers>>,
@@ -85,7 +85,7 @@ pub struct Front {
 
 /// Serves HTTP until `stop`, then lets requests in flight finish and returns once every
 /// connection is done (viewers taken over are the viewer transports' by then).
-pub async fn serve(listener: TcpListener, front: Front, stop: CancellationToken) {
+pub(crate) async fn serve(listener: TcpListener, front: Front, stop: CancellationToken) {
     let conns = TaskTracker::new();
     let stopping = Arc::new(Stopping::default());
     let limits = front.limits;
@@ -196,7 +196,7 @@ async fn connection(stream: TcpStream, place: Place, front: Front, stop: Arc<Sto
 /// Serves one connection on any byte stream with `app` and no hand-over: the same router and
 /// stack as on a socket, without the socket's deadlines. For the fuzz target of the whole
 /// router (`fuzz/`), which feeds it an in-memory stream.
-pub async fn serve_io<IO>(app: Router, limits: Limits, io: IO)
+pub(crate) async fn serve_io<IO>(app: Router, limits: Limits, io: IO)
 where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -218,7 +218,7 @@ where
 /// locks shared by every connection per request (`bench/http` saw them); this lock is taken
 /// twice per connection, when it opens and when it closes.
 #[derive(Default)]
-pub struct Stopping {
+pub(crate) struct Stopping {
     stopped: AtomicBool,
     watchers: Mutex<Watchers>,
 }
@@ -242,7 +242,7 @@ impl Stopping {
     }
 
     /// Has the node begun to stop?
-    pub fn stopped(&self) -> bool {
+    pub(crate) fn stopped(&self) -> bool {
         self.stopped.load(Ordering::Acquire)
     }
 

@@ -30,19 +30,19 @@ mod chunk;
 mod encoded;
 mod feed;
 
-pub use encoded::{EncodedEvent, Format, Frame, Snapshot};
-pub use feed::{Feed, FeedItem};
+pub(crate) use encoded::{EncodedEvent, Format, Frame, Snapshot};
+pub(crate) use feed::{Feed, FeedItem};
 
 /// How many events one history read brings while catching a viewer up. Reads start at a
 /// multiple of it, so viewers a few events apart share one.
 const CATCH_UP_CHUNK: u64 = 256;
 
 /// A match's topic, as its publisher holds it.
-pub struct TopicHandle(Arc<Topic>);
+pub(crate) struct TopicHandle(Arc<Topic>);
 
 impl TopicHandle {
     /// The match this topic carries.
-    pub fn id(&self) -> &MatchId {
+    pub(crate) fn id(&self) -> &MatchId {
         &self.0.id
     }
 }
@@ -50,7 +50,7 @@ impl TopicHandle {
 /// Which incarnation of a match something follows: a match cancelled and created anew under the
 /// same id is another topic. Holding the key keeps the identity from being reused.
 #[derive(Clone)]
-pub struct TopicKey(Arc<Topic>);
+pub(crate) struct TopicKey(Arc<Topic>);
 
 impl PartialEq for TopicKey {
     fn eq(&self, other: &Self) -> bool {
@@ -89,7 +89,7 @@ struct Chunk {
 type SharedRead = Arc<OnceCell<Result<Arc<Chunk>, StoreError>>>;
 
 /// The fan-out of every match on this node.
-pub struct Hub {
+pub(crate) struct Hub {
     topics: RwLock<HashMap<MatchId, Arc<Topic>>>,
     /// Ended matches that left memory (`--keep-ended`, SPEC 10): known to exist (listed,
     /// never a wrong 404) and read back from the store when asked for. An id each.
@@ -122,7 +122,7 @@ const CATCH_UP_TRIES: u32 = 20;
 
 /// Why a viewer cannot join.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum JoinError {
+pub(crate) enum JoinError {
     #[error("unknown match {0}")]
     NotFound(String),
 }
@@ -130,7 +130,7 @@ pub enum JoinError {
 impl Hub {
     /// `ring_events`: events kept per match for viewers that are briefly behind;
     /// `max_lag_events`: beyond this many events behind, a viewer is `too_slow`.
-    pub fn new(store: Arc<dyn Store>, ring_events: usize, max_lag_events: u64) -> Hub {
+    pub(crate) fn new(store: Arc<dyn Store>, ring_events: usize, max_lag_events: u64) -> Hub {
         Hub {
             topics: RwLock::new(HashMap::new()),
             evicted: RwLock::new(HashSet::new()),
@@ -145,7 +145,7 @@ impl Hub {
     }
 
     /// Marks the matches as shared with other nodes (see [`Hub::wait_ready`]).
-    pub fn shared(mut self, shared: bool) -> Hub {
+    pub(crate) fn shared(mut self, shared: bool) -> Hub {
         self.shared = shared;
         self
     }
@@ -155,7 +155,7 @@ impl Hub {
     /// `/1/checkin` after its node died may have seen events (or a match) this node has not
     /// heard of yet, and must get what follows them, not an older snapshot. Alone, a node
     /// knows everything already and this returns at once.
-    pub async fn wait_ready(&self, id: &str, from: Option<Seq>) {
+    pub(crate) async fn wait_ready(&self, id: &str, from: Option<Seq>) {
         if !self.shared {
             return;
         }
@@ -176,7 +176,7 @@ impl Hub {
     /// Makes a match available to viewers (a new match, or one restored on start).
     /// Returns the handle its publisher keeps: a match cancelled and created anew under the same
     /// id gets a new topic, and a late publish for the old one cannot reach the new one's viewers.
-    pub fn add(&self, state: Arc<Match>, inc: Incarnation) -> TopicHandle {
+    pub(crate) fn add(&self, state: Arc<Match>, inc: Incarnation) -> TopicHandle {
         let (tx, _) = broadcast::channel(self.ring_events);
         let topic = Arc::new(Topic {
             id: state.id().clone(),
@@ -200,7 +200,7 @@ impl Hub {
     /// Sends accepted, durable events to every viewer, and makes `after` (the match once they
     /// are applied) the match's current state. Callers publish each match's events in `seq`
     /// order, exactly once.
-    pub fn publish(&self, handle: &TopicHandle, events: &[Event], after: Arc<Match>) {
+    pub(crate) fn publish(&self, handle: &TopicHandle, events: &[Event], after: Arc<Match>) {
         let topic = &handle.0;
         let encoded: Vec<Arc<Frame>> =
             events.iter().map(|e| Arc::new(Frame::Event(EncodedEvent::new(e)))).collect();
@@ -222,14 +222,14 @@ impl Hub {
     }
 
     /// Removes a cancelled match (if `handle` is still its topic); its viewers get `cancelled`.
-    pub fn cancel(&self, handle: &TopicHandle) {
+    pub(crate) fn cancel(&self, handle: &TopicHandle) {
         self.remove(handle, ByeReason::Cancelled);
     }
 
     /// Removes a match whose log the store no longer holds as this topic has it (the store came
     /// back with less): its viewers get `shutdown`, so that they come back and follow what the
     /// store holds. The caller adds the match again from the store.
-    pub fn rewound(&self, handle: &TopicHandle) {
+    pub(crate) fn rewound(&self, handle: &TopicHandle) {
         self.remove(handle, ByeReason::Shutdown);
     }
 
@@ -254,12 +254,12 @@ impl Hub {
     }
 
     /// The incarnation served under `id` and its current state.
-    pub fn current(&self, id: &MatchId) -> Option<(Incarnation, Arc<Snapshot>)> {
+    pub(crate) fn current(&self, id: &MatchId) -> Option<(Incarnation, Arc<Snapshot>)> {
         self.topic(id).map(|t| (t.inc, lock(&t.current).snapshot.clone()))
     }
 
     /// How many matches are under way (started, not over).
-    pub fn live_count(&self) -> usize {
+    pub(crate) fn live_count(&self) -> usize {
         let topics: Vec<Arc<Topic>> = read(&self.topics).values().cloned().collect();
         topics
             .iter()
@@ -271,19 +271,19 @@ impl Hub {
     }
 
     /// Ended matches this node does not hold in memory (at start: every ended match).
-    pub fn set_evicted(&self, ids: impl IntoIterator<Item = MatchId>) {
+    pub(crate) fn set_evicted(&self, ids: impl IntoIterator<Item = MatchId>) {
         write(&self.evicted).extend(ids);
         self.generation.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
     }
 
     /// Whether `id` is an ended match that left memory (and is read back on demand).
-    pub fn is_evicted(&self, id: &MatchId) -> bool {
+    pub(crate) fn is_evicted(&self, id: &MatchId) -> bool {
         read(&self.evicted).contains(id)
     }
 
     /// Takes an ended match out of memory (if `handle` is still its topic): its id stays
     /// listed; its viewers, if any, keep the topic they hold until they leave.
-    pub fn evict(&self, handle: &TopicHandle) {
+    pub(crate) fn evict(&self, handle: &TopicHandle) {
         let mut topics = write(&self.topics);
         if topics.get(&handle.0.id).is_some_and(|t| Arc::ptr_eq(t, &handle.0)) {
             topics.remove(&handle.0.id);
@@ -292,29 +292,29 @@ impl Hub {
     }
 
     /// Forgets an ended match that left memory: cancelled, or no longer in the store.
-    pub fn forget(&self, id: &MatchId) {
+    pub(crate) fn forget(&self, id: &MatchId) {
         if write(&self.evicted).remove(id) {
             self.generation.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         }
     }
 
     /// How many viewers (and parked groups) follow this topic now.
-    pub fn followers(&self, handle: &TopicHandle) -> usize {
+    pub(crate) fn followers(&self, handle: &TopicHandle) -> usize {
         handle.0.tx.receiver_count()
     }
 
     /// How many matches are in memory (ended ones that left it are not).
-    pub fn in_memory(&self) -> usize {
+    pub(crate) fn in_memory(&self) -> usize {
         read(&self.topics).len()
     }
 
     /// A number that changes whenever the list of matches does.
-    pub fn generation(&self) -> u64 {
+    pub(crate) fn generation(&self) -> u64 {
         self.generation.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Every match's id, sorted: those in memory and the ended ones that left it.
-    pub fn ids(&self) -> Vec<MatchId> {
+    pub(crate) fn ids(&self) -> Vec<MatchId> {
         let mut ids: Vec<MatchId> = read(&self.topics).keys().cloned().collect();
         ids.extend(read(&self.evicted).iter().cloned());
         ids.sort();
@@ -326,7 +326,7 @@ impl Hub {
     /// is the snapshot; with `from = n`, every event after `n`, then live ones (or the snapshot
     /// when `n` lies beyond the match's last event). Also returns the state the subscription
     /// starts from, for protocols whose behaviour depends on it.
-    pub fn join(
+    pub(crate) fn join(
         self: &Arc<Self>,
         id: &str,
         format: Format,
@@ -358,7 +358,12 @@ impl Hub {
     /// Follows the very incarnation `key` names again, after `last` (a viewer handed back from
     /// a parked group). If that incarnation was cancelled meanwhile, the stream ends with
     /// `cancelled`: a viewer never moves silently into a match created anew under the same id.
-    pub fn rejoin(self: &Arc<Self>, key: &TopicKey, format: Format, last: Seq) -> Subscription {
+    pub(crate) fn rejoin(
+        self: &Arc<Self>,
+        key: &TopicKey,
+        format: Format,
+        last: Seq,
+    ) -> Subscription {
         let (mut sub, _) = self.subscribe(key.0.clone(), format);
         sub.last = last;
         sub
@@ -391,7 +396,7 @@ impl Hub {
     }
 
     /// Every frame of a match from now on, for a group of parked viewers.
-    pub fn feed(&self, id: &MatchId) -> Option<Feed> {
+    pub(crate) fn feed(&self, id: &MatchId) -> Option<Feed> {
         self.topic(id).map(|topic| Feed::new(topic.tx.subscribe(), TopicKey(topic)))
     }
 
@@ -399,7 +404,11 @@ impl Hub {
     /// `put(last)` runs with the match's lock held, so every event after `last` reaches that
     /// feed and none before it is missing. Gives the subscription back when the viewer is not
     /// caught up (or its match is over).
-    pub fn park(&self, sub: Subscription, put: impl FnOnce(Seq)) -> Result<(), Subscription> {
+    pub(crate) fn park(
+        &self,
+        sub: Subscription,
+        put: impl FnOnce(Seq),
+    ) -> Result<(), Subscription> {
         let topic = sub.topic.clone();
         let current = lock(&topic.current);
         let state = &current.snapshot.state;
@@ -418,7 +427,7 @@ impl Hub {
     /// match at start and creates every new one itself, so a match it does not hold does not
     /// exist (no store read needed to say so). With other nodes, a match created elsewhere a
     /// moment ago is in the store before this node hears of it.
-    pub fn knows_every_match(&self) -> bool {
+    pub(crate) fn knows_every_match(&self) -> bool {
         !self.shared
     }
 
@@ -429,7 +438,7 @@ impl Hub {
 
 /// One viewer's place in one match's stream: which `seq` it has been handed last, and a
 /// receiver on the match's ring. Idle, it holds no buffer.
-pub struct Subscription {
+pub(crate) struct Subscription {
     hub: Arc<Hub>,
     topic: Arc<Topic>,
     rx: broadcast::Receiver<Arc<Frame>>,
@@ -451,7 +460,7 @@ pub struct Subscription {
 
 /// What a viewer gets next.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Next {
+pub(crate) enum Next {
     /// Bytes to write, already in the viewer's format.
     Data(Bytes),
     /// The stream is over: say goodbye for this reason and close.
@@ -460,17 +469,17 @@ pub enum Next {
 
 impl Subscription {
     /// The match this subscription follows.
-    pub fn match_id(&self) -> &MatchId {
+    pub(crate) fn match_id(&self) -> &MatchId {
         &self.topic.id
     }
 
     /// The incarnation of the match this subscription follows.
-    pub fn key(&self) -> TopicKey {
+    pub(crate) fn key(&self) -> TopicKey {
         TopicKey(self.topic.clone())
     }
 
     /// Has nothing to hand out but live events still to come.
-    pub fn is_caught_up(&self) -> bool {
+    pub(crate) fn is_caught_up(&self) -> bool {
         self.pending.is_empty()
             && self.held.is_none()
             && self.ended.is_none()
@@ -478,18 +487,18 @@ impl Subscription {
     }
 
     /// The last event handed out (or the `from` it resumed after).
-    pub fn last(&self) -> Seq {
+    pub(crate) fn last(&self) -> Seq {
         self.last
     }
 
     /// Is the match at its live edge from this viewer's point of view (cheap: one lock)?
-    pub fn at_head(&self) -> bool {
+    pub(crate) fn at_head(&self) -> bool {
         self.is_caught_up() && self.last == lock(&self.topic.current).snapshot.state.seq
     }
 
     /// The next bytes for this viewer, or the end of its stream. Cancel-safe: dropping the
     /// future loses nothing.
-    pub async fn next(&mut self) -> Next {
+    pub(crate) async fn next(&mut self) -> Next {
         loop {
             if let Some(b) = self.pending.pop_front() {
                 return Next::Data(b);
@@ -537,7 +546,7 @@ impl Subscription {
 
     /// Whatever is ready right now without waiting: lets a transport gather a burst into one
     /// write. `None` when the next item would need waiting or a history read.
-    pub fn try_next(&mut self) -> Option<Next> {
+    pub(crate) fn try_next(&mut self) -> Option<Next> {
         loop {
             if let Some(b) = self.pending.pop_front() {
                 return Some(Next::Data(b));

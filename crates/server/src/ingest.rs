@@ -45,14 +45,14 @@ const CATCH_UP_PAGE: usize = 1024;
 /// that serving it again applies at most this many events rather than its whole log.
 const SAVE_EVERY: Seq = 64;
 /// How long an ended match stays in memory after its end unless told otherwise (SPEC 10).
-pub const KEEP_ENDED: Duration = Duration::from_secs(600);
+pub(crate) const KEEP_ENDED: Duration = Duration::from_secs(600);
 /// Batches kept ahead of a gap in the log view; beyond this they are dropped (the store has
 /// them; catching up reads them again).
 const MAX_EARLY: usize = 4096;
 
 /// Why a watcher's request was refused.
 #[derive(Debug, thiserror::Error)]
-pub enum IngestError {
+pub(crate) enum IngestError {
     #[error("no match {0}")]
     NotFound(MatchId),
     #[error("match {0} already exists")]
@@ -72,7 +72,7 @@ pub enum IngestError {
 
 /// An event as acknowledged to the watcher.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Accepted {
+pub(crate) struct Accepted {
     pub seq: Seq,
     pub ts: Millis,
 }
@@ -125,7 +125,7 @@ impl Slot {
 }
 
 /// Every match this node serves.
-pub struct Ingest {
+pub(crate) struct Ingest {
     store: Arc<dyn Store>,
     hub: Arc<Hub>,
     slots: RwLock<HashMap<MatchId, Arc<Slot>>>,
@@ -142,7 +142,10 @@ pub struct Ingest {
 impl Ingest {
     /// Serves every match of the store that has not ended (from its saved state), and knows
     /// the ended ones without holding them (SPEC 10: start-up does not grow with past seasons).
-    pub async fn restore(store: Arc<dyn Store>, hub: Arc<Hub>) -> Result<Ingest, StoreError> {
+    pub(crate) async fn restore(
+        store: Arc<dyn Store>,
+        hub: Arc<Hub>,
+    ) -> Result<Ingest, StoreError> {
         let ingest = Ingest {
             store: store.clone(),
             hub,
@@ -171,26 +174,26 @@ impl Ingest {
     }
 
     /// Counts the rewinds it repairs (see [`Ingest::rewind`]) on `counter`.
-    pub fn counting_rewinds(mut self, counter: metrics::Counter) -> Ingest {
+    pub(crate) fn counting_rewinds(mut self, counter: metrics::Counter) -> Ingest {
         self.rewinds = counter;
         self
     }
 
     /// How long an ended match stays in memory after its end (`--keep-ended`).
-    pub fn keep_ended(mut self, keep: Duration) -> Ingest {
+    pub(crate) fn keep_ended(mut self, keep: Duration) -> Ingest {
         self.keep_ended = keep;
         self
     }
 
     /// How many matches this node holds in memory (ended ones that left it are not counted).
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         read(&self.slots).len()
     }
 
     /// Takes out of memory the ended matches whose `--keep-ended` has passed and that nobody
     /// follows any more (one still followed waits until its viewers are gone). They stay
     /// listed and are read back on demand ([`Ingest::revive`]). Returns how many left.
-    pub fn evict_ended(&self) -> usize {
+    pub(crate) fn evict_ended(&self) -> usize {
         let now = Instant::now();
         let mut due = Vec::new();
         {
@@ -231,7 +234,7 @@ impl Ingest {
     /// Brings an ended match that left memory back from the store (its saved state), so that
     /// its page, history and viewers are served as before. True if the match is now served;
     /// false if there is no such match (or it was cancelled meanwhile).
-    pub async fn revive(&self, id: &MatchId) -> Result<bool, StoreError> {
+    pub(crate) async fn revive(&self, id: &MatchId) -> Result<bool, StoreError> {
         if self.known(id).is_some() {
             return Ok(true);
         }
@@ -259,7 +262,7 @@ impl Ingest {
     }
 
     /// Creates a match (durably) and opens it to viewers.
-    pub async fn create(&self, info: MatchInfo) -> Result<MatchId, IngestError> {
+    pub(crate) async fn create(&self, info: MatchInfo) -> Result<MatchId, IngestError> {
         let id = info.id.clone();
         let inc = self.store.create_match(&info).await.map_err(|e| match e {
             StoreError::Exists(id) => IngestError::Exists(id),
@@ -274,7 +277,7 @@ impl Ingest {
     /// durable and in the hub (a read right after sees them).
     /// With `after`, the events apply only if the match stands at that seq: a watcher that
     /// retries a request whose answer it never got cannot record its events twice.
-    pub async fn publish(
+    pub(crate) async fn publish(
         &self,
         id: &MatchId,
         inputs: &[EventInput],
@@ -427,7 +430,7 @@ impl Ingest {
     }
 
     /// Cancels a match: gone from the store and the hub; its viewers get `cancelled`.
-    pub async fn cancel(&self, id: &MatchId) -> Result<(), IngestError> {
+    pub(crate) async fn cancel(&self, id: &MatchId) -> Result<(), IngestError> {
         let slot = self.find(id).await?;
         // Held so that no request of this node queues events between the cancel and the removal.
         let _tip = slot.tip.lock().await;
@@ -528,7 +531,7 @@ impl Ingest {
 
     /// Whether match `id` is served, reading it from the store when it is not in memory (see
     /// [`Ingest::find`]): for a viewer about to join it.
-    pub async fn ensure(&self, id: &MatchId) -> Result<bool, StoreError> {
+    pub(crate) async fn ensure(&self, id: &MatchId) -> Result<bool, StoreError> {
         match self.find(id).await {
             Ok(_) => Ok(true),
             Err(IngestError::Store(e)) => Err(e),

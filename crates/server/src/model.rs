@@ -9,17 +9,17 @@ use serde::ser::SerializeMap;
 use serde::{Deserialize, Serialize, Serializer};
 use utoipa::ToSchema;
 
-pub use matchstream_proto::{Date, IdError, MatchId, Millis, Seq, Team, TeamId};
+pub(crate) use matchstream_proto::{Date, IdError, MatchId, Millis, Seq, Team, TeamId};
 
 /// The server clock, in Unix milliseconds.
-pub fn now_ms() -> Millis {
+pub(crate) fn now_ms() -> Millis {
     chrono::Utc::now().timestamp_millis()
 }
 
 /// Why a piece of domain input is malformed (an id, a date, a kind).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
-pub struct ModelError(pub String);
+pub(crate) struct ModelError(pub String);
 
 impl From<IdError> for ModelError {
     fn from(e: IdError) -> ModelError {
@@ -29,7 +29,7 @@ impl From<IdError> for ModelError {
 
 /// What a match is before any event: the body of `POST /1/matches`, validated.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MatchInfo {
+pub(crate) struct MatchInfo {
     pub id: MatchId,
     pub home: Team,
     pub visit: Team,
@@ -43,7 +43,7 @@ pub struct MatchInfo {
 #[derive(Clone, Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({"home": "elp", "visit": "tig", "start_date": "2011-09-10"}))]
-pub struct NewMatch {
+pub(crate) struct NewMatch {
     /// The home team's id.
     #[schema(value_type = String, pattern = "^[a-z0-9_]{1,16}$", example = "elp")]
     pub home: TeamId,
@@ -72,7 +72,7 @@ pub struct NewMatch {
 }
 
 impl NewMatch {
-    pub fn into_info(self) -> Result<MatchInfo, ModelError> {
+    pub(crate) fn into_info(self) -> Result<MatchInfo, ModelError> {
         if self.home == self.visit {
             return Err(ModelError("home and visit must be different teams".into()));
         }
@@ -89,7 +89,7 @@ impl NewMatch {
 /// Where a match is. Printed bare in v1 (`first`) and as a string in JSON.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
-pub enum Period {
+pub(crate) enum Period {
     NotStarted,
     First,
     Halftime,
@@ -102,7 +102,21 @@ pub enum Period {
 }
 
 impl Period {
-    pub fn as_str(self) -> &'static str {
+    /// Every period, in the order a match goes through them (the tests' list).
+    #[cfg(test)]
+    pub(crate) const ALL: [Period; 9] = [
+        Period::NotStarted,
+        Period::First,
+        Period::Halftime,
+        Period::Last,
+        Period::FirstExtra,
+        Period::HalftimeExtra,
+        Period::LastExtra,
+        Period::Penalties,
+        Period::Ended,
+    ];
+
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Period::NotStarted => "not_started",
             Period::First => "first",
@@ -120,7 +134,7 @@ impl Period {
 /// The kinds of event a watcher may publish (`status` is synthetic and never one of them).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
-pub enum EventKind {
+pub(crate) enum EventKind {
     Start,
     Stop,
     HalftimeStart,
@@ -143,7 +157,7 @@ pub enum EventKind {
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 19] = [
+    pub(crate) const ALL: [EventKind; 19] = [
         EventKind::Start,
         EventKind::Stop,
         EventKind::HalftimeStart,
@@ -165,7 +179,7 @@ impl EventKind {
         EventKind::Comment,
     ];
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             EventKind::Start => "start",
             EventKind::Stop => "stop",
@@ -191,7 +205,7 @@ impl EventKind {
 
     /// Parses a kind as accepted on input, including the original's aliases
     /// (`halftime` = `halftime_start`, `continue` = `halftime_stop`).
-    pub fn parse(s: &str) -> Result<EventKind, ModelError> {
+    pub(crate) fn parse(s: &str) -> Result<EventKind, ModelError> {
         match s {
             "halftime" => return Ok(EventKind::HalftimeStart),
             "continue" => return Ok(EventKind::HalftimeStop),
@@ -215,7 +229,7 @@ impl<'de> Deserialize<'de> for EventKind {
 
 /// A player as shown to viewers: `{"number": 7, "name": "Luna"}`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct Player {
+pub(crate) struct Player {
     /// The shirt number.
     pub number: u32,
     /// 1 to 64 characters, no control characters.
@@ -225,18 +239,18 @@ pub struct Player {
 
 impl Player {
     /// The name given to a shirt number the roster does not know.
-    pub const UNKNOWN_NAME: &'static str = "N/N";
+    pub(crate) const UNKNOWN_NAME: &'static str = "N/N";
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
-pub enum Card {
+pub(crate) enum Card {
     Yellow,
     Red,
 }
 
 impl Card {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Card::Yellow => "yellow",
             Card::Red => "red",
@@ -250,21 +264,21 @@ impl Card {
 // and a match file accepted by one node is accepted by all.
 
 /// The most `text` a `comment` may carry (SPEC 1 and 10).
-pub const MAX_COMMENT_CHARS: usize = 280;
+pub(crate) const MAX_COMMENT_CHARS: usize = 280;
 /// The most characters of a name, a player's or a team's (SPEC 10). Player names are printed on
 /// one line of the v1 text protocol, so they are also kept free of control characters.
-pub const MAX_NAME_CHARS: usize = 64;
+pub(crate) const MAX_NAME_CHARS: usize = 64;
 /// The most characters of any other free text: a division, a stadium (SPEC 10).
-pub const MAX_TEXT_CHARS: usize = 200;
+pub(crate) const MAX_TEXT_CHARS: usize = 200;
 /// The most players of one team's line-up on `start` (SPEC 10): a squad with every substitute
 /// has fewer than 30, and each player is sent to every viewer in every snapshot.
-pub const MAX_LINEUP_PLAYERS: usize = 60;
+pub(crate) const MAX_LINEUP_PLAYERS: usize = 60;
 
 /// An accepted event's data, normalized (players resolved to number and name).
 /// Field order is the order of v1's detail lines; JSON carries only the keys that are present.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct EventData {
+pub(crate) struct EventData {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub home_players: Option<Vec<Player>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -292,7 +306,7 @@ pub struct EventData {
 /// number with a name.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize, ToSchema)]
 #[serde(untagged)]
-pub enum PlayerRef {
+pub(crate) enum PlayerRef {
     Number(u32),
     Full { number: u32, name: String },
 }
@@ -307,7 +321,7 @@ impl From<&Player> for PlayerRef {
 /// `[[25,"Albil"], ...]` or `{"25":"Albil", ...}`.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize, ToSchema)]
 #[serde(untagged)]
-pub enum RosterInput {
+pub(crate) enum RosterInput {
     Players(Vec<Player>),
     Pairs(Vec<(u32, String)>),
     Map(BTreeMap<String, String>),
@@ -315,7 +329,7 @@ pub enum RosterInput {
 
 impl RosterInput {
     /// The players in the order given; a map key that is not a shirt number is an error.
-    pub fn into_players(self) -> Result<Vec<Player>, ModelError> {
+    pub(crate) fn into_players(self) -> Result<Vec<Player>, ModelError> {
         match self {
             RosterInput::Players(v) => Ok(v),
             RosterInput::Pairs(v) => {
@@ -336,7 +350,7 @@ impl RosterInput {
 /// An event's data as a watcher sends it, before the rules of `state.rs` resolve it.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct EventDataInput {
+pub(crate) struct EventDataInput {
     #[serde(default)]
     pub home_players: Option<RosterInput>,
     #[serde(default)]
@@ -382,7 +396,7 @@ impl From<&EventData> for EventDataInput {
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({"kind": "goal", "data": {"team": "tig", "player": 7}}))]
-pub struct EventInput {
+pub(crate) struct EventInput {
     /// An event kind, or one of the original's aliases: `halftime` (= `halftime_start`),
     /// `continue` (= `halftime_stop`).
     #[schema(value_type = String, example = "goal")]
@@ -394,7 +408,7 @@ pub struct EventInput {
 
 /// An accepted event: numbered, timestamped, normalized.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Event {
+pub(crate) struct Event {
     pub seq: Seq,
     pub ts: Millis,
     pub kind: EventKind,
@@ -404,7 +418,7 @@ pub struct Event {
 /// The players of one side: everyone the match has heard of (for resolving bare numbers) and who
 /// is on the pitch now, in line-up order (substitutes take the place of the player they replace).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Side {
+pub(crate) struct Side {
     pub roster: BTreeMap<u32, String>,
     pub on_pitch: Vec<Player>,
     pub score: u32,
@@ -412,7 +426,7 @@ pub struct Side {
 
 /// A match as it stands after `seq` events.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Match {
+pub(crate) struct Match {
     pub info: MatchInfo,
     pub home: Side,
     pub visit: Side,
@@ -423,7 +437,7 @@ pub struct Match {
 }
 
 impl Match {
-    pub fn new(info: MatchInfo) -> Match {
+    pub(crate) fn new(info: MatchInfo) -> Match {
         Match {
             info,
             home: Side::default(),
@@ -434,12 +448,12 @@ impl Match {
         }
     }
 
-    pub fn id(&self) -> &MatchId {
+    pub(crate) fn id(&self) -> &MatchId {
         &self.info.id
     }
 
     /// Has ended (after `stop`): nothing more can happen.
-    pub fn is_over(&self) -> bool {
+    pub(crate) fn is_over(&self) -> bool {
         self.period == Period::Ended
     }
 }

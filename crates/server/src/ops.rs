@@ -15,13 +15,13 @@ use crate::locks::{lock, read, write};
 use crate::telemetry::{Figures, Metrics, LAG_BUCKETS, TRANSPORTS};
 
 /// How often a sample is taken.
-pub const EVERY: Duration = Duration::from_secs(1);
+pub(crate) const EVERY: Duration = Duration::from_secs(1);
 /// Samples kept: ten minutes of charts.
 const KEPT: usize = 600;
 
 /// A node's figures over one second.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct Sample {
+pub(crate) struct Sample {
     /// When it was taken (Unix ms).
     pub at_ms: i64,
     /// Viewers connected, by transport (`tcp_v1`, `tcp_v2`, `ws`, `sse`).
@@ -44,7 +44,7 @@ pub struct Sample {
 
 /// Another node's latest sample, as it reported it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct NodeSample {
+pub(crate) struct NodeSample {
     pub node: String,
     /// Its HTTP address, where its own `/ops` is.
     pub http: String,
@@ -52,7 +52,7 @@ pub struct NodeSample {
 }
 
 /// This node's samples and the other nodes' latest.
-pub struct Ops {
+pub(crate) struct Ops {
     /// Random per process, the same as in the cluster's reports.
     pub node: String,
     pub http: String,
@@ -61,7 +61,7 @@ pub struct Ops {
 }
 
 impl Ops {
-    pub fn new(node: String, http: String) -> Arc<Ops> {
+    pub(crate) fn new(node: String, http: String) -> Arc<Ops> {
         Arc::new(Ops {
             node,
             http,
@@ -71,26 +71,26 @@ impl Ops {
     }
 
     /// The last samples, oldest first.
-    pub fn history(&self) -> Vec<Sample> {
+    pub(crate) fn history(&self) -> Vec<Sample> {
         lock(&self.history).iter().cloned().collect()
     }
 
     /// The latest sample.
-    pub fn latest(&self) -> Option<Sample> {
+    pub(crate) fn latest(&self) -> Option<Sample> {
         lock(&self.history).back().cloned()
     }
 
     /// The other live nodes' latest samples.
-    pub fn others(&self) -> Vec<NodeSample> {
+    pub(crate) fn others(&self) -> Vec<NodeSample> {
         read(&self.others).clone()
     }
 
-    pub fn set_others(&self, others: Vec<NodeSample>) {
+    pub(crate) fn set_others(&self, others: Vec<NodeSample>) {
         *write(&self.others) = others;
     }
 
     /// Samples every [`EVERY`] until `stop`.
-    pub async fn run(
+    pub(crate) async fn run(
         self: Arc<Self>,
         metrics: Arc<Metrics>,
         hub: Arc<Hub>,

@@ -18,7 +18,7 @@ use crate::model::{
 /// not started, over, wrong period).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{reason}")]
-pub struct Rejection {
+pub(crate) struct Rejection {
     pub kind: RejectKind,
     /// A sentence for the watcher: what is wrong, naming the team, player or period involved.
     pub reason: String,
@@ -26,7 +26,7 @@ pub struct Rejection {
 
 /// The two ways an event can fail to apply (see [`Rejection`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RejectKind {
+pub(crate) enum RejectKind {
     /// The event itself is wrong: a key that does not belong, a missing key, an unknown team, a
     /// player not on the pitch, a malformed name or text.
     Invalid,
@@ -216,7 +216,7 @@ fn lineup(input: Option<&RosterInput>, key: &str, team: &TeamId) -> Result<Vec<P
 impl Match {
     /// Applies one event at time `ts`. On success: updates the match (including `seq += 1`) and
     /// returns the normalized data to store and send. On error: the match is unchanged.
-    pub fn apply(
+    pub(crate) fn apply(
         &mut self,
         kind: EventKind,
         data: &EventDataInput,
@@ -236,7 +236,7 @@ impl Match {
 
     /// Re-applies an event read back from the store on restart (`ev.seq` must be `self.seq + 1`,
     /// else `Conflict`); uses `EventDataInput::from(&ev.data)` and `ev.ts`.
-    pub fn apply_stored(&mut self, ev: &Event) -> Result<(), Rejection> {
+    pub(crate) fn apply_stored(&mut self, ev: &Event) -> Result<(), Rejection> {
         if ev.seq != self.seq + 1 {
             return Err(conflict(format!(
                 "stored event {} of match {} does not follow event {}",

@@ -19,34 +19,34 @@ use crate::hub::Format;
 use crate::wire::ByeReason;
 
 /// Metric names (SPEC 9).
-pub mod names {
-    pub const VIEWERS: &str = "matchstream_viewers";
-    pub const MATCHES_LIVE: &str = "matchstream_matches_live";
-    pub const MATCHES_IN_MEMORY: &str = "matchstream_matches_in_memory";
-    pub const EVENTS_PUBLISHED: &str = "matchstream_events_published_total";
-    pub const DELIVERIES: &str = "matchstream_deliveries_total";
-    pub const VIEWER_CONNECTS: &str = "matchstream_viewer_connects_total";
-    pub const VIEWER_DISCONNECTS: &str = "matchstream_viewer_disconnects_total";
-    pub const ACCEPT_ERRORS: &str = "matchstream_accept_errors_total";
-    pub const PUBLISH_SECONDS: &str = "matchstream_publish_seconds";
-    pub const DELIVERY_LAG_SECONDS: &str = "matchstream_delivery_lag_seconds";
-    pub const VIEWERS_PARKED: &str = "matchstream_viewers_parked";
-    pub const VIEWER_HANDSHAKES: &str = "matchstream_viewer_handshakes";
-    pub const LIMIT_REFUSALS: &str = "matchstream_limit_refusals_total";
-    pub const LOG_REWINDS: &str = "matchstream_log_rewinds_total";
+pub(crate) mod names {
+    pub(crate) const VIEWERS: &str = "matchstream_viewers";
+    pub(crate) const MATCHES_LIVE: &str = "matchstream_matches_live";
+    pub(crate) const MATCHES_IN_MEMORY: &str = "matchstream_matches_in_memory";
+    pub(crate) const EVENTS_PUBLISHED: &str = "matchstream_events_published_total";
+    pub(crate) const DELIVERIES: &str = "matchstream_deliveries_total";
+    pub(crate) const VIEWER_CONNECTS: &str = "matchstream_viewer_connects_total";
+    pub(crate) const VIEWER_DISCONNECTS: &str = "matchstream_viewer_disconnects_total";
+    pub(crate) const ACCEPT_ERRORS: &str = "matchstream_accept_errors_total";
+    pub(crate) const PUBLISH_SECONDS: &str = "matchstream_publish_seconds";
+    pub(crate) const DELIVERY_LAG_SECONDS: &str = "matchstream_delivery_lag_seconds";
+    pub(crate) const VIEWERS_PARKED: &str = "matchstream_viewers_parked";
+    pub(crate) const VIEWER_HANDSHAKES: &str = "matchstream_viewer_handshakes";
+    pub(crate) const LIMIT_REFUSALS: &str = "matchstream_limit_refusals_total";
+    pub(crate) const LOG_REWINDS: &str = "matchstream_log_rewinds_total";
     // And the standard process_* metrics of metrics-process (resident memory, open files and
     // their limit, CPU seconds, threads...), without a prefix.
 }
 
 /// The `transport` label of each wire format, indexed by `Format as usize`.
-pub const TRANSPORTS: [&str; 4] = ["tcp_v1", "tcp_v2", "ws", "sse"];
+pub(crate) const TRANSPORTS: [&str; 4] = ["tcp_v1", "tcp_v2", "ws", "sse"];
 
 /// How many reasons a viewer leaves for: the `bye` reasons and hangup.
 const REASONS: usize = ByeReason::ALL.len() + 1;
 
 /// Why a viewer left: the `bye` reasons, plus `hangup` (it went away, or closed its side).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Left {
+pub(crate) enum Left {
     Bye(ByeReason),
     Hangup,
 }
@@ -367,7 +367,7 @@ pub struct Figures {
 }
 
 /// The upper bounds of the delivery lag's buckets, in seconds.
-pub const LAG_BUCKETS: [f64; BUCKETS.len()] = BUCKETS;
+pub(crate) const LAG_BUCKETS: [f64; BUCKETS.len()] = BUCKETS;
 
 /// `matchstream_delivery_lag_seconds` over [`BUCKETS`]: a count per bucket, the sum and the
 /// count, each an atomic. Recording a lag for all the viewers a burst reached is three adds.

@@ -19,10 +19,10 @@ use crate::telemetry::Limit;
 /// The watcher tokens a node accepts, kept as SHA-256 digests: every comparison is of two
 /// 32-byte digests in constant time, so neither a token's bytes nor its length show in the
 /// time an answer takes.
-pub struct Tokens(Vec<[u8; 32]>);
+pub(crate) struct Tokens(Vec<[u8; 32]>);
 
 impl Tokens {
-    pub fn new(tokens: &[String]) -> Tokens {
+    pub(crate) fn new(tokens: &[String]) -> Tokens {
         Tokens(tokens.iter().map(|t| digest(t.as_bytes())).collect())
     }
 
@@ -39,7 +39,7 @@ fn digest(bytes: &[u8]) -> [u8; 32] {
 
 /// A request that carries a valid watcher token (`Authorization: Bearer <token>`, the scheme
 /// in any case).
-pub struct Watcher;
+pub(super) struct Watcher;
 
 impl FromRequestParts<AppState> for Watcher {
     type Rejection = ApiError;
@@ -75,7 +75,7 @@ fn authorize(tokens: &Tokens, headers: &HeaderMap) -> Result<(), ApiError> {
 /// A request's body, read whole within `--http-max-body` bytes and `--http-body-timeout` of
 /// its head (SPEC 10): `413` past the size (at once when `Content-Length` says so), `408` past
 /// the time.
-pub struct Body(pub Bytes);
+pub(super) struct Body(pub Bytes);
 
 impl FromRequest<AppState> for Body {
     type Rejection = ApiError;

@@ -27,7 +27,7 @@ use crate::model::{EventData, EventKind, Period};
 /// seq.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct ErrorBody {
+pub(crate) struct ErrorBody {
     /// What is wrong and what a valid request looks like.
     pub error: String,
     /// The match's current seq: only on a `409` for `?after=<seq>`.
@@ -39,7 +39,7 @@ pub struct ErrorBody {
 /// `201` of `POST /1/matches`.
 #[derive(Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct Created {
+pub(crate) struct Created {
     /// The new match's id, `<home>-<visit>-<start_date>`.
     #[schema(example = "elp-tig-2011-09-10")]
     pub id: String,
@@ -48,7 +48,7 @@ pub struct Created {
 /// One accepted event: its seq and the time the node accepted it.
 #[derive(Clone, Copy, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct Ack {
+pub(crate) struct Ack {
     #[schema(value_type = u64)]
     pub seq: crate::model::Seq,
     /// Unix milliseconds, the node's clock.
@@ -59,7 +59,7 @@ pub struct Ack {
 /// `201` of `POST /1/match/<id>/events`: one ack for one event, a list for a list.
 #[derive(Serialize, ToSchema)]
 #[serde(untagged)]
-pub enum Acks {
+pub(crate) enum Acks {
     One(Ack),
     Many(Vec<Ack>),
 }
@@ -68,7 +68,7 @@ pub enum Acks {
 #[derive(ToSchema)]
 #[serde(untagged)]
 #[allow(dead_code)] // A schema only: `input.rs` reads the body by hand, for better errors.
-pub enum Events {
+pub(crate) enum Events {
     One(Box<crate::model::EventInput>),
     Many(Vec<crate::model::EventInput>),
 }
@@ -76,7 +76,7 @@ pub enum Events {
 /// `GET /1/checkin`: the viewer port to connect to.
 #[derive(Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct Checkin {
+pub(crate) struct Checkin {
     #[schema(example = "127.0.0.1")]
     pub host: String,
     #[schema(example = 9100)]
@@ -86,7 +86,7 @@ pub struct Checkin {
 /// `GET /healthz` and `GET /readyz` when all is well.
 #[derive(Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct Health {
+pub(crate) struct Health {
     /// `ok` (`/healthz`) or `ready` (`/readyz`).
     pub status: &'static str,
 }
@@ -96,7 +96,7 @@ pub struct Health {
 #[derive(ToSchema)]
 #[serde(deny_unknown_fields)]
 #[allow(dead_code)] // A schema only: `model::Match` writes itself (its own `Serialize`).
-pub struct MatchObject {
+pub(crate) struct MatchObject {
     #[schema(example = "elp-tig-2011-09-10")]
     id: String,
     /// The home team's id.
@@ -135,7 +135,7 @@ pub struct MatchObject {
 #[derive(ToSchema)]
 #[serde(deny_unknown_fields)]
 #[allow(dead_code)] // A schema only: `pages::history_json` writes the page.
-pub struct HistoryEvent {
+pub(crate) struct HistoryEvent {
     seq: u64,
     /// Unix milliseconds, the node's clock.
     timestamp: i64,
@@ -171,7 +171,7 @@ pub(super) async fn serve(headers: HeaderMap) -> Response {
 }
 
 /// The whole document: the operations of the public router, with what every answer shares.
-pub fn document() -> OpenApi {
+pub(crate) fn document() -> OpenApi {
     let mut doc = super::documented().into_openapi();
     doc.info.title = "MatchStream".into();
     doc.info.version = env!("CARGO_PKG_VERSION").into();

@@ -110,7 +110,7 @@ fn page_html() -> String {
 }
 
 /// `GET /` (with any query: `/?mid=<id>` opens a match): the page.
-pub async fn index(State(state): State<AppState>, headers: HeaderMap) -> Response {
+pub(super) async fn index(State(state): State<AppState>, headers: HeaderMap) -> Response {
     let mut response = INDEX.respond(&headers);
     let policy = policy_with(&state.ports.cluster.web_addrs());
     let policy = HeaderValue::from_str(&policy).unwrap_or(HeaderValue::from_static(POLICY));
@@ -129,39 +129,39 @@ static OPS_STYLE: LazyLock<Asset> = LazyLock::new(|| {
 });
 
 /// `GET /ops`: the operator's page (SPEC 9), with its script and style sheet.
-pub async fn ops(headers: HeaderMap) -> Response {
+pub(super) async fn ops(headers: HeaderMap) -> Response {
     let mut response = OPS.respond(&headers);
     response.headers_mut().insert(CONTENT_SECURITY_POLICY, HeaderValue::from_static(POLICY));
     response
 }
 
 /// `GET /assets/ops.js`.
-pub async fn ops_script(headers: HeaderMap) -> Response {
+pub(super) async fn ops_script(headers: HeaderMap) -> Response {
     OPS_SCRIPT.respond(&headers)
 }
 
 /// `GET /assets/ops.css`.
-pub async fn ops_style(headers: HeaderMap) -> Response {
+pub(super) async fn ops_style(headers: HeaderMap) -> Response {
     OPS_STYLE.respond(&headers)
 }
 
 /// `GET /assets/app.js`: the page's views, following a match through the library.
-pub async fn script(headers: HeaderMap) -> Response {
+pub(super) async fn script(headers: HeaderMap) -> Response {
     SCRIPT.respond(&headers)
 }
 
 /// `GET /client.js`: the client library (SPEC 12), an ES module.
-pub async fn client(headers: HeaderMap) -> Response {
+pub(super) async fn client(headers: HeaderMap) -> Response {
     CLIENT.respond(&headers)
 }
 
 /// `GET /assets/model.js`: the page's model of a match.
-pub async fn model(headers: HeaderMap) -> Response {
+pub(super) async fn model(headers: HeaderMap) -> Response {
     MODEL.respond(&headers)
 }
 
 /// `GET /assets/app.css`.
-pub async fn style(headers: HeaderMap) -> Response {
+pub(super) async fn style(headers: HeaderMap) -> Response {
     STYLE.respond(&headers)
 }
 

@@ -33,17 +33,17 @@ use crate::store::{Incarnation, Page, Store, StoreError};
 
 /// Bytes of history pages kept (their identity encoding; compressed copies come on top and are
 /// smaller). 64 MiB holds the whole history of ~14,000 matches of 31 events, or ~150 of 3,000.
-pub const PAGE_BUDGET: usize = 64 * 1024 * 1024;
+pub(crate) const PAGE_BUDGET: usize = 64 * 1024 * 1024;
 /// Pages smaller than this are not worth compressing.
 const COMPRESS_FROM: usize = 1024;
 /// How long a browser or a CDN may keep what can still change (a live match).
-pub const LIVE: &str = "public, max-age=2";
+pub(crate) const LIVE: &str = "public, max-age=2";
 /// ... and what cannot (the history of an ended match).
-pub const FOREVER: &str = "public, max-age=31536000, immutable";
+pub(crate) const FOREVER: &str = "public, max-age=31536000, immutable";
 
 /// One answer, encoded once: its bytes, their `ETag` and `Cache-Control`, and compressed
 /// copies made the first time someone asks for them.
-pub struct Encoded {
+pub(crate) struct Encoded {
     body: Bytes,
     /// The `ETag` of each representation (identity, gzip, br), quoted: each encoding has its
     /// own (`-gzip`, `-br` appended), as strong tags must differ between representations
@@ -59,12 +59,12 @@ pub struct Encoded {
 
 /// The seq after which a history's next page starts, for a client that would rather not parse
 /// `Link`.
-pub const X_NEXT_AFTER: HeaderName = HeaderName::from_static("x-next-after");
+pub(crate) const X_NEXT_AFTER: HeaderName = HeaderName::from_static("x-next-after");
 
 /// Which answer of an [`Encoded`] a request gets: the coding of its bytes (identity, gzip or
 /// br) and whether the client has them already (`304`).
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Choice {
+pub(crate) struct Choice {
     coding: Coding,
     not_modified: bool,
 }
@@ -90,7 +90,12 @@ impl Coding {
 
 impl Encoded {
     /// `etag` without quotes; `compressible`: offer gzip/br (for pages kept, not per request).
-    pub fn new(body: Bytes, etag: &str, cache_control: &'static str, compressible: bool) -> Self {
+    pub(crate) fn new(
+        body: Bytes,
+        etag: &str,
+        cache_control: &'static str,
+        compressible: bool,
+    ) -> Self {
         // A tag that is not a valid header value (never, for ours) is left out, and then no
         // `If-None-Match` matches.
         let tag = |suffix: &str| HeaderValue::from_str(&format!("\"{etag}{suffix}\"")).ok();
@@ -123,12 +128,12 @@ impl Encoded {
 
     /// The answer to a request with these headers: `304` when its `If-None-Match` names this
     /// content, else the bytes, compressed if the client accepts it and the page is large.
-    pub fn respond(&self, request: &HeaderMap) -> Response {
+    pub(crate) fn respond(&self, request: &HeaderMap) -> Response {
         self.response(self.choose(request))
     }
 
     /// What a request with these headers gets (see [`Encoded::respond`]).
-    pub fn choose(&self, request: &HeaderMap) -> Choice {
+    pub(crate) fn choose(&self, request: &HeaderMap) -> Choice {
         let compress = self.compressible && self.body.len() >= COMPRESS_FROM;
         let coding = if compress && accepts(request, "br") {
             Coding::Br
@@ -142,7 +147,7 @@ impl Encoded {
     }
 
     /// The answer chosen.
-    pub fn response(&self, choice: Choice) -> Response {
+    pub(crate) fn response(&self, choice: Choice) -> Response {
         let mut response = Response::new(Body::empty());
         let headers = response.headers_mut();
         headers.reserve(8);
@@ -171,7 +176,7 @@ impl Encoded {
     }
 
     /// The bytes of the answer chosen (none for a `304`).
-    pub fn body(&self, choice: Choice) -> Bytes {
+    pub(crate) fn body(&self, choice: Choice) -> Bytes {
         match (choice.not_modified, choice.coding) {
             (true, _) => Bytes::new(),
             (false, Coding::Br) => self.br.get_or_init(|| brotli(&self.body)).clone(),
@@ -249,7 +254,7 @@ struct HistoryEntry<'a> {
 }
 
 /// The JSON array of a history page.
-pub fn history_json(events: &[Event]) -> Bytes {
+pub(crate) fn history_json(events: &[Event]) -> Bytes {
     let entries: Vec<HistoryEntry<'_>> = events
         .iter()
         .map(|e| HistoryEntry { seq: e.seq, timestamp: e.ts, kind: e.kind, data: &e.data })
@@ -284,7 +289,7 @@ struct Built {
 
 /// History pages, encoded once, bounded by a budget of bytes ([`PAGE_BUDGET`] by default) and
 /// [`MAX_PAGES`].
-pub struct PageCache {
+pub(crate) struct PageCache {
     inner: Mutex<Pages>,
     budget: usize,
     /// Store reads running at once (`--max-store-reads`): a crowd asking for old pages, or for
@@ -301,7 +306,7 @@ struct Pages {
 }
 
 /// Where a match stands when its history is asked for.
-pub struct At {
+pub(crate) struct At {
     pub inc: Incarnation,
     pub head: Seq,
     pub over: bool,
@@ -310,7 +315,7 @@ pub struct At {
 impl PageCache {
     /// A cache that keeps at most `budget` bytes of pages and reads the store at most
     /// `max_reads` times at once.
-    pub fn new(budget: usize, max_reads: usize) -> PageCache {
+    pub(crate) fn new(budget: usize, max_reads: usize) -> PageCache {
         PageCache { inner: Mutex::default(), budget, reads: Semaphore::new(max_reads.max(1)) }
     }
 
@@ -333,7 +338,7 @@ impl PageCache {
 
     /// A page of a match this node does not know (yet: another node created it a moment ago),
     /// straight from the store and not kept.
-    pub async fn unkept(
+    pub(crate) async fn unkept(
         &self,
         store: &dyn Store,
         id: &MatchId,
@@ -353,7 +358,7 @@ impl PageCache {
     /// The page of `id`'s history after `after` (at most `limit` events), from memory when it is
     /// still what the store holds, else read once from `store` and kept. An empty page (after
     /// the last event, or `limit` 0) is answered without being kept.
-    pub async fn page(
+    pub(crate) async fn page(
         &self,
         store: &dyn Store,
         id: &MatchId,

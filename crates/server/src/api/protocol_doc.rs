@@ -95,19 +95,8 @@ fn every_frame_kind_and_reason_is_described() {
         assert!(named(&error.code().to_string()), "close code {}", error.code());
     }
     // The periods a status names.
-    let periods = [
-        Period::NotStarted,
-        Period::First,
-        Period::Halftime,
-        Period::Last,
-        Period::FirstExtra,
-        Period::HalftimeExtra,
-        Period::LastExtra,
-        Period::Penalties,
-        Period::Ended,
-    ];
     let missing: Vec<&str> =
-        periods.map(Period::as_str).into_iter().filter(|p| !named(p)).collect();
+        Period::ALL.map(Period::as_str).into_iter().filter(|p| !named(p)).collect();
     assert!(missing.is_empty(), "periods not in docs/PROTOCOL.md: {missing:?}");
     // The connect lines, the v1 error block, the SSE framing and keepalive.
     for pattern in [

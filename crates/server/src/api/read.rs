@@ -19,7 +19,7 @@ use crate::model::MatchId;
 use crate::store::Incarnation;
 
 /// An answer of the read API: a page encoded once, and which of its answers a request gets.
-pub enum Answer {
+pub(crate) enum Answer {
     Page(Arc<Encoded>, Choice),
 }
 
@@ -47,7 +47,7 @@ impl IntoResponse for Answer {
         (status = 304, description = "Unchanged since the `ETag` in `If-None-Match`"),
     )
 )]
-pub async fn list_matches(State(state): State<AppState>, request: Request) -> Answer {
+pub(crate) async fn list_matches(State(state): State<AppState>, request: Request) -> Answer {
     matches(&state, request.headers())
 }
 
@@ -66,7 +66,7 @@ pub async fn list_matches(State(state): State<AppState>, request: Request) -> An
         (status = 503, description = "An ended match could not be read back from the store now", body = ErrorBody),
     )
 )]
-pub async fn get_match(
+pub(crate) async fn get_match(
     State(state): State<AppState>,
     Path(raw): Path<String>,
     request: Request,
@@ -101,7 +101,7 @@ pub async fn get_match(
         (status = 503, description = "The store cannot be read now", body = ErrorBody),
     )
 )]
-pub async fn history(
+pub(crate) async fn history(
     State(state): State<AppState>,
     Path(raw): Path<String>,
     RawQuery(query): RawQuery,

@@ -23,7 +23,7 @@ use rand::Rng;
 
 /// One port as a node sees it when choosing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Seen {
+pub(super) struct Seen {
     /// Most viewers it takes.
     pub capacity: usize,
     /// Viewers known to be on it: this node's own count, or the port's last report.
@@ -34,12 +34,12 @@ pub struct Seen {
 
 impl Seen {
     /// Free places counting what this node named it for.
-    pub fn estimated_free(&self) -> usize {
+    pub(super) fn estimated_free(&self) -> usize {
         self.capacity.saturating_sub(self.known.saturating_add(self.pending))
     }
 
     /// Free places by what is known for certain (the count or the report alone).
-    pub fn known_free(&self) -> usize {
+    pub(super) fn known_free(&self) -> usize {
         self.capacity.saturating_sub(self.known)
     }
 }
@@ -49,13 +49,13 @@ impl Seen {
 /// looks full only because of what this node named (viewers that may never come: a client that
 /// checks in and goes elsewhere), by the known free places instead, so that a port with room by
 /// every report is never refused; `None` when no port has room.
-pub fn choose(ports: &[Seen], rng: &mut impl Rng) -> Option<usize> {
+pub(super) fn choose(ports: &[Seen], rng: &mut impl Rng) -> Option<usize> {
     choose_estimated(ports, rng).or_else(|| pick(ports, Seen::known_free, rng))
 }
 
 /// Like [`choose`], by the estimated free places alone: for a `try`, whose viewer does come
 /// (it was refused or told goodbye), so that what this node already sent a port counts.
-pub fn choose_estimated(ports: &[Seen], rng: &mut impl Rng) -> Option<usize> {
+pub(super) fn choose_estimated(ports: &[Seen], rng: &mut impl Rng) -> Option<usize> {
     pick(ports, Seen::estimated_free, rng)
 }
 
@@ -105,7 +105,7 @@ fn least_loaded(ports: &[Seen], free: fn(&Seen) -> usize, rng: &mut impl Rng) ->
 /// draining node's goodbyes come back only after their `retry_after_ms`); otherwise no more
 /// than was named since the last report, so that names never used (a checkin with no connect
 /// after it) are forgotten after one report.
-pub fn still_pending(
+pub(super) fn still_pending(
     named: usize,
     carried: usize,
     before: usize,

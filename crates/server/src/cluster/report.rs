@@ -36,7 +36,7 @@ struct NodeLoad {
 /// starts stopping (`shutdown`), but goes on learning the others until HTTP stops (`stopped`):
 /// a draining node names them in its goodbyes for the whole window, and counts what it sent
 /// each until their reports show it arrived.
-pub async fn report_load(
+pub(crate) async fn report_load(
     nodes: NodesConn,
     cluster: Arc<Cluster>,
     here: impl Fn() -> Vec<PortLoad> + Send + 'static,

@@ -25,7 +25,7 @@ use super::Limits;
 
 /// What a connection is doing, as its service tells it.
 #[derive(Debug)]
-pub struct Activity {
+pub(super) struct Activity {
     /// Twice the number of the idle period the connection is in (a new one starts with each
     /// answer), plus [`BUSY`] while a request is answered.
     state: AtomicU64,
@@ -41,13 +41,13 @@ impl Default for Activity {
 
 impl Activity {
     /// A request's head is in: it is being answered.
-    pub fn busy(&self) {
+    pub(super) fn busy(&self) {
         let state = self.state.load(Ordering::Relaxed);
         self.state.store(state | BUSY, Ordering::Relaxed);
     }
 
     /// Its answer is out: the connection waits for its next request.
-    pub fn idle(&self) {
+    pub(super) fn idle(&self) {
         // Only the connection's task changes it: no read-modify-write needed.
         let next = (self.state.load(Ordering::Relaxed) | BUSY).wrapping_add(1);
         self.state.store(next, Ordering::Relaxed);
@@ -55,7 +55,7 @@ impl Activity {
 }
 
 /// A socket with the connection's deadlines.
-pub struct Timed {
+pub(super) struct Timed {
     io: TcpStream,
     activity: Arc<Activity>,
     limits: Limits,
@@ -73,7 +73,7 @@ pub struct Timed {
 }
 
 impl Timed {
-    pub fn new(
+    pub(super) fn new(
         io: TcpStream,
         activity: Arc<Activity>,
         limits: Limits,
@@ -93,7 +93,7 @@ impl Timed {
         }
     }
 
-    pub fn into_inner(self) -> TcpStream {
+    pub(super) fn into_inner(self) -> TcpStream {
         self.io
     }
 

@@ -31,7 +31,7 @@ impl Format {
 /// WebSocket and SSE forms the first time a viewer of that format needs them, so a node with
 /// no browser viewer never builds them.
 #[derive(Debug, Clone)]
-pub struct EncodedEvent {
+pub(crate) struct EncodedEvent {
     pub seq: Seq,
     /// When the server accepted it (for the delivery lag).
     pub ts: Millis,
@@ -59,7 +59,7 @@ impl EncodedEvent {
     }
 
     /// The bytes of this event in `format`.
-    pub fn bytes(&self, format: Format) -> &Bytes {
+    pub(crate) fn bytes(&self, format: Format) -> &Bytes {
         match format {
             Format::V1 => &self.v1,
             Format::V2 => &self.v2,
@@ -73,7 +73,7 @@ impl EncodedEvent {
 
 /// What travels through a match's ring.
 #[derive(Debug)]
-pub enum Frame {
+pub(crate) enum Frame {
     Event(EncodedEvent),
     /// The topic is closed (the match was cancelled, or its log rewound): every viewer is told
     /// goodbye for this reason.
@@ -83,7 +83,7 @@ pub enum Frame {
 /// A match as of some `seq`, shared by every reader of that moment; its `status` frame is
 /// encoded at most once per format.
 #[derive(Debug)]
-pub struct Snapshot {
+pub(crate) struct Snapshot {
     pub state: Arc<Match>,
     v2: OnceLock<Bytes>,
     ws: OnceLock<Bytes>,
@@ -104,20 +104,20 @@ impl Snapshot {
     }
 
     /// The match object of `GET /1/match/<id>`, encoded once per snapshot.
-    pub fn json(&self) -> Bytes {
+    pub(crate) fn json(&self) -> Bytes {
         self.json
             .get_or_init(|| serde_json::to_vec(&*self.state).unwrap_or_default().into())
             .clone()
     }
 
     /// The v2 `status` frame of this snapshot.
-    pub fn v2_frame(&self) -> Bytes {
+    pub(crate) fn v2_frame(&self) -> Bytes {
         self.v2.get_or_init(|| v2::status_frame(&self.state)).clone()
     }
 
     /// The snapshot as sent to a viewer of `format` at time `now` (v1 headers carry the time
     /// of sending).
-    pub fn frame(&self, format: Format, now: Millis) -> Bytes {
+    pub(crate) fn frame(&self, format: Format, now: Millis) -> Bytes {
         match format {
             Format::V1 => v1::status_block(&self.state, now),
             Format::V2 => self.v2_frame(),

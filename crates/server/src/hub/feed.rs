@@ -7,14 +7,14 @@ use tokio::sync::broadcast::{self, error::RecvError, error::TryRecvError};
 use super::{Frame, TopicKey};
 
 /// Every frame of one match, in order, for a group of viewers at the live edge.
-pub struct Feed {
+pub(crate) struct Feed {
     rx: broadcast::Receiver<Arc<Frame>>,
     key: TopicKey,
 }
 
 /// What a [`Feed`] yields.
 #[derive(Debug)]
-pub enum FeedItem {
+pub(crate) enum FeedItem {
     Frame(Arc<Frame>),
     /// Frames were lost because the group fell a whole ring behind: its viewers must catch up
     /// one by one (through a [`Subscription`]).
@@ -29,12 +29,12 @@ impl Feed {
     }
 
     /// The incarnation of the match this feed follows.
-    pub fn key(&self) -> TopicKey {
+    pub(crate) fn key(&self) -> TopicKey {
         self.key.clone()
     }
 
     /// The next frame. Cancel-safe.
-    pub async fn recv(&mut self) -> FeedItem {
+    pub(crate) async fn recv(&mut self) -> FeedItem {
         match self.rx.recv().await {
             Ok(f) => FeedItem::Frame(f),
             Err(RecvError::Lagged(_)) => FeedItem::Lagged,
@@ -43,7 +43,7 @@ impl Feed {
     }
 
     /// The next frame if one is ready.
-    pub fn try_recv(&mut self) -> Option<FeedItem> {
+    pub(crate) fn try_recv(&mut self) -> Option<FeedItem> {
         match self.rx.try_recv() {
             Ok(f) => Some(FeedItem::Frame(f)),
             Err(TryRecvError::Lagged(_)) => Some(FeedItem::Lagged),

@@ -14,7 +14,7 @@ use crate::store::{Head, LogEntry, StoreError};
 
 impl Ingest {
     /// Follows what other nodes write to the shared log, until the store stops sending.
-    pub async fn follow(self: Arc<Self>, mut entries: mpsc::Receiver<LogEntry>) {
+    pub(crate) async fn follow(self: Arc<Self>, mut entries: mpsc::Receiver<LogEntry>) {
         while let Some(entry) = entries.recv().await {
             if let Err(e) = self.follow_one(entry).await {
                 // The store logs its own failures; the next entry or resync tries again.

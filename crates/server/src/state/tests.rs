@@ -83,17 +83,7 @@ fn in_period(period: Period) -> Match {
     m
 }
 
-const ALL_PERIODS: [Period; 9] = [
-    Period::NotStarted,
-    Period::First,
-    Period::Halftime,
-    Period::Last,
-    Period::FirstExtra,
-    Period::HalftimeExtra,
-    Period::LastExtra,
-    Period::Penalties,
-    Period::Ended,
-];
+const ALL_PERIODS: [Period; 9] = Period::ALL;
 
 #[test]
 fn start_sets_rosters_pitch_order_scores_and_period() {

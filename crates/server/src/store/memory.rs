@@ -61,13 +61,13 @@ impl Inner {
 /// A [`Store`] in memory (tests only: nothing is durable). Every operation completes before it
 /// returns, so an [`AppendTicket`] from it is already resolved.
 #[derive(Default)]
-pub struct MemoryStore {
+pub(crate) struct MemoryStore {
     inner: Mutex<Inner>,
 }
 
 impl MemoryStore {
     /// An empty store.
-    pub fn new() -> MemoryStore {
+    pub(crate) fn new() -> MemoryStore {
         MemoryStore::default()
     }
 

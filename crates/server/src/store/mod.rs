@@ -16,15 +16,15 @@ use tokio::sync::mpsc;
 use crate::model::{Event, Match, MatchId, MatchInfo, Millis, Seq};
 
 #[cfg(test)]
-pub mod memory;
-pub mod redis;
-pub mod saved;
-pub mod sqlite;
+pub(crate) mod memory;
+pub(crate) mod redis;
+pub(crate) mod saved;
+pub(crate) mod sqlite;
 
 /// Which creation of a match id this is: a match cancelled and created again under the same id
 /// is a new incarnation, and nothing of the old one (an append, a history page, a viewer still
 /// catching up) ever mixes with it. Never reused for an id.
-pub type Incarnation = u64;
+pub(crate) type Incarnation = u64;
 
 /// Why a store operation failed.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -51,7 +51,7 @@ pub enum StoreError {
 /// A match as stored: what it was created with, its incarnation and every event since.
 #[cfg(test)]
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoredMatch {
+pub(crate) struct StoredMatch {
     pub info: MatchInfo,
     pub inc: Incarnation,
     pub events: Vec<Event>,
@@ -60,7 +60,7 @@ pub struct StoredMatch {
 /// A match as a node needs it to serve it: its state at some seq (saved by
 /// [`Store::save_state`], else the match as created) and the events of the log after that.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Resumed {
+pub(crate) struct Resumed {
     pub inc: Incarnation,
     pub state: Match,
     pub events: Vec<Event>,
@@ -69,14 +69,14 @@ pub struct Resumed {
 impl Resumed {
     /// The `ts` of its last event, when the events after the saved state are not empty (a saved
     /// state does not say which event it ends with).
-    pub fn last_ts(&self) -> Option<Millis> {
+    pub(crate) fn last_ts(&self) -> Option<Millis> {
         self.events.last().map(|e| e.ts)
     }
 }
 
 /// Where the log of a live match ends: what a node compares with its own view to catch up.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Head {
+pub(crate) struct Head {
     pub id: MatchId,
     pub inc: Incarnation,
     pub seq: Seq,
@@ -88,7 +88,7 @@ pub struct Head {
 
 /// A page of a match's history, with the incarnation it was read from.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Page {
+pub(crate) struct Page {
     pub inc: Incarnation,
     pub events: Vec<Event>,
 }
@@ -98,7 +98,7 @@ pub struct Page {
 /// of the caller's own that is not known to be durable yet, so that an append built on one that
 /// failed is refused even when someone else's events have since reached the same seq.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Expect {
+pub(crate) struct Expect {
     pub seq: Seq,
     pub tag: Option<u64>,
     /// The `ts` of the event at `seq` as the caller applied it, checked where the store keeps
@@ -109,7 +109,7 @@ pub struct Expect {
 
 /// Events to append to one incarnation of a match, if its log ends as expected.
 #[derive(Debug, Clone)]
-pub struct Append {
+pub(crate) struct Append {
     pub inc: Incarnation,
     pub expect: Expect,
     /// Names this append (random): a later append of the same node may expect it.
@@ -122,7 +122,7 @@ pub struct Append {
 /// at all (a lost connection): the follower applies only what continues its view, reads the
 /// store for a gap, and compares everything with [`Store::heads`] on `Resync`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum LogEntry {
+pub(crate) enum LogEntry {
     Created {
         id: MatchId,
         inc: Incarnation,
@@ -148,7 +148,7 @@ pub enum LogEntry {
 
 /// An append that has been queued; awaiting it resolves once the events are durable,
 /// or with the reason they could not be stored.
-pub struct AppendTicket(pub Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send>>);
+pub(crate) struct AppendTicket(pub Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send>>);
 
 impl std::future::IntoFuture for AppendTicket {
     type Output = Result<(), StoreError>;
@@ -161,7 +161,7 @@ impl std::future::IntoFuture for AppendTicket {
 
 /// Durable storage of matches and their events.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub(crate) trait Store: Send + Sync + 'static {
     /// Creates a match; `Exists` if a live (not cancelled) match has that id. Durable on return.
     async fn create_match(&self, info: &MatchInfo) -> Result<Incarnation, StoreError>;
 

@@ -35,7 +35,7 @@ mod follow;
 mod keys;
 
 use conn::{connect, Conn, Target};
-pub mod nodes;
+pub(crate) mod nodes;
 
 /// How long `WAIT` waits for replicas before the append is reported as not durable.
 const WAIT_TIMEOUT_MS: u64 = 1_000;
@@ -44,7 +44,7 @@ const HEADS_PER_PIPELINE: usize = 1_000;
 
 /// Where and how to reach Redis.
 #[derive(Debug, Clone)]
-pub struct RedisOptions {
+pub(crate) struct RedisOptions {
     /// `redis://host:port[/db]` (one server) or `redis+cluster://host:port,host:port,...`.
     pub url: String,
     /// Replicas that must confirm each write (`WAIT`) before it is acknowledged.
@@ -54,7 +54,7 @@ pub struct RedisOptions {
 }
 
 /// The shared store on Redis.
-pub struct RedisStore {
+pub(crate) struct RedisStore {
     conn: Conn,
     /// Names this node's appends when it takes a match's turn (`keys::APPEND`).
     writer: Arc<str>,
@@ -78,7 +78,7 @@ struct Scripts {
 
 impl RedisStore {
     /// Connects, checks that acknowledged writes will be durable, and starts following the log.
-    pub async fn open(opts: &RedisOptions) -> Result<RedisStore, StoreError> {
+    pub(crate) async fn open(opts: &RedisOptions) -> Result<RedisStore, StoreError> {
         let target = Target::parse(&opts.url)?;
         let conn = connect(&target).await?;
         let failure = Arc::new(Mutex::new(None));
@@ -397,7 +397,7 @@ impl RedisStore {
     }
 
     /// The directory of the cluster's nodes, for `crate::cluster`'s reports (see `nodes.rs`).
-    pub fn conn_for_nodes(&self) -> nodes::NodesConn {
+    pub(crate) fn conn_for_nodes(&self) -> nodes::NodesConn {
         nodes::NodesConn::new(self.conn())
     }
 }

@@ -47,7 +47,7 @@ impl From<SavedSide> for Side {
 }
 
 /// The JSON saved for incarnation `inc` of `m`.
-pub fn encode(inc: Incarnation, m: &Match) -> Result<String, StoreError> {
+pub(crate) fn encode(inc: Incarnation, m: &Match) -> Result<String, StoreError> {
     let saved = Saved {
         inc,
         info: m.info.clone(),
@@ -63,7 +63,7 @@ pub fn encode(inc: Incarnation, m: &Match) -> Result<String, StoreError> {
 /// The state saved in `json`, if it belongs to incarnation `inc` and the log has reached its
 /// seq (`head`); `None` otherwise (then the caller replays the log from the start). A saved
 /// state that cannot be read is logged and ignored for the same reason.
-pub fn decode(json: &str, inc: Incarnation, head: Seq) -> Option<Match> {
+pub(crate) fn decode(json: &str, inc: Incarnation, head: Seq) -> Option<Match> {
     let saved: Saved = match serde_json::from_str(json) {
         Ok(saved) => saved,
         Err(e) => {

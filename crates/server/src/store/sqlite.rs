@@ -38,7 +38,7 @@ use read::Readers;
 use writer::{Command, Op, Writer};
 
 /// The database file inside the data directory.
-pub const DB_FILE: &str = "matchstream.db";
+pub(crate) const DB_FILE: &str = "matchstream.db";
 
 /// How long a connection waits for a lock held by another before failing: long enough to ride
 /// out a checkpoint, short enough that a stuck database shows up as an error.
@@ -46,7 +46,7 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Tuning of the writer.
 #[derive(Debug, Clone)]
-pub struct SqliteOptions {
+pub(crate) struct SqliteOptions {
     /// Writes that may wait for the writer; when full, callers wait (backpressure on watchers).
     /// Large enough that a burst from every live match fits. Default 16,384.
     pub queue: usize,
@@ -63,7 +63,7 @@ impl Default for SqliteOptions {
 
 /// The durable store on SQLite. Dropping it lets the writer finish what is queued, and waits
 /// for that (so the same directory can be reopened at once).
-pub struct SqliteStore {
+pub(crate) struct SqliteStore {
     /// `None` only while dropping: closing the queue is what stops the writer.
     tx: Option<mpsc::Sender<Command>>,
     writer: Option<JoinHandle<()>>,
@@ -79,13 +79,13 @@ pub struct SqliteStore {
 
 impl SqliteStore {
     /// Opens (creating if needed) `dir/matchstream.db` with default options.
-    pub fn open(dir: &Path) -> Result<SqliteStore, StoreError> {
+    pub(crate) fn open(dir: &Path) -> Result<SqliteStore, StoreError> {
         SqliteStore::open_with(dir, SqliteOptions::default())
     }
 
     /// Opens (creating `dir` and the database if needed), checks the schema version, loads what
     /// the writer needs to check seqs, and starts the writer thread.
-    pub fn open_with(dir: &Path, opts: SqliteOptions) -> Result<SqliteStore, StoreError> {
+    pub(crate) fn open_with(dir: &Path, opts: SqliteOptions) -> Result<SqliteStore, StoreError> {
         std::fs::create_dir_all(dir).map_err(|e| {
             StoreError::Backend(format!("cannot create data directory {}: {e}", dir.display()))
         })?;
@@ -115,7 +115,7 @@ impl SqliteStore {
 
     /// Transactions committed so far by the writer (shows group commit at work).
     #[cfg(test)]
-    pub fn commits(&self) -> u64 {
+    pub(crate) fn commits(&self) -> u64 {
         self.commits.load(std::sync::atomic::Ordering::Relaxed)
     }
 
@@ -146,7 +146,7 @@ impl SqliteStore {
 }
 
 /// The lock file inside the data directory; it holds the pid of the node that has it.
-pub const LOCK_FILE: &str = "matchstream.lock";
+pub(crate) const LOCK_FILE: &str = "matchstream.lock";
 
 /// How long a busy data directory lock is tried again before another node is said to hold it.
 const LOCK_PATIENCE: std::time::Duration = std::time::Duration::from_millis(500);

@@ -32,12 +32,12 @@ use crate::transport::PortGuard;
 /// closes within a round trip or two of our FIN; one that does not (stalled, or gone without a
 /// word) should not keep its descriptor, and a stopping node waits for lingering closes within
 /// its grace period, so this stays short.
-pub const LINGER: Duration = Duration::from_secs(2);
+pub(crate) const LINGER: Duration = Duration::from_secs(2);
 
 /// Most input read and dropped while closing one connection: far more than an honest peer sends
 /// (a connect line is at most 1 KiB, a viewer has nothing else to say), so that only a peer that
 /// floods us after its goodbye gets the reset, and a close never reads without bound.
-pub const DRAIN_LIMIT: usize = 64 * 1024;
+pub(crate) const DRAIN_LIMIT: usize = 64 * 1024;
 
 /// Bytes one read drops; on the stack of a plain function, never in a task.
 const SINK: usize = 8 * 1024;
@@ -46,7 +46,7 @@ const SINK: usize = 8 * 1024;
 /// only if the peer has not sent its FIN yet waits for it (at most [`LINGER`]). `counted` (a
 /// viewer's [`PortGuard`], or a refused connection's place in its handshake budget) is held
 /// until the connection is closed, since it holds a descriptor till then.
-pub async fn close<T>(stream: TcpStream, counted: T) {
+pub(crate) async fn close<T>(stream: TcpStream, counted: T) {
     let mut left = DRAIN_LIMIT;
     if begin(SockRef::from(&stream), &mut left) == Drained::Pending {
         let mut lingering = Lingering { stream, left };
@@ -61,7 +61,7 @@ pub async fn close<T>(stream: TcpStream, counted: T) {
 /// shut down after what was written and what it sent so far is drained (so that the close is a
 /// FIN, not a reset), but it does not linger for the peer's FIN. For refusals that must stay
 /// cheap however many arrive (a flood from one address).
-pub fn close_now(stream: TcpStream) {
+pub(crate) fn close_now(stream: TcpStream) {
     let mut left = DRAIN_LIMIT;
     let _ = begin(SockRef::from(&stream), &mut left);
 }
@@ -70,7 +70,10 @@ pub fn close_now(stream: TcpStream) {
 /// drained at once; those whose peer has not sent its FIN yet linger together in one task
 /// under one deadline. That task is tracked, so a stopping node waits for it (within its grace
 /// period). The sockets must be non-blocking, as sockets taken out of tokio are.
-pub fn close_all(tracker: &TaskTracker, conns: impl IntoIterator<Item = (StdStream, PortGuard)>) {
+pub(crate) fn close_all(
+    tracker: &TaskTracker,
+    conns: impl IntoIterator<Item = (StdStream, PortGuard)>,
+) {
     let mut waiting = Vec::new();
     for (stream, counted) in conns {
         let mut left = DRAIN_LIMIT;

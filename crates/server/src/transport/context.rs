@@ -21,7 +21,7 @@ use crate::wire::ws;
 use crate::wire::{sse, v2, Bye, ByeReason};
 
 /// What every viewer connection of a node shares.
-pub struct ViewerContext {
+pub(crate) struct ViewerContext {
     pub hub: Arc<Hub>,
     pub ports: Arc<ViewerPorts>,
     pub shutdown: CancellationToken,
@@ -49,7 +49,7 @@ pub struct ViewerContext {
 }
 
 impl ViewerContext {
-    pub fn new(
+    pub(crate) fn new(
         config: &Config,
         hub: Arc<Hub>,
         ports: Arc<ViewerPorts>,
@@ -82,7 +82,7 @@ impl ViewerContext {
     }
 
     /// Viewers of an ended match that left memory get it read back (SPEC 10).
-    pub fn with_ingest(mut self, ingest: Arc<Ingest>) -> ViewerContext {
+    pub(crate) fn with_ingest(mut self, ingest: Arc<Ingest>) -> ViewerContext {
         self.ingest = Some(ingest);
         self
     }
@@ -93,7 +93,7 @@ impl ViewerContext {
     /// viewer may have seen elsewhere, and joins. A match that left memory again in between is
     /// read back once more. A store that cannot be read is logged; the viewer is then told
     /// what the hub knows.
-    pub async fn join(
+    pub(crate) async fn join(
         &self,
         id: &str,
         format: Format,
@@ -124,7 +124,7 @@ impl ViewerContext {
     /// `retry_after_ms`) and, with other nodes, one of theirs to `try` (chosen like
     /// `/1/checkin` chooses, so a crowd spreads): a viewer port for a TCP viewer, the node's
     /// HTTP port for a WebSocket or SSE one (`format`).
-    pub fn bye(&self, reason: ByeReason, format: Format) -> Bye {
+    pub(crate) fn bye(&self, reason: ByeReason, format: Format) -> Bye {
         let mut bye = Bye::new(reason);
         if reason == ByeReason::Shutdown {
             let base = self.retry_after_ms;
@@ -142,7 +142,7 @@ impl ViewerContext {
     }
 
     /// When the drain began: the first caller after the shutdown fixes it.
-    pub fn drain_start(&self) -> tokio::time::Instant {
+    pub(crate) fn drain_start(&self) -> tokio::time::Instant {
         *self.drain_start.get_or_init(tokio::time::Instant::now)
     }
 
@@ -156,7 +156,7 @@ impl ViewerContext {
 }
 
 /// The goodbye in `format` (v1 has none: the original just closes).
-pub fn goodbye(format: Format, bye: &Bye) -> Option<Bytes> {
+pub(crate) fn goodbye(format: Format, bye: &Bye) -> Option<Bytes> {
     match format {
         Format::V1 => None,
         Format::V2 => Some(v2::bye_frame(bye)),
@@ -167,7 +167,7 @@ pub fn goodbye(format: Format, bye: &Bye) -> Option<Bytes> {
 
 /// The keepalive in `format` after `quiet` keepalive periods without traffic, if one is due:
 /// SSE every period, WebSocket every other one, TCP never.
-pub fn keepalive(format: Format, quiet: u32) -> Option<Bytes> {
+pub(crate) fn keepalive(format: Format, quiet: u32) -> Option<Bytes> {
     match format {
         Format::V1 | Format::V2 => None,
         Format::Ws => quiet.is_multiple_of(2).then(ws::ping),

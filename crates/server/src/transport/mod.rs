@@ -16,11 +16,11 @@ use crate::hub::Format;
 use crate::telemetry::{Left, Metrics};
 use crate::wire::ByeReason;
 
-pub mod close;
-pub mod context;
-pub mod session;
-pub mod tcp;
-pub mod web;
+pub(crate) mod close;
+pub(crate) mod context;
+pub(crate) mod session;
+pub(crate) mod tcp;
+pub(crate) mod web;
 mod write;
 
 /// One viewer port and how many viewers it holds.

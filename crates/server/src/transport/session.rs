@@ -40,13 +40,13 @@ use park::Parking;
 pub(crate) use state::Following;
 
 /// The node's viewers: what they share, and the shards that hold those parked.
-pub struct Viewers {
+pub(crate) struct Viewers {
     pub ctx: Arc<ViewerContext>,
     parking: Parking,
 }
 
 impl Viewers {
-    pub fn new(ctx: Arc<ViewerContext>) -> Arc<Viewers> {
+    pub(crate) fn new(ctx: Arc<ViewerContext>) -> Arc<Viewers> {
         Arc::new_cyclic(|me: &Weak<Viewers>| {
             let me = me.clone();
             // A viewer a shard hands back gets a task of its own, for the rest of its life.

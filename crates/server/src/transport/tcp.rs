@@ -26,7 +26,7 @@ use crate::transport::PortGuard;
 use crate::wire::{self, v1, v2, Bye, ByeReason, ConnectLine};
 
 /// Binds a viewer listener with a large accept backlog.
-pub fn bind(addr: SocketAddr, backlog: i32) -> io::Result<TcpListener> {
+pub(crate) fn bind(addr: SocketAddr, backlog: i32) -> io::Result<TcpListener> {
     let socket = socket2::Socket::new(
         socket2::Domain::for_address(addr),
         socket2::Type::STREAM,
@@ -44,7 +44,7 @@ pub fn bind(addr: SocketAddr, backlog: i32) -> io::Result<TcpListener> {
 /// that also bounds those accepted past `--max-viewers` only to be told `full`) and keeps it
 /// until its handshake ends. Errors such as running out of descriptors (EMFILE) pause the loop
 /// with a growing backoff instead of ending it.
-pub async fn accept_loop(listener: TcpListener, index: usize, viewers: Arc<Viewers>) {
+pub(crate) async fn accept_loop(listener: TcpListener, index: usize, viewers: Arc<Viewers>) {
     let ctx = &viewers.ctx;
     loop {
         let slot = tokio::select! {

@@ -25,7 +25,7 @@ use crate::transport::PortGuard;
 use crate::wire::{Bye, ByeReason};
 
 /// A viewer answered over HTTP, waiting for its connection to be handed over.
-pub struct Handover {
+pub(crate) struct Handover {
     format: Format,
     start: Start,
     guard: PortGuard,
@@ -40,7 +40,7 @@ enum Start {
 /// Where a handler leaves its [`Handover`] for the connection it answers (a request extension,
 /// one per connection): once the answer is written, the connection leaves hyper for this.
 #[derive(Clone, Default)]
-pub struct Takeover(Arc<Mutex<Option<Handover>>>);
+pub(crate) struct Takeover(Arc<Mutex<Option<Handover>>>);
 
 tokio::task_local! {
     /// The slot of the connection whose request is being answered, as its handlers see it:
@@ -52,18 +52,18 @@ tokio::task_local! {
 
 impl Takeover {
     /// Runs `serving` (a connection's requests) with this as its connection's slot.
-    pub async fn scope<F: std::future::Future>(&self, serving: F) -> F::Output {
+    pub(crate) async fn scope<F: std::future::Future>(&self, serving: F) -> F::Output {
         CONNECTION.scope(self.clone(), serving).await
     }
 
     /// The slot of the connection the current request arrived on; `None` outside a connection
     /// that can be handed over (the admin listener).
-    pub fn current() -> Option<Takeover> {
+    pub(crate) fn current() -> Option<Takeover> {
         CONNECTION.try_with(Takeover::clone).ok()
     }
 
     /// The viewer waiting for this connection, if a handler left one.
-    pub fn take(&self) -> Option<Handover> {
+    pub(crate) fn take(&self) -> Option<Handover> {
         lock(&self.0).take()
     }
 
@@ -74,7 +74,7 @@ impl Takeover {
 
 /// Why a WebSocket or SSE request is not served (answered as a JSON error).
 #[derive(Debug, PartialEq, Eq)]
-pub enum Refusal {
+pub(crate) enum Refusal {
     NotFound(String),
     BadRequest(String),
     /// Not a WebSocket handshake: 426, with `Upgrade: websocket`.
@@ -82,7 +82,7 @@ pub enum Refusal {
 }
 
 /// `GET /1/match/<id>/ws[?from=<seq>]`: checks the handshake and joins the match.
-pub async fn websocket(
+pub(crate) async fn websocket(
     ctx: &Arc<ViewerContext>,
     id: &str,
     from: Option<Seq>,
@@ -123,7 +123,7 @@ pub async fn websocket(
 
 /// `GET /1/match/<id>/stream[?from=<seq>]`, where `Last-Event-ID` wins over `from`.
 /// `head`: a HEAD request gets the headers and no stream.
-pub async fn events(
+pub(crate) async fn events(
     ctx: &Arc<ViewerContext>,
     id: &str,
     from: Option<Seq>,
@@ -196,7 +196,12 @@ fn handover(ctx: &ViewerContext, format: Format, sub: Subscription) -> Handover 
 
 /// Serves a viewer on the connection its answer went out on. `read`: what hyper had read past
 /// the request (a WebSocket client may send its first frames at once).
-pub async fn begin(viewers: Arc<Viewers>, stream: TcpStream, read: Bytes, handover: Handover) {
+pub(crate) async fn begin(
+    viewers: Arc<Viewers>,
+    stream: TcpStream,
+    read: Bytes,
+    handover: Handover,
+) {
     let ctx = &viewers.ctx;
     let Handover { format, start, guard } = handover;
     // As for TCP viewers: a parked socket is out of tokio's reactor, and keepalive lets the

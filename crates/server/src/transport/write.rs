@@ -9,11 +9,15 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 /// Most buffers gathered into one write.
-pub const MAX_BATCH: usize = 64;
+pub(super) const MAX_BATCH: usize = 64;
 
 /// Writes every buffer, in one syscall when the socket has room. Only a write the socket cannot
 /// take at once gets a deadline: a viewer that accepts nothing for `timeout` is too slow.
-pub async fn write_all(stream: &TcpStream, bufs: &[Bytes], timeout: Duration) -> io::Result<()> {
+pub(super) async fn write_all(
+    stream: &TcpStream,
+    bufs: &[Bytes],
+    timeout: Duration,
+) -> io::Result<()> {
     let (mut idx, mut off) = (0usize, 0usize);
     let mut deadline = None;
     while idx < bufs.len() {
@@ -63,7 +67,7 @@ impl std::fmt::Display for MidFrame {
 impl std::error::Error for MidFrame {}
 
 /// Did this write time out partway through a frame?
-pub fn cut_mid_frame(e: &io::Error) -> bool {
+pub(super) fn cut_mid_frame(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::TimedOut && e.get_ref().is_some_and(|inner| inner.is::<MidFrame>())
 }
 
@@ -78,7 +82,7 @@ async fn wait_writable(stream: &TcpStream, deadline: Instant) -> io::Result<()> 
 
 /// One non-blocking vectored write of `bufs[idx..]` (the first from `off`). A plain function so
 /// that its slice array never becomes part of a viewer's task.
-pub fn try_write_from(
+pub(super) fn try_write_from(
     stream: &TcpStream,
     bufs: &[Bytes],
     idx: usize,

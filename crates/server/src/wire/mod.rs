@@ -4,16 +4,16 @@
 //! viewer. This file holds what the formats share: the goodbye (its reasons and the connect line are
 //! `matchstream_proto`'s, shared with the clients).
 
-pub mod sse;
-pub mod v1;
-pub mod v2;
-pub mod ws;
+pub(crate) mod sse;
+pub(crate) mod v1;
+pub(crate) mod v2;
+pub(crate) mod ws;
 
-pub use matchstream_proto::{parse_connect, sniff_version, ByeReason, ConnectLine};
+pub(crate) use matchstream_proto::{parse_connect, sniff_version, ByeReason, ConnectLine};
 
 /// A goodbye: the reason, and optionally when and where to come back.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Bye {
+pub(crate) struct Bye {
     pub reason: ByeReason,
     pub retry_after_ms: Option<u64>,
     /// `host:port` of another listener to try.
@@ -21,7 +21,7 @@ pub struct Bye {
 }
 
 impl Bye {
-    pub fn new(reason: ByeReason) -> Bye {
+    pub(crate) fn new(reason: ByeReason) -> Bye {
         Bye { reason, retry_after_ms: None, try_addr: None }
     }
 }

@@ -8,7 +8,7 @@ use super::{v2, Bye};
 use crate::model::Seq;
 
 /// A v2 frame (ending in `\n`) as one event. `id`: the event's seq (or the snapshot's).
-pub fn event(id: Option<Seq>, kind: &str, v2_frame: &[u8]) -> Bytes {
+pub(crate) fn event(id: Option<Seq>, kind: &str, v2_frame: &[u8]) -> Bytes {
     let mut out = BytesMut::with_capacity(v2_frame.len() + kind.len() + 40);
     if let Some(id) = id {
         out.extend_from_slice(b"id: ");
@@ -26,12 +26,12 @@ pub fn event(id: Option<Seq>, kind: &str, v2_frame: &[u8]) -> Bytes {
 
 /// The goodbye: `event: bye` with no id, so a reconnecting `EventSource` resumes after the
 /// last event it saw.
-pub fn bye(bye: &Bye) -> Bytes {
+pub(crate) fn bye(bye: &Bye) -> Bytes {
     event(None, "bye", &v2::bye_frame(bye))
 }
 
 /// The keepalive comment, so that proxies see traffic on an idle stream.
-pub fn ping() -> Bytes {
+pub(crate) fn ping() -> Bytes {
     Bytes::from_static(b": ping\n\n")
 }
 

@@ -18,7 +18,7 @@ const END: &[u8] = b"\r\n";
 const FRAME_LEN: usize = 21 + 2 + END.len();
 
 /// One event's block, encoded once and shared by every v1 viewer of the match.
-pub fn event_block(ev: &Event) -> Bytes {
+pub(crate) fn event_block(ev: &Event) -> Bytes {
     let d = &ev.data;
     let mut buf = Vec::with_capacity(FRAME_LEN + ev.kind.as_str().len() + data_len(d));
     push_header(&mut buf, ev.ts, ev.kind.as_str());
@@ -55,7 +55,7 @@ pub fn event_block(ev: &Event) -> Bytes {
 
 /// The `status` block a v1 viewer gets on connecting: teams, players on the pitch, scores and
 /// period, with `now` (the time of sending) in the header.
-pub fn status_block(m: &Match, now: Millis) -> Bytes {
+pub(crate) fn status_block(m: &Match, now: Millis) -> Bytes {
     let (home, visit) = (m.info.home.id.as_str(), m.info.visit.id.as_str());
     let len = FRAME_LEN
         + "status".len()
@@ -80,7 +80,7 @@ pub fn status_block(m: &Match, now: Millis) -> Bytes {
 
 /// The block sent before closing a v1 viewer: `ERROR: <reason>\n\r\n`. Line breaks in `reason`
 /// are escaped so the block stays one line.
-pub fn error_block(reason: &str) -> Bytes {
+pub(crate) fn error_block(reason: &str) -> Bytes {
     let mut buf = Vec::with_capacity("ERROR: \n".len() + reason.len() + 8 + END.len());
     buf.extend_from_slice(b"ERROR: ");
     push_escaped(&mut buf, reason.as_bytes(), false);

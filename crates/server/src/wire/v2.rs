@@ -11,7 +11,7 @@ use crate::model::{Event, Match};
 
 /// One event as `{"seq":5,"ts":1316094531000,"kind":"goal","data":{...}}\n`, encoded once and
 /// shared by every v2, WebSocket and SSE viewer of the match.
-pub fn event_frame(ev: &Event) -> Bytes {
+pub(crate) fn event_frame(ev: &Event) -> Bytes {
     // The envelope holds only numbers and a kind name that needs no escaping, so it is written
     // directly; serde writes the data.
     let mut buf = Vec::with_capacity(96 + data_len(&ev.data));
@@ -29,7 +29,7 @@ pub fn event_frame(ev: &Event) -> Bytes {
 
 /// The snapshot `{"seq":<last applied>,"kind":"status","data":{<match object>}}\n`, where the
 /// match object is that of `GET /1/match/<id>`.
-pub fn status_frame(m: &Match) -> Bytes {
+pub(crate) fn status_frame(m: &Match) -> Bytes {
     let players = m.home.on_pitch.iter().chain(&m.visit.on_pitch);
     let len = 320
         + players.map(|p| p.name.len() + 16).sum::<usize>()
@@ -48,7 +48,7 @@ pub fn status_frame(m: &Match) -> Bytes {
 
 /// The last frame before the server closes:
 /// `{"kind":"bye","reason":"too_slow","retry_after_ms":N?,"try":"host:port"?}\n`.
-pub fn bye_frame(bye: &Bye) -> Bytes {
+pub(crate) fn bye_frame(bye: &Bye) -> Bytes {
     let try_len = bye.try_addr.as_ref().map_or(0, |a| a.len() + 16);
     let mut buf = Vec::with_capacity(64 + 40 + try_len);
     buf.extend_from_slice(b"{\"kind\":\"bye\",\"reason\":\"");

@@ -13,16 +13,16 @@ use super::{v2, Bye, ByeReason};
 
 /// The largest client frame payload read: a viewer has nothing to say but pings (at most 125
 /// bytes) and closes; a bigger frame is refused with 1009 rather than buffered.
-pub const MAX_CLIENT_FRAME: u64 = 4096;
+pub(crate) const MAX_CLIENT_FRAME: u64 = 4096;
 
 /// A v2 frame (ending in `\n`) as one WebSocket text message, without the newline.
-pub fn text(v2_frame: &[u8]) -> Bytes {
+pub(crate) fn text(v2_frame: &[u8]) -> Bytes {
     let payload = v2_frame.strip_suffix(b"\n").unwrap_or(v2_frame);
     frame(OpCode::Data(Data::Text), payload)
 }
 
 /// The goodbye: the `bye` message, then the close frame whose code SPEC 5 gives for its reason.
-pub fn bye(bye: &Bye) -> Bytes {
+pub(crate) fn bye(bye: &Bye) -> Bytes {
     let mut out = BytesMut::new();
     out.extend_from_slice(&text(&v2::bye_frame(bye)));
     out.extend_from_slice(&close(close_code(bye.reason)));
@@ -30,7 +30,7 @@ pub fn bye(bye: &Bye) -> Bytes {
 }
 
 /// The close code that follows a `bye` (SPEC 5).
-pub fn close_code(reason: ByeReason) -> u16 {
+pub(crate) fn close_code(reason: ByeReason) -> u16 {
     match reason {
         ByeReason::MatchOver | ByeReason::Cancelled => 1000,
         ByeReason::Shutdown => 1001,
@@ -42,13 +42,13 @@ pub fn close_code(reason: ByeReason) -> u16 {
 }
 
 /// A close frame with `code` and no reason text.
-pub fn close(code: u16) -> Bytes {
+pub(crate) fn close(code: u16) -> Bytes {
     frame(OpCode::Control(Control::Close), &code.to_be_bytes())
 }
 
 /// A close frame with `code` and a reason for people (cut at a character boundary to the 123
 /// bytes a control frame leaves it, RFC 6455 5.5).
-pub fn close_because(code: u16, reason: &str) -> Bytes {
+pub(crate) fn close_because(code: u16, reason: &str) -> Bytes {
     let mut end = reason.len().min(123);
     while !reason.is_char_boundary(end) {
         end -= 1;
@@ -59,12 +59,12 @@ pub fn close_because(code: u16, reason: &str) -> Bytes {
 }
 
 /// The keepalive ping (empty payload), the same bytes for everyone.
-pub fn ping() -> Bytes {
+pub(crate) fn ping() -> Bytes {
     Bytes::from_static(&[0x89, 0x00])
 }
 
 /// The answer to a client's ping.
-pub fn pong(payload: &[u8]) -> Bytes {
+pub(crate) fn pong(payload: &[u8]) -> Bytes {
     frame(OpCode::Control(Control::Pong), payload)
 }
 
@@ -80,7 +80,7 @@ fn frame(opcode: OpCode, payload: &[u8]) -> Bytes {
 
 /// A complete frame a client sent, as far as a viewer cares.
 #[derive(Debug, PartialEq, Eq)]
-pub enum ClientFrame {
+pub(crate) enum ClientFrame {
     /// Answer with a pong carrying this payload.
     Ping(Vec<u8>),
     /// The client closes (with this code, if it gave one): answer and end the viewer.
@@ -91,7 +91,7 @@ pub enum ClientFrame {
 
 /// Why the client's input ends the connection.
 #[derive(Debug, PartialEq, Eq)]
-pub enum ClientError {
+pub(crate) enum ClientError {
     /// Not a WebSocket frame a client may send (unmasked, unknown opcode, reserved bits):
     /// close with 1002.
     Protocol,
@@ -101,7 +101,7 @@ pub enum ClientError {
 
 impl ClientError {
     /// The close code to answer with.
-    pub fn code(&self) -> u16 {
+    pub(crate) fn code(&self) -> u16 {
         match self {
             ClientError::Protocol => u16::from(CloseCode::Protocol),
             ClientError::TooBig => u16::from(CloseCode::Size),
@@ -112,7 +112,7 @@ impl ClientError {
 /// Takes the complete frames at the start of `buf` (leaving an incomplete one in place). An error
 /// ends the connection (RFC 6455 7.1.7) and drops the frames before it in `buf`: a close the
 /// client sent in the same read as a malformed frame is answered with the error's code.
-pub fn read_client(buf: &mut BytesMut) -> Result<Vec<ClientFrame>, ClientError> {
+pub(crate) fn read_client(buf: &mut BytesMut) -> Result<Vec<ClientFrame>, ClientError> {
     let mut frames = Vec::new();
     loop {
         let mut cursor = Cursor::new(&buf[..]);

@@ -51,7 +51,7 @@ impl ConnectionLike for Conn {
 
 /// A Redis URL as it may be shown in a log line or an error: any password in it (`redis://user:
 /// secret@host`, or `:secret@` before a cluster node) replaced by `***` (SPEC 11).
-pub fn redacted(url: &str) -> String {
+pub(super) fn redacted(url: &str) -> String {
     let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
     let nodes: Vec<String> = rest
         .split(',')

@@ -18,7 +18,7 @@ const FORGET_AFTER: Duration = Duration::from_secs(60);
 
 /// Reports this node and reads the others.
 #[derive(Clone)]
-pub struct NodesConn {
+pub(crate) struct NodesConn {
     conn: Conn,
     report: Script,
     live: Script,
@@ -30,7 +30,7 @@ impl NodesConn {
     }
 
     /// Says this node (`node`) is alive, with its latest report.
-    pub async fn report(&self, node: &str, report: &str) -> Result<(), StoreError> {
+    pub(crate) async fn report(&self, node: &str, report: &str) -> Result<(), StoreError> {
         let _: i64 = self
             .report
             .key(keys::NODES)
@@ -43,7 +43,7 @@ impl NodesConn {
     }
 
     /// The latest report of every node that reported within [`LIVE_FOR`], this one included.
-    pub async fn live(&self) -> Result<Vec<String>, StoreError> {
+    pub(crate) async fn live(&self) -> Result<Vec<String>, StoreError> {
         let entries: Vec<String> = self
             .live
             .key(keys::NODES)
@@ -56,7 +56,7 @@ impl NodesConn {
     }
 
     /// Removes this node from the cluster's view (a node that drains or stops).
-    pub async fn leave(&self, node: &str) -> Result<(), StoreError> {
+    pub(crate) async fn leave(&self, node: &str) -> Result<(), StoreError> {
         let _: i64 = redis::cmd("HDEL")
             .arg(keys::NODES)
             .arg(node)
