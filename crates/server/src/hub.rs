@@ -364,8 +364,13 @@ impl Hub {
         format: Format,
         last: Seq,
     ) -> Subscription {
-        let (mut sub, _) = self.subscribe(key.0.clone(), format);
+        let (mut sub, snapshot) = self.subscribe(key.0.clone(), format);
         sub.last = last;
+        // Handed back with the match's last event (a partial write of the final burst): its
+        // stream ends there, as a join at the end of an ended match does.
+        if snapshot.state.is_over() && last == snapshot.state.seq {
+            sub.ended = Some(ByeReason::MatchOver);
+        }
         sub
     }
 
@@ -492,6 +497,11 @@ impl Subscription {
     }
 
     /// Is the match at its live edge from this viewer's point of view (cheap: one lock)?
+    /// Its stream has ended (the match is over, or was cancelled): nothing more will come.
+    pub(crate) fn has_ended(&self) -> bool {
+        self.ended.is_some()
+    }
+
     pub(crate) fn at_head(&self) -> bool {
         self.is_caught_up() && self.last == lock(&self.topic.current).snapshot.state.seq
     }

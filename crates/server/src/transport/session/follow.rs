@@ -114,10 +114,12 @@ async fn stream_to_viewer(
         }
         let mut end = gather(sub, &mut batch);
         // Events coming fast: this write waits for the interval since the last one, and takes
-        // what came meanwhile (a viewer catching up fills its writes and never waits). Boxed:
-        // the timer exists only then. Input and the drain are looked at again after it.
+        // what came meanwhile (a viewer catching up fills its writes and never waits; the
+        // match's last event and a stopping node never wait). Boxed: the timer exists only
+        // then. Input and the drain are looked at again after it (at most the interval).
         if let Some(at) = last_write.map(|at| at + ctx.min_write_interval) {
-            if end.is_none() && batch.len() < MAX_BATCH && at > Instant::now() {
+            let last_words = end.is_some() || sub.has_ended() || ctx.shutdown.is_cancelled();
+            if !last_words && batch.len() < MAX_BATCH && at > Instant::now() {
                 Box::pin(tokio::time::sleep_until(at)).await;
                 end = gather(sub, &mut batch);
             }

@@ -387,3 +387,18 @@ async fn held_events_go_out_before_the_goodbye_of_a_stopping_node() {
     assert_eq!(client.until_bye().await, "shutdown");
     client.saw_exactly(2, 4);
 }
+
+/// The match's last event is never held: the final whistle, the bye and the close go at once.
+#[tokio::test(start_paused = true)]
+async fn the_stop_is_written_at_once_even_right_after_a_write() {
+    let node = Node::start(1024, |c| c.min_write_interval = Duration::from_secs(1)).await;
+    let mut client = node.viewer(None).await;
+    node.until("parked", |n| n.parked() == 1).await;
+    let t0 = tokio::time::Instant::now();
+    node.publish(&comments(1)).await;
+    client.until_seq(2).await;
+    node.publish(&[input("stop")]).await;
+    assert_eq!(client.until_bye().await, "match_over");
+    assert_eq!(t0.elapsed(), Duration::ZERO, "the stop waited for the interval");
+    client.saw_exactly(2, 3);
+}

@@ -65,11 +65,12 @@ pub(super) async fn run_shard(
                 continue;
             }
             _ = tick(&mut drain) => {
-                members.add(&mut lock(&shard.incoming));
                 // What was held for the interval, and what is waiting in the feed, goes out
                 // before any goodbye: a viewer told `shutdown` has every event published
-                // before it.
+                // before it. Viewers parked meanwhile are taken after the feed is read (they
+                // skip what they have), as for any burst.
                 let ended = take_ready(&mut feed, &mut frames);
+                members.add(&mut lock(&shard.incoming));
                 if !frames.is_empty() {
                     members.deliver(&ctx, &shard, &frames);
                     let over = frames.iter().any(|f| is_stop(f));
@@ -135,8 +136,11 @@ pub(super) async fn run_shard(
         // what comes meanwhile, unless it fills a write, ends the stream or the node stops.
         let now = Instant::now();
         if let Some(at) = last_write.map(|at| at + interval) {
-            let stopping = ctx.shutdown.is_cancelled();
-            if end.is_none() && !lagged && !stopping && frames.len() < MAX_BATCH && at > now {
+            let last_words = end.is_some()
+                || lagged
+                || ctx.shutdown.is_cancelled()
+                || frames.iter().any(|f| is_stop(f));
+            if !last_words && frames.len() < MAX_BATCH && at > now {
                 hold = Some(at);
                 continue;
             }
