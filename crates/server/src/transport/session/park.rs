@@ -53,6 +53,8 @@ pub(super) struct Shard {
     to_task: ToTask,
     /// Members handed back to a task, ever (the node's count, shared by its shards).
     handed_back: Arc<AtomicU64>,
+    /// Times a shard fell a ring behind its feed, ever (the node's count).
+    lags: Arc<AtomicU64>,
 }
 
 impl Shard {
@@ -117,11 +119,17 @@ pub(super) struct Parking {
     shards: Arc<Shards>,
     to_task: ToTask,
     handed_back: Arc<AtomicU64>,
+    lags: Arc<AtomicU64>,
 }
 
 impl Parking {
     pub(super) fn new(to_task: ToTask) -> Parking {
-        Parking { shards: Arc::default(), to_task, handed_back: Arc::default() }
+        Parking {
+            shards: Arc::default(),
+            to_task,
+            handed_back: Arc::default(),
+            lags: Arc::default(),
+        }
     }
 
     /// Viewers in every shard (and those being handed to one), as of each shard's last look.
@@ -136,6 +144,12 @@ impl Parking {
     #[cfg(test)]
     pub(super) fn handed_back(&self) -> u64 {
         self.handed_back.load(Ordering::Relaxed)
+    }
+
+    /// Times a shard fell a ring behind its feed.
+    #[cfg(test)]
+    pub(super) fn lags(&self) -> u64 {
+        self.lags.load(Ordering::Relaxed)
     }
 
     /// Hands a viewer at the live edge, owed nothing, to a shard; gives it back otherwise.
@@ -259,6 +273,7 @@ impl Parking {
             size: AtomicUsize::new(0),
             to_task: self.to_task.clone(),
             handed_back: self.handed_back.clone(),
+            lags: self.lags.clone(),
         });
         Some((shard, poll))
     }

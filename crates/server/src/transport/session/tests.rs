@@ -164,7 +164,8 @@ impl Client {
     }
 }
 
-#[tokio::test]
+// Two threads: the publisher and the viewers' tasks run at once, so hand-overs race events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn viewers_parking_while_events_race_them_get_every_event_once_in_order() {
     let node = Node::start(1024, |_| {}).await;
     // From seq 0: each catches up in its task, then is handed to a shard under the match's
@@ -244,6 +245,7 @@ async fn a_shard_a_ring_behind_hands_every_member_back_to_catch_up_from_history(
     }
     node.until("parked", |n| n.parked() == 3).await;
     node.publish(&comments(100)).await;
+    node.until("the shard lagged", |n| n.viewers.parking.lags() >= 1).await;
     node.until("all handed back", |n| n.handed_back() >= 3).await;
     for c in &mut clients {
         c.until_seq(101).await;

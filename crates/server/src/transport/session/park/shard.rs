@@ -161,6 +161,7 @@ pub(super) async fn run_shard(
         }
         if lagged {
             // The whole shard fell a ring behind: each member catches up on its own.
+            shard.lags.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             members.hand_all_back(&ctx, &shard);
         }
         shard.recount(members.len(), parked);
