@@ -115,12 +115,21 @@ async fn stream_to_viewer(
         let mut end = gather(sub, &mut batch);
         // Events coming fast: this write waits for the interval since the last one, and takes
         // what came meanwhile (a viewer catching up fills its writes and never waits; the
-        // match's last event and a stopping node never wait). Boxed: the timer exists only
-        // then. Input and the drain are looked at again after it (at most the interval).
+        // match's last event and a stopping node never wait). The wait ends early when the
+        // node begins to stop or the viewer sends something, so that the goodbye or the answer
+        // follows the write at once. Boxed: the timer exists only then.
         if let Some(at) = last_write.map(|at| at + ctx.min_write_interval) {
             let last_words = end.is_some() || sub.has_ended() || ctx.shutdown.is_cancelled();
             if !last_words && batch.len() < MAX_BATCH && at > Instant::now() {
-                Box::pin(tokio::time::sleep_until(at)).await;
+                Box::pin(async {
+                    tokio::select! {
+                        biased;
+                        _ = ctx.shutdown.cancelled() => {}
+                        _ = std::future::poll_fn(|cx| stream.poll_read_ready(cx)) => {}
+                        _ = tokio::time::sleep_until(at) => {}
+                    }
+                })
+                .await;
                 end = gather(sub, &mut batch);
             }
         }

@@ -326,45 +326,75 @@ async fn with_no_interval_every_burst_is_written_as_it_comes() {
     assert_eq!(t0.elapsed(), Duration::ZERO);
 }
 
+/// Reads a raw connection's bytes until they hold `want`.
+async fn read_until(raw: &mut TcpStream, seen: &mut Vec<u8>, want: &str) {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(seen).contains(want) {
+        let read = tokio::time::timeout(Duration::from_secs(10), raw.read(&mut buf));
+        let n = read.await.expect("more bytes within 10 s").expect("read");
+        assert!(n > 0, "closed before {want}: {}", String::from_utf8_lossy(seen));
+        seen.extend_from_slice(&buf[..n]);
+    }
+}
+
+/// A WebSocket viewer holding half a frame of its own in a task.
+async fn ws_viewer_in_a_task(node: &Node) -> TcpStream {
+    let (client, viewer) = node.joined(None).await;
+    let Following { stream, sub, guard, .. } = viewer;
+    // The first byte of a masked text frame: the rest never comes within these tests.
+    let half = BytesMut::from(&[0x81u8][..]);
+    node.viewers.spawn(Following::joined(stream, sub, guard, Format::Ws, half));
+    client.lines.into_inner()
+}
+
+/// A viewer in a task that holds events for the interval writes them at once when the node
+/// begins to stop, then says goodbye.
+#[tokio::test(start_paused = true)]
+async fn a_task_holding_events_writes_them_at_once_when_the_node_stops() {
+    let node = Node::start(1024, |c| {
+        c.min_write_interval = Duration::from_secs(1);
+        c.ws_frame_timeout = Duration::from_secs(3600);
+        c.drain_window = Duration::ZERO;
+    })
+    .await;
+    let mut raw = ws_viewer_in_a_task(&node).await;
+    let mut seen = Vec::new();
+    node.publish(&comments(1)).await;
+    read_until(&mut raw, &mut seen, "\"seq\":2,").await;
+    let t0 = tokio::time::Instant::now();
+    node.publish(&comments(1)).await;
+    // Long enough for the task to take it and hold it (the interval is a second).
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    node.shutdown.cancel();
+    read_until(&mut raw, &mut seen, "\"seq\":3,").await;
+    read_until(&mut raw, &mut seen, "shutdown").await;
+    let took = t0.elapsed();
+    assert!(
+        took < Duration::from_millis(100),
+        "held for the interval though the node stops: {took:?}"
+    );
+}
+
 /// A WebSocket viewer holding half a frame of its own cannot be parked: its task spaces its
 /// writes the same way.
 #[tokio::test(start_paused = true)]
 async fn a_viewer_in_a_task_spaces_its_writes_too() {
-    use tokio::io::AsyncReadExt;
     let interval = Duration::from_millis(100);
     let node = Node::start(1024, |c| {
         c.min_write_interval = interval;
         c.ws_frame_timeout = Duration::from_secs(3600);
     })
     .await;
-    let (client, viewer) = node.joined(None).await;
-    let Following { stream, sub, guard, .. } = viewer;
-    // The first byte of a masked text frame: the rest never comes within this test.
-    let half = BytesMut::from(&[0x81u8][..]);
-    let viewer = Following::joined(stream, sub, guard, Format::Ws, half);
-    node.viewers.spawn(viewer);
-    let mut raw = client.lines.into_inner();
+    let mut raw = ws_viewer_in_a_task(&node).await;
     let mut seen = Vec::new();
-    // Reads WebSocket text frames (short, unmasked) until one holds `"seq":<seq>,`.
-    async fn read_until(raw: &mut TcpStream, seen: &mut Vec<u8>, seq: u64) {
-        let want = format!("\"seq\":{seq},");
-        let mut buf = [0u8; 4096];
-        while !String::from_utf8_lossy(seen).contains(&want) {
-            let n = tokio::time::timeout(Duration::from_secs(10), raw.read(&mut buf))
-                .await
-                .expect("a frame")
-                .expect("read");
-            assert!(n > 0, "closed");
-            seen.extend_from_slice(&buf[..n]);
-        }
-    }
     let t0 = tokio::time::Instant::now();
     node.publish(&comments(1)).await;
-    read_until(&mut raw, &mut seen, 2).await;
+    read_until(&mut raw, &mut seen, "\"seq\":2,").await;
     assert_eq!(t0.elapsed(), Duration::ZERO, "the first event goes out at once");
     node.publish(&comments(1)).await;
     node.publish(&comments(1)).await;
-    read_until(&mut raw, &mut seen, 4).await;
+    read_until(&mut raw, &mut seen, "\"seq\":4,").await;
     let waited = t0.elapsed();
     assert!(waited >= interval && waited < interval * 2, "{waited:?}");
     assert_eq!(node.parked(), 0, "it stayed in its task");
