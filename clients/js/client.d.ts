@@ -24,7 +24,7 @@ export interface Match {
     | "not_started" | "first" | "halftime" | "last" | "first_extra" | "halftime_extra"
     | "last_extra" | "penalties" | "ended";
   /** When the current period began, Unix ms. */
-  period_start?: number;
+  period_start?: number | null;
   start_time: string;
   /** Events applied so far. */
   seq: number;

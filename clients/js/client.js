@@ -101,6 +101,7 @@ class Watch {
     const conn = { kind, opened: false, handle: null };
     this._conn = conn;
     this._setState(this.connects === 0 ? 'connecting' : 'reconnecting');
+    if (this._done()) return; // closed by the onState handler
     const mine = () => this._conn === conn;
     const on = {
       open: () => {
@@ -204,12 +205,11 @@ class Watch {
     }
     if (typeof frame.seq !== 'number') return;
     if (frame.kind === 'status') {
-      // A frame that came through: the connection works, the next drop retries at once.
-      this._failures = 0;
-      // The match as the node has it. An older one than what was handed over already (a node
-      // behind the one before) would take the caller back: it is left out, and the events it
-      // precedes are duplicates dropped below.
-      if (this.lastSeq !== null && frame.seq < this.lastSeq) return;
+      // The match as the node has it, and a new starting point: the events after it follow.
+      // One older than what was handed over already is the store's truth after a rewind (the
+      // node lost events it had sent, and says so with `shutdown`): the events after it are
+      // new ones, never duplicates. The backoff is not reset here: a node that sends its
+      // snapshot and drops is come back to ever more slowly; an event resets it.
       this.lastSeq = frame.seq;
       this._call('onStatus', frame);
       return;
@@ -377,11 +377,6 @@ function connectEventStream(fetchFn, url, on) {
       const { done, value } = await reader.read();
       if (done || closed) break;
       buffer += decoder.decode(value, { stream: true });
-      // A frame is at most a few KiB: a line that never ends is not a node speaking.
-      if (buffer.length > MAX_LINE) {
-        abort.abort();
-        break;
-      }
       let at;
       while ((at = buffer.search(/\r\n|\r|\n/)) >= 0) {
         // A CR at the end may be half of a CRLF: wait for the next piece.
@@ -396,6 +391,12 @@ function connectEventStream(fetchFn, url, on) {
         }
         // `id:`, `event:` and `: ping` comments: the JSON says it all.
         if (closed) return;
+      }
+      // A frame is at most a few KiB: a line that never ends is not a node speaking (checked
+      // on what is left once the whole lines are taken, so one large read loses nothing).
+      if (buffer.length > MAX_LINE) {
+        abort.abort();
+        break;
       }
     }
     end();

@@ -223,14 +223,15 @@ test('duplicates are dropped and a gap is resumed from the last seq, never skipp
   w.close();
 });
 
-test('a snapshot ahead is handed over (the node could not resume); one behind is not', () => {
+test('every snapshot is handed over and starts the count anew, one behind too (a rewind: the events after it are new)', () => {
   const { w, node, got } = start();
   node.last().open().send(status(3)).send(event(4));
   node.last().drop();
   node.last().open().send(status(9)).send(event(10));
   node.last().drop();
   node.last().open().send(status(8)).send(event(9)).send(event(10)).send(event(11));
-  assert.deepEqual(got, [['status', 3], ['event', 4, 'comment'], ['status', 9], ['event', 10, 'comment'], ['event', 11, 'comment']]);
+  assert.deepEqual(got, [['status', 3], ['event', 4, 'comment'], ['status', 9], ['event', 10, 'comment'],
+    ['status', 8], ['event', 9, 'comment'], ['event', 10, 'comment'], ['event', 11, 'comment']]);
   w.close();
 });
 
@@ -376,4 +377,32 @@ test('the SSE reader: a stream that ends without a bye is resumed from the last 
   w.close();
   assert.deepEqual(urls, [`http://node-a:8888/1/match/${ID}/stream`, `http://node-a:8888/1/match/${ID}/stream?from=5`]);
   assert.deepEqual(got, [4, 5, 6]);
+});
+
+test('a node that sends its snapshot and drops is come back to ever more slowly, never in a tight loop', withTimers((t) => {
+  const { w, node } = start({ transport: 'sse' });
+  for (let i = 0; i < 6; i++) {
+    node.last().open().send(status(1)).drop();
+    t.mock.timers.tick(1);
+  }
+  // The first drops retry at once or soon; six snapshots and drops in 6 ms of a tight loop
+  // would have opened 7 connections.
+  assert.ok(node.conns.length < 7, `${node.conns.length} connections in 6 ms`);
+  t.mock.timers.tick(60000);
+  w.close();
+}));
+
+test('close() from onState while connecting opens nothing more', () => {
+  const node = fakeNode();
+  let w = null;
+  w = watch(SERVER, ID, {
+    connectors: node.connectors,
+    transport: 'sse',
+    onState: (s) => {
+      if (s === 'reconnecting' && w) w.close();
+    },
+  });
+  node.last().open().send(status(1)).send(event(2)).drop();
+  assert.equal(w.state, 'closed');
+  assert.equal(node.conns.length, 1, 'no connection opened after close()');
 });

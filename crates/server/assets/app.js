@@ -413,8 +413,9 @@ import { watch } from '/client.js';
     watch(location.origin, match.id, {
       transport: sseOnly ? 'sse' : 'auto',
       onStatus(frame) {
-        // A snapshot replaces the match wholesale (never an older one over a newer view).
-        if (frame.seq >= lastSeq && frame.data) {
+        // A snapshot replaces the match wholesale, an older one too: after a rewind it is
+        // what the store holds.
+        if (frame.data) {
           match = fromMatch(frame.data);
           lastSeq = match.seq;
           renderMatch();
