@@ -53,11 +53,11 @@ pub(super) async fn run_shard(
     let mut drain: Option<tokio::time::Interval> = None;
     let drain_tick = drain_tick(ctx.drain_window);
     // Writes spaced by `--min-write-interval` while events come fast: when the shard last
-    // wrote a burst, and until when the frames it holds wait.
+    // wrote a burst. Frames left in `frames` between turns are held until the interval since.
     let interval = ctx.min_write_interval;
     let mut last_write: Option<Instant> = None;
-    let mut hold: Option<Instant> = None;
     let end = loop {
+        let held_until = last_write.map(|at| at + interval).filter(|_| !frames.is_empty());
         let item = tokio::select! {
             biased;
             _ = ctx.shutdown.cancelled(), if drain.is_none() => {
@@ -69,19 +69,15 @@ pub(super) async fn run_shard(
                 // before any goodbye: a viewer told `shutdown` has every event published
                 // before it. Viewers parked meanwhile are taken after the feed is read (they
                 // skip what they have), as for any burst.
-                let ended = take_ready(&mut feed, &mut frames);
+                // A lag is left to the goodbye: a viewer comes back from its last seq.
+                let taken = gather(None, &mut feed, &mut frames);
                 members.add(&mut lock(&shard.incoming));
                 if !frames.is_empty() {
                     members.deliver(&ctx, &shard, &frames);
-                    let over = frames.iter().any(|f| is_stop(f));
                     frames.clear();
-                    hold = None;
-                    if over {
-                        break Some(ByeReason::MatchOver);
-                    }
                 }
-                if ended.is_some() {
-                    break ended;
+                if taken.end.is_some() {
+                    break taken.end;
                 }
                 let ends = ctx.drain_start() + ctx.drain_window;
                 let left = ends.saturating_duration_since(tokio::time::Instant::now());
@@ -93,7 +89,7 @@ pub(super) async fn run_shard(
                 }
                 continue;
             }
-            _ = until(hold), if hold.is_some() => None,
+            _ = until(held_until), if held_until.is_some() => None,
             item = feed.recv() => Some(item),
             ready = poll.readable_mut() => {
                 let Ok(mut ready) = ready else { continue };
@@ -115,37 +111,18 @@ pub(super) async fn run_shard(
                 continue;
             }
         };
-        let mut lagged = false;
-        let mut end = None;
         // When the hold ends, what came meanwhile is taken too.
-        let mut next = item.or_else(|| feed.try_recv());
-        while let Some(item) = next.take() {
-            match item {
-                FeedItem::Frame(f) => match &*f {
-                    Frame::End(reason) => end = Some(*reason),
-                    Frame::Event(_) => frames.push(f),
-                },
-                FeedItem::Lagged => lagged = true,
-                FeedItem::Closed => end = Some(ByeReason::Cancelled),
-            }
-            if end.is_none() && !lagged && frames.len() < MAX_BATCH {
-                next = feed.try_recv();
-            }
-        }
+        let Gathered { end, lagged } = gather(item, &mut feed, &mut frames);
         // Events coming fast: the burst waits for the interval since the last write, gathering
-        // what comes meanwhile, unless it fills a write, ends the stream or the node stops.
+        // what comes meanwhile, unless it fills a write, ends the stream (a stop included) or
+        // the node stops.
         let now = Instant::now();
         if let Some(at) = last_write.map(|at| at + interval) {
-            let last_words = end.is_some()
-                || lagged
-                || ctx.shutdown.is_cancelled()
-                || frames.iter().any(|f| is_stop(f));
+            let last_words = end.is_some() || lagged || ctx.shutdown.is_cancelled();
             if !last_words && frames.len() < MAX_BATCH && at > now {
-                hold = Some(at);
                 continue;
             }
         }
-        hold = None;
         ping.as_mut().reset(now + ctx.keepalive);
         quiet_ticks = 0;
         // Taken only now, after the last frame of this burst was received: a viewer parked
@@ -154,9 +131,6 @@ pub(super) async fn run_shard(
         if !frames.is_empty() {
             members.deliver(&ctx, &shard, &frames);
             last_write = (!interval.is_zero()).then_some(now);
-            if frames.iter().any(|f| is_stop(f)) {
-                end = Some(ByeReason::MatchOver);
-            }
             frames.clear();
         }
         if lagged {
@@ -197,20 +171,39 @@ fn due_now(members: usize, tick: Duration, left: Duration) -> usize {
     ((members as f64 * share).ceil() as usize).min(members)
 }
 
-/// Takes the events waiting in the feed, without waiting, until a write's worth; the stream's
-/// end if it came (a lag is left to the goodbye: a viewer comes back from its last seq).
-fn take_ready(feed: &mut Feed, frames: &mut Vec<Arc<Frame>>) -> Option<ByeReason> {
-    while frames.len() < MAX_BATCH {
-        match feed.try_recv() {
-            Some(FeedItem::Frame(f)) => match &*f {
-                Frame::End(reason) => return Some(*reason),
-                Frame::Event(_) => frames.push(f),
+/// What [`gather`] found besides events.
+struct Gathered {
+    /// The stream's end: the match's last event (a stop) was taken, or it was cancelled or
+    /// rewound.
+    end: Option<ByeReason>,
+    /// The shard fell a ring behind its feed.
+    lagged: bool,
+}
+
+/// Takes `first` and what waits in the feed after it, without waiting, into `frames` until a
+/// write's worth, the stream's end or a lag.
+fn gather(first: Option<FeedItem>, feed: &mut Feed, frames: &mut Vec<Arc<Frame>>) -> Gathered {
+    let mut got = Gathered { end: None, lagged: false };
+    let mut next = first.or_else(|| feed.try_recv());
+    while let Some(item) = next.take() {
+        match item {
+            FeedItem::Frame(f) => match &*f {
+                Frame::End(reason) => got.end = Some(*reason),
+                Frame::Event(_) => {
+                    if is_stop(&f) {
+                        got.end = Some(ByeReason::MatchOver);
+                    }
+                    frames.push(f);
+                }
             },
-            Some(FeedItem::Closed) => return Some(ByeReason::Cancelled),
-            Some(FeedItem::Lagged) | None => break,
+            FeedItem::Lagged => got.lagged = true,
+            FeedItem::Closed => got.end = Some(ByeReason::Cancelled),
+        }
+        if got.end.is_none() && !got.lagged && frames.len() < MAX_BATCH {
+            next = feed.try_recv();
         }
     }
-    None
+    got
 }
 
 /// The next tick of the drain, once there is one.
