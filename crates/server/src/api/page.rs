@@ -42,10 +42,8 @@ const POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
 /// ports), where a `full` or a `bye shutdown` may send it with `try`. A node that joins later is
 /// reachable from pages loaded after it reported.
 fn policy_with(others: &[String]) -> String {
-    let mut policy = POLICY.to_owned();
     let extra: String = others.iter().map(|a| format!(" http://{a} ws://{a}")).collect();
-    policy = policy.replacen("connect-src 'self'", &format!("connect-src 'self'{extra}"), 1);
-    policy
+    POLICY.replacen("connect-src 'self'", &format!("connect-src 'self'{extra}"), 1)
 }
 
 /// One file of the page, encoded once.
