@@ -136,7 +136,7 @@ async fn stream_to_viewer(
         let written = write_all(stream, &batch, ctx.write_timeout).await;
         last_write = (!ctx.min_write_interval.is_zero()).then(Instant::now);
         if written.is_ok() {
-            ctx.ports.metrics.delivered(format, batch.len() as u64);
+            ctx.ports.metrics.delivered(format, batch.len() as u64, 1);
         }
         batch.clear();
         if batch.capacity() > MAX_BATCH {
