@@ -17,6 +17,7 @@ mod golden;
 mod hostile;
 mod lifecycle;
 mod limits;
+mod logs;
 mod metrics;
 mod properties;
 mod redis;
