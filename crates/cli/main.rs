@@ -23,9 +23,16 @@ mod sim_cli;
 use logging::{fatal, init_logging, LogFormat};
 use sim_cli::{run_sim, run_sim_worker, SimArgs};
 
+/// The commit this binary was built from (crates/cli/build.rs): a hash, or `unknown`.
+const COMMIT: &str = env!("MATCHSTREAM_BUILD_COMMIT");
+
+/// What `--version` says after the name (SPEC 11): `0.1.0 (commit 0123456789ab)`.
+const VERSION: &str =
+    concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("MATCHSTREAM_BUILD_COMMIT"), ")");
+
 /// Streams live football matches to very many viewers.
 #[derive(Parser)]
-#[command(name = "matchstream", version, about)]
+#[command(name = "matchstream", version = VERSION, about)]
 struct Cli {
     /// Log lines on stderr as `text` (for people) or `json` (one object per line with
     /// timestamp, level, target, message and the event's fields, for log collectors).
@@ -408,6 +415,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
         history_limit: args.history_limit,
         max_history_limit: args.max_history_limit,
         max_store_reads: args.max_store_reads,
+        commit: COMMIT.to_owned(),
         ..Config::default()
     };
     if let Err(e) = config.validate() {

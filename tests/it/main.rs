@@ -25,5 +25,6 @@ mod resume;
 mod season;
 mod sim;
 mod support;
+mod version;
 mod viewers;
 mod web;
