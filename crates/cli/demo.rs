@@ -102,6 +102,7 @@ pub async fn run(
             watcher_tokens: vec![token.clone()],
             // The operator's page and metrics, on a free port of their own (SPEC 11).
             admin: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
+            commit: crate::COMMIT.to_owned(),
             ..Config::default()
         };
         nodes.push(server::start(config).await?);

@@ -17,14 +17,33 @@ use matchstream_ops::limits::raise_open_files;
 
 mod demo;
 mod local_redis;
+mod logging;
 mod sim_cli;
 
+use logging::{fatal, init_logging, LogFormat};
 use sim_cli::{run_sim, run_sim_worker, SimArgs};
+
+/// The commit this binary was built from (crates/cli/build.rs): a hash, or `unknown`.
+const COMMIT: &str = env!("MATCHSTREAM_BUILD_COMMIT");
+
+/// What `--version` says after the name (SPEC 11): `0.1.0 (commit 0123456789ab)`.
+const VERSION: &str =
+    concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("MATCHSTREAM_BUILD_COMMIT"), ")");
 
 /// Streams live football matches to very many viewers.
 #[derive(Parser)]
-#[command(name = "matchstream", version, about)]
+#[command(name = "matchstream", version = VERSION, about)]
 struct Cli {
+    /// Log lines on stderr as `text` (for people) or `json` (one object per line with
+    /// timestamp, level, target, message and the event's fields, for log collectors).
+    #[arg(
+        long,
+        global = true,
+        env = "MATCHSTREAM_LOG_FORMAT",
+        value_enum,
+        default_value_t = LogFormat::Text
+    )]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -239,11 +258,12 @@ struct DemoArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // The demo's terminal belongs to the match; its node logs only what goes wrong.
-    init_logging(if matches!(cli.command, Command::Demo(_)) { "warn" } else { "info" });
+    let level = if matches!(cli.command, Command::Demo(_)) { "warn" } else { "info" };
+    init_logging(cli.log_format, level);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("matchstream: cannot start the runtime: {e}");
+            fatal(&format!("cannot start the runtime: {e}"));
             return ExitCode::FAILURE;
         }
     };
@@ -261,7 +281,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("matchstream: {e:#}");
+            fatal(&format!("{e:#}"));
             ExitCode::FAILURE
         }
     }
@@ -305,17 +325,6 @@ fn doctor(args: DoctorArgs) -> Result<()> {
     Ok(())
 }
 
-fn init_logging(default_level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
-    use std::io::IsTerminal;
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
-        .init();
-}
-
 /// Cancelled on the first SIGTERM or Ctrl-C.
 fn stop_on_signal() -> CancellationToken {
     let token = CancellationToken::new();
@@ -343,7 +352,7 @@ fn stop_on_signal() -> CancellationToken {
         t.cancel();
         // A second Ctrl-C means now.
         if tokio::signal::ctrl_c().await.is_ok() {
-            eprintln!("matchstream: interrupted again; exiting at once");
+            fatal("interrupted again; exiting at once");
             std::process::exit(130);
         }
     });
@@ -406,11 +415,12 @@ async fn serve(args: ServeArgs) -> Result<()> {
         history_limit: args.history_limit,
         max_history_limit: args.max_history_limit,
         max_store_reads: args.max_store_reads,
+        commit: COMMIT.to_owned(),
         ..Config::default()
     };
     if let Err(e) = config.validate() {
         // As clap does for a value it cannot parse: the usage was wrong, exit 2.
-        eprintln!("matchstream: {e}");
+        fatal(&e.to_string());
         std::process::exit(2);
     }
     if config.watcher_tokens.is_empty() {

@@ -35,6 +35,12 @@ impl RedisServer {
         RedisServer::start_with(&["--appendonly", "yes", "--appendfsync", "always"]).await
     }
 
+    /// A durable server that wants `password` from every client (`redis://:<password>@...`).
+    pub async fn start_with_password(password: &str) -> RedisServer {
+        let durable = ["--appendonly", "yes", "--appendfsync", "always"];
+        RedisServer::start_with(&[&durable[..], &["--requirepass", password]].concat()).await
+    }
+
     /// A durable server replicating `master` (a replica: it refuses writes until promoted).
     pub async fn replica_of(master: &RedisServer) -> RedisServer {
         let port = master.port.to_string();

@@ -120,6 +120,9 @@ pub struct Config {
     /// Store reads (history pages not kept in memory) running at once; more wait their turn,
     /// so that a crowd asking for old pages cannot queue unbounded work on the store.
     pub max_store_reads: usize,
+    /// The commit the binary was built from, for `matchstream_build_info{version,commit}`
+    /// (SPEC 11): the binary's build script knows it, the library is told.
+    pub commit: String,
 }
 
 impl Default for Config {
@@ -163,6 +166,7 @@ impl Default for Config {
             history_limit: 500,
             max_history_limit: 2000,
             max_store_reads: 64,
+            commit: "unknown".to_owned(),
         }
     }
 }

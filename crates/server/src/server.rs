@@ -118,6 +118,7 @@ async fn start_with_store(
     // (what the restore already holds is skipped).
     let log = store.follow();
     let metrics = crate::telemetry::Metrics::new();
+    metrics.set_build_info(env!("CARGO_PKG_VERSION"), &config.commit);
     let started = std::time::Instant::now();
     let ingest = Ingest::restore(store.clone(), hub.clone()).await?;
     let ingest = Arc::new(

@@ -35,6 +35,8 @@ pub(crate) mod names {
     pub(crate) const VIEWER_HANDSHAKES: &str = "matchstream_viewer_handshakes";
     pub(crate) const LIMIT_REFUSALS: &str = "matchstream_limit_refusals_total";
     pub(crate) const LOG_REWINDS: &str = "matchstream_log_rewinds_total";
+    /// Always 1; its labels say what runs: `version` and the `commit` it was built from.
+    pub(crate) const BUILD_INFO: &str = "matchstream_build_info";
     // And the standard process_* metrics of metrics-process (resident memory, open files and
     // their limit, CPU seconds, threads...), without a prefix.
 }
@@ -202,6 +204,11 @@ impl Metrics {
             Unit::Count,
             "Matches read again because the store came back holding less than this node applied.",
         );
+        recorder.describe_gauge(
+            names::BUILD_INFO.into(),
+            None,
+            "Always 1: the version of the node and the commit it was built from.".into(),
+        );
         let process = metrics_process::Collector::default();
         metrics::with_local_recorder(&recorder, || process.describe());
         let by_transport = |name: &'static str, f: &dyn Fn(&Key) -> Counter| -> [Counter; 4] {
@@ -292,6 +299,16 @@ impl Metrics {
             open_fds: process.open_fds.unwrap_or(0),
             max_fds: process.max_fds.unwrap_or(0),
         }
+    }
+
+    /// Says what runs: `matchstream_build_info{version,commit} 1`.
+    pub fn set_build_info(&self, version: &str, commit: &str) {
+        let labels = vec![
+            Label::new("version", version.to_owned()),
+            Label::new("commit", commit.to_owned()),
+        ];
+        let key = Key::from_parts(names::BUILD_INFO, labels);
+        self.recorder.register_gauge(&key, &META).set(1.0);
     }
 
     /// A viewer joined a match over `format`.
@@ -471,6 +488,16 @@ mod tests {
             let series = format!("{}{{limit=\"{}\"}}", names::LIMIT_REFUSALS, l.as_str());
             assert_eq!(value(&text, &series), 0.0);
         }
+    }
+
+    #[test]
+    fn build_info_names_the_version_and_commit() {
+        let m = Metrics::new();
+        m.set_build_info("1.2.3", "0123456789ab");
+        let text = m.render();
+        let series = "matchstream_build_info{version=\"1.2.3\",commit=\"0123456789ab\"}";
+        assert_eq!(value(&text, series), 1.0, "{text}");
+        assert!(text.contains("# TYPE matchstream_build_info gauge"), "{text}");
     }
 
     #[test]

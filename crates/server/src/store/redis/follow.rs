@@ -10,6 +10,7 @@ use futures_util::StreamExt;
 use tokio::sync::mpsc;
 
 use super::codec::entry_from_announcement;
+use super::conn::redacted;
 use super::{keys, note_outcome, Target};
 use crate::store::{LogEntry, StoreError};
 
@@ -31,7 +32,7 @@ pub(super) async fn run(
         match subscribe(address).await {
             Ok(pubsub) => {
                 backoff = MIN_BACKOFF;
-                tracing::debug!(%address, "following the log");
+                tracing::debug!(address = %redacted(address), "following the log");
                 if tx.send(LogEntry::Resync).await.is_err() {
                     return;
                 }
@@ -62,7 +63,8 @@ pub(super) async fn run(
                         }
                     }
                 }
-                let lost = StoreError::Backend(format!("lost the subscription to {address}"));
+                let lost = format!("lost the subscription to {}", redacted(address));
+                let lost = StoreError::Backend(lost);
                 note_outcome(&failure, Some(&lost));
             }
             Err(e) => {
@@ -77,12 +79,14 @@ pub(super) async fn run(
     }
 }
 
+/// A subscription at `address`; an error names it without its password (errors are logged).
 async fn subscribe(address: &str) -> Result<redis::aio::PubSub, StoreError> {
-    let fail = |e: redis::RedisError| StoreError::Backend(format!("redis at {address}: {e}"));
+    let shown = redacted(address);
+    let fail = |e: redis::RedisError| StoreError::Backend(format!("redis at {shown}: {e}"));
     let client = redis::Client::open(address).map_err(fail)?;
     let mut pubsub = tokio::time::timeout(Duration::from_secs(1), client.get_async_pubsub())
         .await
-        .map_err(|_| StoreError::Backend(format!("redis at {address} does not answer")))?
+        .map_err(|_| StoreError::Backend(format!("redis at {shown} does not answer")))?
         .map_err(fail)?;
     pubsub.subscribe(keys::CHANNEL).await.map_err(fail)?;
     Ok(pubsub)
