@@ -254,6 +254,18 @@ async fn start_with_store(
     })
 }
 
+/// Reloads a node's certificate pair (see [`Node::reload_tls`]).
+#[derive(Clone)]
+pub struct TlsReloader(Option<Arc<Tls>>);
+
+impl TlsReloader {
+    /// Reads the pair again and serves it from now on; the error names the file and why, and
+    /// the pair served so far stays. [`TlsError::NotConfigured`] when the node has no TLS.
+    pub fn reload(&self) -> Result<(), TlsError> {
+        self.0.as_ref().ok_or(TlsError::NotConfigured)?.reload()
+    }
+}
+
 /// Takes ended matches out of memory once `--keep-ended` has passed (SPEC 10), until HTTP
 /// stops. Looks a few times per period, so a match leaves at most a quarter period late.
 async fn evict_ended(ingest: Arc<Ingest>, keep_ended: Duration, stop: CancellationToken) {
@@ -313,7 +325,13 @@ impl Node {
     /// handshake from now on (SIGHUP in the binary); connections already up are not touched.
     /// On an error (naming the file) the pair served so far stays.
     pub fn reload_tls(&self) -> Result<(), TlsError> {
-        self.tls.as_ref().ok_or(TlsError::NotConfigured)?.reload()
+        self.tls_reloader().reload()
+    }
+
+    /// What [`Node::reload_tls`] does, for a task that outlives this handle's borrow (the
+    /// binary's SIGHUP loop runs while [`Node::stopped`] holds the node).
+    pub fn tls_reloader(&self) -> TlsReloader {
+        TlsReloader(self.tls.clone())
     }
 
     /// Does the node speak TLS (HTTPS, and on its viewer ports)?
