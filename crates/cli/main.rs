@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use matchstream::config::{self, Config};
 use matchstream::server;
-use matchstream_client::{matchfile, replay};
+use matchstream_client::{matchfile, replay, TlsClient};
 use matchstream_ops::limits::raise_open_files;
 
 mod demo;
@@ -197,6 +197,17 @@ struct ServeArgs {
     /// History reads from the store running at once (more wait their turn).
     #[arg(long, env = "MATCHSTREAM_MAX_STORE_READS", default_value_t = 64)]
     max_store_reads: usize,
+    /// PEM certificate chain (the node's certificate first, as certbot's fullchain.pem): the
+    /// HTTP port becomes HTTPS (WebSocket wss://) and the viewer ports TLS. Needs --tls-key;
+    /// SIGHUP reads both files again without dropping a connection.
+    #[arg(long, env = "MATCHSTREAM_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert (PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "MATCHSTREAM_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Serve the admin listener (--admin) over TLS too, with the same certificate.
+    #[arg(long, env = "MATCHSTREAM_ADMIN_TLS", requires = "tls_cert")]
+    admin_tls: bool,
 }
 
 /// A duration flag (SPEC 8): `10s`, `250ms`, `2m`; a bare number is seconds.
@@ -208,9 +219,13 @@ fn duration(s: &str) -> Result<Duration, config::ConfigError> {
 struct ReplayArgs {
     /// The match file (the original's Erlang terms, or JSON).
     file: PathBuf,
-    /// Base URL of the node's HTTP API.
+    /// Base URL of the node's HTTP API (https:// for a node with --tls-cert).
     #[arg(long, env = "MATCHSTREAM_SERVER", default_value = "http://127.0.0.1:8888")]
     server: String,
+    /// CA certificate (PEM) that an https:// server's certificate is checked against (a private
+    /// CA, or a self-signed certificate); without it, the system's roots.
+    #[arg(long, env = "MATCHSTREAM_CA_CERT")]
+    ca_cert: Option<PathBuf>,
     /// Watcher token of the node (the older variable MATCHSTREAM_TOKEN is read too).
     #[arg(long, env = "MATCHSTREAM_WATCHER_TOKEN", hide_env_values = true)]
     token: Option<String>,
@@ -295,17 +310,33 @@ struct TopArgs {
     /// Print one screen as plain text and exit.
     #[arg(long, env = "MATCHSTREAM_TOP_ONCE")]
     once: bool,
+    /// CA certificate (PEM) that an https:// admin listener's certificate (serve --admin-tls)
+    /// is checked against; without it, the system's roots.
+    #[arg(long, env = "MATCHSTREAM_CA_CERT")]
+    ca_cert: Option<PathBuf>,
 }
 
 /// `matchstream top`: live in the terminal, or `--once` on stdout.
 async fn top(args: TopArgs) -> Result<()> {
     use matchstream_ops::top;
+    let tls = tls_for(&args.server, args.ca_cert.as_deref())?;
+    let tls = tls.map(|t| t.config().clone());
     if args.once {
-        print!("{}", top::once(&args.server).await?);
+        print!("{}", top::once(&args.server, tls).await?);
         return Ok(());
     }
-    top::run(&args.server).await?;
+    top::run(&args.server, tls).await?;
     Ok(())
+}
+
+/// The certificates an `https://` server is checked against: `--ca-cert`'s, or the system's
+/// roots; none for `http://`.
+fn tls_for(server: &str, ca_cert: Option<&std::path::Path>) -> Result<Option<TlsClient>> {
+    if !server.starts_with("https://") {
+        return Ok(None);
+    }
+    let tls = TlsClient::new(ca_cert);
+    Ok(Some(tls.with_context(|| format!("cannot check the certificate of {server}"))?))
 }
 
 /// `matchstream doctor`: the report on stdout; exit 1 (with the report still printed) when a
@@ -416,6 +447,12 @@ async fn serve(args: ServeArgs) -> Result<()> {
         max_history_limit: args.max_history_limit,
         max_store_reads: args.max_store_reads,
         commit: COMMIT.to_owned(),
+        tls: match (args.tls_cert, args.tls_key) {
+            (Some(cert), Some(key)) => Some(config::TlsFiles { cert, key }),
+            // clap requires both or neither.
+            _ => None,
+        },
+        admin_tls: args.admin_tls,
         ..Config::default()
     };
     if let Err(e) = config.validate() {
@@ -429,6 +466,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
     let stop = stop_on_signal();
     let node = server::start(config).await.context("cannot start the node")?;
     tracing::info!(max_viewers, "node ready");
+    reload_on_hangup(node.tls_reloader());
     let token = node.shutdown_token();
     tokio::spawn(async move {
         stop.cancelled().await;
@@ -436,6 +474,35 @@ async fn serve(args: ServeArgs) -> Result<()> {
     });
     node.stopped().await.context("stopping the node")?;
     Ok(())
+}
+
+/// On SIGHUP (systemd's `ExecReload`), reads the certificate pair again: logs that it did, or
+/// why not (the pair served so far stays). Caught with or without TLS, so that a reload never
+/// kills a node (SIGHUP's default).
+fn reload_on_hangup(tls: server::TlsReloader) {
+    #[cfg(unix)]
+    tokio::spawn(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut hangups = match signal(SignalKind::hangup()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch SIGHUP: the certificate cannot be reloaded");
+                return;
+            }
+        };
+        while hangups.recv().await.is_some() {
+            match tls.reload() {
+                Ok(()) => tracing::info!("SIGHUP: TLS certificate reloaded"),
+                Err(e @ server::TlsError::NotConfigured) => tracing::info!("SIGHUP: {e}"),
+                Err(e) => tracing::error!(
+                    error = %e,
+                    "SIGHUP: TLS certificate not reloaded; the one loaded before is still served"
+                ),
+            }
+        }
+    });
+    #[cfg(not(unix))]
+    let _ = tls;
 }
 
 /// The tokens of a `--watcher-token-file`: one a line; blank lines and `#` comments skipped.
@@ -470,6 +537,7 @@ async fn run_replay(args: ReplayArgs) -> Result<()> {
         bail!("replay needs the node's watcher token: --token or MATCHSTREAM_WATCHER_TOKEN");
     };
     let opts = replay::ReplayOptions {
+        tls: tls_for(&args.server, args.ca_cert.as_deref())?,
         server: args.server.trim_end_matches('/').to_owned(),
         token,
         speed: args.speed,

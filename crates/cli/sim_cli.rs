@@ -87,6 +87,11 @@ struct SimViewerArgs {
     /// TCP viewer addresses to take in turn instead of asking /1/checkin: host:port,host:port.
     #[arg(long, env = "MATCHSTREAM_SIM_VIEWERS", value_delimiter = ',')]
     viewers: Vec<String>,
+    /// With https:// servers (a node with --tls-cert), every viewer speaks TLS, on the viewer
+    /// ports too; their certificate is checked against this CA certificate (PEM), else
+    /// against the system's roots.
+    #[arg(long, env = "MATCHSTREAM_CA_CERT")]
+    ca_cert: Option<std::path::PathBuf>,
     /// Interaction paths in percent (watch=70,late=10,leave=10,reconnect=5,slow=5; default all
     /// watch) and/or protocols in percent (tcp:50,ws:30,sse:20 with v1, v2 or tcp, ws, sse;
     /// default all --protocol), in one list: watch=90,slow=10,tcp:50,ws:50. With several
@@ -370,6 +375,7 @@ pub(crate) async fn run_sim(args: SimArgs) -> Result<()> {
                 match_id: a.match_id.context("--match is required")?,
                 protocol: a.protocol,
                 viewers: a.viewers,
+                ca_cert: a.ca_cert,
             };
             let behaviour = sim::Behaviour {
                 late_within_ms: secs("--late-within", a.late_within)?.as_millis() as u64,

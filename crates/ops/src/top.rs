@@ -1,6 +1,8 @@
 //! `matchstream top` (SPEC 9): a node's figures and its cluster's, one row per node and per live
 //! match, refreshed every second in the terminal (ratatui), or once as plain text (`--once`).
-//! It reads only the node's `/ops.json`, like the operator's page.
+//! It reads only the node's `/ops.json`, like the operator's page; over `https://` (an admin
+//! listener with `--admin-tls`) it checks the node's certificate with the rustls configuration
+//! it is given (the binary's `--ca-cert`, or the system's roots).
 
 use std::time::Duration;
 
@@ -41,7 +43,7 @@ pub const MATCH_COLUMNS: [&str; 4] = ["match", "score", "period", "seq"];
 pub async fn fetch(client: &reqwest::Client, server: &str) -> Result<Value, TopError> {
     let url = format!("{}/ops.json", server.trim_end_matches('/'));
     let fail = |why: String| TopError::Fetch { url: url.clone(), why };
-    let answer = client.get(&url).send().await.map_err(|e| fail(e.to_string()))?;
+    let answer = client.get(&url).send().await.map_err(|e| fail(why(&e)))?;
     if !answer.status().is_success() {
         return Err(fail(answer.status().to_string()));
     }
@@ -134,21 +136,42 @@ fn table_text(out: &mut String, header: &[&str], rows: &[Vec<String>]) {
     }
 }
 
-fn client(server: &str) -> Result<reqwest::Client, TopError> {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(2))
-        .build()
-        .map_err(|e| TopError::Fetch { url: server.to_owned(), why: e.to_string() })
+/// What went wrong with a request, in words: reqwest's own message names the URL and little
+/// else; a certificate that is not trusted says so, and what to do.
+fn why(e: &reqwest::Error) -> String {
+    let mut cause: &(dyn std::error::Error + 'static) = e;
+    let mut words = e.to_string();
+    while let Some(next) = cause.source() {
+        if let Some(rustls::Error::InvalidCertificate(bad)) = next.downcast_ref::<rustls::Error>() {
+            return format!(
+                "the node's certificate is not trusted ({bad:?}): name the CA that signed it \
+                 with --ca-cert"
+            );
+        }
+        words = next.to_string();
+        cause = next;
+    }
+    words
 }
 
-/// One screen of `server` as plain text (`top --once`).
-pub async fn once(server: &str) -> Result<String, TopError> {
-    Ok(text(&fetch(&client(server)?, server).await?))
+/// An HTTP client; `tls` checks an `https://` node's certificate (reqwest has no roots of
+/// its own here).
+fn client(server: &str, tls: Option<rustls::ClientConfig>) -> Result<reqwest::Client, TopError> {
+    let mut builder = reqwest::Client::builder().timeout(Duration::from_secs(2));
+    if let Some(tls) = tls {
+        builder = builder.use_preconfigured_tls(tls);
+    }
+    builder.build().map_err(|e| TopError::Fetch { url: server.to_owned(), why: e.to_string() })
+}
+
+/// One screen of `server` as plain text (`top --once`); `tls` for an `https://` server.
+pub async fn once(server: &str, tls: Option<rustls::ClientConfig>) -> Result<String, TopError> {
+    Ok(text(&fetch(&client(server, tls)?, server).await?))
 }
 
 /// Runs `top` against `server` until `q`, Esc or Ctrl-C: one screen a second.
-pub async fn run(server: &str) -> Result<(), TopError> {
-    let client = client(server)?;
+pub async fn run(server: &str, tls: Option<rustls::ClientConfig>) -> Result<(), TopError> {
+    let client = client(server, tls)?;
     let mut terminal = ratatui::init();
     let result = async {
         loop {

@@ -123,6 +123,24 @@ pub struct Config {
     /// The commit the binary was built from, for `matchstream_build_info{version,commit}`
     /// (SPEC 11): the binary's build script knows it, the library is told.
     pub commit: String,
+    /// The certificate and key that make the HTTP port HTTPS (so WebSocket is `wss://`) and the
+    /// viewer ports TLS (SPEC 11). `None`: plain TCP everywhere, as behind a proxy that holds
+    /// the certificate.
+    pub tls: Option<TlsFiles>,
+    /// The admin listener speaks TLS too, with the same certificate (for an admin port reached
+    /// over a network). Off by default: the operator's tools and Prometheus usually reach it on
+    /// a private address, which the public certificate does not name.
+    pub admin_tls: bool,
+}
+
+/// The PEM files of the certificate a node serves: read at start, and again on
+/// `Node::reload_tls` (SIGHUP), so that a renewed certificate is taken without a restart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// The certificate chain, the node's own certificate first (as certbot's `fullchain.pem`).
+    pub cert: PathBuf,
+    /// Its private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
 }
 
 impl Default for Config {
@@ -167,6 +185,8 @@ impl Default for Config {
             max_history_limit: 2000,
             max_store_reads: 64,
             commit: "unknown".to_owned(),
+            tls: None,
+            admin_tls: false,
         }
     }
 }
@@ -247,6 +267,9 @@ impl Config {
                 "with --redis, other nodes send viewers to this node's ports: a listener on \
                  0.0.0.0 or [::] needs --public-host naming the address they should dial",
             );
+        }
+        if self.admin_tls && (self.tls.is_none() || self.admin.is_none()) {
+            return fail("--admin-tls needs --admin, --tls-cert and --tls-key");
         }
         if self.watcher_tokens.iter().any(|t| t.is_empty() || t.chars().any(char::is_whitespace)) {
             return fail("a watcher token must be non-empty and contain no whitespace");
