@@ -19,6 +19,7 @@ mod lifecycle;
 mod limits;
 mod metrics;
 mod properties;
+mod proxy;
 mod redis;
 mod resume;
 mod season;

@@ -15,7 +15,7 @@ use std::collections::VecDeque;
 use std::ops::Range;
 
 use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::check::{Cause, Checker, Protocol, Violation, MAX_LINE};
@@ -268,9 +268,9 @@ pub fn check_framing(ev: &SseEvent) -> Result<(), Violation> {
     Ok(())
 }
 
-/// One SSE connection.
-pub struct SseViewer {
-    stream: TcpStream,
+/// One SSE connection, on a TCP socket or any other stream (a TLS one through a proxy).
+pub struct SseViewer<S = TcpStream> {
+    stream: S,
     head: Head,
     body: Body,
     parser: Parser,
@@ -298,13 +298,22 @@ impl SseViewer {
         SseViewer::request(stream, addr, path, headers).await
     }
 
-    /// Like [`SseViewer::open`] on a socket the caller connected (`host` for the Host header).
+    /// Opens `/1/match/<id>/stream[?from=<from>]` and checks it from here on.
+    pub async fn watch(addr: &str, match_id: &str, from: Option<u64>) -> Result<Self, WebError> {
+        let path = crate::ws::match_path(match_id, "stream", from);
+        Ok(SseViewer::open(addr, &path, &[]).await?.checked(from))
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> SseViewer<S> {
+    /// Like [`SseViewer::open`] on a stream the caller connected (or wrapped in TLS); `host`
+    /// for the Host header.
     pub async fn request(
-        mut stream: TcpStream,
+        mut stream: S,
         host: &str,
         path: &str,
         headers: &[(&str, &str)],
-    ) -> Result<SseViewer, WebError> {
+    ) -> Result<SseViewer<S>, WebError> {
         let mut all = vec![("Accept", "text/event-stream")];
         all.extend_from_slice(headers);
         stream.write_all(&http1::get_request(host, path, &all)).await?;
@@ -332,15 +341,9 @@ impl SseViewer {
         })
     }
 
-    /// Opens `/1/match/<id>/stream[?from=<from>]` and checks it from here on.
-    pub async fn watch(addr: &str, match_id: &str, from: Option<u64>) -> Result<Self, WebError> {
-        let path = crate::ws::match_path(match_id, "stream", from);
-        Ok(SseViewer::open(addr, &path, &[]).await?.checked(from))
-    }
-
     /// Checks the frames from here on; `from` is the seq the stream resumes after (`from` or
     /// `Last-Event-ID`, whichever the server goes by).
-    pub fn checked(mut self, from: Option<u64>) -> SseViewer {
+    pub fn checked(mut self, from: Option<u64>) -> SseViewer<S> {
         let mut checker = Checker::for_protocol(Protocol::Sse);
         checker.new_connection(from);
         self.checker = Some(checker);

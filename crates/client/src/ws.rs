@@ -11,6 +11,7 @@
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
@@ -64,9 +65,9 @@ pub enum Incoming {
     Close(Option<Closed>),
 }
 
-/// One WebSocket connection.
-pub struct WsViewer {
-    ws: WebSocketStream<TcpStream>,
+/// One WebSocket connection, on a TCP socket or any other stream (a TLS one through a proxy).
+pub struct WsViewer<S = TcpStream> {
+    ws: WebSocketStream<S>,
     /// Checks text messages as v2 frames; `None` for an unchecked viewer.
     checker: Option<Checker>,
     /// The close frame the server sent, once it did.
@@ -91,14 +92,22 @@ impl WsViewer {
         WsViewer::handshake(stream, addr, path, config).await
     }
 
-    /// Upgrades `path` on a socket the caller connected (and may have used for plain HTTP
-    /// requests first); `host` for the Host header.
+    /// Upgrades `/1/match/<id>/ws[?from=<from>]` and checks it from here on.
+    pub async fn watch(addr: &str, match_id: &str, from: Option<u64>) -> Result<Self, WebError> {
+        let path = match_path(match_id, "ws", from);
+        Ok(WsViewer::open(addr, &path, None).await?.checked(from))
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> WsViewer<S> {
+    /// Upgrades `path` on a stream the caller connected (and may have used for plain HTTP
+    /// requests first, or wrapped in TLS); `host` for the Host header.
     pub async fn handshake(
-        stream: TcpStream,
+        stream: S,
         host: &str,
         path: &str,
         config: Option<WebSocketConfig>,
-    ) -> Result<WsViewer, WebError> {
+    ) -> Result<WsViewer<S>, WebError> {
         let url = format!("ws://{host}{path}");
         match tokio_tungstenite::client_async_with_config(url.as_str(), stream, config).await {
             Ok((ws, _)) => {
@@ -119,15 +128,9 @@ impl WsViewer {
         }
     }
 
-    /// Upgrades `/1/match/<id>/ws[?from=<from>]` and checks it from here on.
-    pub async fn watch(addr: &str, match_id: &str, from: Option<u64>) -> Result<Self, WebError> {
-        let path = match_path(match_id, "ws", from);
-        Ok(WsViewer::open(addr, &path, None).await?.checked(from))
-    }
-
     /// Checks text messages as v2 frames from here on; `from` is the seq the stream resumes
     /// after.
-    pub fn checked(mut self, from: Option<u64>) -> WsViewer {
+    pub fn checked(mut self, from: Option<u64>) -> WsViewer<S> {
         let mut checker = Checker::for_protocol(Protocol::Ws);
         checker.new_connection(from);
         self.checker = Some(checker);
