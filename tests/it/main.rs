@@ -20,6 +20,7 @@ mod limits;
 mod logs;
 mod metrics;
 mod properties;
+mod proxy;
 mod redis;
 mod resume;
 mod season;

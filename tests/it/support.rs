@@ -13,6 +13,12 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 use tempfile::TempDir;
 
+mod nginx;
+mod tls;
+
+pub use nginx::{site, stream_site, Nginx, NginxConf};
+pub use tls::{TestCa, TLS_HOST};
+
 pub const TOKEN: &str = "test-token";
 /// Longest any single read in a test waits before the test fails.
 pub const PATIENCE: Duration = Duration::from_secs(30);

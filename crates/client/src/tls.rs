@@ -156,6 +156,12 @@ impl From<TcpStream> for Stream {
     }
 }
 
+impl From<TlsStream<TcpStream>> for Stream {
+    fn from(tls: TlsStream<TcpStream>) -> Stream {
+        Stream::Tls(Box::new(tls))
+    }
+}
+
 impl AsyncRead for Stream {
     fn poll_read(
         self: Pin<&mut Self>,
