@@ -41,11 +41,47 @@ pub const MATCH_COLUMNS: [&str; 4] = ["match", "score", "period", "seq"];
 pub async fn fetch(client: &reqwest::Client, server: &str) -> Result<Value, TopError> {
     let url = format!("{}/ops.json", server.trim_end_matches('/'));
     let fail = |why: String| TopError::Fetch { url: url.clone(), why };
-    let answer = client.get(&url).send().await.map_err(|e| fail(e.to_string()))?;
+    let answer = client.get(&url).send().await.map_err(|e| fail(why(&e, server)))?;
     if !answer.status().is_success() {
-        return Err(fail(answer.status().to_string()));
+        // The public --http port answers 404 here (SPEC 11): the figures are on --admin.
+        let hint = " (is this the node's admin listener, its --admin address?)";
+        let hint = if answer.status() == reqwest::StatusCode::NOT_FOUND { hint } else { "" };
+        return Err(fail(format!("{}{hint}", answer.status())));
     }
-    answer.json().await.map_err(|e| fail(e.to_string()))
+    answer.json().await.map_err(|e| fail(why(&e, server)))
+}
+
+/// Why a request failed, in the words of its deepest cause (`connection refused`, not
+/// reqwest's "error sending request"), with what to check when nothing listens there.
+fn why(e: &reqwest::Error, server: &str) -> String {
+    if e.is_timeout() {
+        return format!("no answer within {} s", TIMEOUT.as_secs());
+    }
+    let mut cause: &dyn std::error::Error = e;
+    let mut refused = false;
+    while let Some(deeper) = cause.source() {
+        cause = deeper;
+        let kind = cause.downcast_ref::<std::io::Error>().map(std::io::Error::kind);
+        refused |= kind == Some(std::io::ErrorKind::ConnectionRefused);
+    }
+    // "Connection refused (os error 111)" as "connection refused".
+    let text = cause.to_string();
+    let text = match text.find(" (os error") {
+        Some(at) => text[..at].to_lowercase(),
+        None => text,
+    };
+    if !refused {
+        return text;
+    }
+    match reqwest::Url::parse(server) {
+        Ok(url) => match (url.host_str(), url.port_or_known_default()) {
+            (Some(host), Some(port)) => {
+                format!("{text} (is the node running with --admin {host}:{port}?)")
+            }
+            _ => text,
+        },
+        Err(_) => text,
+    }
 }
 
 /// One row per node (this one first), as text cells.
@@ -134,9 +170,12 @@ fn table_text(out: &mut String, header: &[&str], rows: &[Vec<String>]) {
     }
 }
 
+/// How long `top` waits for one answer.
+const TIMEOUT: Duration = Duration::from_secs(2);
+
 fn client(server: &str) -> Result<reqwest::Client, TopError> {
     reqwest::Client::builder()
-        .timeout(Duration::from_secs(2))
+        .timeout(TIMEOUT)
         .build()
         .map_err(|e| TopError::Fetch { url: server.to_owned(), why: e.to_string() })
 }
@@ -146,9 +185,12 @@ pub async fn once(server: &str) -> Result<String, TopError> {
     Ok(text(&fetch(&client(server)?, server).await?))
 }
 
-/// Runs `top` against `server` until `q`, Esc or Ctrl-C: one screen a second.
+/// Runs `top` against `server` until `q`, Esc or Ctrl-C: one screen a second. A node that does
+/// not answer at first is an error (which URL, and why) rather than an empty screen; one that
+/// stops answering later is said on the screen's first line until it answers again.
 pub async fn run(server: &str) -> Result<(), TopError> {
     let client = client(server)?;
+    fetch(&client, server).await?;
     let mut terminal = ratatui::init();
     let result = async {
         loop {
