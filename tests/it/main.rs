@@ -7,6 +7,7 @@ mod cli;
 mod clients;
 mod close;
 mod cluster;
+mod config;
 mod contract;
 mod crash;
 mod drain;
