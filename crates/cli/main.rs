@@ -440,7 +440,9 @@ async fn serve(
     if let Err(e) = config.validate() {
         usage_error(&from_file.map_or_else(|| e.0.clone(), |f| f.blame(&e.0)));
     }
-    let cli = Cli::command();
+    let mut cli = Cli::command();
+    // Built, so that the global flags (`--log-format`) are among `serve`'s keys.
+    cli.build();
     let serve_command = cli.find_subcommand("serve").context("no serve subcommand")?;
     if print_config {
         print!("{}", config_file::print(serve_command, matches));
