@@ -24,5 +24,6 @@ mod resume;
 mod season;
 mod sim;
 mod support;
+mod tls;
 mod viewers;
 mod web;

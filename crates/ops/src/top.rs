@@ -142,7 +142,13 @@ fn why(e: &reqwest::Error) -> String {
     let mut cause: &(dyn std::error::Error + 'static) = e;
     let mut words = e.to_string();
     while let Some(next) = cause.source() {
-        if let Some(rustls::Error::InvalidCertificate(bad)) = next.downcast_ref::<rustls::Error>() {
+        // An I/O error's `source` skips its inner error: rustls' is looked for inside them.
+        let mut inner: Option<&(dyn std::error::Error + 'static)> = Some(next);
+        while let Some(io) = inner.and_then(|i| i.downcast_ref::<std::io::Error>()) {
+            inner = io.get_ref().map(|i| i as &(dyn std::error::Error + 'static));
+        }
+        let tls = inner.and_then(|i| i.downcast_ref::<rustls::Error>());
+        if let Some(rustls::Error::InvalidCertificate(bad)) = tls {
             return format!(
                 "the node's certificate is not trusted ({bad:?}): name the CA that signed it \
                  with --ca-cert"
