@@ -295,6 +295,8 @@ pub struct NodeProcess {
     pub viewers: Vec<SocketAddr>,
     /// Its log lines up to "http listener ready".
     pub log: Vec<String>,
+    /// Its log lines after those, as they come.
+    pub later: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl NodeProcess {
@@ -379,9 +381,20 @@ impl NodeProcess {
             }
         }
         // Keep draining the log so the node never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
+        let later = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let kept = later.clone();
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                kept.lock().unwrap_or_else(|p| p.into_inner()).push(line);
+            }
+        });
         let base = base.unwrap_or_else(|| panic!("the node did not start:\n{}", log.join("\n")));
-        NodeProcess { child, base, admin, viewers, log }
+        NodeProcess { child, base, admin, viewers, log, later }
+    }
+
+    /// Has the node logged a line containing `needle` since it was ready?
+    pub fn logged(&self, needle: &str) -> bool {
+        self.later.lock().unwrap_or_else(|p| p.into_inner()).iter().any(|l| l.contains(needle))
     }
 
     pub fn kill9(&mut self) {
