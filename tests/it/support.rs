@@ -295,6 +295,8 @@ pub struct NodeProcess {
     pub viewers: Vec<SocketAddr>,
     /// Its log lines up to "http listener ready".
     pub log: Vec<String>,
+    /// Its log lines since, as they come.
+    pub later: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl NodeProcess {
@@ -311,6 +313,15 @@ impl NodeProcess {
     /// Like [`NodeProcess::start_with`]; with `open_files`, the node's open-file limit (soft
     /// and hard) is set to it.
     pub fn start_limited(dir: &Path, extra: &[&str], open_files: Option<u64>) -> NodeProcess {
+        NodeProcess::spawn(dir, extra, open_files, "info")
+    }
+
+    /// Like [`NodeProcess::start_with`], logging at `level` (`RUST_LOG`).
+    pub fn start_logging(dir: &Path, extra: &[&str], level: &str) -> NodeProcess {
+        NodeProcess::spawn(dir, extra, None, level)
+    }
+
+    fn spawn(dir: &Path, extra: &[&str], open_files: Option<u64>, level: &str) -> NodeProcess {
         use std::io::BufRead;
         use std::os::unix::process::CommandExt;
         let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_matchstream"));
@@ -344,7 +355,7 @@ impl NodeProcess {
             .arg("--data")
             .arg(dir)
             .args(extra)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", level)
             .stderr(std::process::Stdio::piped())
             .stdout(std::process::Stdio::null())
             .spawn()
@@ -371,10 +382,16 @@ impl NodeProcess {
                 panic!("node failed: {line}");
             }
         }
-        // Keep draining the log so the node never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
+        // Keep reading the log so the node never blocks on a full pipe.
+        let later = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let kept = later.clone();
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                kept.lock().expect("the log").push(line);
+            }
+        });
         let base = base.unwrap_or_else(|| panic!("the node did not start:\n{}", log.join("\n")));
-        NodeProcess { child, base, admin, viewers, log }
+        NodeProcess { child, base, admin, viewers, log, later }
     }
 
     pub fn kill9(&mut self) {

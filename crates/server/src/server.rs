@@ -68,6 +68,7 @@ pub async fn start(config: Config) -> Result<Node, ServerError> {
         Some(url) => {
             let opts = RedisOptions {
                 url: url.clone(),
+                ca_cert: config.redis_ca_cert.clone(),
                 wait_replicas: config.redis_wait_replicas,
                 volatile: config.redis_volatile,
             };

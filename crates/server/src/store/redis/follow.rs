@@ -10,6 +10,7 @@ use futures_util::StreamExt;
 use tokio::sync::mpsc;
 
 use super::codec::entry_from_announcement;
+use super::conn::redacted;
 use super::{keys, note_outcome, Target};
 use crate::store::{LogEntry, StoreError};
 
@@ -28,10 +29,11 @@ pub(super) async fn run(
     let mut backoff = MIN_BACKOFF;
     for attempt in 0.. {
         let address = &addresses[attempt % addresses.len()];
-        match subscribe(address).await {
+        let shown = redacted(address);
+        match subscribe(&target, address, &shown).await {
             Ok(pubsub) => {
                 backoff = MIN_BACKOFF;
-                tracing::debug!(%address, "following the log");
+                tracing::debug!(address = %shown, "following the log");
                 if tx.send(LogEntry::Resync).await.is_err() {
                     return;
                 }
@@ -62,7 +64,7 @@ pub(super) async fn run(
                         }
                     }
                 }
-                let lost = StoreError::Backend(format!("lost the subscription to {address}"));
+                let lost = StoreError::Backend(format!("lost the subscription to {shown}"));
                 note_outcome(&failure, Some(&lost));
             }
             Err(e) => {
@@ -77,12 +79,17 @@ pub(super) async fn run(
     }
 }
 
-async fn subscribe(address: &str) -> Result<redis::aio::PubSub, StoreError> {
-    let fail = |e: redis::RedisError| StoreError::Backend(format!("redis at {address}: {e}"));
-    let client = redis::Client::open(address).map_err(fail)?;
+/// Subscribes on `address` (`shown`: the same without its password, for errors).
+async fn subscribe(
+    target: &Target,
+    address: &str,
+    shown: &str,
+) -> Result<redis::aio::PubSub, StoreError> {
+    let fail = |e: redis::RedisError| StoreError::Backend(format!("redis at {shown}: {e}"));
+    let client = target.client(address).map_err(fail)?;
     let mut pubsub = tokio::time::timeout(Duration::from_secs(1), client.get_async_pubsub())
         .await
-        .map_err(|_| StoreError::Backend(format!("redis at {address} does not answer")))?
+        .map_err(|_| StoreError::Backend(format!("redis at {shown} does not answer")))?
         .map_err(fail)?;
     pubsub.subscribe(keys::CHANNEL).await.map_err(fail)?;
     Ok(pubsub)
