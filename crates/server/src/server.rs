@@ -176,14 +176,14 @@ async fn start_with_store(
         tracker.spawn(tcp::accept_loop(listener, index, viewers.clone()));
     }
 
-    let state = api::Shared::new(
+    let state = api::AppState::new(
         ingest.clone(),
         hub.clone(),
         store.clone(),
         ports.clone(),
         ctx.clone(),
         ops,
-        Arc::new(config.clone()),
+        &config,
     );
     let limits = http::Limits::of(&config);
     let app = api::router(state.clone());
