@@ -99,9 +99,14 @@ struct ServeArgs {
     #[arg(long, env = "MATCHSTREAM_DATA", default_value = "./data")]
     data: PathBuf,
     /// Join other nodes through a shared Redis: redis://host:port, or a Redis Cluster as
-    /// redis+cluster://host:port,host:port,... (without it the node runs alone).
+    /// redis+cluster://host:port,host:port,... (without it the node runs alone); rediss:// and
+    /// rediss+cluster:// over TLS. A password (redis://user:password@host) given before a
+    /// cluster's first host is used for every host, and never logged.
     #[arg(long, env = "MATCHSTREAM_REDIS", hide_env_values = true)]
     redis: Option<String>,
+    /// With rediss://: a private CA's certificate (PEM) to trust instead of the system's roots.
+    #[arg(long, env = "MATCHSTREAM_REDIS_CA_CERT")]
+    redis_ca_cert: Option<PathBuf>,
     /// Acknowledge a write only once this many Redis replicas confirm it (WAIT), instead of
     /// requiring `appendfsync always` on Redis.
     #[arg(long, env = "MATCHSTREAM_REDIS_WAIT_REPLICAS", default_value_t = 0)]
@@ -500,6 +505,7 @@ fn serve_config(args: ServeArgs) -> Result<(Config, usize)> {
         admin: args.admin,
         data_dir: args.data,
         redis: args.redis,
+        redis_ca_cert: args.redis_ca_cert,
         redis_wait_replicas: args.redis_wait_replicas,
         redis_volatile: args.redis_volatile,
         watcher_tokens,

@@ -313,6 +313,18 @@ impl NodeProcess {
     /// Like [`NodeProcess::start_with`]; with `open_files`, the node's open-file limit (soft
     /// and hard) is set to it.
     pub fn start_limited(dir: &Path, extra: &[&str], open_files: Option<u64>) -> NodeProcess {
+        NodeProcess::spawn(NodeProcess::command(dir, extra, open_files))
+    }
+
+    /// Like [`NodeProcess::start_with`], logging at `level` (`RUST_LOG`).
+    pub fn start_logging(dir: &Path, extra: &[&str], level: &str) -> NodeProcess {
+        let mut command = NodeProcess::command(dir, extra, None);
+        command.env("RUST_LOG", level);
+        NodeProcess::spawn(command)
+    }
+
+    /// `matchstream serve` on free ports over `dir`, with `extra` arguments.
+    fn command(dir: &Path, extra: &[&str], open_files: Option<u64>) -> std::process::Command {
         use std::os::unix::process::CommandExt;
         let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_matchstream"));
         if let Some(n) = open_files {
@@ -345,15 +357,17 @@ impl NodeProcess {
             .arg("--data")
             .arg(dir)
             .args(extra);
-        NodeProcess::spawn(command)
+        command
     }
 
     /// Runs `command` (a `matchstream serve` with all its arguments) and waits for its "ready"
-    /// log lines.
+    /// log lines; it logs at `info` unless the command sets `RUST_LOG`.
     pub fn spawn(mut command: std::process::Command) -> NodeProcess {
         use std::io::BufRead;
+        if !command.get_envs().any(|(k, _)| k == "RUST_LOG") {
+            command.env("RUST_LOG", "info");
+        }
         let mut child = command
-            .env("RUST_LOG", "info")
             .stderr(std::process::Stdio::piped())
             .stdout(std::process::Stdio::null())
             .spawn()
