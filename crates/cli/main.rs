@@ -359,6 +359,30 @@ fn stop_on_signal() -> CancellationToken {
     token
 }
 
+/// SIGHUP (`systemctl reload`: the unit's ExecReload) must not end the node, as its default
+/// action would (and systemd would not restart it: a hangup counts as a clean stop). Nothing a
+/// node holds is reloaded yet, so it says so and carries on.
+fn survive_hangups() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::hangup()) {
+            Ok(mut hangups) => {
+                tokio::spawn(async move {
+                    while hangups.recv().await.is_some() {
+                        tracing::info!(
+                            "SIGHUP: nothing to reload; a changed setting needs a restart"
+                        );
+                    }
+                });
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch SIGHUP: a reload would stop the node")
+            }
+        }
+    }
+}
+
 async fn serve(args: ServeArgs) -> Result<()> {
     let open_files = raise_open_files();
     // Descriptors the node needs besides viewers (listeners, HTTP clients, the store): the same
@@ -427,6 +451,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
         tracing::warn!("no --watcher-token: nobody can publish to this node");
     }
     let stop = stop_on_signal();
+    survive_hangups();
     let node = server::start(config).await.context("cannot start the node")?;
     tracing::info!(max_viewers, "node ready");
     let token = node.shutdown_token();

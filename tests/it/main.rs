@@ -19,6 +19,7 @@ mod lifecycle;
 mod limits;
 mod logs;
 mod metrics;
+mod package;
 mod properties;
 mod redis;
 mod resume;
