@@ -20,6 +20,7 @@ mod lifecycle;
 mod limits;
 mod logs;
 mod metrics;
+mod package;
 mod properties;
 mod proxy;
 mod redis;
