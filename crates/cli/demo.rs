@@ -244,7 +244,7 @@ async fn replay_match(
     out: Out,
     (created, started): (oneshot::Sender<()>, oneshot::Sender<()>),
 ) -> Result<(), DemoError> {
-    let opts = ReplayOptions { server, token, speed, if_exists: IfExists::Fail };
+    let opts = ReplayOptions { server, token, speed, if_exists: IfExists::Fail, tls: None };
     let (mut created, mut started) = (Some(created), Some(started));
     replay::replay(&file, &opts, |p| {
         if let Progress::Created { .. } = p {

@@ -1,5 +1,6 @@
 //! The `matchstream` binary: parses arguments, installs logging and signal handling, and calls
-//! the library. Every flag also reads a `MATCHSTREAM_<FLAG>` environment variable.
+//! the library. Every flag also reads a `MATCHSTREAM_<FLAG>` environment variable, and `serve`'s
+//! a config file too (`config_file`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -7,14 +8,15 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use clap::{Args, Parser, Subcommand};
+use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 use matchstream::config::{self, Config};
 use matchstream::server;
-use matchstream_client::{matchfile, replay};
+use matchstream_client::{matchfile, replay, TlsClient};
 use matchstream_ops::limits::raise_open_files;
 
+mod config_file;
 mod demo;
 mod local_redis;
 mod logging;
@@ -73,15 +75,25 @@ enum Command {
 
 #[derive(Args)]
 struct ServeArgs {
-    /// HTTP API address (watcher and read API, WebSocket and SSE viewers, the live page).
-    #[arg(long, env = "MATCHSTREAM_HTTP", default_value = "127.0.0.1:8888")]
+    /// A TOML file of settings: every flag below is a key, dashes as underscores
+    /// (min_write_interval = "150ms", watcher_token = ["a", "b"]). A flag or its variable beats
+    /// the file, which beats the default.
+    #[arg(long, env = "MATCHSTREAM_CONFIG")]
+    config: Option<PathBuf>,
+    /// Print the configuration in effect as TOML (a config file; secrets masked) and exit.
+    #[arg(long, env = "MATCHSTREAM_PRINT_CONFIG")]
+    print_config: bool,
+    /// HTTP API address (watcher and read API, WebSocket and SSE viewers, the live page); a
+    /// host name (localhost:8888) is resolved at start.
+    #[arg(long, env = "MATCHSTREAM_HTTP", default_value = "127.0.0.1:8888", value_parser = addr)]
     http: SocketAddr,
-    /// Viewer port or port range, one listener per port: 127.0.0.1:9100 or 127.0.0.1:9100-9103.
-    #[arg(long, env = "MATCHSTREAM_VIEWERS", default_value = "127.0.0.1:9100")]
-    viewers: String,
+    /// Viewer port or port range, one listener per port: 127.0.0.1:9100 or 127.0.0.1:9100-9103
+    /// (or a host name: localhost:9100-9103).
+    #[arg(long, env = "MATCHSTREAM_VIEWERS", default_value = "127.0.0.1:9100", value_parser = viewer_addrs)]
+    viewers: ViewerAddrs,
     /// The operator's listener: /metrics, /ops, /ops.json, /healthz and /readyz (e.g.
     /// 127.0.0.1:9091). Off unless given; the public --http port never serves the figures.
-    #[arg(long, env = "MATCHSTREAM_ADMIN")]
+    #[arg(long, env = "MATCHSTREAM_ADMIN", value_parser = addr)]
     admin: Option<SocketAddr>,
     /// Directory of the embedded store (created if missing; unused with --redis).
     #[arg(long, env = "MATCHSTREAM_DATA", default_value = "./data")]
@@ -128,11 +140,12 @@ struct ServeArgs {
     #[arg(long, env = "MATCHSTREAM_MAX_LAG_EVENTS", default_value_t = 10_000)]
     max_lag_events: u64,
     /// Silence after which an SSE viewer gets a `: ping` comment (at most 15s: SPEC 5 wants one
-    /// at least every 15 s); a WebSocket viewer gets a ping after twice this.
+    /// at least every 15 s); a WebSocket viewer gets a ping after twice this. The older
+    /// --keepalive-ms N (MATCHSTREAM_KEEPALIVE_MS) is still read, in milliseconds.
     #[arg(long, env = "MATCHSTREAM_KEEPALIVE", default_value = "15s", value_parser = duration)]
     keepalive: Duration,
     /// --keepalive in milliseconds (the older spelling).
-    #[arg(long, env = "MATCHSTREAM_KEEPALIVE_MS", conflicts_with = "keepalive")]
+    #[arg(long, env = "MATCHSTREAM_KEEPALIVE_MS", conflicts_with = "keepalive", hide = true)]
     keepalive_ms: Option<u64>,
     /// While events come fast, at most one write per viewer per this long (an event sooner
     /// after the last write waits for the next, which carries all pending); after a quiet
@@ -143,7 +156,8 @@ struct ServeArgs {
     #[arg(long, env = "MATCHSTREAM_SHUTDOWN_GRACE", default_value = "5s", value_parser = duration)]
     shutdown_grace: Duration,
     /// How long a stopping node spreads its viewers' goodbyes over (and the `retry_after_ms`
-    /// they carry), so that they do not all reconnect elsewhere at once.
+    /// they carry), so that they do not all reconnect elsewhere at once. The older
+    /// --drain-window-ms N (MATCHSTREAM_DRAIN_WINDOW_MS) is still read, in milliseconds.
     #[arg(long, env = "MATCHSTREAM_DRAIN_WINDOW", default_value = "10s", value_parser = duration)]
     drain_window: Duration,
     /// How long an ended match stays in memory after its end (1s to 7 days); after that it is
@@ -151,7 +165,7 @@ struct ServeArgs {
     #[arg(long, env = "MATCHSTREAM_KEEP_ENDED", default_value = "10m", value_parser = duration)]
     keep_ended: Duration,
     /// --drain-window in milliseconds (the older spelling).
-    #[arg(long, env = "MATCHSTREAM_DRAIN_WINDOW_MS", conflicts_with = "drain_window")]
+    #[arg(long, env = "MATCHSTREAM_DRAIN_WINDOW_MS", conflicts_with = "drain_window", hide = true)]
     drain_window_ms: Option<u64>,
     /// An HTTP request's head must arrive within this long.
     #[arg(long, env = "MATCHSTREAM_HTTP_HEAD_TIMEOUT", default_value = "10s", value_parser = duration)]
@@ -197,20 +211,48 @@ struct ServeArgs {
     /// History reads from the store running at once (more wait their turn).
     #[arg(long, env = "MATCHSTREAM_MAX_STORE_READS", default_value_t = 64)]
     max_store_reads: usize,
+    /// PEM certificate chain (the node's certificate first, as certbot's fullchain.pem): the
+    /// HTTP port becomes HTTPS (WebSocket wss://) and the viewer ports TLS. Needs --tls-key;
+    /// SIGHUP reads both files again without dropping a connection.
+    #[arg(long, env = "MATCHSTREAM_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert (PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "MATCHSTREAM_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Serve the admin listener (--admin) over TLS too, with the same certificate.
+    #[arg(long, env = "MATCHSTREAM_ADMIN_TLS", requires = "tls_cert")]
+    admin_tls: bool,
 }
 
 /// A duration flag (SPEC 8): `10s`, `250ms`, `2m`; a bare number is seconds.
-fn duration(s: &str) -> Result<Duration, config::ConfigError> {
+pub(crate) fn duration(s: &str) -> Result<Duration, config::ConfigError> {
     config::parse_duration(s)
+}
+
+/// An address to listen on: an IP or a host name, and a port.
+fn addr(s: &str) -> Result<SocketAddr, config::ConfigError> {
+    config::parse_addr(s)
+}
+
+/// The viewer listeners of `--viewers`, one per port of its range.
+#[derive(Clone)]
+struct ViewerAddrs(Vec<SocketAddr>);
+
+fn viewer_addrs(s: &str) -> Result<ViewerAddrs, config::ConfigError> {
+    config::parse_viewers(s).map(ViewerAddrs)
 }
 
 #[derive(Args)]
 struct ReplayArgs {
     /// The match file (the original's Erlang terms, or JSON).
     file: PathBuf,
-    /// Base URL of the node's HTTP API.
+    /// Base URL of the node's HTTP API (https:// for a node with --tls-cert).
     #[arg(long, env = "MATCHSTREAM_SERVER", default_value = "http://127.0.0.1:8888")]
     server: String,
+    /// CA certificate (PEM) that an https:// server's certificate is checked against (a private
+    /// CA, or a self-signed certificate); without it, the system's roots.
+    #[arg(long, env = "MATCHSTREAM_CA_CERT")]
+    ca_cert: Option<PathBuf>,
     /// Watcher token of the node (the older variable MATCHSTREAM_TOKEN is read too).
     #[arg(long, env = "MATCHSTREAM_WATCHER_TOKEN", hide_env_values = true)]
     token: Option<String>,
@@ -247,8 +289,8 @@ struct DemoArgs {
     /// Stop when the match is over instead of serving until Ctrl-C.
     #[arg(long, env = "MATCHSTREAM_EXIT_WHEN_DONE")]
     exit_when_done: bool,
-    /// HTTP API address (port 0: any free port).
-    #[arg(long, env = "MATCHSTREAM_HTTP", default_value = "127.0.0.1:0")]
+    /// HTTP API address (port 0: any free port; a host name is resolved).
+    #[arg(long, env = "MATCHSTREAM_HTTP", default_value = "127.0.0.1:0", value_parser = addr)]
     http: SocketAddr,
     /// Nodes to run; more than one are joined through a local redis-server (needs it installed).
     #[arg(long, env = "MATCHSTREAM_DEMO_NODES", default_value_t = 1)]
@@ -256,7 +298,20 @@ struct DemoArgs {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let (matches, from_file) =
+        match config_file::parse(Cli::command(), std::env::args_os().collect()) {
+            Ok(parsed) => parsed,
+            Err(e) => {
+                // As clap does for a flag it cannot take: the usage was wrong, exit 2.
+                eprintln!("matchstream: {e:#}");
+                return ExitCode::from(2);
+            }
+        };
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    let serve_matches = matches.subcommand_matches("serve").cloned().unwrap_or_default();
     // The demo's terminal belongs to the match; its node logs only what goes wrong.
     let level = if matches!(cli.command, Command::Demo(_)) { "warn" } else { "info" };
     init_logging(cli.log_format, level);
@@ -269,7 +324,7 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Serve(args) => serve(args).await,
+            Command::Serve(args) => serve(args, &serve_matches, from_file.as_ref()).await,
             Command::Replay(args) => run_replay(args).await,
             Command::Demo(args) => run_demo(args).await,
             Command::Sim(args) => run_sim(args).await,
@@ -295,17 +350,33 @@ struct TopArgs {
     /// Print one screen as plain text and exit.
     #[arg(long, env = "MATCHSTREAM_TOP_ONCE")]
     once: bool,
+    /// CA certificate (PEM) that an https:// admin listener's certificate (serve --admin-tls)
+    /// is checked against; without it, the system's roots.
+    #[arg(long, env = "MATCHSTREAM_CA_CERT")]
+    ca_cert: Option<PathBuf>,
 }
 
 /// `matchstream top`: live in the terminal, or `--once` on stdout.
 async fn top(args: TopArgs) -> Result<()> {
     use matchstream_ops::top;
+    let tls = tls_for(&args.server, args.ca_cert.as_deref())?;
+    let tls = tls.map(|t| t.config().clone());
     if args.once {
-        print!("{}", top::once(&args.server).await?);
+        print!("{}", top::once(&args.server, tls).await?);
         return Ok(());
     }
-    top::run(&args.server).await?;
+    top::run(&args.server, tls).await?;
     Ok(())
+}
+
+/// The certificates an `https://` server is checked against: `--ca-cert`'s, or the system's
+/// roots; none for `http://`.
+fn tls_for(server: &str, ca_cert: Option<&std::path::Path>) -> Result<Option<TlsClient>> {
+    if !server.starts_with("https://") {
+        return Ok(None);
+    }
+    let tls = TlsClient::new(ca_cert);
+    Ok(Some(tls.with_context(|| format!("cannot check the certificate of {server}"))?))
 }
 
 /// `matchstream doctor`: the report on stdout; exit 1 (with the report still printed) when a
@@ -359,31 +430,47 @@ fn stop_on_signal() -> CancellationToken {
     token
 }
 
-/// SIGHUP (`systemctl reload`: the unit's ExecReload) must not end the node, as its default
-/// action would (and systemd would not restart it: a hangup counts as a clean stop). Nothing a
-/// node holds is reloaded yet, so it says so and carries on.
-fn survive_hangups() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::hangup()) {
-            Ok(mut hangups) => {
-                tokio::spawn(async move {
-                    while hangups.recv().await.is_some() {
-                        tracing::info!(
-                            "SIGHUP: nothing to reload; a changed setting needs a restart"
-                        );
-                    }
-                });
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot watch SIGHUP: a reload would stop the node")
-            }
-        }
+async fn serve(
+    args: ServeArgs,
+    matches: &ArgMatches,
+    from_file: Option<&config_file::FromFile>,
+) -> Result<()> {
+    let print_config = args.print_config;
+    let (config, max_viewers) = serve_config(args)?;
+    if let Err(e) = config.validate() {
+        usage_error(&from_file.map_or_else(|| e.0.clone(), |f| f.blame(&e.0)));
     }
+    let cli = Cli::command();
+    let serve_command = cli.find_subcommand("serve").context("no serve subcommand")?;
+    if print_config {
+        print!("{}", config_file::print(serve_command, matches));
+        return Ok(());
+    }
+    if let Some(key) = config_file::masked_secret(serve_command, matches) {
+        usage_error(&format!(
+            "`{key}` holds \"{}\", what --print-config shows in place of a secret: give the real value",
+            matchstream::config::MASK
+        ));
+    }
+    if config.watcher_tokens.is_empty() {
+        tracing::warn!("no --watcher-token: nobody can publish to this node");
+    }
+    let stop = stop_on_signal();
+    let node = server::start(config).await.context("cannot start the node")?;
+    tracing::info!(max_viewers, "node ready");
+    reload_on_hangup(node.tls_reloader());
+    let token = node.shutdown_token();
+    tokio::spawn(async move {
+        stop.cancelled().await;
+        token.cancel();
+    });
+    node.stopped().await.context("stopping the node")?;
+    Ok(())
 }
 
-async fn serve(args: ServeArgs) -> Result<()> {
+/// The node's configuration from `serve`'s flags, and `--max-viewers` as it holds on this
+/// machine (the open-file limit, raised as far as allowed, caps it).
+fn serve_config(args: ServeArgs) -> Result<(Config, usize)> {
     let open_files = raise_open_files();
     // Descriptors the node needs besides viewers (listeners, HTTP clients, the store): the same
     // reserve `doctor` counts.
@@ -407,7 +494,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
     }
     let config = Config {
         http: args.http,
-        viewers: config::parse_viewers(&args.viewers)?,
+        viewers: args.viewers.0,
         admin: args.admin,
         data_dir: args.data,
         redis: args.redis,
@@ -440,27 +527,50 @@ async fn serve(args: ServeArgs) -> Result<()> {
         max_history_limit: args.max_history_limit,
         max_store_reads: args.max_store_reads,
         commit: COMMIT.to_owned(),
+        tls: match (args.tls_cert, args.tls_key) {
+            (Some(cert), Some(key)) => Some(config::TlsFiles { cert, key }),
+            // clap requires both or neither.
+            _ => None,
+        },
+        admin_tls: args.admin_tls,
         ..Config::default()
     };
-    if let Err(e) = config.validate() {
-        // As clap does for a value it cannot parse: the usage was wrong, exit 2.
-        fatal(&e.to_string());
-        std::process::exit(2);
-    }
-    if config.watcher_tokens.is_empty() {
-        tracing::warn!("no --watcher-token: nobody can publish to this node");
-    }
-    let stop = stop_on_signal();
-    survive_hangups();
-    let node = server::start(config).await.context("cannot start the node")?;
-    tracing::info!(max_viewers, "node ready");
-    let token = node.shutdown_token();
+    Ok((config, max_viewers))
+}
+
+/// A configuration that cannot run: said as clap says a flag it cannot take, with status 2.
+fn usage_error(message: &str) -> ! {
+    fatal(message);
+    std::process::exit(2);
+}
+
+/// On SIGHUP (systemd's `ExecReload`), reads the certificate pair again: logs that it did, or
+/// why not (the pair served so far stays). Caught with or without TLS, so that a reload never
+/// kills a node (SIGHUP's default).
+fn reload_on_hangup(tls: server::TlsReloader) {
+    #[cfg(unix)]
     tokio::spawn(async move {
-        stop.cancelled().await;
-        token.cancel();
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut hangups = match signal(SignalKind::hangup()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch SIGHUP: the certificate cannot be reloaded");
+                return;
+            }
+        };
+        while hangups.recv().await.is_some() {
+            match tls.reload() {
+                Ok(()) => tracing::info!("SIGHUP: TLS certificate reloaded"),
+                Err(e @ server::TlsError::NotConfigured) => tracing::info!("SIGHUP: {e}"),
+                Err(e) => tracing::error!(
+                    error = %e,
+                    "SIGHUP: TLS certificate not reloaded; the one loaded before is still served"
+                ),
+            }
+        }
     });
-    node.stopped().await.context("stopping the node")?;
-    Ok(())
+    #[cfg(not(unix))]
+    let _ = tls;
 }
 
 /// The tokens of a `--watcher-token-file`: one a line; blank lines and `#` comments skipped.
@@ -479,6 +589,17 @@ fn read_token_file(path: &std::path::Path) -> Result<Vec<String>> {
     Ok(tokens)
 }
 
+/// The watcher token of a command that publishes: its `--token` (or MATCHSTREAM_WATCHER_TOKEN,
+/// the one variable of the token everywhere, SPEC 8), else the older MATCHSTREAM_TOKEN.
+pub(crate) fn watcher_token(given: Option<String>, command: &str) -> Result<String> {
+    match given.or_else(|| std::env::var("MATCHSTREAM_TOKEN").ok()) {
+        Some(token) => Ok(token),
+        None => {
+            bail!("{command} needs the node's watcher token: --token or MATCHSTREAM_WATCHER_TOKEN")
+        }
+    }
+}
+
 async fn run_replay(args: ReplayArgs) -> Result<()> {
     let text = std::fs::read_to_string(&args.file)
         .with_context(|| format!("cannot read {}", args.file.display()))?;
@@ -491,10 +612,9 @@ async fn run_replay(args: ReplayArgs) -> Result<()> {
         (false, true) => replay::IfExists::Resume,
         (false, false) => replay::IfExists::Fail,
     };
-    let Some(token) = args.token.or_else(|| std::env::var("MATCHSTREAM_TOKEN").ok()) else {
-        bail!("replay needs the node's watcher token: --token or MATCHSTREAM_WATCHER_TOKEN");
-    };
+    let token = watcher_token(args.token, "replay")?;
     let opts = replay::ReplayOptions {
+        tls: tls_for(&args.server, args.ca_cert.as_deref())?,
         server: args.server.trim_end_matches('/').to_owned(),
         token,
         speed: args.speed,

@@ -1,5 +1,6 @@
 //! The `matchstream sim` command line: its arguments and how they become simulator runs
-//! (`matchstream_sim`). Part of the binary; the library never sees argv.
+//! (`matchstream_sim`). Part of the binary; the library never sees argv. Durations take units
+//! as everywhere (`10s`, `250ms`, `2m`; a bare number, `0.5` too, is seconds).
 
 use std::time::Duration;
 
@@ -9,7 +10,7 @@ use clap::{Args, Subcommand};
 use matchstream_ops::limits::raise_open_files;
 use matchstream_sim::{self as sim, Display};
 
-use crate::stop_on_signal;
+use crate::{duration, stop_on_signal};
 
 #[derive(Args)]
 #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
@@ -55,12 +56,12 @@ struct EngineArgs {
     /// `connected N` on stderr once all are connected.
     #[arg(long, env = "MATCHSTREAM_SIM_HOLD")]
     hold: bool,
-    /// Seconds after which viewers still running stop (and count as incomplete).
-    #[arg(long, env = "MATCHSTREAM_SIM_DURATION_LIMIT")]
-    duration_limit: Option<f64>,
-    /// Seconds for TCP connect + connect line to first byte (and for /1/checkin).
-    #[arg(long, env = "MATCHSTREAM_SIM_CONNECT_TIMEOUT", default_value_t = 10.0)]
-    connect_timeout: f64,
+    /// How long before viewers still running stop (and count as incomplete): 90s, 2m.
+    #[arg(long, env = "MATCHSTREAM_SIM_DURATION_LIMIT", value_parser = duration)]
+    duration_limit: Option<Duration>,
+    /// Time for TCP connect + connect line to first byte (and for /1/checkin).
+    #[arg(long, env = "MATCHSTREAM_SIM_CONNECT_TIMEOUT", default_value = "10s", value_parser = duration)]
+    connect_timeout: Duration,
     /// Seed of the random choices (delays, when to leave).
     #[arg(long, env = "MATCHSTREAM_SIM_SEED", default_value_t = 1)]
     seed: u64,
@@ -87,21 +88,30 @@ struct SimViewerArgs {
     /// TCP viewer addresses to take in turn instead of asking /1/checkin: host:port,host:port.
     #[arg(long, env = "MATCHSTREAM_SIM_VIEWERS", value_delimiter = ',')]
     viewers: Vec<String>,
+    /// With https:// servers (a node with --tls-cert), every viewer speaks TLS, on the viewer
+    /// ports too; their certificate is checked against this CA certificate (PEM), else
+    /// against the system's roots.
+    #[arg(long, env = "MATCHSTREAM_CA_CERT")]
+    ca_cert: Option<std::path::PathBuf>,
     /// Interaction paths in percent (watch=70,late=10,leave=10,reconnect=5,slow=5; default all
     /// watch) and/or protocols in percent (tcp:50,ws:30,sse:20 with v1, v2 or tcp, ws, sse;
     /// default all --protocol), in one list: watch=90,slow=10,tcp:50,ws:50. With several
     /// protocols the summary has a line (JSON: `protocols`) per protocol.
     #[arg(long, env = "MATCHSTREAM_SIM_MIX", default_value = "watch=100")]
     mix: sim::Mix,
-    /// Seconds within which `late` viewers connect.
-    #[arg(long, env = "MATCHSTREAM_SIM_LATE_WITHIN", default_value_t = 2.0)]
-    late_within: f64,
+    /// Time within which `late` viewers connect.
+    #[arg(long, env = "MATCHSTREAM_SIM_LATE_WITHIN", default_value = "2s", value_parser = duration)]
+    late_within: Duration,
     /// `leave` and `reconnect` viewers act after 1 to this many events.
     #[arg(long, env = "MATCHSTREAM_SIM_ACT_AFTER", default_value_t = 20)]
     act_after: u64,
-    /// Milliseconds `slow` viewers sleep between small reads.
-    #[arg(long, env = "MATCHSTREAM_SIM_SLOW_READ_MS", default_value_t = 20)]
-    slow_read_ms: u64,
+    /// How long `slow` viewers sleep between small reads. The older --slow-read-ms N
+    /// (MATCHSTREAM_SIM_SLOW_READ_MS) is still read, in milliseconds.
+    #[arg(long, env = "MATCHSTREAM_SIM_SLOW_READ", default_value = "20ms", value_parser = duration)]
+    slow_read: Duration,
+    /// --slow-read in milliseconds (the older spelling).
+    #[arg(long, env = "MATCHSTREAM_SIM_SLOW_READ_MS", conflicts_with = "slow_read", hide = true)]
+    slow_read_ms: Option<u64>,
     /// v2, ws and sse viewers that lose their node (closed or reset without `bye match_over`,
     /// or `bye shutdown`) come back with FROM (ws, sse: from=) at the bye's `try`, else through
     /// /1/checkin (ws, sse: the next --server), retrying for up to 30 s, instead of failing; the
@@ -203,9 +213,9 @@ struct SimHttpArgs {
     /// A new TCP connection per request instead of keep-alive.
     #[arg(long, env = "MATCHSTREAM_SIM_NEW_CONNECTION")]
     new_connection: bool,
-    /// Seconds a request may take.
-    #[arg(long, env = "MATCHSTREAM_SIM_TIMEOUT", default_value_t = 30.0)]
-    timeout: f64,
+    /// How long a request may take.
+    #[arg(long, env = "MATCHSTREAM_SIM_TIMEOUT", default_value = "30s", value_parser = duration)]
+    timeout: Duration,
     /// One JSON summary on stdout.
     #[arg(long, env = "MATCHSTREAM_SIM_JSON")]
     json: bool,
@@ -217,9 +227,9 @@ struct PublishModeArgs {
     /// Messages a second (with --duration).
     #[arg(long, env = "MATCHSTREAM_SIM_RATE", default_value_t = 20.0, conflicts_with = "burst")]
     rate: f64,
-    /// Seconds to publish at --rate.
-    #[arg(long, env = "MATCHSTREAM_SIM_DURATION", default_value_t = 10.0)]
-    duration: f64,
+    /// How long to publish at --rate.
+    #[arg(long, env = "MATCHSTREAM_SIM_DURATION", default_value = "10s", value_parser = duration)]
+    duration: Duration,
     /// Publish this many at once instead (one request with a list, one Redis pipeline).
     #[arg(long, env = "MATCHSTREAM_SIM_BURST")]
     burst: Option<u32>,
@@ -242,7 +252,7 @@ impl PublishModeArgs {
             Some(n) => sim::PublishMode::Burst { n },
             None => sim::PublishMode::Rate {
                 per_s: self.rate,
-                secs: self.duration,
+                secs: self.duration.as_secs_f64(),
                 in_flight: self.in_flight,
             },
         }
@@ -254,9 +264,9 @@ struct SimPublishArgs {
     /// Base URL of the node's HTTP API.
     #[arg(long, env = "MATCHSTREAM_SERVER", default_value = "http://127.0.0.1:8888")]
     server: String,
-    /// Watcher token of the node.
-    #[arg(long, env = "MATCHSTREAM_TOKEN", hide_env_values = true)]
-    token: String,
+    /// Watcher token of the node (the older variable MATCHSTREAM_TOKEN is read too).
+    #[arg(long, env = "MATCHSTREAM_WATCHER_TOKEN", hide_env_values = true)]
+    token: Option<String>,
     /// The match (home-visit-YYYY-MM-DD).
     #[arg(long = "match", env = "MATCHSTREAM_MATCH")]
     match_id: String,
@@ -285,9 +295,9 @@ struct SimRedisPublishArgs {
     no_end: bool,
 }
 
-/// Seconds from a flag, checked.
-fn secs(flag: &str, s: f64) -> Result<Duration> {
-    Duration::try_from_secs_f64(s).map_err(|_| anyhow::anyhow!("{flag} must be 0 or more seconds"))
+/// A duration in whole milliseconds, as the simulator's behaviour counts them.
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// Prints a summary (JSON on one line, or text) on stdout.
@@ -306,9 +316,10 @@ pub(crate) async fn run_sim(args: SimArgs) -> Result<()> {
     match args.command {
         Some(SimCommand::Http(a)) => sim_http(a).await,
         Some(SimCommand::Publish(a)) => {
+            let token = crate::watcher_token(a.token, "sim publish")?;
             let p = sim::publish::Publish {
                 server: a.server,
-                token: a.token,
+                token,
                 match_id: a.match_id,
                 create: a.create,
                 start: a.start,
@@ -370,11 +381,12 @@ pub(crate) async fn run_sim(args: SimArgs) -> Result<()> {
                 match_id: a.match_id.context("--match is required")?,
                 protocol: a.protocol,
                 viewers: a.viewers,
+                ca_cert: a.ca_cert,
             };
             let behaviour = sim::Behaviour {
-                late_within_ms: secs("--late-within", a.late_within)?.as_millis() as u64,
+                late_within_ms: millis(a.late_within),
                 act_after_max_events: a.act_after,
-                slow_read_ms: a.slow_read_ms,
+                slow_read_ms: a.slow_read_ms.unwrap_or(millis(a.slow_read)),
                 resume: a.resume,
                 ..sim::Behaviour::default()
             };
@@ -392,7 +404,7 @@ async fn sim_engine(
 ) -> Result<()> {
     raise_open_files();
     let n = e.count.context("-n is required")?;
-    behaviour.connect_timeout_ms = secs("--connect-timeout", e.connect_timeout)?.as_millis() as u64;
+    behaviour.connect_timeout_ms = millis(e.connect_timeout);
     let run = sim::ViewerSim {
         target,
         viewers: n,
@@ -401,7 +413,7 @@ async fn sim_engine(
         mix,
         behaviour,
         hold: e.hold,
-        duration_limit: e.duration_limit.map(|s| secs("--duration-limit", s)).transpose()?,
+        duration_limit: e.duration_limit,
         worker_exe: None,
         seed: e.seed,
     };
@@ -429,7 +441,7 @@ async fn sim_http(a: SimHttpArgs) -> Result<()> {
         paths: a.paths,
         match_id: a.match_id,
         new_connection: a.new_connection,
-        timeout: secs("--timeout", a.timeout)?,
+        timeout: a.timeout,
     };
     let mut ui = Display::stderr(a.json, a.count, "requests");
     let summary = sim::http::run_http(run, &mut ui, stop_on_signal()).await?;

@@ -65,6 +65,7 @@ async fn every_spec_metric_is_exposed_before_anything_happens() {
         "matchstream_matches_in_memory",
         "matchstream_events_published_total",
         "matchstream_deliveries_total{transport=\"tcp_v2\"}",
+        "matchstream_viewer_writes_total{transport=\"sse\"}",
         "matchstream_viewer_connects_total{transport=\"ws\"}",
         "matchstream_viewer_disconnects_total{reason=\"hangup\"}",
         "matchstream_viewer_disconnects_total{reason=\"too_slow\"}",
@@ -118,6 +119,9 @@ async fn publishing_and_watching_move_their_metrics() {
     for t in ["tcp_v2", "ws", "sse"] {
         // The snapshot and the 5 comments.
         let series = format!("matchstream_deliveries_total{{transport=\"{t}\"}}");
+        assert_eq!(value(&text, &series), 6.0, "{t}:\n{text}");
+        // Each came alone (the next was published once every viewer had it): one write each.
+        let series = format!("matchstream_viewer_writes_total{{transport=\"{t}\"}}");
         assert_eq!(value(&text, &series), 6.0, "{t}:\n{text}");
     }
     assert!(value(&text, "matchstream_delivery_lag_seconds_count") >= 1.0, "{text}");

@@ -13,6 +13,12 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 use tempfile::TempDir;
 
+mod nginx;
+mod tls;
+
+pub use nginx::{site, stream_site, Nginx, NginxConf};
+pub use tls::{TestCa, TLS_HOST};
+
 pub const TOKEN: &str = "test-token";
 /// Longest any single read in a test waits before the test fails.
 pub const PATIENCE: Duration = Duration::from_secs(30);
@@ -305,7 +311,6 @@ impl NodeProcess {
     /// Like [`NodeProcess::start_with`]; with `open_files`, the node's open-file limit (soft
     /// and hard) is set to it.
     pub fn start_limited(dir: &Path, extra: &[&str], open_files: Option<u64>) -> NodeProcess {
-        use std::io::BufRead;
         use std::os::unix::process::CommandExt;
         let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_matchstream"));
         if let Some(n) = open_files {
@@ -321,7 +326,7 @@ impl NodeProcess {
                 });
             }
         }
-        let mut child = command
+        command
             .args([
                 "serve",
                 "--http",
@@ -337,7 +342,15 @@ impl NodeProcess {
             ])
             .arg("--data")
             .arg(dir)
-            .args(extra)
+            .args(extra);
+        NodeProcess::spawn(command)
+    }
+
+    /// Runs `command` (a `matchstream serve` with all its arguments) and waits for its "ready"
+    /// log lines.
+    pub fn spawn(mut command: std::process::Command) -> NodeProcess {
+        use std::io::BufRead;
+        let mut child = command
             .env("RUST_LOG", "info")
             .stderr(std::process::Stdio::piped())
             .stdout(std::process::Stdio::null())

@@ -9,12 +9,15 @@
 //!   pieces; used by the viewer, the tests and the load simulator.
 //! - `watcher`: the HTTP API (SPEC 2 and 3): requests and whole answers.
 //! - `matchfile` and `replay`: match files (SPEC 6) and the replaying watcher.
+//! - `tls`: a node with a certificate (SPEC 11): the certificates trusted (`--ca-cert`, or the
+//!   system's), and a connection that is plain TCP or TLS, for every viewer and the watcher.
 
 pub mod check;
 pub mod http1;
 pub mod matchfile;
 pub mod replay;
 pub mod sse;
+pub mod tls;
 mod verdict;
 pub mod viewer;
 pub mod watcher;
@@ -22,6 +25,7 @@ pub mod ws;
 
 pub use http1::WebError;
 pub use sse::{SseEvent, SseItem, SseViewer};
+pub use tls::{Stream, TlsClient};
 pub use viewer::{Viewer, ViewerError};
 pub use watcher::{Answer, Watcher, WatcherError};
 pub use ws::{Closed, Incoming, WsViewer};

@@ -14,6 +14,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::matchfile::{MatchFile, Step};
+use crate::tls::TlsClient;
 use crate::watcher::{quote, Answer, Watcher, WatcherError};
 
 /// Where and how to replay.
@@ -27,6 +28,9 @@ pub struct ReplayOptions {
     pub speed: f64,
     /// What to do when the match already exists on the server.
     pub if_exists: IfExists,
+    /// The certificates an `https://` server's is checked against (`--ca-cert`); `None`: the
+    /// system's roots.
+    pub tls: Option<TlsClient>,
 }
 
 /// What a replay does when the match already exists on the server.
@@ -81,6 +85,9 @@ pub enum ReplayError {
     BadSpeed(f64),
     #[error("{server:?} is not a server URL such as http://127.0.0.1:8888 ({reason})")]
     BadServer { server: String, reason: String },
+    /// An `https://` server and no certificates to check it with.
+    #[error("{0}")]
+    Tls(String),
     /// No answer at all: the server is down, unreachable or too slow.
     #[error("cannot reach the server at {server} while {during}: {reason}")]
     Unreachable { server: String, during: String, reason: String },
@@ -213,8 +220,10 @@ struct Api<'a> {
 
 impl<'a> Api<'a> {
     fn new(opts: &'a ReplayOptions) -> Result<Api<'a>, ReplayError> {
-        let watcher = Watcher::new(&opts.server, &opts.token).map_err(|e| match e {
+        let watcher = Watcher::with_tls(&opts.server, &opts.token, opts.tls.as_ref());
+        let watcher = watcher.map_err(|e| match e {
             WatcherError::BadServer { server, reason } => ReplayError::BadServer { server, reason },
+            WatcherError::Tls(why) => ReplayError::Tls(why),
             WatcherError::Unreachable { server, reason } => {
                 ReplayError::Unreachable { server, during: "setting up".into(), reason }
             }
@@ -378,6 +387,7 @@ fn unreachable(e: WatcherError, during: String) -> ReplayError {
         | WatcherError::BadServer { server, reason } => {
             ReplayError::Unreachable { server, during, reason }
         }
+        WatcherError::Tls(why) => ReplayError::Tls(why),
     }
 }
 

@@ -20,6 +20,7 @@ use tokio::net::TcpStream;
 
 use crate::check::{Cause, Checker, Protocol, Violation, MAX_LINE};
 use crate::http1::{self, Body, Framing, Head, WebError};
+use crate::tls::Stream;
 use crate::viewer::{check_frame, ViewerError};
 
 /// How much a whole-event reader reads at a time.
@@ -270,7 +271,7 @@ pub fn check_framing(ev: &SseEvent) -> Result<(), Violation> {
 
 /// One SSE connection.
 pub struct SseViewer {
-    stream: TcpStream,
+    stream: Stream,
     head: Head,
     body: Body,
     parser: Parser,
@@ -298,13 +299,15 @@ impl SseViewer {
         SseViewer::request(stream, addr, path, headers).await
     }
 
-    /// Like [`SseViewer::open`] on a socket the caller connected (`host` for the Host header).
+    /// Like [`SseViewer::open`] on a connection the caller opened (TLS: `https`); `host` for
+    /// the Host header.
     pub async fn request(
-        mut stream: TcpStream,
+        stream: impl Into<Stream>,
         host: &str,
         path: &str,
         headers: &[(&str, &str)],
     ) -> Result<SseViewer, WebError> {
+        let mut stream = stream.into();
         let mut all = vec![("Accept", "text/event-stream")];
         all.extend_from_slice(headers);
         stream.write_all(&http1::get_request(host, path, &all)).await?;

@@ -12,6 +12,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
 use crate::check::{Cause, Checker, Protocol, Seen, Violation, MAX_LINE};
+use crate::tls::Stream;
 
 /// Why reading a viewer's stream failed.
 #[derive(Debug, thiserror::Error)]
@@ -57,7 +58,7 @@ pub(crate) fn check_frame(checker: &mut Checker, frame: &[u8]) -> Result<(), Vie
 
 /// One viewer connection.
 pub struct Viewer {
-    reader: BufReader<TcpStream>,
+    reader: BufReader<Stream>,
     /// Checks v2 frames as they are read; `None` for a raw connection or v1.
     checker: Option<Checker>,
 }
@@ -68,14 +69,24 @@ impl Viewer {
         Ok(Viewer::from_stream(TcpStream::connect(addr).await?))
     }
 
-    /// A raw viewer on a socket the caller connected (with its own socket options).
-    pub fn from_stream(stream: TcpStream) -> Viewer {
-        Viewer { reader: BufReader::new(stream), checker: None }
+    /// A raw viewer on a connection the caller opened (with its own socket options, or TLS:
+    /// [`crate::TlsClient::connect`]).
+    pub fn from_stream(stream: impl Into<Stream>) -> Viewer {
+        Viewer { reader: BufReader::new(stream.into()), checker: None }
     }
 
     /// Connects and sends `line`; a v2 viewer checks its stream from here on.
     pub async fn watch(addr: SocketAddr, line: &ConnectLine) -> std::io::Result<Viewer> {
-        let mut viewer = Viewer::connect(addr).await?;
+        Viewer::watch_on(TcpStream::connect(addr).await?, line).await
+    }
+
+    /// Sends `line` on a connection the caller opened (a TLS one, say); a v2 viewer checks its
+    /// stream from here on.
+    pub async fn watch_on(
+        stream: impl Into<Stream>,
+        line: &ConnectLine,
+    ) -> std::io::Result<Viewer> {
+        let mut viewer = Viewer::from_stream(stream);
         viewer.send(&line.encode()).await?;
         if let ConnectLine::V2 { from, .. } = line {
             let mut checker = Checker::for_protocol(Protocol::V2);

@@ -10,6 +10,8 @@ use reqwest::{Client, Method, StatusCode, Url};
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::tls::TlsClient;
+
 /// How long to wait for a TCP connection to the server: a server that is up answers at once.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long one request may take in all: the server acknowledges an event once it is durable,
@@ -23,9 +25,13 @@ const MAX_QUOTED_BODY: usize = 200;
 pub enum WatcherError {
     #[error("{server:?} is not a server URL such as http://127.0.0.1:8888 ({reason})")]
     BadServer { server: String, reason: String },
-    /// No answer at all: the server is down, unreachable or too slow.
+    /// No answer at all: the server is down, unreachable or too slow (or its certificate is
+    /// not trusted: the reason says so).
     #[error("cannot reach the server at {server}: {reason}")]
     Unreachable { server: String, reason: String },
+    /// An `https://` server, and no certificates to trust it with (see [`TlsClient::new`]).
+    #[error("{0}")]
+    Tls(String),
 }
 
 /// A whole answer: its status and body.
@@ -70,8 +76,19 @@ pub struct Watcher {
 }
 
 impl Watcher {
-    /// A client of `server` (`http://host:port`), publishing with `token`.
+    /// A client of `server` (`http://host:port`, or `https://` trusting the system's roots),
+    /// publishing with `token`.
     pub fn new(server: &str, token: &str) -> Result<Watcher, WatcherError> {
+        Watcher::with_tls(server, token, None)
+    }
+
+    /// Like [`Watcher::new`]; an `https://` server's certificate is checked against `tls`'s
+    /// certificates (a private CA), or the system's roots when `None`.
+    pub fn with_tls(
+        server: &str,
+        token: &str,
+        tls: Option<&TlsClient>,
+    ) -> Result<Watcher, WatcherError> {
         let bad = |reason: String| WatcherError::BadServer { server: server.to_owned(), reason };
         let url = Url::parse(server).map_err(|e| bad(e.to_string()))?;
         if !matches!(url.scheme(), "http" | "https") {
@@ -80,11 +97,16 @@ impl Watcher {
         if url.query().is_some() || url.fragment().is_some() {
             return Err(bad("a base URL has no query or fragment".into()));
         }
-        let client = Client::builder()
-            .connect_timeout(CONNECT_TIMEOUT)
-            .timeout(REQUEST_TIMEOUT)
-            .build()
-            .map_err(|e| bad(root_cause(&e)))?;
+        let mut builder =
+            Client::builder().connect_timeout(CONNECT_TIMEOUT).timeout(REQUEST_TIMEOUT);
+        if url.scheme() == "https" {
+            let tls = match tls {
+                Some(tls) => tls.clone(),
+                None => TlsClient::new(None).map_err(|e| WatcherError::Tls(e.to_string()))?,
+            };
+            builder = builder.use_preconfigured_tls(tls.config().clone());
+        }
+        let client = builder.build().map_err(|e| bad(root_cause(&e)))?;
         Ok(Watcher {
             client,
             server: server.to_owned(),
@@ -136,11 +158,21 @@ pub(crate) fn quote(text: &str) -> String {
 }
 
 /// reqwest's own message is "error sending request for url (...)"; the useful part ("Connection
-/// refused", "operation timed out") is at the bottom of its source chain.
-fn root_cause(e: &reqwest::Error) -> String {
-    let mut cause: &dyn std::error::Error = e;
-    while let Some(next) = cause.source() {
-        cause = next;
+/// refused", "operation timed out") is at the bottom of its source chain. A certificate the
+/// client does not trust is said in words, with what to do about it.
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause: &(dyn std::error::Error + 'static) = e;
+    loop {
+        if let Some(rustls::Error::InvalidCertificate(why)) = cause.downcast_ref::<rustls::Error>()
+        {
+            return format!(
+                "the server's certificate is not trusted ({why:?}): name the CA that signed it \
+                 with --ca-cert, or use the host name the certificate is for"
+            );
+        }
+        match cause.source() {
+            Some(next) => cause = next,
+            None => return cause.to_string(),
+        }
     }
-    cause.to_string()
 }

@@ -21,6 +21,7 @@ pub use tokio_tungstenite::tungstenite::Message;
 
 use crate::check::{Cause, Checker, Protocol, Violation, MAX_LINE};
 use crate::http1::WebError;
+use crate::tls::Stream;
 use crate::viewer::{check_frame, ViewerError};
 
 /// Bytes a connection reads at a time with [`lean_config`]: a few frames of a burst; a bigger
@@ -66,7 +67,7 @@ pub enum Incoming {
 
 /// One WebSocket connection.
 pub struct WsViewer {
-    ws: WebSocketStream<TcpStream>,
+    ws: WebSocketStream<Stream>,
     /// Checks text messages as v2 frames; `None` for an unchecked viewer.
     checker: Option<Checker>,
     /// The close frame the server sent, once it did.
@@ -91,15 +92,17 @@ impl WsViewer {
         WsViewer::handshake(stream, addr, path, config).await
     }
 
-    /// Upgrades `path` on a socket the caller connected (and may have used for plain HTTP
-    /// requests first); `host` for the Host header.
+    /// Upgrades `path` on a connection the caller opened (and may have used for plain HTTP
+    /// requests first; over TLS, `wss://`); `host` for the Host header.
     pub async fn handshake(
-        stream: TcpStream,
+        stream: impl Into<Stream>,
         host: &str,
         path: &str,
         config: Option<WebSocketConfig>,
     ) -> Result<WsViewer, WebError> {
-        let url = format!("ws://{host}{path}");
+        let stream = stream.into();
+        let scheme = if stream.is_tls() { "wss" } else { "ws" };
+        let url = format!("{scheme}://{host}{path}");
         match tokio_tungstenite::client_async_with_config(url.as_str(), stream, config).await {
             Ok((ws, _)) => {
                 Ok(WsViewer { ws, checker: None, closed: None, pending: None, ended: false })

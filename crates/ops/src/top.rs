@@ -1,6 +1,8 @@
 //! `matchstream top` (SPEC 9): a node's figures and its cluster's, one row per node and per live
 //! match, refreshed every second in the terminal (ratatui), or once as plain text (`--once`).
-//! It reads only the node's `/ops.json`, like the operator's page.
+//! It reads only the node's `/ops.json`, like the operator's page; over `https://` (an admin
+//! listener with `--admin-tls`) it checks the node's certificate with the rustls configuration
+//! it is given (the binary's `--ca-cert`, or the system's roots).
 
 use std::time::Duration;
 
@@ -41,11 +43,55 @@ pub const MATCH_COLUMNS: [&str; 4] = ["match", "score", "period", "seq"];
 pub async fn fetch(client: &reqwest::Client, server: &str) -> Result<Value, TopError> {
     let url = format!("{}/ops.json", server.trim_end_matches('/'));
     let fail = |why: String| TopError::Fetch { url: url.clone(), why };
-    let answer = client.get(&url).send().await.map_err(|e| fail(e.to_string()))?;
+    let answer = client.get(&url).send().await.map_err(|e| fail(why(&e, server)))?;
     if !answer.status().is_success() {
-        return Err(fail(answer.status().to_string()));
+        // The public --http port answers 404 here (SPEC 11): the figures are on --admin.
+        let hint = " (is this the node's admin listener, its --admin address?)";
+        let hint = if answer.status() == reqwest::StatusCode::NOT_FOUND { hint } else { "" };
+        return Err(fail(format!("{}{hint}", answer.status())));
     }
-    answer.json().await.map_err(|e| fail(e.to_string()))
+    answer.json().await.map_err(|e| fail(why(&e, server)))
+}
+
+/// Why a request failed, in the words of its deepest cause (`connection refused`, not
+/// reqwest's "error sending request"), with what to check when nothing listens there; a
+/// certificate that is not trusted says so, and what to do.
+fn why(e: &reqwest::Error, server: &str) -> String {
+    if e.is_timeout() {
+        return format!("no answer within {} s", TIMEOUT.as_secs());
+    }
+    let mut cause: &dyn std::error::Error = e;
+    let mut refused = false;
+    while let Some(deeper) = cause.source() {
+        cause = deeper;
+        if let Some(rustls::Error::InvalidCertificate(bad)) = cause.downcast_ref::<rustls::Error>()
+        {
+            return format!(
+                "the node's certificate is not trusted ({bad:?}): name the CA that signed it \
+                 with --ca-cert"
+            );
+        }
+        let kind = cause.downcast_ref::<std::io::Error>().map(std::io::Error::kind);
+        refused |= kind == Some(std::io::ErrorKind::ConnectionRefused);
+    }
+    // "Connection refused (os error 111)" as "connection refused".
+    let text = cause.to_string();
+    let text = match text.find(" (os error") {
+        Some(at) => text[..at].to_lowercase(),
+        None => text,
+    };
+    if !refused {
+        return text;
+    }
+    match reqwest::Url::parse(server) {
+        Ok(url) => match (url.host_str(), url.port_or_known_default()) {
+            (Some(host), Some(port)) => {
+                format!("{text} (is the node running with --admin {host}:{port}?)")
+            }
+            _ => text,
+        },
+        Err(_) => text,
+    }
 }
 
 /// One row per node (this one first), as text cells.
@@ -134,21 +180,31 @@ fn table_text(out: &mut String, header: &[&str], rows: &[Vec<String>]) {
     }
 }
 
-fn client(server: &str) -> Result<reqwest::Client, TopError> {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(2))
-        .build()
-        .map_err(|e| TopError::Fetch { url: server.to_owned(), why: e.to_string() })
+/// How long `top` waits for one answer.
+const TIMEOUT: Duration = Duration::from_secs(2);
+
+/// An HTTP client; `tls` checks an `https://` node's certificate (reqwest has no roots of
+/// its own here).
+fn client(server: &str, tls: Option<rustls::ClientConfig>) -> Result<reqwest::Client, TopError> {
+    let mut builder = reqwest::Client::builder().timeout(TIMEOUT);
+    if let Some(tls) = tls {
+        builder = builder.use_preconfigured_tls(tls);
+    }
+    builder.build().map_err(|e| TopError::Fetch { url: server.to_owned(), why: e.to_string() })
 }
 
-/// One screen of `server` as plain text (`top --once`).
-pub async fn once(server: &str) -> Result<String, TopError> {
-    Ok(text(&fetch(&client(server)?, server).await?))
+/// One screen of `server` as plain text (`top --once`); `tls` for an `https://` server.
+pub async fn once(server: &str, tls: Option<rustls::ClientConfig>) -> Result<String, TopError> {
+    Ok(text(&fetch(&client(server, tls)?, server).await?))
 }
 
-/// Runs `top` against `server` until `q`, Esc or Ctrl-C: one screen a second.
-pub async fn run(server: &str) -> Result<(), TopError> {
-    let client = client(server)?;
+/// Runs `top` against `server` until `q`, Esc or Ctrl-C: one screen a second; `tls` for an
+/// `https://` server. A node that does not answer at first is an error (which URL, and why)
+/// rather than an empty screen; one that stops answering later is said on the screen's first
+/// line until it answers again.
+pub async fn run(server: &str, tls: Option<rustls::ClientConfig>) -> Result<(), TopError> {
+    let client = client(server, tls)?;
+    fetch(&client, server).await?;
     let mut terminal = ratatui::init();
     let result = async {
         loop {

@@ -123,6 +123,24 @@ pub struct Config {
     /// The commit the binary was built from, for `matchstream_build_info{version,commit}`
     /// (SPEC 11): the binary's build script knows it, the library is told.
     pub commit: String,
+    /// The certificate and key that make the HTTP port HTTPS (so WebSocket is `wss://`) and the
+    /// viewer ports TLS (SPEC 11). `None`: plain TCP everywhere, as behind a proxy that holds
+    /// the certificate.
+    pub tls: Option<TlsFiles>,
+    /// The admin listener speaks TLS too, with the same certificate (for an admin port reached
+    /// over a network). Off by default: the operator's tools and Prometheus usually reach it on
+    /// a private address, which the public certificate does not name.
+    pub admin_tls: bool,
+}
+
+/// The PEM files of the certificate a node serves: read at start, and again on
+/// `Node::reload_tls` (SIGHUP), so that a renewed certificate is taken without a restart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// The certificate chain, the node's own certificate first (as certbot's `fullchain.pem`).
+    pub cert: PathBuf,
+    /// Its private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
 }
 
 impl Default for Config {
@@ -167,6 +185,8 @@ impl Default for Config {
             max_history_limit: 2000,
             max_store_reads: 64,
             commit: "unknown".to_owned(),
+            tls: None,
+            admin_tls: false,
         }
     }
 }
@@ -248,6 +268,9 @@ impl Config {
                  0.0.0.0 or [::] needs --public-host naming the address they should dial",
             );
         }
+        if self.admin_tls && (self.tls.is_none() || self.admin.is_none()) {
+            return fail("--admin-tls needs --admin, --tls-cert and --tls-key");
+        }
         if self.watcher_tokens.iter().any(|t| t.is_empty() || t.chars().any(char::is_whitespace)) {
             return fail("a watcher token must be non-empty and contain no whitespace");
         }
@@ -267,19 +290,83 @@ fn show(d: Duration) -> String {
     }
 }
 
+/// What stands for a secret wherever one would show (SPEC 11): in a Redis URL's password, and in
+/// `serve --print-config` for a token.
+pub const MASK: &str = "***";
+
+/// A URL as it may be shown in a log line, an error or `serve --print-config`: any password in
+/// it (`redis://user:secret@host`, or `:secret@` before a cluster node) replaced by [`MASK`].
+pub fn redacted_url(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let nodes: Vec<String> = rest
+        .split(',')
+        .map(|node| match node.rsplit_once('@') {
+            Some((user, host)) => match user.split_once(':') {
+                Some((name, _)) => format!("{name}:{MASK}@{host}"),
+                None => format!("{MASK}@{host}"),
+            },
+            None => node.to_owned(),
+        })
+        .collect();
+    match scheme {
+        "" => nodes.join(","),
+        scheme => format!("{scheme}://{}", nodes.join(",")),
+    }
+}
+
 /// Parses a duration as SPEC 8 writes them: a number with a unit (`10s`, `250ms`, `2m`, `1h`,
-/// or humantime's longer forms such as `1m 30s`), a bare number being seconds.
+/// or humantime's longer forms such as `1m 30s`), a bare number being seconds (`30`, `0.5`).
 pub fn parse_duration(s: &str) -> Result<Duration, ConfigError> {
     let s = s.trim();
     if let Ok(secs) = s.parse::<u64>() {
         return Ok(Duration::from_secs(secs));
+    }
+    // A bare decimal (`0.5`) is seconds too: the simulator's flags were seconds as decimals.
+    if s.starts_with(|c: char| c.is_ascii_digit())
+        && s.chars().all(|c| c.is_ascii_digit() || c == '.')
+    {
+        if let Some(d) = s.parse::<f64>().ok().and_then(|f| Duration::try_from_secs_f64(f).ok()) {
+            return Ok(d);
+        }
     }
     humantime::parse_duration(s).map_err(|e| {
         ConfigError(format!("{s:?} is not a duration ({e}): write e.g. 10s, 250ms or 2m"))
     })
 }
 
-/// Parses `--viewers`: `host:port` or `host:first-last` (one listener per port).
+/// Parses a listening address: `127.0.0.1:8888`, `[::1]:8888`, or a host name
+/// (`localhost:8888`), resolved now; of the addresses a name has, the first IPv4 one is taken
+/// (else the first), since a node listens on one address per port.
+pub fn parse_addr(s: &str) -> Result<SocketAddr, ConfigError> {
+    if let Ok(addr) = s.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    let bad = |why: &str| ConfigError(format!("address {s:?}: {why} (e.g. 127.0.0.1:8888)"));
+    let (host, port) = s.rsplit_once(':').ok_or_else(|| bad("no port"))?;
+    let port = port.parse::<u16>().map_err(|_| bad("bad port"))?;
+    Ok(SocketAddr::new(resolve_host(host)?, port))
+}
+
+/// The IP of a host as [`parse_addr`] picks it: itself if it is an IP, else the first IPv4
+/// address the name resolves to (else the first).
+fn resolve_host(host: &str) -> Result<std::net::IpAddr, ConfigError> {
+    use std::net::ToSocketAddrs;
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    if let Ok(ip) = bare.parse() {
+        return Ok(ip);
+    }
+    if host.is_empty() {
+        return Err(ConfigError("no host before the port (e.g. 127.0.0.1)".to_owned()));
+    }
+    let cannot = |why: String| ConfigError(format!("cannot resolve host {host:?}: {why}"));
+    let addrs: Vec<SocketAddr> =
+        (host, 0).to_socket_addrs().map_err(|e| cannot(e.to_string()))?.collect();
+    let pick = addrs.iter().find(|a| a.is_ipv4()).or(addrs.first());
+    pick.map(SocketAddr::ip).ok_or_else(|| cannot("the name has no address".to_owned()))
+}
+
+/// Parses `--viewers`: `host:port` or `host:first-last` (one listener per port); the host is an
+/// IP or a name resolved as [`parse_addr`] does.
 pub fn parse_viewers(s: &str) -> Result<Vec<SocketAddr>, ConfigError> {
     let bad =
         |why: &str| ConfigError(format!("viewer address {s:?}: {why} (e.g. 127.0.0.1:9100-9103)"));
@@ -295,8 +382,7 @@ pub fn parse_viewers(s: &str) -> Result<Vec<SocketAddr>, ConfigError> {
     if first == 0 && last != 0 {
         return Err(bad("port 0 cannot start a range"));
     }
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    let ip: std::net::IpAddr = host.parse().map_err(|_| bad("host must be an IP address"))?;
+    let ip = resolve_host(host).map_err(|e| bad(&e.0))?;
     Ok((first..=last).map(|p| SocketAddr::new(ip, p)).collect())
 }
 
@@ -305,15 +391,41 @@ mod tests {
     use super::*;
 
     #[test]
+    fn passwords_never_show() {
+        assert_eq!(redacted_url("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
+        assert_eq!(redacted_url("redis://me:s3cr3t@host:6379/0"), "redis://me:***@host:6379/0");
+        assert_eq!(redacted_url("redis://:s3cr3t@host"), "redis://:***@host");
+        assert_eq!(redacted_url("rediss://s3cr3t@host"), "rediss://***@host");
+        assert_eq!(
+            redacted_url("redis+cluster://:pw@a:1,b:2,u:pw@c:3"),
+            "redis+cluster://:***@a:1,b:2,u:***@c:3"
+        );
+    }
+
+    #[test]
     fn viewer_ranges_expand_to_one_address_per_port() {
         let v = parse_viewers("127.0.0.1:9100-9103").unwrap();
         assert_eq!(v.len(), 4);
         assert_eq!(v[3], "127.0.0.1:9103".parse().unwrap());
         assert_eq!(parse_viewers("127.0.0.1:0").unwrap().len(), 1);
         assert_eq!(parse_viewers("[::1]:9100").unwrap()[0], "[::1]:9100".parse().unwrap());
-        for bad in ["127.0.0.1", "127.0.0.1:x", "127.0.0.1:9103-9100", "localhost:9100"] {
+        for bad in ["127.0.0.1", "127.0.0.1:x", "127.0.0.1:9103-9100", ":9100"] {
             assert!(parse_viewers(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn host_names_resolve_and_an_ip_is_taken_as_it_is() {
+        // `localhost` is in every /etc/hosts; its IPv4 address is preferred.
+        let v = parse_viewers("localhost:9100-9101").unwrap();
+        assert_eq!(v, ["127.0.0.1:9100".parse().unwrap(), "127.0.0.1:9101".parse().unwrap()]);
+        assert_eq!(parse_addr("localhost:8888").unwrap(), "127.0.0.1:8888".parse().unwrap());
+        assert_eq!(parse_addr("[::1]:0").unwrap(), "[::1]:0".parse().unwrap());
+        assert_eq!(parse_addr("0.0.0.0:80").unwrap(), "0.0.0.0:80".parse().unwrap());
+        let e = parse_addr("localhost").unwrap_err().0;
+        assert!(e.contains("no port"), "{e}");
+        let e = parse_addr(":80").unwrap_err().0;
+        assert!(e.contains("no host"), "{e}");
     }
 
     #[test]
@@ -322,6 +434,11 @@ mod tests {
         assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
         assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
         assert_eq!(parse_duration("1m 30s").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("0.25").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
+        for bad in ["-1", "1.2.3", ".", "1e3", "NaN", "inf"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
         let e = parse_duration("soon").unwrap_err().0;
         assert!(e.contains("\"soon\" is not a duration") && e.contains("10s"), "{e}");
         assert!(parse_duration("18446744073709551615").is_ok(), "parsed; refused by validate");

@@ -5,7 +5,8 @@
 //! head, idle and write deadlines (`timed.rs`), the node's stop, and the hand-over of a
 //! connection to the viewer transports once a WebSocket or SSE answer is out
 //! (`transport::web`): the connection then leaves hyper and the HTTP budget, and its socket is
-//! a viewer's like any TCP viewer's.
+//! a viewer's like any TCP viewer's. With a certificate (SPEC 11) every connection first makes
+//! its TLS handshake, within the head timeout of its accept, and hyper speaks over TLS (`io.rs`).
 
 use std::collections::HashMap;
 use std::future::poll_fn;
@@ -23,6 +24,7 @@ use hyper_util::rt::TokioIo;
 use metrics::Gauge;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower_service::Service;
@@ -36,8 +38,10 @@ use crate::transport::session::Viewers;
 use crate::transport::tcp::accept_next;
 use crate::transport::web::{self, Takeover};
 
+mod io;
 mod timed;
 
+use io::Io;
 use timed::{Activity, Timed};
 
 /// The limits of one HTTP listener (SPEC 10), from the node's configuration.
@@ -81,6 +85,8 @@ pub(crate) struct Front {
     pub metrics: Arc<Metrics>,
     /// `http` or `admin`, for the log.
     pub name: &'static str,
+    /// HTTPS with this; `None`: plain HTTP.
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 /// Serves HTTP until `stop`, then lets requests in flight finish and returns once every
@@ -103,7 +109,7 @@ pub(crate) async fn serve(listener: TcpListener, front: Front, stop: Cancellatio
         };
         let Some(place) = budget.enter(permit, peer) else {
             front.metrics.limit_refused(Limit::HttpPerAddress);
-            refuse(stream, peer, limits.max_per_address, front.name);
+            refuse(stream, peer, limits.max_per_address, front.name, front.tls.is_none());
             continue;
         };
         let _ = stream.set_nodelay(true);
@@ -116,9 +122,14 @@ pub(crate) async fn serve(listener: TcpListener, front: Front, stop: Cancellatio
 }
 
 /// Tells a client past its address's share why, and closes: without reading its request (it
-/// has one in flight, most likely), with nothing held.
-fn refuse(stream: TcpStream, peer: SocketAddr, max: usize, port: &'static str) {
+/// has one in flight, most likely), with nothing held. Over TLS it is only closed: the answer
+/// would need a handshake, which is what this refusal must not cost.
+fn refuse(stream: TcpStream, peer: SocketAddr, max: usize, port: &'static str, plain: bool) {
     tracing::debug!(%peer, port, "connection refused: too many from its address");
+    if !plain {
+        close_now(stream);
+        return;
+    }
     let body = format!(
         "{{\"error\":\"too many connections from {}: at most {max} at once \
          (--http-max-per-address); close one and try again\"}}",
@@ -138,6 +149,27 @@ fn refuse(stream: TcpStream, peer: SocketAddr, max: usize, port: &'static str) {
 /// takes it over.
 async fn connection(stream: TcpStream, place: Place, front: Front, stop: Arc<Stopping>) {
     let _watching = poll_fn(|cx| Poll::Ready(stop.watch(cx.waker()))).await;
+    let accepted = Instant::now();
+    let deadline = front.metrics.limit_counter(Limit::HttpDeadline);
+    let io = match &front.tls {
+        None => Io::Plain(stream),
+        Some(tls) => {
+            let handshake = tls.accept(stream).into_fallible();
+            match tokio::time::timeout_at(accepted + front.limits.head_timeout, handshake).await {
+                Ok(Ok(tls)) => Io::Tls(Box::new(tls)),
+                Ok(Err((e, stream))) => {
+                    tracing::debug!(error = %e, port = front.name, "TLS handshake failed");
+                    close_now(stream);
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(port = front.name, "TLS handshake too slow");
+                    deadline.increment(1);
+                    return;
+                }
+            }
+        }
+    };
     let activity = Arc::new(Activity::default());
     let service = {
         let (activity, app) = (activity.clone(), front.app.clone());
@@ -150,8 +182,7 @@ async fn connection(stream: TcpStream, place: Place, front: Front, stop: Arc<Sto
             })
         })
     };
-    let deadline = front.metrics.limit_counter(Limit::HttpDeadline);
-    let timed = Timed::new(stream, activity, front.limits, deadline);
+    let timed = Timed::new(io, accepted, activity, front.limits, deadline);
     let mut conn = hyper::server::conn::http1::Builder::new()
         // The head's own deadline is `Timed`'s: hyper's would also end an idle kept-alive
         // connection after the head's 10 s, not the idle 60 s.
@@ -185,7 +216,8 @@ async fn connection(stream: TcpStream, place: Place, front: Front, stop: Arc<Sto
             // A viewer now: it counts against --max-viewers, no longer the HTTP budget.
             drop(place);
             let tracker = viewers.ctx.tracker.clone();
-            tracker.spawn(web::begin(viewers, stream, parts.read_buf, handover));
+            let conn = stream.into_conn();
+            tracker.spawn(web::begin(viewers, conn, parts.read_buf, handover));
         }
         _ => {
             let _ = stream.shutdown().await;

@@ -177,7 +177,7 @@ mod tests {
         let before = m.figures();
         m.joined(Format::Ws);
         m.joined(Format::V2);
-        m.delivered(Format::Ws, 300);
+        m.delivered(Format::Ws, 300, 300);
         m.published(10);
         m.delivery_lag.record_many(0.004, 98);
         m.delivery_lag.record_many(0.2, 2);

@@ -22,7 +22,10 @@ use crate::store::{Store, StoreError};
 use crate::transport::context::ViewerContext;
 use crate::transport::session::Viewers;
 use crate::transport::tcp;
+use crate::transport::tls::Tls;
 use crate::transport::ViewerPorts;
+
+pub use crate::transport::tls::TlsError;
 use crate::{api, http};
 
 /// Why a node could not start or stop cleanly.
@@ -34,6 +37,9 @@ pub enum ServerError {
     Bind { what: &'static str, addr: SocketAddr, source: io::Error },
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The certificate or its key cannot be served (`--tls-cert`, `--tls-key`).
+    #[error("TLS: {0}")]
+    Tls(#[from] TlsError),
 }
 
 /// A running node.
@@ -58,6 +64,8 @@ pub struct Node {
     app: axum::Router,
     limits: http::Limits,
     ingest: Arc<Ingest>,
+    /// The certificate served, when the node speaks TLS.
+    tls: Option<Arc<Tls>>,
 }
 
 /// Starts a node: on a shared Redis with `config.redis`, else on its embedded SQLite store in
@@ -90,6 +98,8 @@ async fn start_with_store(
     nodes: Option<NodesConn>,
 ) -> Result<Node, ServerError> {
     config.validate()?;
+    // Read before anything is bound: a node with a bad certificate does not start.
+    let tls = config.tls.as_ref().map(Tls::load).transpose()?.map(Arc::new);
     let bind_err = |what, addr| move |source| ServerError::Bind { what, addr, source };
     let http_listener =
         tcp::bind(config.http, config.listen_backlog).map_err(bind_err("http", config.http))?;
@@ -157,8 +167,21 @@ async fn start_with_store(
 
     let ctx = Arc::new(
         ViewerContext::new(&config, hub.clone(), ports.clone(), shutdown.clone(), tracker.clone())
-            .with_ingest(ingest.clone()),
+            .with_ingest(ingest.clone())
+            .with_tls(tls.as_ref().map(|t| t.viewers().clone())),
     );
+    if let Some(tls) = &tls {
+        tracing::info!(
+            cert = %tls.files().cert.display(),
+            key = %tls.files().key.display(),
+            "TLS on the HTTP port (https, wss) and the viewer ports"
+        );
+        if config.public_host.is_none() {
+            tracing::warn!(
+                "with TLS, /1/checkin and `try` name the listeners' IP addresses, which a                  certificate rarely covers: --public-host should name the certificate's host"
+            );
+        }
+    }
     let viewers = Viewers::new(ctx.clone());
     if let Some(nodes) = nodes {
         let here = ports.clone();
@@ -193,6 +216,7 @@ async fn start_with_store(
         viewers: Some(viewers),
         metrics: ports.metrics.clone(),
         name: "http",
+        tls: tls.as_ref().map(|t| t.http().clone()),
     };
     let mut admin_task = None;
     if let Some((listener, addr)) = admin_listener {
@@ -202,6 +226,7 @@ async fn start_with_store(
             viewers: None,
             metrics: ports.metrics.clone(),
             name: "admin",
+            tls: tls.as_ref().filter(|_| config.admin_tls).map(|t| t.http().clone()),
         };
         admin_task = Some(tokio::spawn(http::serve(listener, admin, stop_http.clone())));
         tracing::info!(%addr, "admin listener ready (/metrics, /ops, /ops.json)");
@@ -226,7 +251,20 @@ async fn start_with_store(
         app,
         limits,
         ingest,
+        tls,
     })
+}
+
+/// Reloads a node's certificate pair (see [`Node::reload_tls`]).
+#[derive(Clone)]
+pub struct TlsReloader(Option<Arc<Tls>>);
+
+impl TlsReloader {
+    /// Reads the pair again and serves it from now on; the error names the file and why, and
+    /// the pair served so far stays. [`TlsError::NotConfigured`] when the node has no TLS.
+    pub fn reload(&self) -> Result<(), TlsError> {
+        self.0.as_ref().ok_or(TlsError::NotConfigured)?.reload()
+    }
 }
 
 /// Takes ended matches out of memory once `--keep-ended` has passed (SPEC 10), until HTTP
@@ -282,6 +320,24 @@ impl Node {
         IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
         http::serve_io(self.app.clone(), self.limits, io).await;
+    }
+
+    /// Reads the certificate and key again from their files and serves them to every TLS
+    /// handshake from now on (SIGHUP in the binary); connections already up are not touched.
+    /// On an error (naming the file) the pair served so far stays.
+    pub fn reload_tls(&self) -> Result<(), TlsError> {
+        self.tls_reloader().reload()
+    }
+
+    /// What [`Node::reload_tls`] does, for a task that outlives this handle's borrow (the
+    /// binary's SIGHUP loop runs while [`Node::stopped`] holds the node).
+    pub fn tls_reloader(&self) -> TlsReloader {
+        TlsReloader(self.tls.clone())
+    }
+
+    /// Does the node speak TLS (HTTPS, and on its viewer ports)?
+    pub fn tls(&self) -> bool {
+        self.tls.is_some()
     }
 
     /// Asks the node to stop: listeners close, viewers get `bye shutdown`.

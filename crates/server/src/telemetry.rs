@@ -25,6 +25,7 @@ pub(crate) mod names {
     pub(crate) const MATCHES_IN_MEMORY: &str = "matchstream_matches_in_memory";
     pub(crate) const EVENTS_PUBLISHED: &str = "matchstream_events_published_total";
     pub(crate) const DELIVERIES: &str = "matchstream_deliveries_total";
+    pub(crate) const VIEWER_WRITES: &str = "matchstream_viewer_writes_total";
     pub(crate) const VIEWER_CONNECTS: &str = "matchstream_viewer_connects_total";
     pub(crate) const VIEWER_DISCONNECTS: &str = "matchstream_viewer_disconnects_total";
     pub(crate) const ACCEPT_ERRORS: &str = "matchstream_accept_errors_total";
@@ -125,6 +126,7 @@ pub struct Metrics {
     pub matches_in_memory: Gauge,
     events_published: Counter,
     deliveries: [Counter; 4],
+    writes: [Counter; 4],
     connects: [Counter; 4],
     /// By [`Left::index`]: the bye reasons, then hangup.
     disconnects: [Counter; REASONS],
@@ -169,6 +171,11 @@ impl Metrics {
         );
         describe(names::EVENTS_PUBLISHED, Unit::Count, "Events accepted and durable.");
         describe(names::DELIVERIES, Unit::Count, "Frames written to viewers, by transport.");
+        describe(
+            names::VIEWER_WRITES,
+            Unit::Count,
+            "Socket writes to viewers, by transport (one write may carry several frames).",
+        );
         describe(names::VIEWER_CONNECTS, Unit::Count, "Viewers that joined a match, by transport.");
         describe(
             names::VIEWER_DISCONNECTS,
@@ -236,6 +243,7 @@ impl Metrics {
                 .register_gauge(&Key::from_name(names::MATCHES_IN_MEMORY), &META),
             events_published: counter(&Key::from_name(names::EVENTS_PUBLISHED)),
             deliveries: by_transport(names::DELIVERIES, &counter),
+            writes: by_transport(names::VIEWER_WRITES, &counter),
             connects: by_transport(names::VIEWER_CONNECTS, &counter),
             disconnects,
             accept_errors: counter(&Key::from_name(names::ACCEPT_ERRORS)),
@@ -249,7 +257,7 @@ impl Metrics {
             process,
         };
         // Every series exists from the start, at zero.
-        let counters = metrics.disconnects.iter().chain(&metrics.deliveries);
+        let counters = metrics.disconnects.iter().chain(&metrics.deliveries).chain(&metrics.writes);
         for c in counters.chain(&metrics.connects).chain(&metrics.limit_refusals) {
             c.increment(0);
         }
@@ -337,19 +345,20 @@ impl Metrics {
         self.disconnects[Left::Bye(reason).index()].increment(1);
     }
 
-    /// A connection was ended by `limit`.
     /// The counter of one limit, for a holder that counts without the node's metrics at hand.
     pub fn limit_counter(&self, limit: Limit) -> metrics::Counter {
         self.limit_refusals[limit as usize].clone()
     }
 
+    /// A connection was ended by `limit`.
     pub fn limit_refused(&self, limit: Limit) {
         self.limit_refusals[limit as usize].increment(1);
     }
 
-    /// `frames` frames were written to viewers of `format`.
-    pub fn delivered(&self, format: Format, frames: u64) {
+    /// `frames` frames were written to viewers of `format` in `writes` socket writes.
+    pub fn delivered(&self, format: Format, frames: u64, writes: u64) {
         self.deliveries[format as usize].increment(frames);
+        self.writes[format as usize].increment(writes);
         self.tally.deliveries.fetch_add(frames, Ordering::Relaxed);
     }
 }
@@ -455,6 +464,7 @@ mod tests {
             names::MATCHES_IN_MEMORY,
             names::EVENTS_PUBLISHED,
             names::DELIVERIES,
+            names::VIEWER_WRITES,
             names::VIEWER_CONNECTS,
             names::VIEWER_DISCONNECTS,
             names::ACCEPT_ERRORS,
@@ -498,7 +508,7 @@ mod tests {
         m.left(Format::Ws, Left::Bye(ByeReason::TooSlow));
         m.refused(ByeReason::Full);
         m.limit_refused(Limit::WsFrameTimeout);
-        m.delivered(Format::Sse, 7);
+        m.delivered(Format::Sse, 7, 2);
         m.publish_seconds.record(0.002);
         m.delivery_lag.record_many(0.02, 3);
         let text = m.render();
@@ -509,6 +519,7 @@ mod tests {
         let frame_timeouts = "matchstream_limit_refusals_total{limit=\"ws_frame_timeout\"}";
         assert_eq!(value(&text, frame_timeouts), 1.0);
         assert_eq!(value(&text, "matchstream_deliveries_total{transport=\"sse\"}"), 7.0);
+        assert_eq!(value(&text, "matchstream_viewer_writes_total{transport=\"sse\"}"), 2.0);
         assert_eq!(value(&text, "matchstream_publish_seconds_count"), 1.0);
         assert_eq!(value(&text, "matchstream_delivery_lag_seconds_count"), 3.0);
         assert_eq!(value(&text, "matchstream_delivery_lag_seconds_bucket{le=\"0.025\"}"), 3.0);

@@ -3,21 +3,28 @@
 //! the bytes a TCP viewer of the same protocol reads (the browser transports' frames as v2 JSON
 //! lines, through the client's `ws` and `sse` readers), so that one viewer loop and one checker
 //! serve them all. Opening one is here; where to (checkin, `try`) and when are viewer.rs's.
+//! Against `https://` nodes every connection is TLS (checked with `--ca-cert` or the system's
+//! roots): the HTTP port for WebSocket and SSE, and the viewer ports, as a node with
+//! `--tls-cert` serves them.
 //!
 //! Memory per connection is what a crowd costs: a WebSocket keeps a 4 KiB read buffer
 //! (`ws::lean_config`), and an SSE viewer decodes its body in the viewer's own read buffer, in
 //! place, keeping no buffer of its own.
 
+use std::path::Path;
+
+use matchstream_client::tls::host_of;
 use matchstream_client::ws::{lean_config, match_path};
-use matchstream_client::{SseViewer, WebError, WsViewer};
+use matchstream_client::{SseViewer, Stream, TlsClient, WebError, WsViewer};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
-use super::{Cause, Protocol, Violation};
+use super::{Cause, Protocol, SimError, Violation};
 
 /// One viewer's open connection.
 pub(crate) enum Conn {
-    Tcp(TcpStream),
+    /// A viewer port (plain or TLS), or a Redis server.
+    Tcp(Stream),
     Ws(Box<WsViewer>),
     Sse(Box<SseViewer>),
 }
@@ -33,22 +40,52 @@ impl Conn {
     }
 }
 
-/// The `host:port` of an HTTP base URL (`http://127.0.0.1:8888`), where the browser transports
-/// are.
+/// The `host:port` of an HTTP base URL (`http://127.0.0.1:8888`, `https://live.example.org`),
+/// where the browser transports are.
 pub(crate) fn http_addr(server: &str) -> Result<String, String> {
     let url = reqwest::Url::parse(server).map_err(|e| format!("{server:?}: {e}"))?;
-    if url.scheme() != "http" {
-        return Err(format!("{server:?}: WebSocket and SSE viewers speak plain http"));
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!("{server:?}: not an http:// or https:// URL"));
     }
     let host = url.host_str().ok_or_else(|| format!("{server:?}: no host"))?;
     let port = url.port_or_known_default().unwrap_or(80);
     Ok(format!("{host}:{port}"))
 }
 
+/// The certificates to check TLS nodes with, when the nodes of `servers` speak TLS (all of
+/// them `https://`; a mix is refused): `ca_cert`'s, or else the system's roots.
+pub(crate) fn tls_for(
+    servers: &[String],
+    ca_cert: Option<&Path>,
+) -> Result<Option<TlsClient>, SimError> {
+    let https = servers.iter().filter(|s| s.starts_with("https://")).count();
+    if https == 0 {
+        return Ok(None);
+    }
+    if https < servers.len() {
+        return Err(SimError::Usage(
+            "--server: the nodes are all http:// or all https:// (TLS on every port)".into(),
+        ));
+    }
+    TlsClient::new(ca_cert).map(Some).map_err(|e| SimError::Usage(format!("--ca-cert: {e}")))
+}
+
+/// The connection on `tcp` to `addr` (`host:port`): TLS with `tls`, or as it is.
+pub(crate) async fn secure(
+    tls: Option<&TlsClient>,
+    addr: &str,
+    tcp: TcpStream,
+) -> std::io::Result<Stream> {
+    match tls {
+        Some(tls) => tls.connect(host_of(addr), tcp).await,
+        None => Ok(tcp.into()),
+    }
+}
+
 /// Asks for the match's WebSocket or event stream (resuming after `from`) on `stream`, connected
 /// to `addr`.
 pub(crate) async fn open_web(
-    stream: TcpStream,
+    stream: Stream,
     addr: &str,
     protocol: Protocol,
     match_id: &str,
@@ -87,7 +124,17 @@ mod tests {
     fn http_addresses_of_base_urls() {
         assert_eq!(http_addr("http://127.0.0.1:8888").unwrap(), "127.0.0.1:8888");
         assert_eq!(http_addr("http://example.org/").unwrap(), "example.org:80");
-        assert!(http_addr("https://example.org").is_err());
+        assert_eq!(http_addr("https://example.org").unwrap(), "example.org:443");
+        assert!(http_addr("ftp://example.org").is_err());
         assert!(http_addr("127.0.0.1:8888").is_err());
+    }
+
+    #[test]
+    fn tls_is_for_https_nodes_all_or_none() {
+        let urls = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert!(tls_for(&urls(&["http://a:1", "http://b:2"]), None).unwrap().is_none());
+        assert!(tls_for(&urls(&["http://a:1", "https://b:2"]), None).is_err());
+        let e = tls_for(&urls(&["https://a:1"]), Some(Path::new("/nonexistent/ca.pem")));
+        assert!(e.is_err_and(|e| e.to_string().contains("/nonexistent/ca.pem")));
     }
 }

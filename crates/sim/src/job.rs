@@ -15,8 +15,17 @@ pub enum Target {
     /// `<server>/1/checkin` for a port, like a real client; otherwise they take turns. `server`
     /// may list the HTTP base URLs of several nodes, separated by commas (see checkin.rs);
     /// WebSocket and SSE viewers connect to those HTTP addresses. `protocol` is every viewer's
-    /// unless the job's `protocols` share them out.
-    Matchstream { server: String, match_id: String, protocol: Protocol, viewers: Vec<String> },
+    /// unless the job's `protocols` share them out. `https://` servers speak TLS on every port
+    /// (their HTTP port and their viewer ports, as a node with `--tls-cert` does), checked
+    /// against `ca_cert` (a PEM file) or else the system's roots.
+    Matchstream {
+        server: String,
+        match_id: String,
+        protocol: Protocol,
+        viewers: Vec<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ca_cert: Option<std::path::PathBuf>,
+    },
     /// Redis pub/sub subscribers of one channel at `addr` (`host:port`).
     Redis { addr: String, channel: String },
     /// WebSocket subscribers of one public channel of a Pusher-protocol server (Sockudo) at
@@ -430,6 +439,7 @@ mod tests {
                 match_id: "elp-tig-2011-09-10".into(),
                 protocol: Protocol::V1,
                 viewers: vec![],
+                ca_cert: None,
             },
             first_viewer: 10,
             paths: PathCounts([1, 0, 0, 1, 0]),
@@ -456,6 +466,7 @@ mod tests {
                 match_id: "elp-tig-2011-09-10".into(),
                 protocol: Protocol::V2,
                 viewers: vec![],
+                ca_cert: None,
             },
             first_viewer: 0,
             paths: PathCounts([3, 0, 0, 0, 0]),
@@ -489,6 +500,7 @@ mod tests {
             match_id: "elp-tig-2011-09-10".into(),
             protocol: Protocol::V1,
             viewers: vec![],
+            ca_cert: None,
         };
         assert!(refused(&job).contains("--resume needs v2, ws or sse viewers"));
         job.target = Target::Redis { addr: "127.0.0.1:1".into(), channel: "c".into() };

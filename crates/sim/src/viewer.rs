@@ -403,6 +403,9 @@ async fn connect(
                     }
                     None => dial_web(sh, id).await?,
                 };
+                let stream = conn::secure(sh.tls.as_ref(), &at, stream)
+                    .await
+                    .map_err(|e| Violation::new(Cause::of_io(&e), format!("{at}: {e}")))?;
                 (conn::open_web(stream, &at, spec.protocol, match_id, from).await?, at)
             }
             // Connected once subscribed: the confirmation is the first bytes.
@@ -413,8 +416,9 @@ async fn connect(
                 return Ok((conn, n, addr.clone()));
             }
             _ => {
-                let mut stream = dial(&addr, id).await.map_err(io)?;
+                let stream = dial(&addr, id).await.map_err(io)?;
                 stream.set_nodelay(true).map_err(io)?;
+                let mut stream = conn::secure(sh.tls.as_ref(), &addr, stream).await.map_err(io)?;
                 stream.write_all(&line).await.map_err(io)?;
                 (Conn::Tcp(stream), addr.clone())
             }

@@ -39,6 +39,8 @@ pub(crate) struct Shared {
     pub stop: CancellationToken,
     /// For `/1/checkin`.
     pub http: reqwest::Client,
+    /// The nodes speak TLS (`https://` servers): every viewer's connection is checked with it.
+    pub tls: Option<matchstream_client::TlsClient>,
     /// The nodes' HTTP base URLs to ask `/1/checkin` (none with `--viewers`).
     pub servers: Vec<String>,
     /// The nodes' HTTP addresses (`host:port`), for WebSocket and SSE viewers.
@@ -103,10 +105,18 @@ pub async fn run<W: AsyncWrite + Unpin>(
     out: &mut W,
 ) -> Result<(), SimError> {
     job.validate()?;
-    let http = reqwest::Client::builder()
-        .pool_max_idle_per_host(job.concurrency)
-        .build()
-        .map_err(|e| SimError::Usage(format!("cannot build the HTTP client: {e}")))?;
+    let tls = match &job.target {
+        Target::Matchstream { server, ca_cert, .. } => {
+            conn::tls_for(&checkin::servers(server)?, ca_cert.as_deref())?
+        }
+        _ => None,
+    };
+    let mut http = reqwest::Client::builder().pool_max_idle_per_host(job.concurrency);
+    if let Some(tls) = &tls {
+        http = http.use_preconfigured_tls(tls.config().clone());
+    }
+    let http =
+        http.build().map_err(|e| SimError::Usage(format!("cannot build the HTTP client: {e}")))?;
     if let Some(ms) = job.duration_limit_ms {
         let stop = stop.clone();
         tokio::spawn(async move {
@@ -137,6 +147,7 @@ pub async fn run<W: AsyncWrite + Unpin>(
         slots: Semaphore::new(job.concurrency),
         stop,
         http,
+        tls,
         servers,
         web,
         next_addr: AtomicUsize::new(job.worker),
@@ -359,6 +370,7 @@ mod tests {
                 match_id: "elp-tig-2011-09-10".into(),
                 protocol: Protocol::V1,
                 viewers: vec![],
+                ca_cert: None,
             },
             first_viewer: 0,
             paths: "watch=50,slow=50".parse::<Mix>().unwrap().counts(100),

@@ -1,10 +1,10 @@
 //! The client library (SPEC 12) in a real browser: the live page, built on it, follows a match
 //! through a `kill -9` of the node it watches, on two nodes joined by Redis behind a real nginx
-//! (the way a site is deployed: one address, nodes behind it); and `examples/scoreboard.html`,
-//! opened from disk as a developer would, follows a node.
+//! with the repository's site (`ops/nginx/matchstream.conf`, over https: the way a site is
+//! deployed, one address with nodes behind it); and `examples/scoreboard.html`, opened from disk
+//! as a developer would, follows a node.
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,94 +16,6 @@ use serde_json::json;
 use super::{feed, js, open, run, until, until_live, Screen};
 use crate::redis::RedisServer;
 use crate::support::*;
-
-/// nginx (Debian's `nginx`, as `scripts/test` installs it) in front of `upstreams`, as the
-/// repository's reverse-proxy configuration has it: WebSocket upgrades passed on, SSE
-/// unbuffered, and a node that refuses connections skipped for the next. One process
-/// (`master_process off`), its files in a temp dir, stopped by its PID when dropped.
-struct Nginx {
-    child: Child,
-    base: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Nginx {
-    fn start(upstreams: &[&str]) -> Nginx {
-        let mut log = String::new();
-        for _ in 0..10 {
-            let port = {
-                let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
-                probe.local_addr().expect("its address").port()
-            };
-            let dir = tempfile::tempdir().expect("a temp dir for nginx");
-            let servers: String = upstreams
-                .iter()
-                .map(|u| format!("server {u} max_fails=1 fail_timeout=60s; "))
-                .collect();
-            let d = dir.path().display();
-            let conf = format!(
-                "daemon off; master_process off; pid {d}/nginx.pid; error_log {d}/error.log;
-                events {{ worker_connections 256; }}
-                http {{
-                  access_log off;
-                  client_body_temp_path {d}/body; proxy_temp_path {d}/proxy;
-                  fastcgi_temp_path {d}/fastcgi; uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;
-                  map $http_upgrade $connection_upgrade {{ default upgrade; '' close; }}
-                  upstream nodes {{ {servers} }}
-                  server {{
-                    listen 127.0.0.1:{port};
-                    location / {{
-                      proxy_pass http://nodes;
-                      proxy_http_version 1.1;
-                      proxy_set_header Upgrade $http_upgrade;
-                      proxy_set_header Connection $connection_upgrade;
-                      proxy_set_header Host $host;
-                      proxy_buffering off;
-                      proxy_read_timeout 1h;
-                      proxy_connect_timeout 2s;
-                      proxy_next_upstream error timeout;
-                    }}
-                  }}
-                }}"
-            );
-            std::fs::write(dir.path().join("nginx.conf"), conf).expect("nginx.conf");
-            let mut child = Command::new("nginx")
-                .arg("-p")
-                .arg(dir.path())
-                .arg("-e")
-                .arg(dir.path().join("error.log"))
-                .arg("-c")
-                .arg(dir.path().join("nginx.conf"))
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap_or_else(|e| {
-                    panic!("cannot start nginx ({e}); scripts/test installs it (Debian: nginx)")
-                });
-            let deadline = std::time::Instant::now() + PATIENCE;
-            loop {
-                if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                    return Nginx { child, base: format!("http://127.0.0.1:{port}"), _dir: dir };
-                }
-                if let Ok(Some(_)) = child.try_wait() {
-                    // Another process took the port between the probe and nginx: again.
-                    log = std::fs::read_to_string(dir.path().join("error.log")).unwrap_or_default();
-                    break;
-                }
-                assert!(std::time::Instant::now() < deadline, "nginx did not listen on {port}");
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
-        panic!("nginx did not start:\n{log}");
-    }
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// The node's `matchstream_viewers{transport="ws"}`, from its admin listener.
 async fn ws_viewers(admin: &str) -> Option<u64> {
@@ -132,7 +44,13 @@ async fn the_page_follows_a_match_through_a_kill_9_of_its_node_behind_nginx() {
             .flatten()
             .map(|n| n.base.trim_start_matches("http://").to_owned())
             .collect();
-        let nginx = Nginx::start(&upstreams.iter().map(String::as_str).collect::<Vec<_>>());
+        let upstreams: Vec<&str> = upstreams.iter().map(String::as_str).collect();
+        let ca = TestCa::new();
+        let nginx = Nginx::start(2, |ports| NginxConf {
+            http: site(ports[0], ports[1], &upstreams, &ca.cert, &ca.key),
+            ..NginxConf::default()
+        });
+        let site = format!("https://{TLS_HOST}:{}", nginx.ports[0]);
         let watchers: Vec<matchstream_client::Watcher> = nodes
             .iter()
             .flatten()
@@ -155,7 +73,7 @@ async fn the_page_follows_a_match_through_a_kill_9_of_its_node_behind_nginx() {
             }
         }
 
-        open(&c, &format!("{}/?mid={id}", nginx.base)).await;
+        open(&c, &format!("{site}/?mid={id}")).await;
         until_live(&c, "ws", 1).await;
         // The node holding the page's WebSocket dies; the watcher publishes to the other.
         // (Loops by hand, not `eventually`: this future must be `Send` for the browser's task.)
@@ -224,7 +142,7 @@ async fn the_page_follows_a_match_through_a_kill_9_of_its_node_behind_nginx() {
         );
         // The page came back over WebSocket, not SSE.
         assert_eq!(js(&c, "return document.getElementById('conn').dataset.transport").await, "ws");
-        (nginx, nodes, redis, dir_a, dir_b)
+        (nginx, ca, nodes, redis, dir_a, dir_b)
     })
     .await;
 }

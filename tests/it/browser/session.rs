@@ -103,10 +103,14 @@ impl Browser {
             "args": args,
             "mobileEmulation": {"deviceMetrics": metrics},
         });
-        let Value::Object(caps) = json!({"browserName": "chrome", "goog:chromeOptions": options})
-        else {
-            unreachable!("an object")
-        };
+        // A page behind nginx (browser/library.rs) is served over https with a certificate of
+        // the test's own authority.
+        let caps = json!({
+            "browserName": "chrome",
+            "goog:chromeOptions": options,
+            "acceptInsecureCerts": true,
+        });
+        let Value::Object(caps) = caps else { unreachable!("an object") };
         let url = format!("http://127.0.0.1:{}", driver.port);
         let client = ClientBuilder::new(HttpConnector::new())
             .capabilities(caps)

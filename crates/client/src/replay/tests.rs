@@ -169,6 +169,7 @@ fn options(server: &str) -> ReplayOptions {
         token: TOKEN.into(),
         speed: 1000.0,
         if_exists: IfExists::Fail,
+        tls: None,
     }
 }
 

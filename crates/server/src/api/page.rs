@@ -40,9 +40,11 @@ const POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
 
 /// [`POLICY`], letting the page also connect to the other live nodes (`host:port` of their HTTP
 /// ports), where a `full` or a `bye shutdown` may send it with `try`. A node that joins later is
-/// reachable from pages loaded after it reported.
-fn policy_with(others: &[String]) -> String {
-    let extra: String = others.iter().map(|a| format!(" http://{a} ws://{a}")).collect();
+/// reachable from pages loaded after it reported. `tls`: the nodes speak HTTPS (a cluster's
+/// nodes share their TLS configuration), so the page reaches them over `https:` and `wss:`.
+fn policy_with(others: &[String], tls: bool) -> String {
+    let (http, ws) = if tls { ("https", "wss") } else { ("http", "ws") };
+    let extra: String = others.iter().map(|a| format!(" {http}://{a} {ws}://{a}")).collect();
     POLICY.replacen("connect-src 'self'", &format!("connect-src 'self'{extra}"), 1)
 }
 
@@ -110,7 +112,7 @@ fn page_html() -> String {
 /// `GET /` (with any query: `/?mid=<id>` opens a match): the page.
 pub(super) async fn index(State(state): State<AppState>, headers: HeaderMap) -> Response {
     let mut response = INDEX.respond(&headers);
-    let policy = policy_with(&state.ports.cluster.web_addrs());
+    let policy = policy_with(&state.ports.cluster.web_addrs(), state.config.tls.is_some());
     let policy = HeaderValue::from_str(&policy).unwrap_or(HeaderValue::from_static(POLICY));
     response.headers_mut().insert(CONTENT_SECURITY_POLICY, policy);
     response
@@ -169,12 +171,22 @@ mod tests {
 
     #[test]
     fn the_page_may_connect_to_the_other_live_nodes_and_nowhere_else() {
-        assert_eq!(policy_with(&[]), POLICY);
-        let policy = policy_with(&["10.0.0.2:8080".into(), "node3:8888".into()]);
+        assert_eq!(policy_with(&[], false), POLICY);
+        assert_eq!(policy_with(&[], true), POLICY);
+        let others = ["10.0.0.2:8080".to_owned(), "node3:8888".to_owned()];
+        let policy = policy_with(&others, false);
         assert!(
             policy.contains(
                 "connect-src 'self' http://10.0.0.2:8080 ws://10.0.0.2:8080 http://node3:8888 \
                  ws://node3:8888;"
+            ),
+            "{policy}"
+        );
+        let policy = policy_with(&others, true);
+        assert!(
+            policy.contains(
+                "connect-src 'self' https://10.0.0.2:8080 wss://10.0.0.2:8080 https://node3:8888 \
+                 wss://node3:8888;"
             ),
             "{policy}"
         );

@@ -18,9 +18,9 @@ use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 
+use super::io::Io;
 use super::Limits;
 
 /// What a connection is doing, as its service tells it.
@@ -56,7 +56,7 @@ impl Activity {
 
 /// A socket with the connection's deadlines.
 pub(super) struct Timed {
-    io: TcpStream,
+    io: Io,
     activity: Arc<Activity>,
     limits: Limits,
     /// The idle period last seen, and when it began (`None`: the connection's first, which has
@@ -73,13 +73,15 @@ pub(super) struct Timed {
 }
 
 impl Timed {
+    /// `accepted`: when the connection was accepted (its first head is due within the head
+    /// timeout of it, a TLS handshake included).
     pub(super) fn new(
-        io: TcpStream,
+        io: Io,
+        accepted: Instant,
         activity: Arc<Activity>,
         limits: Limits,
         passed: metrics::Counter,
     ) -> Timed {
-        let accepted = Instant::now();
         Timed {
             io,
             activity,
@@ -93,7 +95,7 @@ impl Timed {
         }
     }
 
-    pub(super) fn into_inner(self) -> TcpStream {
+    pub(super) fn into_inner(self) -> Io {
         self.io
     }
 

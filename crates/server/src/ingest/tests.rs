@@ -17,7 +17,7 @@ use crate::model::EventKind;
 use crate::state::RejectKind;
 use crate::store::memory::tests::{append, info};
 use crate::store::memory::MemoryStore;
-use crate::store::{AppendTicket, Head, Page, StoredMatch};
+use crate::store::{AppendTicket, Head, Page, Resumed, StoredMatch};
 use crate::wire::{v2, ByeReason};
 
 mod restore;

@@ -46,6 +46,8 @@ pub(crate) struct ViewerContext {
     drain_start: std::sync::OnceLock<tokio::time::Instant>,
     /// Reads an ended match that left memory back from the store when a viewer asks for it.
     ingest: Option<Arc<Ingest>>,
+    /// The viewer ports speak TLS with this (SPEC 11); `None`: plain TCP.
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 impl ViewerContext {
@@ -78,7 +80,14 @@ impl ViewerContext {
             drain_window: config.drain_window,
             drain_start: std::sync::OnceLock::new(),
             ingest: None,
+            tls: None,
         }
+    }
+
+    /// The viewer ports speak TLS, through `acceptor`.
+    pub(crate) fn with_tls(mut self, acceptor: Option<tokio_rustls::TlsAcceptor>) -> ViewerContext {
+        self.tls = acceptor;
+        self
     }
 
     /// Viewers of an ended match that left memory get it read back (SPEC 10).

@@ -1,7 +1,8 @@
-//! Viewer transports: how viewers connect and receive their match. `tcp.rs` serves the plain TCP
+//! Viewer transports: how viewers connect and receive their match. `tcp.rs` serves the TCP
 //! protocols v1 and v2 (SPEC 4), `web.rs` WebSocket and SSE on the HTTP port (SPEC 5); once
 //! joined, a viewer's life (following, parked at the live edge, closing) is `session.rs`'s; its
-//! bytes go out through `write.rs`. Transports see the hub, never the store. This file keeps the
+//! bytes go out through `write.rs` on its connection (`conn.rs`: plain TCP, or TLS with the
+//! certificate `tls.rs` serves, SPEC 11). Transports see the hub, never the store. This file keeps the
 //! viewer ports and their load (viewers that joined a match, nothing else; connections still
 //! sending their connect line have their own `crate::budget`); which port of the cluster
 //! `/1/checkin` and `try` name is `crate::cluster`'s, from these counts and the other nodes'
@@ -17,9 +18,11 @@ use crate::telemetry::{Left, Metrics};
 use crate::wire::ByeReason;
 
 pub(crate) mod close;
+pub(crate) mod conn;
 pub(crate) mod context;
 pub(crate) mod session;
 pub(crate) mod tcp;
+pub(crate) mod tls;
 pub(crate) mod web;
 mod write;
 

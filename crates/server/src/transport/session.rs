@@ -89,7 +89,7 @@ impl Viewers {
 
 /// Closing: tells the viewer why its stream ends, in its format, and closes the connection.
 async fn close_for(ctx: &ViewerContext, viewer: Following, outcome: Outcome) {
-    let Following { stream, format, mut guard, .. } = viewer;
+    let Following { mut stream, format, mut guard, .. } = viewer;
     let last_words = match outcome {
         Outcome::AtHead | Outcome::Gone => return,
         Outcome::Cut => {
@@ -124,7 +124,7 @@ async fn close_for(ctx: &ViewerContext, viewer: Following, outcome: Outcome) {
         }
     };
     if let Some((frame, timeout)) = last_words {
-        let _ = write_all(&stream, &[frame], timeout).await;
+        let _ = write_all(&mut stream, &[frame], timeout).await;
     }
-    close(stream, guard).await;
+    close(stream.finish(), guard).await;
 }

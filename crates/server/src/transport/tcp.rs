@@ -1,7 +1,8 @@
-//! The plain TCP viewer protocols v1 and v2 (SPEC 4): accept loops, the connect line and the
-//! refusals; a viewer that joins lives on in `session.rs` like any other. Until its connect
-//! line has joined it to a match, a connection is in the handshake budget (`crate::budget`),
-//! not among the port's viewers.
+//! The TCP viewer protocols v1 and v2 (SPEC 4), over plain TCP or TLS (SPEC 11): accept loops,
+//! the TLS handshake, the connect line and the refusals; a viewer that joins lives on in
+//! `session.rs` like any other. Until its connect line has joined it to a match, a connection
+//! is in the handshake budget (`crate::budget`), not among the port's viewers, and its TLS
+//! handshake and connect line share one deadline, `--connect-timeout` from the accept.
 
 use std::io;
 use std::net::SocketAddr;
@@ -9,7 +10,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -19,6 +19,7 @@ use crate::hub::{Format, JoinError, Next, Subscription};
 use crate::model::Period;
 use crate::telemetry::{Limit, Metrics};
 use crate::transport::close::{close, close_now};
+use crate::transport::conn::Conn;
 use crate::transport::context::ViewerContext;
 use crate::transport::session::{Following, Viewers};
 use crate::transport::write::write_all;
@@ -66,7 +67,8 @@ pub(crate) async fn accept_loop(listener: TcpListener, index: usize, viewers: Ar
 
 /// Tells a connection past its address's share of the handshake budget why, and closes it at
 /// once: without waiting (a socket just accepted has room for one error block; a flood of them
-/// must cost no task), in v1 since it has said nothing yet (SPEC 4: errors are v1 blocks).
+/// must cost no task), in v1 since it has said nothing yet (SPEC 4: errors are v1 blocks). A
+/// TLS port only closes it: a reason needs a handshake, which is what a flood must not cost.
 fn too_many_from(ctx: &ViewerContext, stream: TcpStream, peer: SocketAddr) {
     tracing::debug!(%peer, "viewer refused: too many connections from its address");
     ctx.ports.metrics.limit_refused(Limit::HandshakesPerAddress);
@@ -76,7 +78,9 @@ fn too_many_from(ctx: &ViewerContext, stream: TcpStream, peer: SocketAddr) {
         peer.ip().to_canonical(),
         ctx.handshakes.max_per_address()
     );
-    let _ = stream.try_write(&v1::error_block(&reason));
+    if ctx.tls.is_none() {
+        let _ = stream.try_write(&v1::error_block(&reason));
+    }
     close_now(stream);
 }
 
@@ -146,7 +150,7 @@ struct Joined {
 async fn serve(
     viewers: Arc<Viewers>,
     index: usize,
-    mut stream: TcpStream,
+    stream: TcpStream,
     peer: SocketAddr,
     place: Place,
 ) {
@@ -158,10 +162,19 @@ async fn serve(
         .with_time(Duration::from_secs(60))
         .with_interval(Duration::from_secs(10));
     let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive);
+    let deadline = Instant::now() + ctx.connect_timeout;
+    let mut stream = match &ctx.tls {
+        None => Conn::Plain(stream),
+        // Boxed, like the connect line: the handshake's state lives only while it runs.
+        Some(tls) => match Box::pin(accept_tls(ctx, tls, stream, peer, deadline)).await {
+            Some(conn) => conn,
+            None => return,
+        },
+    };
     // Boxed: its buffers live only while the connect line is read, not in every viewer's task.
-    let Some(joined) = Box::pin(handshake(ctx, index, &mut stream)).await else {
+    let Some(joined) = Box::pin(handshake(ctx, index, &mut stream, deadline)).await else {
         // Refused: its place is given back once it is closed (it holds a descriptor till then).
-        close(stream, place).await;
+        close(stream.finish(), place).await;
         return;
     };
     drop(place);
@@ -172,18 +185,50 @@ async fn serve(
         // The original's way of saying the match is not on: its status, then a close.
         guard.leaving(ByeReason::MatchOver);
         if let Next::Data(status) = sub.next().await {
-            let _ = write_all(&stream, &[status], ctx.write_timeout).await;
+            let _ = write_all(&mut stream, &[status], ctx.write_timeout).await;
         }
-        close(stream, guard).await;
+        close(stream.finish(), guard).await;
         return;
     }
     viewers.run(Following::joined(stream, sub, guard, format, BytesMut::new())).await;
 }
 
-/// Reads and checks the connect line and joins the match; answers and returns `None` when the
-/// viewer cannot be served (the caller then closes the connection).
-async fn handshake(ctx: &ViewerContext, index: usize, stream: &mut TcpStream) -> Option<Joined> {
-    let line = match read_connect_line(ctx, stream).await {
+/// A TLS viewer's handshake, by `deadline`; `None` (the socket closed) when it fails or is too
+/// slow. Counted as a connect timeout when too slow: the connect line could not come in time.
+async fn accept_tls(
+    ctx: &ViewerContext,
+    tls: &tokio_rustls::TlsAcceptor,
+    stream: TcpStream,
+    peer: SocketAddr,
+    deadline: Instant,
+) -> Option<Conn> {
+    match tokio::time::timeout_at(deadline, tls.accept(stream).into_fallible()).await {
+        Ok(Ok(tls)) => {
+            let (tcp, conn) = tls.into_inner();
+            Some(Conn::tls(tcp, conn))
+        }
+        Ok(Err((e, tcp))) => {
+            tracing::debug!(%peer, error = %e, "viewer's TLS handshake failed");
+            close_now(tcp);
+            None
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "viewer's TLS handshake too slow");
+            ctx.ports.metrics.limit_refused(Limit::ConnectTimeout);
+            None
+        }
+    }
+}
+
+/// Reads and checks the connect line (by `deadline`) and joins the match; answers and returns
+/// `None` when the viewer cannot be served (the caller then closes the connection).
+async fn handshake(
+    ctx: &ViewerContext,
+    index: usize,
+    stream: &mut Conn,
+    deadline: Instant,
+) -> Option<Joined> {
+    let line = match read_connect_line(ctx, stream, deadline).await {
         Ok(line) => line,
         Err(LineError::Closed) => return None,
         Err(LineError::TooLong(partial)) => {
@@ -237,12 +282,12 @@ async fn handshake(ctx: &ViewerContext, index: usize, stream: &mut TcpStream) ->
     }
 }
 
-/// Reads one line (CRLF or LF, possibly in pieces) within the connect timeout.
+/// Reads one line (CRLF or LF, possibly in pieces) by `deadline`.
 async fn read_connect_line(
     ctx: &ViewerContext,
-    stream: &mut TcpStream,
+    stream: &mut Conn,
+    deadline: Instant,
 ) -> Result<Vec<u8>, LineError> {
-    let deadline = Instant::now() + ctx.connect_timeout;
     let mut buf = Vec::with_capacity(128);
     let mut chunk = [0u8; 256];
     loop {
@@ -276,7 +321,7 @@ async fn read_connect_line(
 /// Answers a connect that cannot be served, in the protocol it announced (v1 when unknown).
 async fn refuse(
     ctx: &ViewerContext,
-    stream: &TcpStream,
+    stream: &mut Conn,
     version: Option<u8>,
     reason: &str,
     bye: ByeReason,
@@ -290,7 +335,7 @@ async fn refuse(
     let _ = write_all(stream, &[frame], ctx.write_timeout).await;
 }
 
-async fn refuse_full(ctx: &ViewerContext, stream: &TcpStream, index: usize, version: Option<u8>) {
+async fn refuse_full(ctx: &ViewerContext, stream: &mut Conn, index: usize, version: Option<u8>) {
     ctx.ports.metrics.refused(ByeReason::Full);
     // Another port of this node first, else another node's.
     let other = ctx

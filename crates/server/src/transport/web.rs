@@ -12,12 +12,12 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::http::{header, HeaderMap, HeaderValue, Response, StatusCode, Version};
 use bytes::{Bytes, BytesMut};
-use tokio::net::TcpStream;
 
 use crate::hub::{Format, JoinError, Subscription};
 use crate::locks::lock;
 use crate::model::Seq;
 use crate::transport::close::close;
+use crate::transport::conn::Conn;
 use crate::transport::context::{goodbye, ViewerContext};
 use crate::transport::session::{Following, Viewers};
 use crate::transport::write::write_all;
@@ -195,10 +195,11 @@ fn handover(ctx: &ViewerContext, format: Format, sub: Subscription) -> Handover 
 }
 
 /// Serves a viewer on the connection its answer went out on. `read`: what hyper had read past
-/// the request (a WebSocket client may send its first frames at once).
+/// the request (a WebSocket client may send its first frames at once; over TLS, what rustls
+/// decrypted past it is still in the connection, and read first).
 pub(crate) async fn begin(
     viewers: Arc<Viewers>,
-    stream: TcpStream,
+    mut stream: Conn,
     read: Bytes,
     handover: Handover,
 ) {
@@ -209,7 +210,10 @@ pub(crate) async fn begin(
     let keepalive = socket2::TcpKeepalive::new()
         .with_time(Duration::from_secs(60))
         .with_interval(Duration::from_secs(10));
-    let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive);
+    let _ = socket2::SockRef::from(stream.tcp()).set_tcp_keepalive(&keepalive);
+    // Over TLS, the answer's end may still be in rustls' buffer: it goes before anything else,
+    // even if no event comes for a while.
+    let _ = write_all(&mut stream, &[], ctx.write_timeout).await;
     match start {
         Start::Follow(sub) => {
             tracing::debug!(match_id = %sub.match_id(), ?format, "viewer joined");
@@ -219,9 +223,9 @@ pub(crate) async fn begin(
         }
         Start::Refuse(bye) => {
             if let Some(frame) = goodbye(format, &bye) {
-                let _ = write_all(&stream, &[frame], ctx.write_timeout).await;
+                let _ = write_all(&mut stream, &[frame], ctx.write_timeout).await;
             }
-            close(stream, guard).await;
+            close(stream.finish(), guard).await;
         }
     }
 }

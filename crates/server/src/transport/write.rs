@@ -1,27 +1,37 @@
-//! Writing to viewer sockets without waiting when they have room: a burst goes out in one
+//! Writing to viewer connections without waiting when they have room: a burst goes out in one
 //! vectored write, and only a socket that is full gets a deadline (and a timer).
 
 use std::io::{self, IoSlice};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::net::TcpStream;
 use tokio::time::Instant;
+
+use crate::transport::conn::Conn;
 
 /// Most buffers gathered into one write.
 pub(super) const MAX_BATCH: usize = 64;
 
 /// Writes every buffer, in one syscall when the socket has room. Only a write the socket cannot
-/// take at once gets a deadline: a viewer that accepts nothing for `timeout` is too slow.
+/// take at once gets a deadline: a viewer that accepts nothing for `timeout` is too slow. Over
+/// TLS, done means sent: what was encrypted earlier goes first, and all of it leaves rustls'
+/// buffer before this returns (so `&[]` sends what is left there). A TLS stream is never cut
+/// mid-frame (rustls holds the rest of a record), so its timeout is a plain `TimedOut`.
 pub(super) async fn write_all(
-    stream: &TcpStream,
+    stream: &mut Conn,
     bufs: &[Bytes],
     timeout: Duration,
 ) -> io::Result<()> {
     let (mut idx, mut off) = (0usize, 0usize);
     let mut deadline = None;
-    while idx < bufs.len() {
-        match try_write_from(stream, bufs, idx, off) {
+    loop {
+        let attempt = match stream.try_flush() {
+            Ok(true) if idx == bufs.len() => return Ok(()),
+            Ok(true) => try_write_from(stream, bufs, idx, off),
+            Ok(false) => Err(io::ErrorKind::WouldBlock.into()),
+            Err(e) => Err(e),
+        };
+        match attempt {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
             Ok(mut written) => {
                 while written > 0 {
@@ -41,7 +51,9 @@ pub(super) async fn write_all(
                 // Boxed: the timer exists only while a viewer's socket is full, so it is not
                 // part of every idle viewer's task.
                 match Box::pin(wait_writable(stream, at)).await {
-                    Err(e) if e.kind() == io::ErrorKind::TimedOut && off > 0 => {
+                    Err(e)
+                        if e.kind() == io::ErrorKind::TimedOut && off > 0 && !stream.is_tls() =>
+                    {
                         return Err(io::Error::new(io::ErrorKind::TimedOut, MidFrame));
                     }
                     r => r?,
@@ -50,7 +62,6 @@ pub(super) async fn write_all(
             Err(e) => return Err(e),
         }
     }
-    Ok(())
 }
 
 /// A write that timed out partway through one of its buffers (each buffer is a frame, or the
@@ -72,7 +83,7 @@ pub(super) fn cut_mid_frame(e: &io::Error) -> bool {
 }
 
 /// Waits until the socket takes bytes again, or fails with `TimedOut` at `deadline`.
-async fn wait_writable(stream: &TcpStream, deadline: Instant) -> io::Result<()> {
+async fn wait_writable(stream: &Conn, deadline: Instant) -> io::Result<()> {
     let ready = std::future::poll_fn(|cx| stream.poll_write_ready(cx));
     match tokio::time::timeout_at(deadline, ready).await {
         Ok(ready) => ready,
@@ -83,7 +94,7 @@ async fn wait_writable(stream: &TcpStream, deadline: Instant) -> io::Result<()> 
 /// One non-blocking vectored write of `bufs[idx..]` (the first from `off`). A plain function so
 /// that its slice array never becomes part of a viewer's task.
 pub(super) fn try_write_from(
-    stream: &TcpStream,
+    stream: &mut Conn,
     bufs: &[Bytes],
     idx: usize,
     off: usize,

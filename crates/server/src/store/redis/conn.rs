@@ -49,25 +49,8 @@ impl ConnectionLike for Conn {
     }
 }
 
-/// A Redis URL as it may be shown in a log line or an error: any password in it (`redis://user:
-/// secret@host`, or `:secret@` before a cluster node) replaced by `***` (SPEC 11).
-pub(super) fn redacted(url: &str) -> String {
-    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
-    let nodes: Vec<String> = rest
-        .split(',')
-        .map(|node| match node.rsplit_once('@') {
-            Some((user, host)) => match user.split_once(':') {
-                Some((name, _)) => format!("{name}:***@{host}"),
-                None => format!("***@{host}"),
-            },
-            None => node.to_owned(),
-        })
-        .collect();
-    match scheme {
-        "" => nodes.join(","),
-        scheme => format!("{scheme}://{}", nodes.join(",")),
-    }
-}
+/// A Redis URL as it may be shown in a log line or an error (its passwords masked).
+pub(super) use crate::config::redacted_url as redacted;
 
 /// The addresses to reach, parsed from the URL.
 #[derive(Debug, Clone)]
@@ -141,22 +124,5 @@ pub(super) async fn connect(target: &Target) -> Result<Conn, StoreError> {
             })?;
             Ok(Conn::Cluster(conn))
         }
-    }
-}
-
-#[cfg(test)]
-mod redaction {
-    use super::redacted;
-
-    #[test]
-    fn passwords_never_show() {
-        assert_eq!(redacted("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
-        assert_eq!(redacted("redis://me:s3cr3t@host:6379/0"), "redis://me:***@host:6379/0");
-        assert_eq!(redacted("redis://:s3cr3t@host"), "redis://:***@host");
-        assert_eq!(redacted("rediss://s3cr3t@host"), "rediss://***@host");
-        assert_eq!(
-            redacted("redis+cluster://:pw@a:1,b:2,u:pw@c:3"),
-            "redis+cluster://:***@a:1,b:2,u:***@c:3"
-        );
     }
 }

@@ -7,12 +7,12 @@
 use std::io;
 
 use bytes::Bytes;
-use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::input::{drain_input, Drained, INPUT_DRAIN};
 use super::state::{Following, Input};
 use crate::hub::{Format, Next, Subscription};
+use crate::transport::conn::Conn;
 use crate::transport::context::{keepalive, ViewerContext};
 use crate::transport::write::{cut_mid_frame, write_all, MAX_BATCH};
 use crate::wire::ws::{self, ClientFrame};
@@ -43,7 +43,7 @@ pub(super) enum Outcome {
 pub(super) async fn follow(ctx: &ViewerContext, v: &mut Following, may_park: bool) -> Outcome {
     if !v.unwritten.is_empty() {
         let unwritten = std::mem::take(&mut v.unwritten);
-        match write_all(&v.stream, &unwritten, ctx.write_timeout).await {
+        match write_all(&mut v.stream, &unwritten, ctx.write_timeout).await {
             Ok(()) => {}
             // It begins with the end of a frame: stopping anywhere in it is mid-frame.
             Err(e) if e.kind() == io::ErrorKind::TimedOut => return Outcome::Cut,
@@ -51,18 +51,18 @@ pub(super) async fn follow(ctx: &ViewerContext, v: &mut Following, may_park: boo
         }
     }
     if !v.input.bytes.is_empty() {
-        if let Err(outcome) = answer_frames(ctx, &v.stream, &mut v.input, false).await {
+        if let Err(outcome) = answer_frames(ctx, &mut v.stream, &mut v.input, false).await {
             return outcome;
         }
     }
-    stream_to_viewer(ctx, &v.stream, &mut v.sub, may_park, v.format, &mut v.input).await
+    stream_to_viewer(ctx, &mut v.stream, &mut v.sub, may_park, v.format, &mut v.input).await
 }
 
 /// Writes what the subscription hands out until the viewer reaches the live edge, its stream
 /// ends or the node stops (a reason for goodbye), or it goes away.
 async fn stream_to_viewer(
     ctx: &ViewerContext,
-    stream: &TcpStream,
+    stream: &mut Conn,
     sub: &mut Subscription,
     mut may_park: bool,
     format: Format,
@@ -76,10 +76,12 @@ async fn stream_to_viewer(
     let mut goodbye = Box::pin(ctx.goodbye_time());
     // When this task last wrote events, while writes are spaced (`--min-write-interval`).
     let mut last_write: Option<Instant> = None;
+    // A TLS viewer stays in this task (conn.rs says why).
+    let parkable = stream.parkable();
     loop {
         // Half a WebSocket frame read cannot be parked (a shard keeps no buffer): it waits here
         // for the rest, until its deadline.
-        if may_park && input.bytes.is_empty() && sub.at_head() {
+        if parkable && may_park && input.bytes.is_empty() && sub.at_head() {
             return Outcome::AtHead;
         }
         may_park = true;
@@ -136,7 +138,7 @@ async fn stream_to_viewer(
         let written = write_all(stream, &batch, ctx.write_timeout).await;
         last_write = (!ctx.min_write_interval.is_zero()).then(Instant::now);
         if written.is_ok() {
-            ctx.ports.metrics.delivered(format, batch.len() as u64);
+            ctx.ports.metrics.delivered(format, batch.len() as u64, 1);
         }
         batch.clear();
         if batch.capacity() > MAX_BATCH {
@@ -187,7 +189,7 @@ fn written_outcome(e: io::Error) -> Outcome {
 /// WebSocket client's frames are kept and answered.
 async fn answer_input(
     ctx: &ViewerContext,
-    stream: &TcpStream,
+    stream: &mut Conn,
     format: Format,
     input: &mut Input,
 ) -> Result<(), Outcome> {
@@ -212,7 +214,7 @@ async fn answer_input(
 /// gets a deadline. `ended`: the client hung up after these bytes.
 async fn answer_frames(
     ctx: &ViewerContext,
-    stream: &TcpStream,
+    stream: &mut Conn,
     input: &mut Input,
     ended: bool,
 ) -> Result<(), Outcome> {

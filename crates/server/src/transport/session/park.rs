@@ -24,6 +24,7 @@ use super::state::{Following, Parked};
 use crate::hub::TopicKey;
 use crate::locks::lock;
 use crate::model::MatchId;
+use crate::transport::conn::Conn;
 use crate::transport::context::ViewerContext;
 
 mod members;
@@ -182,11 +183,15 @@ impl Parking {
         viewer: Following,
     ) -> Result<(), Following> {
         let key = viewer.sub.key();
-        let Following { stream, sub, format, guard, .. } = viewer;
-        let stream = match stream.into_std() {
-            Ok(s) => s,
-            // The socket could not leave the reactor: the viewer is as good as gone.
-            Err(_) => return Ok(()),
+        let Following { stream, sub, format, guard, input, unwritten } = viewer;
+        let stream = match stream {
+            Conn::Plain(tcp) => match tcp.into_std() {
+                Ok(s) => s,
+                // The socket could not leave the reactor: the viewer is as good as gone.
+                Err(_) => return Ok(()),
+            },
+            // A shard cannot write to it (conn.rs): it stays in its task.
+            tls => return Err(Following { stream: tls, sub, format, guard, input, unwritten }),
         };
         let mut viewer = Some(Parked { stream, last: sub.last(), format, guard });
         // A viewer the shard gave back: it closed between choosing it and parking.

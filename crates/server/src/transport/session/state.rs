@@ -11,12 +11,14 @@ use tokio::time::Instant;
 use super::input::{drain_input, Drained, INPUT_DRAIN};
 use crate::hub::{Format, Subscription};
 use crate::model::Seq;
+use crate::transport::conn::Conn;
 use crate::transport::PortGuard;
 
 /// A viewer following its match in a task: joining, catching up, waiting on a full socket,
 /// holding part of a WebSocket frame, or between events while it cannot be parked.
 pub(crate) struct Following {
-    pub(super) stream: TcpStream,
+    /// Plain TCP or TLS: only a plain one is ever parked (`conn.rs` says why).
+    pub(super) stream: Conn,
     pub(super) sub: Subscription,
     pub(super) format: Format,
     /// Its place among the port's viewers, given back when the connection is closed.
@@ -49,7 +51,7 @@ impl Following {
     /// A viewer whose handshake joined it to a match. `input`: what it sent past its request
     /// (a WebSocket client's first frames).
     pub(crate) fn joined(
-        stream: TcpStream,
+        stream: Conn,
         sub: Subscription,
         guard: PortGuard,
         format: Format,
@@ -59,10 +61,14 @@ impl Following {
         Following { stream, sub, format, guard, input, unwritten: Vec::new() }
     }
 
-    /// Nothing is owed to it (no input to answer, no rest of a burst to write) and it has
-    /// everything the hub has handed out: a shard may take it.
+    /// Nothing is owed to it (no input to answer, no rest of a burst to write), it has
+    /// everything the hub has handed out, and its connection is one a shard can write to: a
+    /// shard may take it.
     pub(super) fn may_park(&self) -> bool {
-        self.input.bytes.is_empty() && self.unwritten.is_empty() && self.sub.at_head()
+        self.stream.parkable()
+            && self.input.bytes.is_empty()
+            && self.unwritten.is_empty()
+            && self.sub.at_head()
     }
 }
 
@@ -84,7 +90,7 @@ impl Parked {
                 return None;
             }
         }
-        let stream = TcpStream::from_std(stream).ok()?;
+        let stream = Conn::Plain(TcpStream::from_std(stream).ok()?);
         Some(Following { stream, sub, format, guard, input, unwritten })
     }
 }

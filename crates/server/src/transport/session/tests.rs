@@ -79,7 +79,7 @@ impl Node {
         let mut guard = self.viewers.ctx.ports.try_enter(0).unwrap();
         guard.joined(Format::V2);
         let (sub, _) = self.hub.join(self.id.as_str(), Format::V2, from, now_ms()).unwrap();
-        let viewer = Following::joined(server, sub, guard, Format::V2, BytesMut::new());
+        let viewer = Following::joined(server.into(), sub, guard, Format::V2, BytesMut::new());
         (Client { lines: BufReader::new(client), seqs: Vec::new() }, viewer)
     }
 
@@ -218,7 +218,7 @@ async fn a_member_whose_socket_fills_mid_burst_gets_the_rest_from_a_task_then_pa
     let (mut client, viewer) = node.joined(None).await;
     // Small buffers on both ends, and a client that does not read yet: a burst cannot go out
     // in one write.
-    socket2::SockRef::from(&viewer.stream).set_send_buffer_size(4096).unwrap();
+    socket2::SockRef::from(viewer.stream.tcp()).set_send_buffer_size(4096).unwrap();
     socket2::SockRef::from(client.lines.get_ref()).set_recv_buffer_size(4096).unwrap();
     node.viewers.spawn(viewer);
     node.until("parked", |n| n.parked() == 1).await;

@@ -129,13 +129,14 @@ impl Members {
         }
         // Counted for the metrics once per burst: frames per format, and viewers reached per
         // event.
-        let mut frames_by_format = [0u64; 4];
+        // By format: (frames, writes).
+        let mut written = [(0u64, 0u64); 4];
         let mut reached = [0usize; MAX_BATCH];
         let mut leaving: Vec<Wrote> = Vec::new();
         let removed: Vec<Parked> = self
             .0
             .extract_if(.., |m| {
-                let wrote = write_burst(m, &events, &mut frames_by_format, &mut reached);
+                let wrote = write_burst(m, &events, &mut written, &mut reached);
                 if matches!(wrote, Wrote::All) {
                     return false;
                 }
@@ -151,9 +152,9 @@ impl Members {
             }
         }
         let metrics = &ctx.ports.metrics;
-        for (format, frames) in Format::ALL.into_iter().zip(frames_by_format) {
+        for (format, (frames, writes)) in Format::ALL.into_iter().zip(written) {
             if frames > 0 {
-                metrics.delivered(format, frames);
+                metrics.delivered(format, frames, writes);
             }
         }
         let now = crate::model::now_ms();
@@ -202,12 +203,12 @@ impl Members {
 }
 
 /// Writes to `m` the events of a burst it has not seen, in one vectored write without waiting,
-/// and counts them (frames per format, viewers reached per event) as delivered: what the socket
+/// and counts them (frames and writes per format, viewers reached per event) as delivered: what the socket
 /// did not take is written by the member's task.
 fn write_burst(
     m: &mut Parked,
     events: &[&EncodedEvent],
-    frames_by_format: &mut [u64; 4],
+    by_format: &mut [(u64, u64); 4],
     reached: &mut [usize; MAX_BATCH],
 ) -> Wrote {
     let from = events.partition_point(|e| e.seq <= m.last);
@@ -230,7 +231,9 @@ fn write_burst(
         Err(_) => return Wrote::Gone,
     };
     m.last = events[from + n - 1].seq;
-    frames_by_format[m.format as usize] += n as u64;
+    let (frames, writes) = &mut by_format[m.format as usize];
+    *frames += n as u64;
+    *writes += 1;
     for r in &mut reached[from..from + n] {
         *r += 1;
     }
