@@ -167,6 +167,21 @@ fn check_unit(root: &Path) -> Duration {
     matchstream::config::parse_duration(get("TimeoutStopSec")).expect("TimeoutStopSec")
 }
 
+/// `drain_window` plus `shutdown_grace`, as the installed binary reads the installed config
+/// (`--print-config`): what a stop may take before the node exits on its own.
+fn drain_and_grace(root: &Path) -> Duration {
+    let printed = run(Command::new(root.join("usr/bin/matchstream"))
+        .args(["serve", "--print-config", "--config"])
+        .arg(root.join(CONFIG.trim_start_matches('/')))
+        .env_clear());
+    let value = |key: &str| {
+        let line = printed.lines().find_map(|l| l.strip_prefix(&format!("{key} = ")));
+        let text = line.unwrap_or_else(|| panic!("no {key} in:\n{printed}")).trim_matches('"');
+        matchstream::config::parse_duration(text).expect(key)
+    };
+    value("drain_window") + value("shutdown_grace")
+}
+
 /// A node of the installed package, as its user, and the JSON lines of its stderr.
 struct Installed {
     child: Child,
@@ -294,6 +309,8 @@ async fn the_debian_package_installs_runs_and_keeps_every_event_across_a_restart
     let config = std::fs::metadata(root.join(CONFIG.trim_start_matches('/'))).unwrap();
     assert_eq!((config.uid(), config.gid(), config.mode() & 0o777), (0, user.1, 0o640));
     let stop_timeout = check_unit(&root);
+    let drain = drain_and_grace(&root);
+    assert!(stop_timeout > drain, "TimeoutStopSec {stop_timeout:?} cuts a drain of {drain:?}");
     let stripped = std::fs::metadata(root.join("usr/bin/matchstream")).unwrap().len();
     assert!(stripped < std::fs::metadata(BIN).unwrap().len(), "the installed binary is stripped");
 
