@@ -4,6 +4,7 @@ a child's output, the watcher's POST, a held `matchstream sim` run, and the mach
 import json
 import os
 import platform
+import ssl
 import subprocess
 import sys
 import threading
@@ -98,12 +99,35 @@ def drain(stream, sink):
     return t
 
 
-def post(url, body):
+def post(url, body, ca=None):
+    """A watcher's POST; `ca`: the CA certificate an https:// node's is checked against."""
     req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
                                  headers={"Authorization": f"Bearer {TOKEN}",
                                           "Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=30) as r:
+    context = ssl.create_default_context(cafile=ca) if ca else None
+    with urllib.request.urlopen(req, timeout=30, context=context) as r:
         return json.loads(r.read() or b"null")
+
+
+def make_certificate(directory):
+    """A private CA and a certificate for 127.0.0.1 it signed (ECDSA P-256, as certbot issues
+    by default), made with the openssl command in `directory`: (ca.pem, cert.pem, key.pem)."""
+    def path(name):
+        return os.path.join(directory, name)
+
+    def openssl(*args):
+        subprocess.run(["openssl", *args], check=True, capture_output=True)
+
+    curve = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    openssl("req", "-x509", *curve, "-keyout", path("ca.key"), "-out", path("ca.pem"),
+            "-days", "2", "-subj", "/CN=matchstream bench CA")
+    openssl("req", *curve, "-keyout", path("key.pem"), "-out", path("cert.csr"),
+            "-subj", "/CN=127.0.0.1")
+    with open(path("cert.ext"), "w") as f:
+        f.write("subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n")
+    openssl("x509", "-req", "-in", path("cert.csr"), "-CA", path("ca.pem"), "-CAkey", path("ca.key"),
+            "-CAcreateserial", "-out", path("cert.pem"), "-days", "2", "-extfile", path("cert.ext"))
+    return path("ca.pem"), path("cert.pem"), path("key.pem")
 
 
 class Stalled(RuntimeError):
