@@ -57,9 +57,11 @@ fn names_flag(message: &str, flag: &str) -> bool {
 /// `serve --config FILE` (or `MATCHSTREAM_CONFIG`), the file's keys not given as a flag or a
 /// variable are parsed again as if given on the command line, by the same value parsers.
 pub(crate) fn parse(
-    cmd: Command,
+    mut cmd: Command,
     mut argv: Vec<OsString>,
 ) -> Result<(ArgMatches, Option<FromFile>)> {
+    // Built, so that the global flags (`--log-format`) are `serve`'s flags, and keys, too.
+    cmd.build();
     let first = cmd.clone().get_matches_from(argv.clone());
     let Some((SUBCOMMAND, given)) = first.subcommand() else { return Ok((first, None)) };
     let Some(path) = given.get_one::<PathBuf>("config").cloned() else {

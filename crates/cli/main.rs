@@ -99,9 +99,14 @@ struct ServeArgs {
     #[arg(long, env = "MATCHSTREAM_DATA", default_value = "./data")]
     data: PathBuf,
     /// Join other nodes through a shared Redis: redis://host:port, or a Redis Cluster as
-    /// redis+cluster://host:port,host:port,... (without it the node runs alone).
+    /// redis+cluster://host:port,host:port,... (without it the node runs alone); rediss:// and
+    /// rediss+cluster:// over TLS. A password (redis://user:password@host) given before a
+    /// cluster's first host is used for every host, and never logged.
     #[arg(long, env = "MATCHSTREAM_REDIS", hide_env_values = true)]
     redis: Option<String>,
+    /// With rediss://: a private CA's certificate (PEM) to trust instead of the system's roots.
+    #[arg(long, env = "MATCHSTREAM_REDIS_CA_CERT")]
+    redis_ca_cert: Option<PathBuf>,
     /// Acknowledge a write only once this many Redis replicas confirm it (WAIT), instead of
     /// requiring `appendfsync always` on Redis.
     #[arg(long, env = "MATCHSTREAM_REDIS_WAIT_REPLICAS", default_value_t = 0)]
@@ -440,7 +445,9 @@ async fn serve(
     if let Err(e) = config.validate() {
         usage_error(&from_file.map_or_else(|| e.0.clone(), |f| f.blame(&e.0)));
     }
-    let cli = Cli::command();
+    let mut cli = Cli::command();
+    // Built, so that the global flags (`--log-format`) are among `serve`'s keys.
+    cli.build();
     let serve_command = cli.find_subcommand("serve").context("no serve subcommand")?;
     if print_config {
         print!("{}", config_file::print(serve_command, matches));
@@ -503,6 +510,7 @@ fn serve_config(args: ServeArgs) -> Result<(Config, usize)> {
         admin: args.admin,
         data_dir: args.data,
         redis: args.redis,
+        redis_ca_cert: args.redis_ca_cert,
         redis_wait_replicas: args.redis_wait_replicas,
         redis_volatile: args.redis_volatile,
         watcher_tokens,

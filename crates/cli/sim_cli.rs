@@ -279,6 +279,10 @@ struct SimPublishArgs {
     /// Publish `stop` at the end.
     #[arg(long, env = "MATCHSTREAM_SIM_STOP")]
     stop: bool,
+    /// CA certificate (PEM) an https:// server's certificate is checked against; without it,
+    /// the system's roots.
+    #[arg(long, env = "MATCHSTREAM_CA_CERT")]
+    ca_cert: Option<std::path::PathBuf>,
     #[command(flatten)]
     mode: PublishModeArgs,
 }
@@ -326,6 +330,7 @@ pub(crate) async fn run_sim(args: SimArgs) -> Result<()> {
                 mode: a.mode.mode(),
                 payload: a.mode.payload,
                 stop: a.stop,
+                ca_cert: a.ca_cert,
             };
             let report = sim::publish::publish(&p).await?;
             print_summary(a.mode.json, &report, || report.text());

@@ -16,6 +16,7 @@ mod contention;
 mod crowds;
 mod failures;
 mod rewind;
+mod tls;
 
 /// Longest a test waits for what one node did to show on another. Announcements take
 /// milliseconds; a lost one is made up by the resync every 5 s.

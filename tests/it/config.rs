@@ -269,9 +269,7 @@ fn the_example_config_names_every_key_with_its_default() {
         .lines()
         .filter_map(|l| l.trim_start().strip_prefix("--"))
         .filter_map(|l| l.split([' ', '\n']).next())
-        // --log-format is every subcommand's flag (how the binary logs), not a setting of the
-        // node: it is no key of the file (MATCHSTREAM_LOG_FORMAT sets it for a service).
-        .filter(|flag| !["help", "config", "print-config", "log-format"].contains(flag))
+        .filter(|flag| !["help", "config", "print-config"].contains(flag))
         .map(|flag| flag.replace('-', "_"))
         .collect();
     assert!(keys.len() > 30 && keys.contains(&"watcher_token".to_owned()), "{keys:?}");

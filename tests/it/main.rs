@@ -28,6 +28,7 @@ mod resume;
 mod season;
 mod sim;
 mod support;
+mod tls;
 mod version;
 mod viewers;
 mod web;

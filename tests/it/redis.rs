@@ -1,7 +1,8 @@
 //! Redis for the tests, started by each test that needs it: a `redis-server` on a free port
 //! (durable by default: an append-only file fsync'd on every write, in a temp dir of its own) and
-//! a three-master Redis Cluster. Every process is stopped by its PID when its helper is dropped.
-//! A missing `redis-server` or `redis-cli` fails the test loudly.
+//! a three-master Redis Cluster, each also over TLS only with a password ([`Tls`]). Every
+//! process is stopped by its PID when its helper is dropped. A missing `redis-server` or
+//! `redis-cli` fails the test loudly.
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -10,12 +11,53 @@ use tempfile::TempDir;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
-use crate::support::PATIENCE;
+use crate::support::{TestCa, PATIENCE};
 
 /// Ports tried before a test gives up on starting redis-server.
 const ATTEMPTS: usize = 10;
 /// How long a stopping redis-server gets to exit after SIGTERM before it is killed.
 const STOP_GRACE: Duration = Duration::from_secs(10);
+
+/// How a TLS server is reached: its CA's certificate (a client's `--cacert`), its own
+/// certificate and key, and the password it requires.
+#[derive(Clone)]
+pub struct Tls {
+    pub ca: std::path::PathBuf,
+    pub cert: std::path::PathBuf,
+    pub key: std::path::PathBuf,
+    pub password: String,
+}
+
+impl Tls {
+    pub fn new(ca: &TestCa, password: &str) -> Tls {
+        let (cert, key) = (ca.cert.clone(), ca.key.clone());
+        Tls { ca: ca.ca.clone(), cert, key, password: password.to_owned() }
+    }
+
+    /// The server's TLS settings after its port.
+    fn server_args(&self, port: u16) -> Vec<String> {
+        let mut args = vec!["--port".into(), "0".into(), "--tls-port".into(), port.to_string()];
+        for (flag, path) in [
+            ("--tls-cert-file", &self.cert),
+            ("--tls-key-file", &self.key),
+            ("--tls-ca-cert-file", &self.ca),
+        ] {
+            args.extend([flag.to_owned(), path.display().to_string()]);
+        }
+        // Clients show no certificate: they check the server's and give the password.
+        args.extend(
+            ["--tls-auth-clients", "no", "--requirepass", &self.password].map(String::from),
+        );
+        args
+    }
+
+    /// What `redis-cli` needs to reach such a server.
+    fn cli_args(&self) -> Vec<String> {
+        let ca = self.ca.display().to_string();
+        let args = ["--tls", "--cacert", &ca, "-a", &self.password, "--no-auth-warning"];
+        args.map(String::from).to_vec()
+    }
+}
 
 /// A redis-server of this test, stopped when dropped.
 pub struct RedisServer {
@@ -25,6 +67,8 @@ pub struct RedisServer {
     pub addr: String,
     /// Everything after `--port N` on its command line.
     args: Vec<String>,
+    /// Over TLS only (its port is the TLS port), with a password.
+    tls: Option<Tls>,
     /// Its working directory: the append-only file (and a cluster node's `nodes.conf`).
     dir: TempDir,
 }
@@ -54,28 +98,43 @@ impl RedisServer {
         replica
     }
 
+    /// A durable server reached over TLS only, with a password.
+    pub async fn start_tls(tls: &Tls) -> RedisServer {
+        let durable = ["--appendonly", "yes", "--appendfsync", "always"];
+        RedisServer::start_on(&durable, Some(tls.clone())).await
+    }
+
     /// A server that may lose acknowledged writes (no append-only file), which a node refuses.
     pub async fn start_volatile() -> RedisServer {
         RedisServer::start_with(&["--appendonly", "no"]).await
     }
 
-    /// `redis://127.0.0.1:<port>`, as `--redis` takes it.
+    /// `redis://127.0.0.1:<port>`, as `--redis` takes it; over TLS `rediss://` with the
+    /// password.
     pub fn url(&self) -> String {
-        format!("redis://{}", self.addr)
+        match &self.tls {
+            None => format!("redis://{}", self.addr),
+            Some(tls) => format!("rediss://:{}@{}", tls.password, self.addr),
+        }
+    }
+
+    async fn start_with(args: &[&str]) -> RedisServer {
+        RedisServer::start_on(args, None).await
     }
 
     /// Starts with `args` (after the port, bind address and directory) on a random free port;
     /// when another process holds that port (the server logs the bind error and exits) it tries
     /// another.
-    async fn start_with(args: &[&str]) -> RedisServer {
+    async fn start_on(args: &[&str], tls: Option<Tls>) -> RedisServer {
         require("redis-server");
         let mut log = Vec::new();
         for _ in 0..ATTEMPTS {
             let port = free_port();
             let args = args.iter().map(|a| a.to_string()).collect();
             let dir = tempfile::tempdir().expect("temp dir for redis");
-            let mut server =
-                RedisServer { child: None, port, addr: format!("127.0.0.1:{port}"), args, dir };
+            let addr = format!("127.0.0.1:{port}");
+            let tls = tls.clone();
+            let mut server = RedisServer { child: None, port, addr, args, tls, dir };
             if server.spawn(&mut log).await {
                 return server;
             }
@@ -133,6 +192,7 @@ impl RedisServer {
     pub async fn cli(&self, args: &[&str]) -> String {
         let out = Command::new("redis-cli")
             .args(["-p", &self.port.to_string()])
+            .args(self.tls.iter().flat_map(Tls::cli_args))
             .args(args)
             .stdin(Stdio::null())
             .output()
@@ -160,9 +220,12 @@ impl RedisServer {
     /// lines are added to `log`).
     async fn spawn(&mut self, log: &mut Vec<String>) -> bool {
         let port = self.port;
+        let port_args = match &self.tls {
+            None => vec!["--port".to_owned(), port.to_string()],
+            Some(tls) => tls.server_args(port),
+        };
         let mut child = Command::new("redis-server")
-            .arg("--port")
-            .arg(port.to_string())
+            .args(port_args)
             .args(["--bind", "127.0.0.1", "--save", ""])
             // The simulator connects from many 127.x addresses, which protected mode refuses.
             .args(["--protected-mode", "no"])
@@ -218,26 +281,40 @@ pub struct RedisCluster {
 
 impl RedisCluster {
     pub async fn start() -> RedisCluster {
+        RedisCluster::start_on(None).await
+    }
+
+    /// A cluster whose nodes speak TLS only, to clients and to each other (`tls-cluster`), and
+    /// require a password.
+    pub async fn start_tls(tls: &Tls) -> RedisCluster {
+        RedisCluster::start_on(Some(tls)).await
+    }
+
+    async fn start_on(tls: Option<&Tls>) -> RedisCluster {
         require("redis-cli");
         let mut nodes = Vec::new();
+        let mut args = vec![
+            "--cluster-enabled",
+            "yes",
+            "--cluster-config-file",
+            "nodes.conf",
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "always",
+        ];
+        if tls.is_some() {
+            // The bus between the nodes over TLS too.
+            args.extend(["--tls-cluster", "yes", "--tls-replication", "yes"]);
+        }
         while nodes.len() < 3 {
             // Each node also listens on port + 10000 for the cluster bus; `free_port` keeps
             // that below 65536 and checks it is free too.
-            let node = RedisServer::start_with(&[
-                "--cluster-enabled",
-                "yes",
-                "--cluster-config-file",
-                "nodes.conf",
-                "--appendonly",
-                "yes",
-                "--appendfsync",
-                "always",
-            ])
-            .await;
-            nodes.push(node);
+            nodes.push(RedisServer::start_on(&args, tls.cloned()).await);
         }
         let cluster = RedisCluster { nodes };
         let mut create = Command::new("redis-cli");
+        create.args(tls.iter().flat_map(|t| t.cli_args()));
         create.arg("--cluster").arg("create");
         for node in &cluster.nodes {
             create.arg(&node.addr);
@@ -255,36 +332,34 @@ impl RedisCluster {
         );
         // Every node must see the whole cluster before a client may use any of them.
         for node in &cluster.nodes {
-            wait_cluster_ok(node.port).await;
+            wait_cluster_ok(node).await;
         }
         cluster
     }
 
-    /// `redis+cluster://127.0.0.1:p1,127.0.0.1:p2,127.0.0.1:p3`, as `--redis` takes it.
+    /// `redis+cluster://127.0.0.1:p1,127.0.0.1:p2,127.0.0.1:p3`, as `--redis` takes it; over
+    /// TLS `rediss+cluster://` with the password written once, before the first host.
     pub fn url(&self) -> String {
         let addrs: Vec<&str> = self.nodes.iter().map(|n| n.addr.as_str()).collect();
-        format!("redis+cluster://{}", addrs.join(","))
+        match self.nodes.first().and_then(|n| n.tls.as_ref()) {
+            None => format!("redis+cluster://{}", addrs.join(",")),
+            Some(tls) => format!("rediss+cluster://:{}@{}", tls.password, addrs.join(",")),
+        }
     }
 }
 
-/// Polls `CLUSTER INFO` on `port` until it says `cluster_state:ok`.
-async fn wait_cluster_ok(port: u16) {
+/// Polls `CLUSTER INFO` on `node` until it says `cluster_state:ok`.
+async fn wait_cluster_ok(node: &RedisServer) {
     let deadline = tokio::time::Instant::now() + PATIENCE;
     let mut last = String::new();
     while tokio::time::Instant::now() < deadline {
-        let out = Command::new("redis-cli")
-            .args(["-p", &port.to_string(), "cluster", "info"])
-            .stdin(Stdio::null())
-            .output()
-            .await
-            .expect("run redis-cli");
-        last = String::from_utf8_lossy(&out.stdout).into_owned();
+        last = node.cli(&["cluster", "info"]).await;
         if last.contains("cluster_state:ok") {
             return;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    panic!("the cluster node on port {port} never said cluster_state:ok:\n{last}");
+    panic!("the cluster node on port {} never said cluster_state:ok:\n{last}", node.port);
 }
 
 /// A random port whose cluster-bus twin (port + 10000) exists too, both free right now.

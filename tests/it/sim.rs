@@ -257,6 +257,35 @@ async fn ws_sse_and_a_mix_of_protocols_get_every_event_each_checked_alike() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_viewers_of_every_protocol_get_every_event_from_a_tls_node() {
+    let pki = crate::tls::Pki::new();
+    let s = crate::tls::tls_node(&pki, |_| {}).await;
+    let id = s.started_match().await;
+    let ca = pki.ca_path().display().to_string();
+    // The viewer ports through /1/checkin (over https), the HTTP port for ws and sse: all TLS.
+    let mut sim = SimRun::spawn(&format!(
+        "--server {} --ca-cert {ca} --match {id} -n 100 --workers 2 --mix tcp:40,ws:30,sse:30 --json",
+        s.base
+    ));
+    sim.wait_for("connected 100").await;
+    let (st, published) = run_json(&format!(
+        "publish --server {} --ca-cert {ca} --token {TOKEN} --match {id} --burst 40 --stop --json",
+        s.base
+    ))
+    .await;
+    assert!(st.success(), "{published}");
+    assert_eq!(published["stop_seq"], 42, "{published}");
+    let (status, summary, stderr) = sim.finish().await;
+    assert!(status.success(), "{summary:#}\n{stderr}");
+    assert_all_complete(&summary, 100, 100 * 41);
+    for (protocol, n) in [("v2", 40), ("ws", 30), ("sse", 30)] {
+        let p = &summary["protocols"][protocol];
+        assert_eq!((&p["viewers"], &p["complete"]), (&json!(n), &json!(n)), "{summary:#}");
+        assert_eq!(p["deliveries"], n * 41, "{protocol}: {summary:#}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancelled_match_fails_every_viewer_with_its_cause() {
     let s = TestServer::start().await;
     // The benchmark watcher creates and starts the match itself.

@@ -295,6 +295,8 @@ pub struct NodeProcess {
     pub viewers: Vec<SocketAddr>,
     /// Its log lines up to "http listener ready".
     pub log: Vec<String>,
+    /// Its log lines after those, as they come.
+    pub later: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl NodeProcess {
@@ -311,6 +313,18 @@ impl NodeProcess {
     /// Like [`NodeProcess::start_with`]; with `open_files`, the node's open-file limit (soft
     /// and hard) is set to it.
     pub fn start_limited(dir: &Path, extra: &[&str], open_files: Option<u64>) -> NodeProcess {
+        NodeProcess::spawn(NodeProcess::command(dir, extra, open_files))
+    }
+
+    /// Like [`NodeProcess::start_with`], logging at `level` (`RUST_LOG`).
+    pub fn start_logging(dir: &Path, extra: &[&str], level: &str) -> NodeProcess {
+        let mut command = NodeProcess::command(dir, extra, None);
+        command.env("RUST_LOG", level);
+        NodeProcess::spawn(command)
+    }
+
+    /// `matchstream serve` on free ports over `dir`, with `extra` arguments.
+    fn command(dir: &Path, extra: &[&str], open_files: Option<u64>) -> std::process::Command {
         use std::os::unix::process::CommandExt;
         let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_matchstream"));
         if let Some(n) = open_files {
@@ -343,15 +357,17 @@ impl NodeProcess {
             .arg("--data")
             .arg(dir)
             .args(extra);
-        NodeProcess::spawn(command)
+        command
     }
 
     /// Runs `command` (a `matchstream serve` with all its arguments) and waits for its "ready"
-    /// log lines.
+    /// log lines; it logs at `info` unless the command sets `RUST_LOG`.
     pub fn spawn(mut command: std::process::Command) -> NodeProcess {
         use std::io::BufRead;
+        if !command.get_envs().any(|(k, _)| k == "RUST_LOG") {
+            command.env("RUST_LOG", "info");
+        }
         let mut child = command
-            .env("RUST_LOG", "info")
             .stderr(std::process::Stdio::piped())
             .stdout(std::process::Stdio::null())
             .spawn()
@@ -379,9 +395,20 @@ impl NodeProcess {
             }
         }
         // Keep draining the log so the node never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
+        let later = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let kept = later.clone();
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                kept.lock().unwrap_or_else(|p| p.into_inner()).push(line);
+            }
+        });
         let base = base.unwrap_or_else(|| panic!("the node did not start:\n{}", log.join("\n")));
-        NodeProcess { child, base, admin, viewers, log }
+        NodeProcess { child, base, admin, viewers, log, later }
+    }
+
+    /// Has the node logged a line containing `needle` since it was ready?
+    pub fn logged(&self, needle: &str) -> bool {
+        self.later.lock().unwrap_or_else(|p| p.into_inner()).iter().any(|l| l.contains(needle))
     }
 
     pub fn kill9(&mut self) {

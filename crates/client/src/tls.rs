@@ -109,9 +109,7 @@ pub fn host_of(addr: &str) -> &str {
 
 /// A failed handshake's error, saying when it is the certificate that was not trusted.
 fn explain(e: io::Error, host: &str) -> io::Error {
-    let Some(rustls::Error::InvalidCertificate(why)) =
-        e.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>())
-    else {
+    let Some(why) = crate::watcher::untrusted(&e) else {
         return e;
     };
     io::Error::new(

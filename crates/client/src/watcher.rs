@@ -163,8 +163,7 @@ pub(crate) fn quote(text: &str) -> String {
 fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
     let mut cause: &(dyn std::error::Error + 'static) = e;
     loop {
-        if let Some(rustls::Error::InvalidCertificate(why)) = cause.downcast_ref::<rustls::Error>()
-        {
+        if let Some(why) = untrusted(cause) {
             return format!(
                 "the server's certificate is not trusted ({why:?}): name the CA that signed it \
                  with --ca-cert, or use the host name the certificate is for"
@@ -174,5 +173,19 @@ fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
             Some(next) => cause = next,
             None => return cause.to_string(),
         }
+    }
+}
+
+/// Why a certificate was not trusted, if that is what `e` says: rustls' error, or I/O errors
+/// around it (whose `source` skips it: an `io::Error` hands out its inner error's source).
+pub(crate) fn untrusted<'a>(
+    mut e: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a rustls::CertificateError> {
+    while let Some(io) = e.downcast_ref::<std::io::Error>() {
+        e = io.get_ref()?;
+    }
+    match e.downcast_ref::<rustls::Error>()? {
+        rustls::Error::InvalidCertificate(why) => Some(why),
+        _ => None,
     }
 }

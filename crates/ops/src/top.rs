@@ -60,12 +60,17 @@ fn why(e: &reqwest::Error, server: &str) -> String {
     if e.is_timeout() {
         return format!("no answer within {} s", TIMEOUT.as_secs());
     }
-    let mut cause: &dyn std::error::Error = e;
+    let mut cause: &(dyn std::error::Error + 'static) = e;
     let mut refused = false;
     while let Some(deeper) = cause.source() {
         cause = deeper;
-        if let Some(rustls::Error::InvalidCertificate(bad)) = cause.downcast_ref::<rustls::Error>()
-        {
+        // An I/O error's `source` skips its inner error: rustls' is looked for inside them.
+        let mut inner: Option<&(dyn std::error::Error + 'static)> = Some(cause);
+        while let Some(io) = inner.and_then(|i| i.downcast_ref::<std::io::Error>()) {
+            inner = io.get_ref().map(|i| i as &(dyn std::error::Error + 'static));
+        }
+        let tls = inner.and_then(|i| i.downcast_ref::<rustls::Error>());
+        if let Some(rustls::Error::InvalidCertificate(bad)) = tls {
             return format!(
                 "the node's certificate is not trusted ({bad:?}): name the CA that signed it \
                  with --ca-cert"

@@ -20,9 +20,13 @@ pub struct Config {
     pub viewers: Vec<SocketAddr>,
     /// Where the embedded store keeps its files (unused with `redis`).
     pub data_dir: PathBuf,
-    /// The shared log of many nodes: `redis://host:port` or `redis+cluster://host:port,...`.
-    /// `None`: this node runs alone on its embedded store.
+    /// The shared log of many nodes: `redis://host:port` or `redis+cluster://host:port,...`,
+    /// `rediss://` and `rediss+cluster://` over TLS. `None`: this node runs alone on its
+    /// embedded store.
     pub redis: Option<String>,
+    /// A private CA's certificate (PEM) that `rediss://` trusts instead of the system's roots,
+    /// for a Redis whose certificate no public authority signed.
+    pub redis_ca_cert: Option<PathBuf>,
     /// Replicas that must confirm each write to Redis (`WAIT`) before it is acknowledged.
     pub redis_wait_replicas: u32,
     /// Run on a Redis that may lose acknowledged writes (no `appendfsync always`, no replicas).
@@ -150,6 +154,7 @@ impl Default for Config {
             viewers: vec![SocketAddr::from(([127, 0, 0, 1], 9100))],
             data_dir: PathBuf::from("./data"),
             redis: None,
+            redis_ca_cert: None,
             redis_wait_replicas: 0,
             redis_volatile: false,
             watcher_tokens: Vec::new(),

@@ -76,6 +76,7 @@ pub async fn start(config: Config) -> Result<Node, ServerError> {
         Some(url) => {
             let opts = RedisOptions {
                 url: url.clone(),
+                ca_cert: config.redis_ca_cert.clone(),
                 wait_replicas: config.redis_wait_replicas,
                 volatile: config.redis_volatile,
             };
@@ -199,14 +200,14 @@ async fn start_with_store(
         tracker.spawn(tcp::accept_loop(listener, index, viewers.clone()));
     }
 
-    let state = api::Shared::new(
+    let state = api::AppState::new(
         ingest.clone(),
         hub.clone(),
         store.clone(),
         ports.clone(),
         ctx.clone(),
         ops,
-        Arc::new(config.clone()),
+        &config,
     );
     let limits = http::Limits::of(&config);
     let app = api::router(state.clone());

@@ -35,6 +35,9 @@ pub struct Publish {
     pub payload: usize,
     /// Publish `stop` at the end.
     pub stop: bool,
+    /// The CA certificate (PEM) an `https://` server's certificate is checked against; `None`:
+    /// the system's roots.
+    pub ca_cert: Option<std::path::PathBuf>,
 }
 
 /// What was published: the JSON object of `sim publish --json`.
@@ -121,7 +124,10 @@ struct Accepted {
 pub async fn publish(p: &Publish) -> Result<PublishReport, SimError> {
     p.mode.validate()?;
     let server = p.server.trim_end_matches('/');
-    let watcher = Watcher::new(&p.server, &p.token).map_err(|e| SimError::Usage(e.to_string()))?;
+    let tls = p.ca_cert.as_deref().map(|ca| matchstream_client::TlsClient::new(Some(ca)));
+    let tls = tls.transpose().map_err(|e| SimError::Usage(format!("--ca-cert: {e}")))?;
+    let watcher = Watcher::with_tls(&p.server, &p.token, tls.as_ref())
+        .map_err(|e| SimError::Usage(e.to_string()))?;
     let call = |method: Method, path: String, body: Option<Value>| {
         let watcher = watcher.clone();
         async move {

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
@@ -18,6 +18,8 @@ pub const TLS_HOST: &str = "localhost";
 
 /// A test's certificate authority and the server certificate it signed, as PEM files.
 pub struct TestCa {
+    /// The authority's certificate (what a client trusts).
+    pub ca: PathBuf,
     /// The server's certificate and its key.
     pub cert: PathBuf,
     pub key: PathBuf,
@@ -30,20 +32,23 @@ impl TestCa {
         let dir = tempfile::tempdir().expect("a temp dir for certificates");
         let mut params = CertificateParams::new(Vec::new()).expect("CA parameters");
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        // Names of their own: OpenSSL (redis-cli) takes a certificate named like its issuer for
+        // a self-signed one.
+        params.distinguished_name.push(DnType::CommonName, "MatchStream test CA");
         let issuer = CertifiedIssuer::self_signed(params, KeyPair::generate().expect("a CA key"))
             .expect("the CA's certificate");
         let names = vec![TLS_HOST.to_owned(), "127.0.0.1".to_owned()];
         let key = KeyPair::generate().expect("a server key");
-        let cert = CertificateParams::new(names)
-            .expect("server parameters")
-            .signed_by(&key, &issuer)
-            .expect("the server's certificate");
+        let mut params = CertificateParams::new(names).expect("server parameters");
+        params.distinguished_name.push(DnType::CommonName, TLS_HOST);
+        let cert = params.signed_by(&key, &issuer).expect("the server's certificate");
         let at = |name: &str, pem: String| {
             let path = dir.path().join(name);
             std::fs::write(&path, pem).expect("a certificate file");
             path
         };
         TestCa {
+            ca: at("ca.pem", issuer.pem()),
             cert: at("server.pem", cert.pem()),
             key: at("server.key", key.serialize_pem()),
             ca_der: issuer.der().clone(),

@@ -1,20 +1,22 @@
 //! The watcher API's door (SPEC 2, 10, 11): the bearer token, checked before the body is read,
 //! and the body itself, read within its size and time limits. Both are extractors, so that a
 //! handler cannot read a body without them: [`Watcher`] (from the request's head alone) comes
-//! first in a watcher handler's arguments, [`Body`] last.
+//! first in a watcher handler's arguments, [`Body`] last. Each takes from the router's state
+//! only what it needs: [`Tokens`], and [`BodyLimits`].
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::extract::{FromRef, FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, StatusCode};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use super::{ApiError, AppState};
-use crate::telemetry::Limit;
+use super::error::ApiError;
+use crate::telemetry::{Limit, Metrics};
 
 /// The watcher tokens a node accepts, kept as SHA-256 digests: every comparison is of two
 /// 32-byte digests in constant time, so neither a token's bytes nor its length show in the
@@ -41,11 +43,14 @@ fn digest(bytes: &[u8]) -> [u8; 32] {
 /// in any case).
 pub(super) struct Watcher;
 
-impl FromRequestParts<AppState> for Watcher {
+impl<S: Send + Sync> FromRequestParts<S> for Watcher
+where
+    Arc<Tokens>: FromRef<S>,
+{
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        authorize(&state.tokens, &parts.headers).map(|()| Watcher)
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        authorize(&Arc::<Tokens>::from_ref(state), &parts.headers).map(|()| Watcher)
     }
 }
 
@@ -72,17 +77,30 @@ fn authorize(tokens: &Tokens, headers: &HeaderMap) -> Result<(), ApiError> {
     }
 }
 
+/// What a body is held to (SPEC 10), and where a refusal is counted.
+#[derive(Clone)]
+pub(crate) struct BodyLimits {
+    /// `--http-max-body`.
+    pub(crate) max: usize,
+    /// `--http-body-timeout`: from the head.
+    pub(crate) timeout: Duration,
+    pub(crate) metrics: Arc<Metrics>,
+}
+
 /// A request's body, read whole within `--http-max-body` bytes and `--http-body-timeout` of
 /// its head (SPEC 10): `413` past the size (at once when `Content-Length` says so), `408` past
 /// the time.
 pub(super) struct Body(pub Bytes);
 
-impl FromRequest<AppState> for Body {
+impl<S: Send + Sync> FromRequest<S> for Body
+where
+    BodyLimits: FromRef<S>,
+{
     type Rejection = ApiError;
 
-    async fn from_request(request: Request, state: &AppState) -> Result<Self, ApiError> {
-        let config = &state.config;
-        let max = config.http_max_body;
+    async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
+        let limits = BodyLimits::from_ref(state);
+        let max = limits.max;
         let too_large = || {
             ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
@@ -97,13 +115,13 @@ impl FromRequest<AppState> for Body {
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
-        let refused = |limit| state.ports.metrics.limit_refused(limit);
+        let refused = |limit| limits.metrics.limit_refused(limit);
         if declared.is_some_and(|len| len > max as u64) {
             refused(Limit::HttpBodySize);
             return Err(too_large());
         }
         let read = Limited::new(request.into_body(), max).collect();
-        let timeout = config.http_body_timeout;
+        let timeout = limits.timeout;
         match tokio::time::timeout(timeout, read).await {
             Ok(Ok(collected)) => Ok(Body(collected.to_bytes())),
             Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => {

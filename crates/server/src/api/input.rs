@@ -13,7 +13,7 @@ use std::fmt;
 use axum::http::StatusCode;
 use serde_json::{Map, Value};
 
-use super::ApiError;
+use super::error::ApiError;
 use crate::model::{
     Card, Date, EventDataInput, EventInput, EventKind, MatchInfo, NewMatch, Player, PlayerRef,
     RosterInput, Seq, TeamId, MAX_COMMENT_CHARS, MAX_LINEUP_PLAYERS, MAX_NAME_CHARS,

@@ -150,7 +150,7 @@ static DOCUMENT: LazyLock<Encoded> = LazyLock::new(|| {
         "{}".to_owned()
     });
     // Named by its content: a node of another version serves another tag.
-    let etag = format!("o{:016x}", super::read::fnv1a(body.as_bytes()));
+    let etag = format!("o{:016x}", super::pages::fnv1a(body.as_bytes()));
     Encoded::new(Bytes::from(body), &etag, "public, max-age=300", true)
 });
 

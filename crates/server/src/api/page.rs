@@ -4,7 +4,7 @@
 //! gzip or brotli made once (through the read API's [`Encoded`]). What the page shows and how it
 //! follows a match live is in `crates/server/assets/`; the API it reads lives elsewhere.
 
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -13,7 +13,8 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
 
 use super::pages::Encoded;
-use super::AppState;
+use super::ServesTls;
+use crate::cluster::Cluster;
 
 const INDEX_HTML: &str = include_str!("../../assets/index.html");
 const APP_JS: &str = include_str!("../../assets/app.js");
@@ -58,7 +59,7 @@ struct Asset {
 
 impl Asset {
     fn new(body: String, prefix: &str, content_type: &'static str, cache: &'static str) -> Asset {
-        let hash = format!("{:016x}", super::read::fnv1a(body.as_bytes()));
+        let hash = format!("{:016x}", super::pages::fnv1a(body.as_bytes()));
         let encoded = Encoded::new(Bytes::from(body), &format!("{prefix}{hash}"), cache, true);
         Asset { encoded, content_type: HeaderValue::from_static(content_type), hash }
     }
@@ -109,10 +110,15 @@ fn page_html() -> String {
         .replace("/assets/app.css\"", &format!("/assets/app.css?v={}\"", STYLE.hash))
 }
 
-/// `GET /` (with any query: `/?mid=<id>` opens a match): the page.
-pub(super) async fn index(State(state): State<AppState>, headers: HeaderMap) -> Response {
+/// `GET /` (with any query: `/?mid=<id>` opens a match): the page, whose policy lets it connect
+/// to the other live nodes the `cluster` knows.
+pub(super) async fn index(
+    State(cluster): State<Arc<Cluster>>,
+    State(tls): State<ServesTls>,
+    headers: HeaderMap,
+) -> Response {
     let mut response = INDEX.respond(&headers);
-    let policy = policy_with(&state.ports.cluster.web_addrs(), state.config.tls.is_some());
+    let policy = policy_with(&cluster.web_addrs(), tls.0);
     let policy = HeaderValue::from_str(&policy).unwrap_or(HeaderValue::from_static(POLICY));
     response.headers_mut().insert(CONTENT_SECURITY_POLICY, policy);
     response

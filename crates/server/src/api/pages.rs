@@ -41,6 +41,13 @@ pub(crate) const LIVE: &str = "public, max-age=2";
 /// ... and what cannot (the history of an ended match).
 pub(crate) const FOREVER: &str = "public, max-age=31536000, immutable";
 
+/// FNV-1a: a stable hash of a body, for its `ETag` (the same on every node and every start).
+pub(super) fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes
+        .iter()
+        .fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3))
+}
+
 /// One answer, encoded once: its bytes, their `ETag` and `Cache-Control`, and compressed
 /// copies made the first time someone asks for them.
 pub(crate) struct Encoded {

@@ -1,22 +1,62 @@
 //! The read API's answers that pages and caching serve (SPEC 3): `/1/matches`, `/1/match/<id>`
 //! and `/1/match/<id>/history`, each a page encoded once (`pages.rs`) and answered with its
-//! ETag, 304 and Cache-Control.
+//! ETag, 304 and Cache-Control. What these handlers use is [`Reads`], and nothing else.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 
+use super::error::{match_id, ApiError};
+use super::input;
 use super::openapi::{ErrorBody, HistoryEvent, MatchObject};
-use super::pages::{self, At, Choice, Encoded};
-use super::{input, match_id, ApiError, AppState};
-use crate::hub::Snapshot;
-use crate::ingest::IngestError;
+use super::pages::{self, At, Choice, Encoded, PageCache};
+use crate::config::Config;
+use crate::hub::{Hub, Snapshot};
+use crate::ingest::{Ingest, IngestError};
 use crate::locks::lock;
 use crate::model::MatchId;
-use crate::store::Incarnation;
+use crate::store::{Incarnation, Store};
+
+/// `/1/matches` as encoded for the hub's generation of the list.
+type MatchList = (u64, Arc<Encoded>);
+
+/// What the read API reads: the matches as the hub holds them (an ended match that left memory
+/// is revived through the ingest), the store for history pages not kept, and the pages and list
+/// encoded once.
+pub(crate) struct Reads {
+    hub: Arc<Hub>,
+    ingest: Arc<Ingest>,
+    store: Arc<dyn Store>,
+    /// History pages, encoded once.
+    pages: PageCache,
+    /// `/1/matches`, encoded once per change of the list (the hub's generation).
+    matches: Mutex<Option<MatchList>>,
+    /// `--history-limit` and `--max-history-limit` (SPEC 10).
+    history_limit: usize,
+    max_history_limit: usize,
+}
+
+impl Reads {
+    pub(crate) fn new(
+        hub: Arc<Hub>,
+        ingest: Arc<Ingest>,
+        store: Arc<dyn Store>,
+        config: &Config,
+    ) -> Reads {
+        Reads {
+            hub,
+            ingest,
+            store,
+            pages: PageCache::new(pages::PAGE_BUDGET, config.max_store_reads),
+            matches: Mutex::default(),
+            history_limit: config.history_limit,
+            max_history_limit: config.max_history_limit,
+        }
+    }
+}
 
 /// An answer of the read API: a page encoded once, and which of its answers a request gets.
 pub(crate) enum Answer {
@@ -47,8 +87,8 @@ impl IntoResponse for Answer {
         (status = 304, description = "Unchanged since the `ETag` in `If-None-Match`"),
     )
 )]
-pub(crate) async fn list_matches(State(state): State<AppState>, request: Request) -> Answer {
-    matches(&state, request.headers())
+pub(crate) async fn list_matches(State(reads): State<Arc<Reads>>, request: Request) -> Answer {
+    matches(&reads, request.headers())
 }
 
 /// `GET /1/match/<id>`.
@@ -67,11 +107,11 @@ pub(crate) async fn list_matches(State(state): State<AppState>, request: Request
     )
 )]
 pub(crate) async fn get_match(
-    State(state): State<AppState>,
+    State(reads): State<Arc<Reads>>,
     Path(raw): Path<String>,
     request: Request,
 ) -> Result<Answer, ApiError> {
-    one_match(&state, &raw, request.headers()).await
+    one_match(&reads, &raw, request.headers()).await
 }
 
 /// `GET /1/match/<id>/history[?after=&limit=]`.
@@ -102,25 +142,25 @@ pub(crate) async fn get_match(
     )
 )]
 pub(crate) async fn history(
-    State(state): State<AppState>,
+    State(reads): State<Arc<Reads>>,
     Path(raw): Path<String>,
     RawQuery(query): RawQuery,
     request: Request,
 ) -> Result<Answer, ApiError> {
-    history_page(&state, &raw, query.as_deref(), request.headers()).await
+    history_page(&reads, &raw, query.as_deref(), request.headers()).await
 }
 
-fn matches(state: &AppState, headers: &HeaderMap) -> Answer {
-    let generation = state.hub.generation();
-    let cached = lock(&state.matches).as_ref().filter(|(g, _)| *g == generation).cloned();
+fn matches(reads: &Reads, headers: &HeaderMap) -> Answer {
+    let generation = reads.hub.generation();
+    let cached = lock(&reads.matches).as_ref().filter(|(g, _)| *g == generation).cloned();
     let encoded = match cached {
         Some((_, encoded)) => encoded,
         None => {
-            let body: Bytes = serde_json::to_vec(&state.hub.ids()).unwrap_or_default().into();
+            let body: Bytes = serde_json::to_vec(&reads.hub.ids()).unwrap_or_default().into();
             // Named by its content, so that every node gives the same list the same tag.
-            let etag = format!("l{:016x}", fnv1a(&body));
+            let etag = format!("l{:016x}", pages::fnv1a(&body));
             let encoded = Arc::new(Encoded::new(body, &etag, pages::LIVE, false));
-            *lock(&state.matches) = Some((generation, encoded.clone()));
+            *lock(&reads.matches) = Some((generation, encoded.clone()));
             encoded
         }
     };
@@ -132,31 +172,24 @@ fn chosen(encoded: Arc<Encoded>, headers: &HeaderMap) -> Answer {
     Answer::Page(encoded, choice)
 }
 
-/// FNV-1a: a stable hash of a body, for its `ETag`.
-pub(super) fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes
-        .iter()
-        .fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3))
-}
-
 /// The match `id` as the hub holds it, reading an ended match that left memory back from the
 /// store first (SPEC 10). `None`: no such match.
 async fn current(
-    state: &AppState,
+    reads: &Reads,
     id: &MatchId,
 ) -> Result<Option<(Incarnation, Arc<Snapshot>)>, ApiError> {
-    if let Some(found) = state.hub.current(id) {
+    if let Some(found) = reads.hub.current(id) {
         return Ok(Some(found));
     }
-    if state.hub.is_evicted(id) {
-        state.ingest.revive(id).await.map_err(IngestError::from)?;
+    if reads.hub.is_evicted(id) {
+        reads.ingest.revive(id).await.map_err(IngestError::from)?;
     }
-    Ok(state.hub.current(id))
+    Ok(reads.hub.current(id))
 }
 
-async fn one_match(state: &AppState, raw: &str, headers: &HeaderMap) -> Result<Answer, ApiError> {
+async fn one_match(reads: &Reads, raw: &str, headers: &HeaderMap) -> Result<Answer, ApiError> {
     let id = match_id(raw)?;
-    let (inc, snapshot) = current(state, &id)
+    let (inc, snapshot) = current(reads, &id)
         .await?
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no match {id}")))?;
     let over = snapshot.state.is_over();
@@ -169,26 +202,24 @@ async fn one_match(state: &AppState, raw: &str, headers: &HeaderMap) -> Result<A
 /// A page of a match's history: `limit` defaults to `--history-limit` and is capped at
 /// `--max-history-limit`; a page that ends before the match does points at the next one.
 async fn history_page(
-    state: &AppState,
+    reads: &Reads,
     raw: &str,
     query: Option<&str>,
     headers: &HeaderMap,
 ) -> Result<Answer, ApiError> {
-    let config = &state.config;
-    let (after, limit) =
-        input::history_query(query, config.history_limit, config.max_history_limit)?;
+    let (after, limit) = input::history_query(query, reads.history_limit, reads.max_history_limit)?;
     let id = match_id(raw)?;
-    let Some((inc, snapshot)) = current(state, &id).await? else {
-        if state.hub.knows_every_match() {
+    let Some((inc, snapshot)) = current(reads, &id).await? else {
+        if reads.hub.knows_every_match() {
             return Err(ApiError::new(StatusCode::NOT_FOUND, format!("no match {id}")));
         }
         // Not (yet) known here: with other nodes, a match created elsewhere a moment ago is
         // in the store before this node hears of it. Read there, keep nothing.
-        let page = state.pages.unkept(&*state.store, &id, after, limit).await?;
+        let page = reads.pages.unkept(&*reads.store, &id, after, limit).await?;
         return Ok(chosen(page, headers));
     };
     let at = At { inc, head: snapshot.state.seq, over: snapshot.state.is_over() };
-    let kept = state.pages.page(&*state.store, &id, at, after, limit).await?;
+    let kept = reads.pages.page(&*reads.store, &id, at, after, limit).await?;
     Ok(chosen(kept, headers))
 }
 
@@ -196,32 +227,15 @@ async fn history_page(
 mod tests {
     use std::sync::atomic::Ordering;
 
-    use tokio_util::sync::CancellationToken;
-    use tokio_util::task::TaskTracker;
-
     use super::*;
-    use crate::config::Config;
-    use crate::hub::Hub;
-    use crate::ingest::Ingest;
     use crate::store::memory::tests::Counting;
-    use crate::store::Store;
-    use crate::transport::context::ViewerContext;
-    use crate::transport::ViewerPorts;
 
-    /// The handlers' state over a store that counts history reads; `shared`: as with Redis.
-    async fn state(store: Arc<Counting>, shared: bool) -> AppState {
-        let config = Config::default();
+    /// The read API's state over a store that counts history reads; `shared`: as with Redis.
+    async fn state(store: Arc<Counting>, shared: bool) -> Reads {
         let dyn_store: Arc<dyn Store> = store;
         let hub = Arc::new(Hub::new(dyn_store.clone(), 16, 100).shared(shared));
         let ingest = Arc::new(Ingest::restore(dyn_store.clone(), hub.clone()).await.unwrap());
-        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], 9));
-        let metrics = crate::telemetry::Metrics::new();
-        let ports = Arc::new(ViewerPorts::new(&[addr], None, 10, metrics));
-        let (stop, tracker) = (CancellationToken::new(), TaskTracker::new());
-        let viewers =
-            Arc::new(ViewerContext::new(&config, hub.clone(), ports.clone(), stop, tracker));
-        let ops = crate::ops::Ops::new("test".into(), addr.to_string());
-        super::super::Shared::new(ingest, hub, dyn_store, ports, viewers, ops, Arc::new(config))
+        Reads::new(hub, ingest, dyn_store, &Config::default())
     }
 
     #[tokio::test]

@@ -1,15 +1,19 @@
 //! `GET /1/match/<id>/ws` and `GET /1/match/<id>/stream` (SPEC 5): the HTTP face of the
 //! WebSocket and SSE transports. `transport::web` checks the request, joins the match and leaves
-//! the viewer for the connection to be handed over once this answer is out.
+//! the viewer for the connection to be handed over once this answer is out; what the handlers
+//! hand it is the [`ViewerContext`] every viewer shares.
+
+use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
+use super::error::ApiError;
 use super::openapi::ErrorBody;
-use super::{ApiError, AppState};
 use crate::model::Seq;
+use crate::transport::context::ViewerContext;
 use crate::transport::web::{self, Refusal, Takeover};
 
 #[derive(Deserialize)]
@@ -77,13 +81,13 @@ fn refused(refusal: Refusal) -> Response {
     )
 )]
 pub(super) async fn websocket(
-    State(state): State<AppState>,
+    State(viewers): State<Arc<ViewerContext>>,
     Path(id): Path<String>,
     query: QueryResult,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let (from, takeover) = (from(query)?, takeover()?);
-    Ok(web::websocket(&state.viewers, &id, from, &headers, &takeover)
+    Ok(web::websocket(&viewers, &id, from, &headers, &takeover)
         .await
         .map_or_else(refused, IntoResponse::into_response))
 }
@@ -110,7 +114,7 @@ pub(super) async fn websocket(
     )
 )]
 pub(super) async fn events(
-    State(state): State<AppState>,
+    State(viewers): State<Arc<ViewerContext>>,
     method: Method,
     Path(id): Path<String>,
     query: QueryResult,
@@ -118,7 +122,7 @@ pub(super) async fn events(
 ) -> Result<Response, ApiError> {
     let (from, takeover) = (from(query)?, takeover()?);
     let head = method == Method::HEAD;
-    Ok(web::events(&state.viewers, &id, from, &headers, head, &takeover)
+    Ok(web::events(&viewers, &id, from, &headers, head, &takeover)
         .await
         .map_or_else(refused, IntoResponse::into_response))
 }

@@ -45,8 +45,11 @@ const HEADS_PER_PIPELINE: usize = 1_000;
 /// Where and how to reach Redis.
 #[derive(Debug, Clone)]
 pub(crate) struct RedisOptions {
-    /// `redis://host:port[/db]` (one server) or `redis+cluster://host:port,host:port,...`.
+    /// `redis://host:port[/db]` (one server) or `redis+cluster://host:port,host:port,...`;
+    /// `rediss` for TLS.
     pub url: String,
+    /// A private CA's certificate (PEM) that TLS connections trust instead of the system's.
+    pub ca_cert: Option<std::path::PathBuf>,
     /// Replicas that must confirm each write (`WAIT`) before it is acknowledged.
     pub wait_replicas: u32,
     /// Accept a Redis that may lose acknowledged writes.
@@ -79,7 +82,13 @@ struct Scripts {
 impl RedisStore {
     /// Connects, checks that acknowledged writes will be durable, and starts following the log.
     pub(crate) async fn open(opts: &RedisOptions) -> Result<RedisStore, StoreError> {
-        let target = Target::parse(&opts.url)?;
+        let ca_pem = match &opts.ca_cert {
+            Some(path) => Some(std::fs::read(path).map_err(|e| {
+                StoreError::Backend(format!("cannot read --redis-ca-cert {}: {e}", path.display()))
+            })?),
+            None => None,
+        };
+        let target = Target::parse(&opts.url, ca_pem)?;
         let conn = connect(&target).await?;
         let failure = Arc::new(Mutex::new(None));
         let (appends, queue) = mpsc::channel(append::QUEUE);

@@ -29,10 +29,11 @@ pub(super) async fn run(
     let mut backoff = MIN_BACKOFF;
     for attempt in 0.. {
         let address = &addresses[attempt % addresses.len()];
-        match subscribe(address).await {
+        let shown = redacted(address);
+        match subscribe(&target, address, &shown).await {
             Ok(pubsub) => {
                 backoff = MIN_BACKOFF;
-                tracing::debug!(address = %redacted(address), "following the log");
+                tracing::debug!(address = %shown, "following the log");
                 if tx.send(LogEntry::Resync).await.is_err() {
                     return;
                 }
@@ -63,8 +64,7 @@ pub(super) async fn run(
                         }
                     }
                 }
-                let lost = format!("lost the subscription to {}", redacted(address));
-                let lost = StoreError::Backend(lost);
+                let lost = StoreError::Backend(format!("lost the subscription to {shown}"));
                 note_outcome(&failure, Some(&lost));
             }
             Err(e) => {
@@ -79,11 +79,14 @@ pub(super) async fn run(
     }
 }
 
-/// A subscription at `address`; an error names it without its password (errors are logged).
-async fn subscribe(address: &str) -> Result<redis::aio::PubSub, StoreError> {
-    let shown = redacted(address);
+/// Subscribes on `address` (`shown`: the same without its password, for errors).
+async fn subscribe(
+    target: &Target,
+    address: &str,
+    shown: &str,
+) -> Result<redis::aio::PubSub, StoreError> {
     let fail = |e: redis::RedisError| StoreError::Backend(format!("redis at {shown}: {e}"));
-    let client = redis::Client::open(address).map_err(fail)?;
+    let client = target.client(address).map_err(fail)?;
     let mut pubsub = tokio::time::timeout(Duration::from_secs(1), client.get_async_pubsub())
         .await
         .map_err(|_| StoreError::Backend(format!("redis at {shown} does not answer")))?

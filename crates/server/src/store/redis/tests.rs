@@ -121,7 +121,7 @@ fn cluster() -> (Vec<Server>, String) {
 }
 
 fn options(url: &str) -> RedisOptions {
-    RedisOptions { url: url.to_owned(), wait_replicas: 0, volatile: false }
+    RedisOptions { url: url.to_owned(), ca_cert: None, wait_replicas: 0, volatile: false }
 }
 
 async fn open(url: &str) -> RedisStore {
