@@ -463,9 +463,14 @@ async fn serve(
         tracing::warn!("no --watcher-token: nobody can publish to this node");
     }
     let stop = stop_on_signal();
+    // SIGHUP is caught from here on, before the listeners open: a `systemctl reload` as the
+    // node starts waits for it instead of killing it (SIGHUP's default).
+    #[cfg(unix)]
+    let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
     let node = server::start(config).await.context("cannot start the node")?;
     tracing::info!(max_viewers, "node ready");
-    reload_on_hangup(node.tls_reloader());
+    #[cfg(unix)]
+    reload_on_hangup(node.tls_reloader(), hangups);
     let token = node.shutdown_token();
     tokio::spawn(async move {
         stop.cancelled().await;
@@ -555,11 +560,13 @@ fn usage_error(message: &str) -> ! {
 /// On SIGHUP (systemd's `ExecReload`), reads the certificate pair again: logs that it did, or
 /// why not (the pair served so far stays). Caught with or without TLS, so that a reload never
 /// kills a node (SIGHUP's default).
-fn reload_on_hangup(tls: server::TlsReloader) {
-    #[cfg(unix)]
+#[cfg(unix)]
+fn reload_on_hangup(
+    tls: server::TlsReloader,
+    hangups: std::io::Result<tokio::signal::unix::Signal>,
+) {
     tokio::spawn(async move {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut hangups = match signal(SignalKind::hangup()) {
+        let mut hangups = match hangups {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot watch SIGHUP: the certificate cannot be reloaded");
@@ -577,8 +584,6 @@ fn reload_on_hangup(tls: server::TlsReloader) {
             }
         }
     });
-    #[cfg(not(unix))]
-    let _ = tls;
 }
 
 /// The tokens of a `--watcher-token-file`: one a line; blank lines and `#` comments skipped.

@@ -90,7 +90,7 @@ fn check_contents(deb: &Path) {
     for (mode, path) in [
         ("-rwxr-xr-x", "/usr/bin/matchstream"),
         ("-rw-r--r--", UNIT),
-        ("-rw-r-----", CONFIG),
+        ("-rw-r--r--", CONFIG),
         ("-rw-r--r--", "/usr/lib/sysusers.d/matchstream.conf"),
         ("-rw-r--r--", "/usr/lib/tmpfiles.d/matchstream.conf"),
         ("-rw-r--r--", "/usr/share/doc/matchstream/copyright"),
@@ -295,7 +295,8 @@ fn acknowledged(line: &str) -> Option<(u64, String)> {
 async fn the_debian_package_installs_runs_and_keeps_every_event_across_a_restart() {
     // SAFETY: geteuid has no preconditions.
     let root_user = unsafe { libc::geteuid() } == 0;
-    assert!(root_user, "the package test installs with dpkg and runs the node as its user: run it as root (CI does)");
+    let why = "it installs with dpkg and runs the node as the package's user";
+    assert!(root_user, "the package test needs root (CI runs as root): {why}");
     let work = tempfile::tempdir().unwrap();
     // The package's user must reach the scratch root inside it.
     std::fs::set_permissions(work.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -380,8 +381,8 @@ async fn the_debian_package_installs_runs_and_keeps_every_event_across_a_restart
         let event = history.iter().find(|e| e["seq"] == *seq);
         assert_eq!(event.map(|e| &e["kind"]), Some(&Value::from(kind.as_str())), "seq {seq}");
     }
-    let (_, last) = acked.last().cloned().unwrap();
-    assert_eq!(last, "stop");
+    let (last_seq, last) = acked.last().cloned().unwrap();
+    assert_eq!((last_seq, last.as_str()), (seqs.len() as u64, "stop"), "the whole file");
     let state = reader.get(&format!("/1/match/{MATCH}")).await.unwrap().json();
     assert_eq!((&state["home-score"], &state["visit-score"]), (&Value::from(1), &Value::from(3)));
 
