@@ -10,7 +10,8 @@ use std::process::Command;
 
 use matchstream::config::TlsFiles;
 use matchstream_client::ws::match_path;
-use matchstream_client::{SseViewer, Stream, TlsClient, Watcher, WsViewer};
+use matchstream_client::ws::Message;
+use matchstream_client::{Incoming, SseViewer, Stream, TlsClient, Watcher, WsViewer};
 use matchstream_proto::ConnectLine;
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
 use serde_json::json;
@@ -119,6 +120,22 @@ async fn a_tls_node_serves_its_api_wss_sse_and_tls_viewers_every_event_once_in_o
     for t in ["tcp_v2", "ws", "sse"] {
         metric_is(&s, &format!("matchstream_viewers{{transport=\"{t}\"}}"), 1.0).await;
     }
+    // What a viewer sends is read through TLS too: a WebSocket ping is answered, and a viewer
+    // that hangs up is gone.
+    ws.send(Message::Ping(b"there?".to_vec().into())).await.expect("ping");
+    loop {
+        match ws.message().await.expect("a message") {
+            Some(Incoming::Pong(p)) => break assert_eq!(p, b"there?"),
+            Some(Incoming::Ping(_)) => {}
+            other => panic!("expected the pong, got {other:?}"),
+        }
+    }
+    let gone = client.open(&viewer_port).await.expect("a TLS viewer connects");
+    let mut gone = matchstream_client::Viewer::watch_on(gone, &v2_line(&id)).await.unwrap();
+    assert_eq!(gone.frame().await.unwrap().unwrap()["kind"], "status");
+    metric_is(&s, "matchstream_viewers{transport=\"tcp_v2\"}", 2.0).await;
+    drop(gone);
+    metric_is(&s, "matchstream_viewers{transport=\"tcp_v2\"}", 1.0).await;
 
     let mut seqs = vec![1];
     for _ in 0..20 {
